@@ -1,0 +1,744 @@
+//! Configuration: the native YAML shape, InfraWallet's Backstage `app-config.yaml` shape,
+//! `${VAR}` expansion and validation.
+//!
+//! Every problem is reported as one [`ConfigError`] naming the file, the line and column
+//! (where the parser knows them) and the key, before anything starts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+/// Default refresh interval: Cost Explorer data changes a few times a day.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
+/// Default delay, in days, of the day the daily gauges describe.
+pub const DEFAULT_DATA_DELAY_DAYS: u32 = 1;
+/// Cost Explorer's home region.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// The largest accepted `data_delay_days`.
+pub const MAX_DATA_DELAY_DAYS: u32 = 31;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Default refresh interval for integrations that do not set their own.
+    pub refresh_interval: Duration,
+    /// The daily gauges describe today (UTC) minus this many days.
+    pub data_delay_days: u32,
+    /// At least one integration, names unique.
+    pub integrations: Vec<Integration>,
+    /// Which shape the file had.
+    pub format: ConfigFormat,
+}
+
+/// The shape a configuration file was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFormat {
+    /// This exporter's own YAML.
+    Native,
+    /// A Backstage `app-config.yaml` with InfraWallet's AWS integrations.
+    InfraWallet,
+}
+
+/// One AWS account (a management account covers its members) with its own credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Integration {
+    pub name: String,
+    pub account_id: String,
+    pub assumed_role_name: Option<String>,
+    pub external_id: Option<String>,
+    pub static_credentials: Option<StaticCredentials>,
+    pub region: String,
+    /// Cost Explorer endpoint override.
+    pub endpoint_url: Option<String>,
+    /// STS endpoint override, used for assuming the role.
+    pub sts_endpoint_url: Option<String>,
+    /// Non-empty, no duplicates.
+    pub cost_basis: Vec<CostBasis>,
+    pub refresh_interval: Duration,
+}
+
+impl Integration {
+    /// The ARN of the role to assume, when one is configured.
+    pub fn role_arn(&self) -> Option<String> {
+        self.assumed_role_name
+            .as_ref()
+            .map(|role| format!("arn:aws:iam::{}:role/{}", self.account_id, role))
+    }
+}
+
+/// A static access key pair. `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key)
+            .finish()
+    }
+}
+
+/// A secret string whose `Debug` and `Display` are redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; only for handing to the AWS SDK.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"** redacted **\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("** redacted **")
+    }
+}
+
+/// Cost Explorer's cost metrics, named as in the config and the `cost_basis` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CostBasis {
+    Unblended,
+    Amortized,
+    Blended,
+    NetUnblended,
+    NetAmortized,
+}
+
+impl CostBasis {
+    pub const ALL: [CostBasis; 5] = [
+        CostBasis::Unblended,
+        CostBasis::Amortized,
+        CostBasis::Blended,
+        CostBasis::NetUnblended,
+        CostBasis::NetAmortized,
+    ];
+
+    /// The config name and `cost_basis` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostBasis::Unblended => "unblended",
+            CostBasis::Amortized => "amortized",
+            CostBasis::Blended => "blended",
+            CostBasis::NetUnblended => "net_unblended",
+            CostBasis::NetAmortized => "net_amortized",
+        }
+    }
+
+    /// The Cost Explorer metric name.
+    pub fn metric(self) -> &'static str {
+        match self {
+            CostBasis::Unblended => "UnblendedCost",
+            CostBasis::Amortized => "AmortizedCost",
+            CostBasis::Blended => "BlendedCost",
+            CostBasis::NetUnblended => "NetUnblendedCost",
+            CostBasis::NetAmortized => "NetAmortizedCost",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<CostBasis> {
+        CostBasis::ALL.into_iter().find(|b| b.as_str() == name)
+    }
+
+    /// The inverse of [`CostBasis::metric`].
+    pub fn from_metric(metric: &str) -> Option<CostBasis> {
+        CostBasis::ALL.into_iter().find(|b| b.metric() == metric)
+    }
+}
+
+impl fmt::Display for CostBasis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration problem: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file, when the config came from one.
+    pub file: Option<PathBuf>,
+    /// 1-based line and column, when known.
+    pub position: Option<(u64, u64)>,
+    /// The key (dotted path) the problem is about, when there is one.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: Option<String>, location: Option<Location>, message: impl Into<String>) -> Self {
+        Self {
+            file: None,
+            position: location.and_then(position_of),
+            key,
+            message: message.into(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from("invalid configuration");
+        if let Some(file) = &self.file {
+            out.push_str(&format!(" {}", file.display()));
+        }
+        if let Some((line, column)) = self.position {
+            out.push_str(&format!(" at line {line} column {column}"));
+        }
+        if let Some(key) = &self.key {
+            out.push_str(&format!(": {key}"));
+        }
+        out.push_str(": ");
+        out.push_str(&self.message);
+        out
+    }
+}
+
+fn position_of(location: Location) -> Option<(u64, u64)> {
+    (location != Location::UNKNOWN && location.line() > 0).then(|| (location.line(), location.column()))
+}
+
+/// Reads and validates a configuration file of either shape.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        file: Some(path.to_path_buf()),
+        position: None,
+        key: None,
+        message: format!("cannot read file: {err}"),
+    })?;
+    parse_with_env(&text, &|name| std::env::var(name).ok()).map_err(|mut err| {
+        err.file = Some(path.to_path_buf());
+        err
+    })
+}
+
+/// Parses and validates configuration text, expanding `${VAR}` from the process environment.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates configuration text with `${VAR}` looked up through `env`.
+pub fn parse_with_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let probe: Probe = from_yaml(text)?;
+    match probe {
+        Probe::Document(doc) if doc.backend.is_some() => parse_infrawallet(text, env),
+        Probe::Document(_) => parse_native(text, env),
+        Probe::Empty => Err(ConfigError::new(None, None, "the file is empty: no integrations")),
+    }
+}
+
+/// Decides the shape without judging the content.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Probe {
+    Document(ProbeDocument),
+    Empty,
+}
+
+#[derive(Deserialize)]
+struct ProbeDocument {
+    backend: Option<serde::de::IgnoredAny>,
+}
+
+/// Deserializes YAML, keeping the parser's line and column and the path of the failing key.
+fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let mut path = None;
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            path = Some(err.path().to_string());
+            err.into_inner()
+        })
+    });
+    result.map_err(|err| {
+        let mut error = parser_error(err);
+        // Spanned<T> adds a `value` step to the path; it is not a key of the file.
+        error.key = path
+            .map(|p| p.replace(".value[", "[").replace(".value.", "."))
+            .map(|p| p.strip_suffix(".value").map(str::to_string).unwrap_or(p))
+            .filter(|p| !p.is_empty() && p != "." && p != "?");
+        error
+    })
+}
+
+fn parser_error(err: serde_saphyr::Error) -> ConfigError {
+    let location = err.location();
+    let rendered = err.to_string();
+    // serde-saphyr may render a location and a snippet into its message; keep one line
+    // without the location, which the ConfigError renders itself.
+    let mut message = rendered.lines().next().unwrap_or_default().trim();
+    message = message.strip_prefix("error: ").unwrap_or(message);
+    if let Some((line, column)) = location.and_then(position_of) {
+        let prefix = format!("line {line} column {column}: ");
+        message = message.strip_prefix(prefix.as_str()).unwrap_or(message);
+    }
+    ConfigError::new(None, location, message)
+}
+
+type Text = Spanned<String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NativeFile {
+    refresh_interval: Option<Text>,
+    data_delay_days: Option<Spanned<u32>>,
+    integrations: Option<Spanned<Vec<NativeIntegration>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NativeIntegration {
+    name: Text,
+    account_id: Text,
+    assumed_role_name: Option<Text>,
+    external_id: Option<Text>,
+    access_key_id: Option<Text>,
+    secret_access_key: Option<Text>,
+    region: Option<Text>,
+    endpoint_url: Option<Text>,
+    sts_endpoint_url: Option<Text>,
+    cost_basis: Option<Spanned<Vec<Text>>>,
+    refresh_interval: Option<Text>,
+}
+
+/// The part of a Backstage `app-config.yaml` the exporter reads; the rest is ignored.
+#[derive(Deserialize)]
+struct AppConfig {
+    backend: Option<AppBackend>,
+}
+
+#[derive(Deserialize)]
+struct AppBackend {
+    #[serde(rename = "infraWallet")]
+    infra_wallet: Option<InfraWalletSection>,
+}
+
+#[derive(Deserialize)]
+struct InfraWalletSection {
+    integrations: Option<InfraWalletIntegrations>,
+}
+
+#[derive(Deserialize)]
+struct InfraWalletIntegrations {
+    aws: Option<Spanned<Vec<InfraWalletAws>>>,
+}
+
+/// InfraWallet's AWS integration. Keys InfraWallet uses for other purposes are ignored.
+#[derive(Deserialize)]
+struct InfraWalletAws {
+    name: Text,
+    #[serde(rename = "accountId")]
+    account_id: Text,
+    #[serde(rename = "assumedRoleName")]
+    assumed_role_name: Option<Text>,
+    #[serde(rename = "externalId")]
+    external_id: Option<Text>,
+    #[serde(rename = "accessKeyId")]
+    access_key_id: Option<Text>,
+    #[serde(rename = "accessKeySecret")]
+    access_key_secret: Option<Text>,
+    #[serde(rename = "secretAccessKey")]
+    secret_access_key: Option<Text>,
+}
+
+/// Expands values with their location at hand, so that every error can point at the value.
+struct Expander<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Expander<'_> {
+    fn text(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
+        expand_env(&value.value, self.env)
+            .map_err(|message| ConfigError::new(Some(key.to_string()), Some(value.referenced), message))
+    }
+
+    fn non_empty(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
+        let text = self.text(key, value)?;
+        if text.trim().is_empty() {
+            return Err(ConfigError::new(Some(key.to_string()), Some(value.referenced), "must not be empty"));
+        }
+        Ok(text)
+    }
+
+    fn optional_non_empty(&self, key: &str, value: &Option<Text>) -> Result<Option<String>, ConfigError> {
+        value.as_ref().map(|v| self.non_empty(key, v)).transpose()
+    }
+
+    fn interval(&self, key: &str, value: &Text) -> Result<Duration, ConfigError> {
+        let text = self.text(key, value)?;
+        let err = |message: String| ConfigError::new(Some(key.to_string()), Some(value.referenced), message);
+        let duration = humantime::parse_duration(text.trim())
+            .map_err(|e| err(format!("{text:?} is not a duration such as 6h or 90m: {e}")))?;
+        if duration.is_zero() {
+            return Err(err("must be greater than zero".to_string()));
+        }
+        Ok(duration)
+    }
+
+    fn account_id(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
+        let text = self.text(key, value)?;
+        if text.len() != 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::new(
+                Some(key.to_string()),
+                Some(value.referenced),
+                format!("{text:?} is not an AWS account id (exactly 12 digits, quoted as a string)"),
+            ));
+        }
+        Ok(text)
+    }
+
+    fn url(&self, key: &str, value: &Option<Text>) -> Result<Option<String>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let text = self.text(key, value)?;
+        match text.parse::<http::Uri>() {
+            Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => Ok(Some(text)),
+            _ => Err(ConfigError::new(
+                Some(key.to_string()),
+                Some(value.referenced),
+                format!("{text:?} is not an http:// or https:// URL"),
+            )),
+        }
+    }
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` stands for a literal `${`.
+pub fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {input:?}"))?;
+            let name = &after[..end];
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!("${{{name}}} is not a valid environment variable reference"));
+            }
+            let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Fields common to both shapes, before validation.
+struct RawIntegration<'a> {
+    index: usize,
+    name: &'a Text,
+    account_id: &'a Text,
+    assumed_role_name: &'a Option<Text>,
+    external_id: &'a Option<Text>,
+    access_key_id: &'a Option<Text>,
+    secret_access_key: &'a Option<Text>,
+    region: Option<&'a Text>,
+    endpoint_url: Option<&'a Option<Text>>,
+    sts_endpoint_url: Option<&'a Option<Text>>,
+    cost_basis: Option<&'a Spanned<Vec<Text>>>,
+    refresh_interval: Option<&'a Text>,
+    /// Key names as the file spells them.
+    keys: &'a KeyNames,
+}
+
+struct KeyNames {
+    list: &'static str,
+    name: &'static str,
+    account_id: &'static str,
+    assumed_role_name: &'static str,
+    external_id: &'static str,
+    access_key_id: &'static str,
+    secret_access_key: &'static str,
+}
+
+const NATIVE_KEYS: KeyNames = KeyNames {
+    list: "integrations",
+    name: "name",
+    account_id: "account_id",
+    assumed_role_name: "assumed_role_name",
+    external_id: "external_id",
+    access_key_id: "access_key_id",
+    secret_access_key: "secret_access_key",
+};
+
+const INFRAWALLET_KEYS: KeyNames = KeyNames {
+    list: "backend.infraWallet.integrations.aws",
+    name: "name",
+    account_id: "accountId",
+    assumed_role_name: "assumedRoleName",
+    external_id: "externalId",
+    access_key_id: "accessKeyId",
+    secret_access_key: "accessKeySecret",
+};
+
+fn validate_integration(
+    raw: RawIntegration<'_>,
+    x: &Expander<'_>,
+    default_interval: Duration,
+) -> Result<Integration, ConfigError> {
+    let k = raw.keys;
+    let key = |field: &str| format!("{}[{}].{}", k.list, raw.index, field);
+    let name = x.non_empty(&key(k.name), raw.name)?;
+    let account_id = x.account_id(&key(k.account_id), raw.account_id)?;
+    let assumed_role_name = x.optional_non_empty(&key(k.assumed_role_name), raw.assumed_role_name)?;
+    let external_id = x.optional_non_empty(&key(k.external_id), raw.external_id)?;
+    if external_id.is_some() && assumed_role_name.is_none() {
+        let at = raw.external_id.as_ref().map(|v| v.referenced);
+        return Err(ConfigError::new(
+            Some(key(k.external_id)),
+            at,
+            format!("is only used with {}", k.assumed_role_name),
+        ));
+    }
+    let access_key_id = x.optional_non_empty(&key(k.access_key_id), raw.access_key_id)?;
+    let secret = x.optional_non_empty(&key(k.secret_access_key), raw.secret_access_key)?;
+    let static_credentials = match (access_key_id, secret) {
+        (Some(access_key_id), Some(secret)) => Some(StaticCredentials {
+            access_key_id,
+            secret_access_key: Secret::new(secret),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                Some(key(k.access_key_id)),
+                raw.access_key_id.as_ref().map(|v| v.referenced),
+                format!("is set but {} is not: give both halves of the key pair or neither", k.secret_access_key),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                Some(key(k.secret_access_key)),
+                raw.secret_access_key.as_ref().map(|v| v.referenced),
+                format!("is set but {} is not: give both halves of the key pair or neither", k.access_key_id),
+            ));
+        }
+    };
+    let region = match raw.region {
+        Some(region) => x.non_empty(&key("region"), region)?,
+        None => DEFAULT_REGION.to_string(),
+    };
+    let endpoint_url = match raw.endpoint_url {
+        Some(url) => x.url(&key("endpoint_url"), url)?,
+        None => None,
+    };
+    let sts_endpoint_url = match raw.sts_endpoint_url {
+        Some(url) => x.url(&key("sts_endpoint_url"), url)?,
+        None => None,
+    };
+    let cost_basis = match raw.cost_basis {
+        None => vec![CostBasis::Unblended],
+        Some(list) => {
+            if list.value.is_empty() {
+                return Err(ConfigError::new(Some(key("cost_basis")), Some(list.referenced), "must name at least one cost basis"));
+            }
+            let mut bases = Vec::with_capacity(list.value.len());
+            for (i, item) in list.value.iter().enumerate() {
+                let item_key = format!("{}[{i}]", key("cost_basis"));
+                let text = x.text(&item_key, item)?;
+                let basis = CostBasis::parse(text.trim()).ok_or_else(|| {
+                    ConfigError::new(
+                        Some(item_key.clone()),
+                        Some(item.referenced),
+                        format!(
+                            "unknown cost basis {text:?}; expected one of {}",
+                            CostBasis::ALL.map(CostBasis::as_str).join(", ")
+                        ),
+                    )
+                })?;
+                if bases.contains(&basis) {
+                    return Err(ConfigError::new(Some(item_key), Some(item.referenced), format!("{basis} is listed twice")));
+                }
+                bases.push(basis);
+            }
+            bases
+        }
+    };
+    let refresh_interval = match raw.refresh_interval {
+        Some(value) => x.interval(&key("refresh_interval"), value)?,
+        None => default_interval,
+    };
+    Ok(Integration {
+        name,
+        account_id,
+        assumed_role_name,
+        external_id,
+        static_credentials,
+        region,
+        endpoint_url,
+        sts_endpoint_url,
+        cost_basis,
+        refresh_interval,
+    })
+}
+
+fn check_unique_names(integrations: &[Integration], names: &[&Text], list_key: &str) -> Result<(), ConfigError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, integration) in integrations.iter().enumerate() {
+        if let Some(first) = seen.insert(integration.name.as_str(), i) {
+            return Err(ConfigError::new(
+                Some(format!("{list_key}[{i}].name")),
+                Some(names[i].referenced),
+                format!(
+                    "duplicate integration name {:?} (also used by {list_key}[{first}]); names must be unique",
+                    integration.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn no_integrations(list_key: &str, location: Option<Location>) -> ConfigError {
+    ConfigError::new(Some(list_key.to_string()), location, "no integrations configured; at least one is required")
+}
+
+fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let file: NativeFile = from_yaml(text)?;
+    let x = Expander { env };
+    let refresh_interval = match &file.refresh_interval {
+        Some(value) => x.interval("refresh_interval", value)?,
+        None => DEFAULT_REFRESH_INTERVAL,
+    };
+    let data_delay_days = match file.data_delay_days {
+        Some(days) if days.value > MAX_DATA_DELAY_DAYS => {
+            return Err(ConfigError::new(
+                Some("data_delay_days".into()),
+                Some(days.referenced),
+                format!("{} is more than {MAX_DATA_DELAY_DAYS}", days.value),
+            ));
+        }
+        Some(days) => days.value,
+        None => DEFAULT_DATA_DELAY_DAYS,
+    };
+    let list = match &file.integrations {
+        Some(list) if !list.value.is_empty() => list,
+        other => return Err(no_integrations("integrations", other.as_ref().map(|l| l.referenced))),
+    };
+    let mut integrations = Vec::with_capacity(list.value.len());
+    for (index, raw) in list.value.iter().enumerate() {
+        integrations.push(validate_integration(
+            RawIntegration {
+                index,
+                name: &raw.name,
+                account_id: &raw.account_id,
+                assumed_role_name: &raw.assumed_role_name,
+                external_id: &raw.external_id,
+                access_key_id: &raw.access_key_id,
+                secret_access_key: &raw.secret_access_key,
+                region: raw.region.as_ref(),
+                endpoint_url: Some(&raw.endpoint_url),
+                sts_endpoint_url: Some(&raw.sts_endpoint_url),
+                cost_basis: raw.cost_basis.as_ref(),
+                refresh_interval: raw.refresh_interval.as_ref(),
+                keys: &NATIVE_KEYS,
+            },
+            &x,
+            refresh_interval,
+        )?);
+    }
+    let names: Vec<&Text> = list.value.iter().map(|r| &r.name).collect();
+    check_unique_names(&integrations, &names, "integrations")?;
+    Ok(Config {
+        refresh_interval,
+        data_delay_days,
+        integrations,
+        format: ConfigFormat::Native,
+    })
+}
+
+fn parse_infrawallet(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let file: AppConfig = from_yaml(text)?;
+    let list_key = INFRAWALLET_KEYS.list;
+    let list = file
+        .backend
+        .and_then(|b| b.infra_wallet)
+        .and_then(|iw| iw.integrations)
+        .and_then(|i| i.aws);
+    let list = match list {
+        Some(list) if !list.value.is_empty() => list,
+        other => return Err(no_integrations(list_key, other.map(|l| l.referenced))),
+    };
+    let x = Expander { env };
+    let mut integrations = Vec::with_capacity(list.value.len());
+    for (index, raw) in list.value.iter().enumerate() {
+        // InfraWallet has spelled the secret both ways; accept either, not both.
+        let secret = match (&raw.access_key_secret, &raw.secret_access_key) {
+            (Some(_), Some(second)) => {
+                return Err(ConfigError::new(
+                    Some(format!("{list_key}[{index}].secretAccessKey")),
+                    Some(second.referenced),
+                    "give the secret as accessKeySecret or secretAccessKey, not both",
+                ));
+            }
+            (Some(_), None) => &raw.access_key_secret,
+            (None, _) => &raw.secret_access_key,
+        };
+        let keys;
+        let keys_ref = if raw.secret_access_key.is_some() {
+            keys = KeyNames {
+                secret_access_key: "secretAccessKey",
+                ..INFRAWALLET_KEYS
+            };
+            &keys
+        } else {
+            &INFRAWALLET_KEYS
+        };
+        integrations.push(validate_integration(
+            RawIntegration {
+                index,
+                name: &raw.name,
+                account_id: &raw.account_id,
+                assumed_role_name: &raw.assumed_role_name,
+                external_id: &raw.external_id,
+                access_key_id: &raw.access_key_id,
+                secret_access_key: secret,
+                region: None,
+                endpoint_url: None,
+                sts_endpoint_url: None,
+                cost_basis: None,
+                refresh_interval: None,
+                keys: keys_ref,
+            },
+            &x,
+            DEFAULT_REFRESH_INTERVAL,
+        )?);
+    }
+    let names: Vec<&Text> = list.value.iter().map(|r| &r.name).collect();
+    check_unique_names(&integrations, &names, list_key)?;
+    Ok(Config {
+        refresh_interval: DEFAULT_REFRESH_INTERVAL,
+        data_delay_days: DEFAULT_DATA_DELAY_DAYS,
+        integrations,
+        format: ConfigFormat::InfraWallet,
+    })
+}

@@ -1,0 +1,439 @@
+//! Cost Explorer queries: the query plan, paging and response parsing.
+//!
+//! The exporter needs cost per day by account, service and charge type. `GetCostAndUsage`
+//! accepts at most two `GroupBy` keys, so the third dimension must be split into one query per
+//! value through a `Filter`. The plan ([`plan_split`]) first asks for the cost by account and
+//! record type (one request), then splits on whichever of those two dimensions has fewer
+//! values, grouping each query by the other two. That is `1 + min(accounts, record types)`
+//! billed requests before pagination, and every cost row lands in exactly one query because the
+//! filter values come from the same period's data.
+//!
+//! This module knows requests and rows, not Prometheus.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use aws_sdk_costexplorer::Client;
+use aws_sdk_costexplorer::error::DisplayErrorContext;
+use aws_sdk_costexplorer::types::{
+    DateInterval, Dimension as SdkDimension, DimensionValues, Expression, Granularity, GroupDefinition,
+    GroupDefinitionType, MetricValue, ResultByTime,
+};
+use chrono::NaiveDate;
+
+use crate::config::CostBasis;
+
+/// The most pages one query may return before the exporter gives up on it.
+pub const MAX_PAGES_PER_QUERY: usize = 1000;
+
+/// The dimensions the cost series are broken down by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    LinkedAccount,
+    Service,
+    RecordType,
+}
+
+impl Dimension {
+    /// Cost Explorer's name for the dimension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::LinkedAccount => "LINKED_ACCOUNT",
+            Dimension::Service => "SERVICE",
+            Dimension::RecordType => "RECORD_TYPE",
+        }
+    }
+
+    fn sdk(self) -> SdkDimension {
+        SdkDimension::from(self.as_str())
+    }
+
+    /// The two dimensions other than `self`, in a fixed order.
+    pub fn others(self) -> [Dimension; 2] {
+        match self {
+            Dimension::LinkedAccount => [Dimension::Service, Dimension::RecordType],
+            Dimension::Service => [Dimension::LinkedAccount, Dimension::RecordType],
+            Dimension::RecordType => [Dimension::LinkedAccount, Dimension::Service],
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CostExplorerError {
+    #[error("Cost Explorer {operation} failed: {message}")]
+    Api { operation: &'static str, message: String },
+    #[error("Cost Explorer returned {metric} in {unit:?} (amount {amount}); only USD amounts are supported")]
+    NotUsd { metric: String, unit: String, amount: String },
+    #[error("Cost Explorer returned an unparsable {metric} amount {amount:?}")]
+    BadAmount { metric: String, amount: String },
+    #[error("malformed Cost Explorer response: {0}")]
+    Malformed(String),
+    #[error("Cost Explorer kept returning a NextPageToken after {MAX_PAGES_PER_QUERY} pages")]
+    TooManyPages,
+}
+
+/// One day's cost for one account, service and record type, per requested cost basis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostRow {
+    pub day: NaiveDate,
+    pub account_id: String,
+    pub service: String,
+    pub record_type: String,
+    /// One amount (USD) per requested cost basis, in the order requested.
+    pub amounts: Vec<f64>,
+}
+
+/// The result of a refresh's queries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CostData {
+    pub rows: Vec<CostRow>,
+    /// The days AWS marked as Estimated.
+    pub estimated_days: BTreeSet<NaiveDate>,
+    /// Account id to account name, as Cost Explorer's dimension attributes give it.
+    pub account_names: BTreeMap<String, String>,
+    /// Billed `GetCostAndUsage` requests (pages) made.
+    pub requests: u32,
+}
+
+/// The plan for the breakdown queries after discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPlan {
+    /// The dimension filtered on, one query per value.
+    pub split: Dimension,
+    pub values: Vec<String>,
+}
+
+/// Picks the split with the fewest queries: one per account or one per record type.
+pub fn plan_split(accounts: &BTreeSet<String>, record_types: &BTreeSet<String>) -> SplitPlan {
+    if accounts.len() <= record_types.len() {
+        SplitPlan {
+            split: Dimension::LinkedAccount,
+            values: accounts.iter().cloned().collect(),
+        }
+    } else {
+        SplitPlan {
+            split: Dimension::RecordType,
+            values: record_types.iter().cloned().collect(),
+        }
+    }
+}
+
+/// One grouped `GetCostAndUsage` query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupedQuery {
+    pub start: NaiveDate,
+    /// Exclusive, as Cost Explorer has it.
+    pub end: NaiveDate,
+    pub group_by: [Dimension; 2],
+    pub filter: Option<(Dimension, String)>,
+}
+
+/// A daily amount for one pair of group keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupedAmount {
+    pub day: NaiveDate,
+    pub keys: [String; 2],
+    pub amounts: Vec<f64>,
+}
+
+/// All pages of one grouped query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupedResult {
+    pub amounts: Vec<GroupedAmount>,
+    pub estimated_days: BTreeSet<NaiveDate>,
+    pub attributes: HashMap<String, String>,
+    pub pages: u32,
+}
+
+/// A Cost Explorer client for one integration.
+#[derive(Debug, Clone)]
+pub struct CostExplorer {
+    client: Client,
+}
+
+impl CostExplorer {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Daily cost by account, service and record type for `[start, end)`.
+    pub async fn daily_costs(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        bases: &[CostBasis],
+    ) -> Result<CostData, CostExplorerError> {
+        let discovery = self
+            .grouped(
+                &GroupedQuery {
+                    start,
+                    end,
+                    group_by: [Dimension::LinkedAccount, Dimension::RecordType],
+                    filter: None,
+                },
+                bases,
+            )
+            .await?;
+        let mut data = CostData {
+            estimated_days: discovery.estimated_days.clone(),
+            requests: discovery.pages,
+            ..CostData::default()
+        };
+        let accounts: BTreeSet<String> = discovery.amounts.iter().map(|a| a.keys[0].clone()).collect();
+        let record_types: BTreeSet<String> = discovery.amounts.iter().map(|a| a.keys[1].clone()).collect();
+        for account in &accounts {
+            if let Some(name) = discovery.attributes.get(account) {
+                data.account_names.insert(account.clone(), name.clone());
+            }
+        }
+        let plan = plan_split(&accounts, &record_types);
+        let group_by = plan.split.others();
+        for value in plan.values {
+            let result = self
+                .grouped(
+                    &GroupedQuery {
+                        start,
+                        end,
+                        group_by,
+                        filter: Some((plan.split, value.clone())),
+                    },
+                    bases,
+                )
+                .await?;
+            data.requests += result.pages;
+            data.estimated_days.extend(result.estimated_days);
+            for (account, name) in result.attributes {
+                data.account_names.entry(account).or_insert(name);
+            }
+            for amount in result.amounts {
+                let [first, second] = amount.keys;
+                let (account_id, service, record_type) = match plan.split {
+                    Dimension::LinkedAccount => (value.clone(), first, second),
+                    Dimension::RecordType => (first, second, value.clone()),
+                    Dimension::Service => (first, value.clone(), second),
+                };
+                data.rows.push(CostRow {
+                    day: amount.day,
+                    account_id,
+                    service,
+                    record_type,
+                    amounts: amount.amounts,
+                });
+            }
+        }
+        Ok(data)
+    }
+
+    /// Runs one grouped query, following `NextPageToken` until the last page.
+    pub async fn grouped(&self, query: &GroupedQuery, bases: &[CostBasis]) -> Result<GroupedResult, CostExplorerError> {
+        let period = DateInterval::builder()
+            .start(query.start.format("%Y-%m-%d").to_string())
+            .end(query.end.format("%Y-%m-%d").to_string())
+            .build()
+            .map_err(|e| CostExplorerError::Malformed(e.to_string()))?;
+        let mut result = GroupedResult::default();
+        let mut token: Option<String> = None;
+        loop {
+            if result.pages as usize >= MAX_PAGES_PER_QUERY {
+                return Err(CostExplorerError::TooManyPages);
+            }
+            let mut request = self
+                .client
+                .get_cost_and_usage()
+                .time_period(period.clone())
+                .granularity(Granularity::Daily)
+                .set_metrics(Some(bases.iter().map(|b| b.metric().to_string()).collect()))
+                .set_next_page_token(token.take());
+            for dimension in query.group_by {
+                request = request.group_by(
+                    GroupDefinition::builder()
+                        .r#type(GroupDefinitionType::Dimension)
+                        .key(dimension.as_str())
+                        .build(),
+                );
+            }
+            if let Some((dimension, value)) = &query.filter {
+                request = request.filter(
+                    Expression::builder()
+                        .dimensions(
+                            DimensionValues::builder()
+                                .key(dimension.sdk())
+                                .values(value.clone())
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            let output = request.send().await.map_err(|err| CostExplorerError::Api {
+                operation: "GetCostAndUsage",
+                message: DisplayErrorContext(&err).to_string(),
+            })?;
+            result.pages += 1;
+            for by_time in output.results_by_time() {
+                parse_result_by_time(by_time, bases, &mut result)?;
+            }
+            for attribute in output.dimension_value_attributes() {
+                if let (Some(value), Some(name)) = (
+                    attribute.value(),
+                    attribute.attributes().and_then(|a| a.get("description")),
+                ) {
+                    if !name.is_empty() {
+                        result.attributes.insert(value.to_string(), name.clone());
+                    }
+                }
+            }
+            match output.next_page_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(result)
+    }
+}
+
+fn parse_result_by_time(
+    by_time: &ResultByTime,
+    bases: &[CostBasis],
+    result: &mut GroupedResult,
+) -> Result<(), CostExplorerError> {
+    let start = by_time
+        .time_period()
+        .map(|p| p.start())
+        .ok_or_else(|| CostExplorerError::Malformed("a result has no TimePeriod".into()))?;
+    let day = parse_date(start)?;
+    if by_time.estimated() {
+        result.estimated_days.insert(day);
+    }
+    for group in by_time.groups() {
+        let keys: [String; 2] = match group.keys() {
+            [a, b] => [a.clone(), b.clone()],
+            other => {
+                return Err(CostExplorerError::Malformed(format!(
+                    "a group has {} keys, expected 2",
+                    other.len()
+                )));
+            }
+        };
+        let metrics = group
+            .metrics()
+            .ok_or_else(|| CostExplorerError::Malformed(format!("group {keys:?} has no Metrics")))?;
+        result.amounts.push(GroupedAmount {
+            day,
+            keys,
+            amounts: parse_metrics(metrics, bases)?,
+        });
+    }
+    Ok(())
+}
+
+/// The amounts for `bases`, in order, from a `Metrics` or `Total` map.
+pub fn parse_metrics(metrics: &HashMap<String, MetricValue>, bases: &[CostBasis]) -> Result<Vec<f64>, CostExplorerError> {
+    bases
+        .iter()
+        .map(|basis| {
+            let value = metrics.get(basis.metric()).ok_or_else(|| {
+                CostExplorerError::Malformed(format!("a group lacks the requested metric {}", basis.metric()))
+            })?;
+            parse_amount(basis.metric(), value)
+        })
+        .collect()
+}
+
+/// Parses a decimal amount, refusing any unit but USD.
+pub fn parse_amount(metric: &str, value: &MetricValue) -> Result<f64, CostExplorerError> {
+    let amount = value.amount().unwrap_or_default();
+    let unit = value.unit().unwrap_or_default();
+    if unit != "USD" {
+        return Err(CostExplorerError::NotUsd {
+            metric: metric.to_string(),
+            unit: unit.to_string(),
+            amount: amount.to_string(),
+        });
+    }
+    match amount.trim().parse::<f64>() {
+        Ok(parsed) if parsed.is_finite() => Ok(parsed),
+        _ => Err(CostExplorerError::BadAmount {
+            metric: metric.to_string(),
+            amount: amount.to_string(),
+        }),
+    }
+}
+
+/// Parses Cost Explorer's `YYYY-MM-DD` dates (it may append a time, which is ignored).
+pub fn parse_date(text: &str) -> Result<NaiveDate, CostExplorerError> {
+    let date = text.get(..10).unwrap_or(text);
+    NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map_err(|_| CostExplorerError::Malformed(format!("unparsable date {text:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn plan_splits_on_the_smaller_dimension() {
+        let one_account = plan_split(&set(&["111111111111"]), &set(&["Usage", "Tax", "Credit"]));
+        assert_eq!(one_account.split, Dimension::LinkedAccount);
+        assert_eq!(one_account.values, vec!["111111111111"]);
+        assert_eq!(one_account.split.others(), [Dimension::Service, Dimension::RecordType]);
+
+        let org = plan_split(&set(&["1", "2", "3", "4"]), &set(&["Usage", "Tax"]));
+        assert_eq!(org.split, Dimension::RecordType);
+        assert_eq!(org.values, vec!["Tax", "Usage"]);
+        assert_eq!(org.split.others(), [Dimension::LinkedAccount, Dimension::Service]);
+
+        let empty = plan_split(&set(&[]), &set(&[]));
+        assert!(empty.values.is_empty());
+    }
+
+    fn value(amount: &str, unit: &str) -> MetricValue {
+        MetricValue::builder().amount(amount).unit(unit).build()
+    }
+
+    #[test]
+    fn amounts_parse_decimal_and_scientific_notation() {
+        assert_eq!(parse_amount("UnblendedCost", &value("12.3456789012", "USD")).ok(), Some(12.3456789012));
+        assert_eq!(parse_amount("UnblendedCost", &value("-2.61E-8", "USD")).ok(), Some(-2.61e-8));
+        assert_eq!(parse_amount("UnblendedCost", &value("0", "USD")).ok(), Some(0.0));
+    }
+
+    #[test]
+    fn amounts_in_other_units_are_refused() {
+        let err = parse_amount("UnblendedCost", &value("10", "EUR")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Cost Explorer returned UnblendedCost in \"EUR\" (amount 10); only USD amounts are supported"
+        );
+        assert!(matches!(parse_amount("X", &value("NaN", "USD")), Err(CostExplorerError::BadAmount { .. })));
+        assert!(matches!(parse_amount("X", &value("", "USD")), Err(CostExplorerError::BadAmount { .. })));
+        assert!(matches!(parse_amount("X", &value("inf", "USD")), Err(CostExplorerError::BadAmount { .. })));
+    }
+
+    #[test]
+    fn metrics_come_back_in_the_requested_order() {
+        let mut map = HashMap::new();
+        map.insert("UnblendedCost".to_string(), value("1.5", "USD"));
+        map.insert("AmortizedCost".to_string(), value("2.5", "USD"));
+        let parsed = parse_metrics(&map, &[CostBasis::Amortized, CostBasis::Unblended]).unwrap();
+        assert_eq!(parsed, vec![2.5, 1.5]);
+        assert!(parse_metrics(&map, &[CostBasis::Blended]).is_err());
+    }
+
+    #[test]
+    fn dates_parse() {
+        assert_eq!(parse_date("2026-11-23").ok(), NaiveDate::from_ymd_opt(2026, 11, 23));
+        assert_eq!(parse_date("2026-11-23T00:00:00Z").ok(), NaiveDate::from_ymd_opt(2026, 11, 23));
+        assert!(parse_date("23/11/2026").is_err());
+    }
+}

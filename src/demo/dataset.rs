@@ -1,0 +1,266 @@
+//! Deterministic cost data for the simulated Cost Explorer.
+//!
+//! Amounts are integers in units of 1e-10 USD (Cost Explorer's precision), so the simulation
+//! sums exactly and tests can compare the exporter's floating-point sums with exact totals.
+
+use std::collections::BTreeMap;
+
+use chrono::{Days, NaiveDate};
+
+use crate::config::CostBasis;
+
+/// Units of 1e-10 USD per dollar.
+pub const UNITS_PER_USD: i64 = 10_000_000_000;
+
+/// One simulated cost line: a day, an account, a service and a record type, per cost basis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRow {
+    pub day: NaiveDate,
+    pub account_id: String,
+    pub service: String,
+    pub record_type: String,
+    /// Amounts in 1e-10 USD, indexed like [`CostBasis::ALL`].
+    pub amounts: [i64; 5],
+}
+
+impl SimRow {
+    pub fn amount(&self, basis: CostBasis) -> i64 {
+        self.amounts[basis_index(basis)]
+    }
+}
+
+fn basis_index(basis: CostBasis) -> usize {
+    CostBasis::ALL.iter().position(|b| *b == basis).unwrap_or(0)
+}
+
+/// The cost data one payer (or standalone) account sees.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dataset {
+    /// Account id to account name.
+    pub accounts: BTreeMap<String, String>,
+    pub rows: Vec<SimRow>,
+    /// Days from this one on are Estimated.
+    pub estimated_from: Option<NaiveDate>,
+}
+
+/// (service, record types it bills under, typical daily usage in USD)
+const SERVICES: &[(&str, &[&str], f64)] = &[
+    (
+        "Amazon Elastic Compute Cloud - Compute",
+        &["Usage", "SavingsPlanCoveredUsage", "SavingsPlanNegation", "Credit"],
+        410.0,
+    ),
+    ("EC2 - Other", &["Usage"], 58.0),
+    ("Amazon Simple Storage Service", &["Usage", "Refund"], 73.5),
+    ("Amazon Relational Database Service", &["Usage", "DiscountedUsage", "RIFee"], 188.0),
+    ("Amazon CloudFront", &["Usage", "Credit"], 21.0),
+    ("AWS Lambda", &["Usage"], 6.4),
+    ("Amazon DynamoDB", &["Usage"], 31.0),
+    ("Amazon Elastic Container Service for Kubernetes", &["Usage"], 14.4),
+    ("AmazonCloudWatch", &["Usage"], 17.2),
+    ("AWS Key Management Service", &["Usage"], 2.1),
+    ("Amazon Virtual Private Cloud", &["Usage"], 9.6),
+    ("Savings Plans for AWS Compute usage", &["SavingsPlanRecurringFee"], 240.0),
+    ("AWS Support (Business)", &["Support"], 35.0),
+    ("Tax", &["Tax"], 0.0),
+];
+
+/// The parameters of a generated dataset.
+#[derive(Debug, Clone)]
+pub struct DatasetSpec<'a> {
+    pub seed: u64,
+    /// (account id, account name); the first is the payer.
+    pub accounts: &'a [(&'a str, &'a str)],
+    /// The last day with data (today, partially billed).
+    pub today: NaiveDate,
+    /// How many days before `today` have data.
+    pub history_days: u64,
+    /// How many of the most recent days are Estimated.
+    pub estimated_days: u64,
+    /// Scales every amount (a small account vs a large organization).
+    pub scale: f64,
+}
+
+impl Dataset {
+    /// Generates realistic rows: a dozen services, usage, savings plans, reservations, support,
+    /// tax, negative credits and refunds, weekly rhythm, a partial "today".
+    pub fn generate(spec: &DatasetSpec<'_>) -> Self {
+        let mut rng = fastrand::Rng::with_seed(spec.seed);
+        let mut rows = Vec::new();
+        let first = spec.today - Days::new(spec.history_days);
+        let mut day = first;
+        while day <= spec.today {
+            // Today is still being billed: a fraction of a day.
+            let day_fraction = if day == spec.today { 0.35 } else { 1.0 };
+            let weekday = chrono::Datelike::weekday(&day).num_days_from_monday();
+            let weekly = if weekday >= 5 { 0.82 } else { 1.0 };
+            for (a, (account_id, _)) in spec.accounts.iter().enumerate() {
+                let account_scale = spec.scale / (1.0 + a as f64 * 0.7);
+                let mut taxable = 0.0;
+                for (service, record_types, usd) in SERVICES {
+                    // Not every account uses every service.
+                    if *service != "Tax" && (a + service.len()) % 5 == 4 {
+                        continue;
+                    }
+                    for record_type in *record_types {
+                        let usage = usd * account_scale * weekly * day_fraction * (0.85 + 0.3 * rng.f64());
+                        let unblended = match *record_type {
+                            "Usage" | "DiscountedUsage" | "SavingsPlanCoveredUsage" => usage,
+                            "SavingsPlanNegation" => -usage * 0.55,
+                            "RIFee" => 42.0 * account_scale * day_fraction,
+                            "SavingsPlanRecurringFee" if a == 0 => usage,
+                            "SavingsPlanRecurringFee" => continue,
+                            "Support" if a == 0 => usage,
+                            "Support" => continue,
+                            // Credits on most days, refunds now and then.
+                            "Credit" if rng.u8(..10) < 7 => -usage * 0.2,
+                            "Refund" if rng.u8(..10) == 0 => -usage * 0.5,
+                            "Tax" => taxable * 0.08,
+                            _ => continue,
+                        };
+                        if *record_type != "Tax" {
+                            taxable += unblended.max(0.0);
+                        }
+                        let amounts = basis_amounts(record_type, unblended, &mut rng);
+                        rows.push(SimRow {
+                            day,
+                            account_id: account_id.to_string(),
+                            service: service.to_string(),
+                            record_type: record_type.to_string(),
+                            amounts,
+                        });
+                    }
+                }
+                // A sliver of cost small enough that Cost Explorer writes it in E notation.
+                rows.push(SimRow {
+                    day,
+                    account_id: account_id.to_string(),
+                    service: "AWS Cost Explorer".to_string(),
+                    record_type: "Usage".to_string(),
+                    amounts: [rng.i64(1..9999); 5],
+                });
+            }
+            day = day + Days::new(1);
+        }
+        Dataset {
+            accounts: spec.accounts.iter().map(|(id, name)| (id.to_string(), name.to_string())).collect(),
+            rows,
+            estimated_from: spec.estimated_days.checked_sub(1).map(|back| spec.today - Days::new(back)),
+        }
+    }
+
+    /// Whether Cost Explorer marks a day Estimated.
+    pub fn is_estimated(&self, day: NaiveDate) -> bool {
+        self.estimated_from.is_some_and(|from| day >= from)
+    }
+
+    /// The exact sum, in USD, of one cost basis over the rows `filter` keeps.
+    pub fn total(&self, basis: CostBasis, filter: impl Fn(&SimRow) -> bool) -> f64 {
+        let units: i128 = self
+            .rows
+            .iter()
+            .filter(|r| filter(r))
+            .map(|r| i128::from(r.amount(basis)))
+            .sum();
+        units_to_f64(units)
+    }
+}
+
+/// The amounts for each basis, rounded to Cost Explorer's 1e-10 precision.
+fn basis_amounts(record_type: &str, unblended: f64, rng: &mut fastrand::Rng) -> [i64; 5] {
+    let (amortized, blended, discount) = match record_type {
+        // Covered usage costs its Savings Plan rate once amortized.
+        "SavingsPlanCoveredUsage" => (unblended * 0.72, unblended, 0.0),
+        // Negation and recurring fees are folded into covered usage when amortized.
+        "SavingsPlanNegation" | "SavingsPlanRecurringFee" => (0.0, unblended, 0.0),
+        "DiscountedUsage" => (unblended * 0.64, unblended, 0.0),
+        "RIFee" => (unblended * 0.36, unblended, 0.0),
+        "Usage" => (unblended, unblended * (0.97 + 0.02 * rng.f64()), unblended * 0.03),
+        _ => (unblended, unblended, 0.0),
+    };
+    let to_units = |usd: f64| (usd * UNITS_PER_USD as f64).round() as i64;
+    [
+        to_units(unblended),
+        to_units(amortized),
+        to_units(blended),
+        to_units(unblended - discount),
+        to_units(amortized - discount),
+    ]
+}
+
+/// Converts exact units to the nearest `f64` dollars.
+pub fn units_to_f64(units: i128) -> f64 {
+    // Split to keep the division exact for sums beyond 2^53 units.
+    let whole = units / i128::from(UNITS_PER_USD);
+    let frac = units % i128::from(UNITS_PER_USD);
+    whole as f64 + frac as f64 / UNITS_PER_USD as f64
+}
+
+/// Formats units as Cost Explorer writes amounts: plain decimals, and E notation for slivers.
+pub fn format_units(units: i128) -> String {
+    if units == 0 {
+        return "0".to_string();
+    }
+    let sign = if units < 0 { "-" } else { "" };
+    let abs = units.unsigned_abs();
+    if abs < 100_000 {
+        // Below 1e-5 USD: d.dddE-n, as Cost Explorer does.
+        let digits = abs.to_string();
+        let exponent = digits.len() as i32 - 1 - 10;
+        let mantissa = digits.trim_end_matches('0');
+        let (head, tail) = mantissa.split_at(1);
+        return if tail.is_empty() {
+            format!("{sign}{head}E{exponent}")
+        } else {
+            format!("{sign}{head}.{tail}E{exponent}")
+        };
+    }
+    let whole = abs / UNITS_PER_USD as u128;
+    let frac = abs % UNITS_PER_USD as u128;
+    if frac == 0 {
+        return format!("{sign}{whole}");
+    }
+    let frac = format!("{frac:010}");
+    format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_format_like_cost_explorer() {
+        assert_eq!(format_units(0), "0");
+        assert_eq!(format_units(123_456_789_012), "12.3456789012");
+        assert_eq!(format_units(-2_500_000_000), "-0.25");
+        assert_eq!(format_units(10_000_000_000), "1");
+        assert_eq!(format_units(1234), "1.234E-7");
+        assert_eq!(format_units(-261), "-2.61E-8");
+        assert_eq!(format_units(5), "5E-10");
+        for units in [1234i128, -261, 5, 123_456_789_012, -2_500_000_000, 99_999, 100_000] {
+            let parsed: f64 = format_units(units).parse().unwrap();
+            assert!((parsed - units_to_f64(units)).abs() <= 1e-18_f64.max(parsed.abs() * 1e-15), "{units}");
+        }
+    }
+
+    #[test]
+    fn generation_is_deterministic_and_varied() {
+        let spec = DatasetSpec {
+            seed: 7,
+            accounts: &[("111111111111", "Payer"), ("222222222222", "Member")],
+            today: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+            history_days: 40,
+            estimated_days: 2,
+            scale: 1.0,
+        };
+        let a = Dataset::generate(&spec);
+        assert_eq!(a, Dataset::generate(&spec));
+        let record_types: std::collections::BTreeSet<&str> = a.rows.iter().map(|r| r.record_type.as_str()).collect();
+        for expected in ["Usage", "Tax", "Credit", "Refund", "SavingsPlanCoveredUsage", "SavingsPlanNegation", "RIFee", "Support"] {
+            assert!(record_types.contains(expected), "{expected} missing");
+        }
+        assert!(a.rows.iter().any(|r| r.amount(CostBasis::Unblended) < 0));
+        assert!(a.is_estimated(NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()));
+        assert!(!a.is_estimated(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap()));
+    }
+}

@@ -1,0 +1,146 @@
+//! The `aws-cost-exporter` binary: flags, logging, wiring. Everything else is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use aws_cost_exporter::{Exporter, ExporterOptions, config, demo};
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// Prometheus exporter for AWS Cost Explorer data.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// Configuration file: the exporter's own YAML, or a Backstage app-config.yaml with
+    /// InfraWallet's AWS integrations.
+    #[arg(long = "config.file", default_value = "aws-cost-exporter.yaml")]
+    config_file: PathBuf,
+    /// Validate the configuration and exit, without calling AWS.
+    #[arg(long = "config.check")]
+    config_check: bool,
+    /// Address to listen on (`:10067` means every interface).
+    #[arg(long = "web.listen-address", default_value = ":10067")]
+    listen_address: String,
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics")]
+    telemetry_path: String,
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
+    log_level: String,
+    /// Output format of log messages.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    log_format: LogFormat,
+    /// Serve two demo integrations fed by a simulated Cost Explorer on loopback
+    /// (no AWS account needed); --config.file is ignored.
+    #[arg(long)]
+    demo: bool,
+}
+
+fn init_logging(flags: &Flags) {
+    // Our own level from --log.level; the AWS crates stay at warn unless RUST_LOG says otherwise.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,aws_cost_exporter={0},aws_cost_exporter::main={0}",
+            flags.log_level
+        ))
+    });
+    match flags.log_format {
+        LogFormat::Logfmt => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .event_format(tracing_logfmt::EventsFormatter::default())
+            .fmt_fields(tracing_logfmt::FieldsFormatter::default())
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let _simulator;
+    let config = if flags.demo {
+        let today = chrono::Utc::now().date_naive();
+        let simulator = demo::start_simulator(today)
+            .await
+            .context("starting the simulated Cost Explorer")?;
+        tracing::info!(endpoint = %simulator.endpoint(), "demo: simulated Cost Explorer and STS started");
+        let config = demo::demo_config(&simulator.endpoint())?;
+        _simulator = simulator;
+        config
+    } else {
+        config::load_file(&flags.config_file)?
+    };
+    if flags.config_check {
+        println!(
+            "configuration OK: {} integration(s): {}",
+            config.integrations.len(),
+            config.integrations.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    }
+    let exporter = Exporter::start(
+        config,
+        ExporterOptions {
+            listen_address: flags.listen_address.clone(),
+            telemetry_path: flags.telemetry_path.clone(),
+            ..ExporterOptions::default()
+        },
+    )
+    .await?;
+    exporter.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    init_logging(&flags);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "exiting");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The exporter's own metrics, registered in one place with prometheus-client, and the
+//! AWS SDK interceptor that counts every Cost Explorer and STS request.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::exposition::{Format, openmetrics_to_classic};
+
+/// The crate version, for `aws_cost_exporter_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision the binary was built from (set by `build.rs`).
+pub const REVISION: &str = env!("AWS_COST_EXPORTER_REVISION");
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntegrationLabels {
+    integration: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiRequestLabels {
+    integration: String,
+    operation: String,
+    outcome: String,
+}
+
+/// The exporter's own metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    refresh_success: Family<IntegrationLabels, Gauge>,
+    refresh_last_success: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    refresh_duration: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    api_requests: Family<ApiRequestLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: VERSION.to_string(),
+                revision: REVISION.to_string(),
+            })
+            .set(1);
+        registry.register(
+            "aws_cost_exporter_build_info",
+            "The exporter's version and git revision; always 1",
+            build_info,
+        );
+        let refresh_success = Family::<IntegrationLabels, Gauge>::default();
+        registry.register(
+            "aws_cost_refresh_success",
+            "1 if the integration's last refresh succeeded, else 0",
+            refresh_success.clone(),
+        );
+        let refresh_last_success = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "aws_cost_refresh_last_success_timestamp_seconds",
+            "Unix time of the integration's last successful refresh",
+            refresh_last_success.clone(),
+        );
+        let refresh_duration = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "aws_cost_refresh_duration_seconds",
+            "Duration of the integration's last refresh attempt",
+            refresh_duration.clone(),
+        );
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
+        registry.register(
+            "aws_cost_api_requests",
+            "AWS API requests made (each Cost Explorer request is billed 0.01 USD), by operation and outcome",
+            api_requests.clone(),
+        );
+        Self {
+            registry,
+            refresh_success,
+            refresh_last_success,
+            refresh_duration,
+            api_requests,
+        }
+    }
+
+    /// Records a refresh attempt's outcome.
+    pub fn record_refresh(&self, integration: &str, success: bool, duration_seconds: f64, finished_unix: f64) {
+        let labels = IntegrationLabels {
+            integration: integration.to_string(),
+        };
+        self.refresh_success.get_or_create(&labels).set(i64::from(success));
+        self.refresh_duration.get_or_create(&labels).set(duration_seconds);
+        if success {
+            self.refresh_last_success.get_or_create(&labels).set(finished_unix);
+        }
+    }
+
+    /// Counts one AWS request.
+    pub fn record_api_request(&self, integration: &str, operation: &str, outcome: Outcome) {
+        self.api_requests
+            .get_or_create(&ApiRequestLabels {
+                integration: integration.to_string(),
+                operation: operation.to_string(),
+                outcome: outcome.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// The requests counted so far for one integration, operation and outcome.
+    pub fn api_requests(&self, integration: &str, operation: &str, outcome: Outcome) -> u64 {
+        self.api_requests
+            .get_or_create(&ApiRequestLabels {
+                integration: integration.to_string(),
+                operation: operation.to_string(),
+                outcome: outcome.as_str().to_string(),
+            })
+            .get()
+    }
+
+    /// Encodes the metrics in `format`, without OpenMetrics' closing `# EOF`.
+    pub fn encode(&self, format: Format) -> String {
+        let mut openmetrics = String::with_capacity(2048);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut openmetrics, &self.registry);
+        match format {
+            Format::OpenMetrics => openmetrics,
+            Format::Classic => openmetrics_to_classic(&openmetrics),
+        }
+    }
+}
+
+/// How an AWS request attempt ended, by HTTP status class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Success,
+    /// 4xx: refused (access denied, validation, throttling).
+    ClientError,
+    /// 5xx.
+    ServerError,
+    /// No response: connection, DNS or timeout.
+    TransportError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::ClientError => "client_error",
+            Outcome::ServerError => "server_error",
+            Outcome::TransportError => "transport_error",
+        }
+    }
+}
+
+/// An SDK interceptor counting every attempt (retries included) of every operation on the
+/// client it is installed on, under one integration's name.
+#[derive(Debug, Clone)]
+pub struct RequestCounter {
+    integration: String,
+    metrics: Arc<Metrics>,
+}
+
+impl RequestCounter {
+    pub fn new(integration: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            integration: integration.into(),
+            metrics,
+        }
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "aws-cost-exporter request counter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let outcome = match context.response().map(|r| r.status().as_u16()) {
+            Some(200..=299) => Outcome::Success,
+            Some(500..) => Outcome::ServerError,
+            Some(_) => Outcome::ClientError,
+            None => match context.output_or_error() {
+                Some(Err(err)) if err.is_connector_error() || err.is_timeout_error() => Outcome::TransportError,
+                // The attempt never reached the wire (for example, credentials failed to
+                // load): not a request.
+                _ => return Ok(()),
+            },
+        };
+        let operation = cfg.load::<Metadata>().map(Metadata::name).unwrap_or("unknown");
+        self.metrics.record_api_request(&self.integration, operation, outcome);
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! The HTTP server: `/metrics` (or `--web.telemetry-path`), the landing page, `/-/healthy`,
+//! `/-/ready`; content negotiation, gzip, HEAD, and graceful shutdown.
+//!
+//! A scrape loads the current rendering (an `Arc`), encodes the exporter's own few metrics, and
+//! writes bytes: it never calls AWS and takes the same time whatever AWS is doing.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::exposition::{Format, accepts_gzip, negotiate};
+use crate::metrics::{Metrics, REVISION, VERSION};
+use crate::snapshot::SnapshotStore;
+
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What the HTTP layer serves from: snapshots and self metrics, never AWS.
+#[derive(Debug)]
+pub struct ServerState {
+    pub store: Arc<SnapshotStore>,
+    pub metrics: Arc<Metrics>,
+    pub telemetry_path: String,
+}
+
+/// Accepts connections until `shutdown` is cancelled, then lets in-flight requests finish
+/// (for at most [`SHUTDOWN_GRACE`]).
+pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let state = state.clone();
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, &request)) }
+                }),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::debug!("all connections closed"),
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing connections"),
+    }
+}
+
+/// Routes one request.
+pub fn handle(state: &ServerState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    route(state, request.method(), request.uri().path(), request.headers())
+}
+
+fn route(state: &ServerState, method: &Method, path: &str, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    let known = path == state.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
+    if !known {
+        return text(StatusCode::NOT_FOUND, "404 page not found\n");
+    }
+    let head = method == Method::HEAD;
+    if method != Method::GET && !head {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let response = if path == state.telemetry_path {
+        metrics_response(state, headers)
+    } else if path == "/" {
+        landing_page(state)
+    } else if path == "/-/healthy" {
+        text(StatusCode::OK, "Healthy\n")
+    } else {
+        // The config is loaded before the server starts; a failing refresh never makes the
+        // exporter unready, so that Prometheus keeps scraping aws_cost_refresh_success 0.
+        text(StatusCode::OK, "Ready\n")
+    };
+    if head { without_body(response) } else { response }
+}
+
+fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let format = negotiate(header_str(header::ACCEPT));
+    let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING));
+    let rendered = state.store.rendered();
+    let own = state.metrics.encode(format);
+    let cost = rendered.body(format);
+    let eof: &[u8] = if format == Format::OpenMetrics { b"# EOF\n" } else { b"" };
+    let body = if gzip {
+        let mut encoder = GzEncoder::new(Vec::with_capacity(cost.len() / 8 + 1024), Compression::fast());
+        // Writing into a Vec cannot fail.
+        let _ = encoder.write_all(own.as_bytes());
+        let _ = encoder.write_all(cost);
+        let _ = encoder.write_all(eof);
+        Bytes::from(encoder.finish().unwrap_or_default())
+    } else {
+        let mut body = Vec::with_capacity(own.len() + cost.len() + eof.len());
+        body.extend_from_slice(own.as_bytes());
+        body.extend_from_slice(cost);
+        body.extend_from_slice(eof);
+        Bytes::from(body)
+    };
+    let mut response = Response::new(Full::new(body));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    h.insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+fn landing_page(state: &ServerState) -> Response<Full<Bytes>> {
+    let path = html_escape(&state.telemetry_path);
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>AWS Cost Exporter</title></head>\n<body>\n\
+         <h1>AWS Cost Exporter</h1>\n<p>Prometheus exporter for AWS Cost Explorer data. Version {VERSION} (revision {REVISION}).</p>\n\
+         <ul>\n<li><a href=\"{path}\">Metrics</a> ({path})</li>\n<li><a href=\"/-/healthy\">Health</a> (/-/healthy)</li>\n\
+         <li><a href=\"/-/ready\">Readiness</a> (/-/ready)</li>\n</ul>\n</body>\n</html>\n"
+    );
+    let mut response = Response::new(Full::new(Bytes::from(page)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A HEAD response: the GET response's headers, including its length, without the body.
+fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+    use hyper::body::Body as _;
+    let (mut parts, body) = response.into_parts();
+    let length = body.size_hint().exact().unwrap_or_default();
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    drop(body.boxed());
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Parses a node_exporter-style listen address: `:10067` means every IPv4 interface.
+pub fn listen_address(text: &str) -> String {
+    if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Binds the listener for `address` (see [`listen_address`]).
+pub async fn bind(address: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(listen_address(address)).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> ServerState {
+        ServerState {
+            store: Arc::new(SnapshotStore::new(vec![])),
+            metrics: Arc::new(Metrics::new()),
+            telemetry_path: "/metrics".into(),
+        }
+    }
+
+    #[test]
+    fn routes_and_methods() {
+        let s = state();
+        let h = http::HeaderMap::new();
+        assert_eq!(route(&s, &Method::GET, "/metrics", &h).status(), StatusCode::OK);
+        assert_eq!(route(&s, &Method::GET, "/", &h).status(), StatusCode::OK);
+        assert_eq!(route(&s, &Method::GET, "/-/healthy", &h).status(), StatusCode::OK);
+        assert_eq!(route(&s, &Method::GET, "/-/ready", &h).status(), StatusCode::OK);
+        assert_eq!(route(&s, &Method::GET, "/nope", &h).status(), StatusCode::NOT_FOUND);
+        let post = route(&s, &Method::POST, "/metrics", &h);
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
+        assert_eq!(route(&s, &Method::DELETE, "/nope", &h).status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(listen_address(":10067"), "0.0.0.0:10067");
+        assert_eq!(listen_address("127.0.0.1:0"), "127.0.0.1:0");
+        assert_eq!(listen_address("[::1]:10067"), "[::1]:10067");
+    }
+}
