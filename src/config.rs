@@ -742,3 +742,267 @@ fn parse_infrawallet(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result
         format: ConfigFormat::InfraWallet,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "AWS_KEY" => Some("AKIAFROMENV".into()),
+            "AWS_SECRET" => Some("secret-from-env".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_with_env(text, &env)
+    }
+
+    fn err(text: &str) -> ConfigError {
+        match parse(text) {
+            Ok(config) => panic!("accepted: {config:?}"),
+            Err(err) => err,
+        }
+    }
+
+    const FULL: &str = r#"
+refresh_interval: 2h
+data_delay_days: 2
+integrations:
+  - name: payer
+    account_id: "123456789012"
+    assumed_role_name: CostExporter
+    external_id: "ext-1"
+    access_key_id: ${AWS_KEY}
+    secret_access_key: ${AWS_SECRET}
+    region: eu-west-1
+    endpoint_url: http://127.0.0.1:4566
+    sts_endpoint_url: https://sts.example.test
+    cost_basis: [unblended, amortized, blended, net_unblended, net_amortized]
+  - name: member
+    account_id: 012345678901
+    refresh_interval: 90m
+"#;
+
+    #[test]
+    fn full_native_config() {
+        let config = parse(FULL).unwrap();
+        assert_eq!(config.format, ConfigFormat::Native);
+        assert_eq!(config.refresh_interval, Duration::from_secs(7200));
+        assert_eq!(config.data_delay_days, 2);
+        let payer = &config.integrations[0];
+        assert_eq!(payer.name, "payer");
+        assert_eq!(payer.account_id, "123456789012");
+        assert_eq!(payer.role_arn().as_deref(), Some("arn:aws:iam::123456789012:role/CostExporter"));
+        assert_eq!(payer.external_id.as_deref(), Some("ext-1"));
+        let keys = payer.static_credentials.as_ref().unwrap();
+        assert_eq!(keys.access_key_id, "AKIAFROMENV");
+        assert_eq!(keys.secret_access_key.expose(), "secret-from-env");
+        assert_eq!(payer.region, "eu-west-1");
+        assert_eq!(payer.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(payer.sts_endpoint_url.as_deref(), Some("https://sts.example.test"));
+        assert_eq!(payer.cost_basis, CostBasis::ALL.to_vec());
+        assert_eq!(payer.refresh_interval, Duration::from_secs(7200));
+        let member = &config.integrations[1];
+        // An unquoted id keeps its leading zero: the scalar is read as text.
+        assert_eq!(member.account_id, "012345678901");
+        assert_eq!(member.region, DEFAULT_REGION);
+        assert_eq!(member.cost_basis, vec![CostBasis::Unblended]);
+        assert_eq!(member.refresh_interval, Duration::from_secs(5400));
+        assert!(member.static_credentials.is_none() && member.role_arn().is_none());
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse("integrations:\n  - name: a\n    account_id: \"123456789012\"\n").unwrap();
+        assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
+        assert_eq!(config.data_delay_days, 1);
+    }
+
+    #[test]
+    fn unknown_key() {
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    acount: 1\n");
+        assert_eq!(e.position, Some((4, 5)));
+        assert_eq!(e.key.as_deref(), Some("integrations[0].acount"));
+        assert!(e.message.contains("unknown field `acount`"), "{e}");
+        let top = err("refresh: 1h\nintegrations: []\n");
+        assert!(top.message.contains("unknown field `refresh`"), "{top}");
+    }
+
+    #[test]
+    fn wrong_types() {
+        let e = err("integrations:\n  - name: [a, b]\n    account_id: \"123456789012\"\n");
+        assert_eq!(e.position, Some((2, 11)));
+        assert_eq!(e.key.as_deref(), Some("integrations[0].name"));
+        let e = err("data_delay_days: many\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n");
+        assert_eq!(e.key.as_deref(), Some("data_delay_days"));
+        assert_eq!(e.position, Some((1, 18)));
+        let e = err("integrations: payer\n");
+        assert_eq!(e.key.as_deref(), Some("integrations"));
+        assert_eq!(e.position.map(|p| p.0), Some(1));
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n  - name: a\n    account_id: \"210987654321\"\n");
+        assert_eq!(e.position, Some((4, 11)));
+        assert_eq!(e.key.as_deref(), Some("integrations[1].name"));
+        assert!(e.message.contains("duplicate integration name \"a\""), "{e}");
+    }
+
+    #[test]
+    fn account_ids() {
+        for bad in ["\"12345678901\"", "\"1234567890123\"", "\"12345678901a\"", "\"\""] {
+            let e = err(&format!("integrations:\n  - name: a\n    account_id: {bad}\n"));
+            assert_eq!(e.key.as_deref(), Some("integrations[0].account_id"), "{bad}");
+            assert_eq!(e.position, Some((3, 17)), "{bad}");
+            assert!(e.message.contains("12 digits"), "{e}");
+        }
+    }
+
+    #[test]
+    fn half_key_pair() {
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    access_key_id: AKIA\n");
+        assert_eq!(e.key.as_deref(), Some("integrations[0].access_key_id"));
+        assert_eq!(e.position, Some((4, 20)));
+        assert!(e.message.contains("secret_access_key is not"), "{e}");
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    secret_access_key: s3cr3t\n");
+        assert_eq!(e.key.as_deref(), Some("integrations[0].secret_access_key"));
+        // The error names the key, never the secret.
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    }
+
+    #[test]
+    fn unknown_cost_basis() {
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: [unblended, list_price]\n");
+        assert_eq!(e.key.as_deref(), Some("integrations[0].cost_basis[1]"));
+        assert_eq!(e.position, Some((4, 29)));
+        assert!(e.message.contains("unknown cost basis \"list_price\""), "{e}");
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: []\n");
+        assert!(e.message.contains("at least one"), "{e}");
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: [blended, blended]\n");
+        assert!(e.message.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn intervals() {
+        let e = err("refresh_interval: 0s\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n");
+        assert_eq!((e.key.as_deref(), e.position), (Some("refresh_interval"), Some((1, 19))));
+        assert!(e.message.contains("greater than zero"));
+        let e = err("refresh_interval: soon\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n");
+        assert!(e.message.contains("\"soon\" is not a duration"), "{e}");
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    refresh_interval: 0m\n");
+        assert_eq!(e.key.as_deref(), Some("integrations[0].refresh_interval"));
+    }
+
+    #[test]
+    fn no_integrations() {
+        assert!(err("").message.contains("no integrations"));
+        assert!(err("refresh_interval: 1h\n").message.contains("no integrations"));
+        let e = err("integrations: []\n");
+        assert_eq!(e.key.as_deref(), Some("integrations"));
+        assert!(e.message.contains("no integrations"));
+    }
+
+    #[test]
+    fn environment_expansion() {
+        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    region: ${NOPE}\n");
+        assert_eq!(e.key.as_deref(), Some("integrations[0].region"));
+        assert_eq!(e.message, "environment variable NOPE is not set");
+        assert_eq!(expand_env("a${AWS_KEY}b$${AWS_KEY}$c", &env).unwrap(), "aAKIAFROMENVb${AWS_KEY}$c");
+        assert!(expand_env("${AWS_KEY", &env).is_err());
+        assert!(expand_env("${1X}", &env).is_err());
+    }
+
+    #[test]
+    fn yaml_syntax_errors_have_a_position() {
+        let e = err("integrations:\n  - name: a\n   account_id: [\n");
+        assert!(e.position.is_some(), "{e}");
+    }
+
+    #[test]
+    fn error_message_names_file_line_column_and_key() {
+        let dir = std::env::temp_dir().join(format!("ace-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, "integrations:\n  - name: a\n    account_id: \"42\"\n").unwrap();
+        let e = load_file(&path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid configuration {} at line 3 column 17: integrations[0].account_id: \"42\" is not an AWS account id (exactly 12 digits, quoted as a string)",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    const APP_CONFIG: &str = r#"
+app:
+  title: Backstage
+  baseUrl: http://localhost:3000
+backend:
+  baseUrl: http://localhost:7007
+  database:
+    client: better-sqlite3
+    connection: ':memory:'
+  infraWallet:
+    integrations:
+      aws:
+        - name: payer
+          accountId: '123456789012'
+          assumedRoleName: InfraWalletRole
+          accessKeyId: ${AWS_KEY}
+          accessKeySecret: ${AWS_SECRET}
+          filters:
+            - type: exclude
+              attribute: Service
+              pattern: ^Tax$
+        - name: member
+          accountId: '210987654321'
+          accessKeyId: AKIAOTHER
+          secretAccessKey: other-secret
+        - name: chain
+          accountId: '333333333333'
+      azure:
+        - name: ignored
+          subscriptionId: ${UNSET_BUT_IGNORED}
+"#;
+
+    #[test]
+    fn infrawallet_app_config() {
+        let config = parse(APP_CONFIG).unwrap();
+        assert_eq!(config.format, ConfigFormat::InfraWallet);
+        assert_eq!(config.integrations.len(), 3);
+        let payer = &config.integrations[0];
+        assert_eq!(payer.role_arn().as_deref(), Some("arn:aws:iam::123456789012:role/InfraWalletRole"));
+        assert_eq!(payer.static_credentials.as_ref().unwrap().secret_access_key.expose(), "secret-from-env");
+        let member = &config.integrations[1];
+        assert_eq!(member.static_credentials.as_ref().unwrap().secret_access_key.expose(), "other-secret");
+        assert!(config.integrations[2].static_credentials.is_none());
+        assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
+    }
+
+    #[test]
+    fn infrawallet_errors_use_its_key_names() {
+        let text = APP_CONFIG.replace("'210987654321'", "'2109'");
+        let e = err(&text);
+        assert_eq!(e.key.as_deref(), Some("backend.infraWallet.integrations.aws[1].accountId"));
+        assert_eq!(e.position, Some((23, 22)));
+        let e = err("backend:\n  baseUrl: x\n");
+        assert_eq!(e.message, "no integrations configured; at least one is required");
+        assert_eq!(e.key.as_deref(), Some("backend.infraWallet.integrations.aws"));
+    }
+
+    #[test]
+    fn shipped_examples_parse() {
+        let env = |name: &str| Some(format!("value-of-{name}"));
+        for file in ["examples/aws-cost-exporter.yaml", "examples/app-config.yaml", "examples/demo.yaml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = text.replace("${AWS_COST_EXPORTER_DEMO_ENDPOINT}", "http://127.0.0.1:1");
+            parse_with_env(&text, &env).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+}

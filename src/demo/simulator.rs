@@ -73,7 +73,7 @@ pub struct LoggedRequest {
 
 #[derive(Debug, Default)]
 struct State {
-    accounts: HashMap<String, AccountState>,
+    accounts: Mutex<HashMap<String, AccountState>>,
     keys: Mutex<HashMap<String, KeyState>>,
     roles: HashMap<String, RoleState>,
     page_size: usize,
@@ -90,28 +90,22 @@ pub struct SimulatorBuilder {
 
 impl SimulatorBuilder {
     /// An account whose Cost Explorer serves `dataset` (a payer sees its members' rows).
-    pub fn account(mut self, account_id: &str, dataset: Dataset) -> Self {
-        self.state.accounts.insert(
-            account_id.to_string(),
-            AccountState {
-                dataset: Arc::new(dataset),
-                behavior: Behavior::Normal,
-            },
-        );
+    pub fn account(self, account_id: &str, dataset: Dataset) -> Self {
+        if let Ok(mut accounts) = self.state.accounts.lock() {
+            accounts.insert(
+                account_id.to_string(),
+                AccountState {
+                    dataset: Arc::new(dataset),
+                    behavior: Behavior::Normal,
+                },
+            );
+        }
         self
     }
 
     /// Changes how an account answers Cost Explorer.
-    pub fn behavior(mut self, account_id: &str, behavior: Behavior) -> Self {
-        let entry = self
-            .state
-            .accounts
-            .entry(account_id.to_string())
-            .or_insert_with(|| AccountState {
-                dataset: Arc::new(Dataset::default()),
-                behavior: Behavior::Normal,
-            });
-        entry.behavior = behavior;
+    pub fn behavior(self, account_id: &str, behavior: Behavior) -> Self {
+        set_behavior(&self.state, account_id, behavior);
         self
     }
 
@@ -222,7 +216,25 @@ impl Simulator {
 
     /// An account's dataset.
     pub fn dataset(&self, account_id: &str) -> Option<Arc<Dataset>> {
-        self.state.accounts.get(account_id).map(|a| a.dataset.clone())
+        let accounts = self.state.accounts.lock().ok()?;
+        accounts.get(account_id).map(|a| a.dataset.clone())
+    }
+
+    /// Changes how an account answers Cost Explorer from now on.
+    pub fn set_behavior(&self, account_id: &str, behavior: Behavior) {
+        set_behavior(&self.state, account_id, behavior);
+    }
+}
+
+fn set_behavior(state: &State, account_id: &str, behavior: Behavior) {
+    if let Ok(mut accounts) = state.accounts.lock() {
+        accounts
+            .entry(account_id.to_string())
+            .or_insert_with(|| AccountState {
+                dataset: Arc::new(Dataset::default()),
+                behavior: Behavior::Normal,
+            })
+            .behavior = behavior;
     }
 }
 
@@ -310,7 +322,8 @@ fn cost_explorer(
         Ok(caller) => caller,
         Err((code, message)) => return json_error(StatusCode::BAD_REQUEST, &code, &message),
     };
-    let Some(account) = state.accounts.get(&caller.account_id) else {
+    let account = state.accounts.lock().ok().and_then(|a| a.get(&caller.account_id).cloned());
+    let Some(account) = account else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "AccessDeniedException",
