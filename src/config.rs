@@ -210,7 +210,8 @@ impl ConfigError {
 }
 
 fn position_of(location: Location) -> Option<(u64, u64)> {
-    (location != Location::UNKNOWN && location.line() > 0).then(|| (location.line(), location.column()))
+    (location != Location::UNKNOWN && location.line() > 0)
+        .then(|| (location.line(), location.column()))
 }
 
 /// Reads and validates a configuration file of either shape.
@@ -241,7 +242,11 @@ pub fn parse_with_env(
     match probe {
         Probe::Document(doc) if doc.backend.is_some() => parse_infrawallet(text, env),
         Probe::Document(_) => parse_native(text, env),
-        Probe::Empty => Err(ConfigError::new(None, None, "the file is empty: no integrations")),
+        Probe::Empty => Err(ConfigError::new(
+            None,
+            None,
+            "the file is empty: no integrations",
+        )),
     }
 }
 
@@ -365,25 +370,36 @@ struct Expander<'a> {
 
 impl Expander<'_> {
     fn text(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
-        expand_env(&value.value, self.env)
-            .map_err(|message| ConfigError::new(Some(key.to_string()), Some(value.referenced), message))
+        expand_env(&value.value, self.env).map_err(|message| {
+            ConfigError::new(Some(key.to_string()), Some(value.referenced), message)
+        })
     }
 
     fn non_empty(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
         let text = self.text(key, value)?;
         if text.trim().is_empty() {
-            return Err(ConfigError::new(Some(key.to_string()), Some(value.referenced), "must not be empty"));
+            return Err(ConfigError::new(
+                Some(key.to_string()),
+                Some(value.referenced),
+                "must not be empty",
+            ));
         }
         Ok(text)
     }
 
-    fn optional_non_empty(&self, key: &str, value: &Option<Text>) -> Result<Option<String>, ConfigError> {
+    fn optional_non_empty(
+        &self,
+        key: &str,
+        value: &Option<Text>,
+    ) -> Result<Option<String>, ConfigError> {
         value.as_ref().map(|v| self.non_empty(key, v)).transpose()
     }
 
     fn interval(&self, key: &str, value: &Text) -> Result<Duration, ConfigError> {
         let text = self.text(key, value)?;
-        let err = |message: String| ConfigError::new(Some(key.to_string()), Some(value.referenced), message);
+        let err = |message: String| {
+            ConfigError::new(Some(key.to_string()), Some(value.referenced), message)
+        };
         let duration = humantime::parse_duration(text.trim())
             .map_err(|e| err(format!("{text:?} is not a duration such as 6h or 90m: {e}")))?;
         if duration.is_zero() {
@@ -398,7 +414,9 @@ impl Expander<'_> {
             return Err(ConfigError::new(
                 Some(key.to_string()),
                 Some(value.referenced),
-                format!("{text:?} is not an AWS account id (exactly 12 digits, quoted as a string)"),
+                format!(
+                    "{text:?} is not an AWS account id (exactly 12 digits, quoted as a string)"
+                ),
             ));
         }
         Ok(text)
@@ -408,7 +426,11 @@ impl Expander<'_> {
         let Some(value) = value else { return Ok(None) };
         let text = self.text(key, value)?;
         match text.parse::<http::Uri>() {
-            Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => Ok(Some(text)),
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
+            {
+                Ok(Some(text))
+            }
             _ => Err(ConfigError::new(
                 Some(key.to_string()),
                 Some(value.referenced),
@@ -439,9 +461,12 @@ pub fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(format!("${{{name}}} is not a valid environment variable reference"));
+                return Err(format!(
+                    "${{{name}}} is not a valid environment variable reference"
+                ));
             }
-            let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value =
+                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
             out.push_str(&value);
             rest = &after[end + 1..];
         } else {
@@ -510,7 +535,8 @@ fn validate_integration(
     let key = |field: &str| format!("{}[{}].{}", k.list, raw.index, field);
     let name = x.non_empty(&key(k.name), raw.name)?;
     let account_id = x.account_id(&key(k.account_id), raw.account_id)?;
-    let assumed_role_name = x.optional_non_empty(&key(k.assumed_role_name), raw.assumed_role_name)?;
+    let assumed_role_name =
+        x.optional_non_empty(&key(k.assumed_role_name), raw.assumed_role_name)?;
     let external_id = x.optional_non_empty(&key(k.external_id), raw.external_id)?;
     if external_id.is_some() && assumed_role_name.is_none() {
         let at = raw.external_id.as_ref().map(|v| v.referenced);
@@ -532,14 +558,20 @@ fn validate_integration(
             return Err(ConfigError::new(
                 Some(key(k.access_key_id)),
                 raw.access_key_id.as_ref().map(|v| v.referenced),
-                format!("is set but {} is not: give both halves of the key pair or neither", k.secret_access_key),
+                format!(
+                    "is set but {} is not: give both halves of the key pair or neither",
+                    k.secret_access_key
+                ),
             ));
         }
         (None, Some(_)) => {
             return Err(ConfigError::new(
                 Some(key(k.secret_access_key)),
                 raw.secret_access_key.as_ref().map(|v| v.referenced),
-                format!("is set but {} is not: give both halves of the key pair or neither", k.access_key_id),
+                format!(
+                    "is set but {} is not: give both halves of the key pair or neither",
+                    k.access_key_id
+                ),
             ));
         }
     };
@@ -559,7 +591,11 @@ fn validate_integration(
         None => vec![CostBasis::Unblended],
         Some(list) => {
             if list.value.is_empty() {
-                return Err(ConfigError::new(Some(key("cost_basis")), Some(list.referenced), "must name at least one cost basis"));
+                return Err(ConfigError::new(
+                    Some(key("cost_basis")),
+                    Some(list.referenced),
+                    "must name at least one cost basis",
+                ));
             }
             let mut bases = Vec::with_capacity(list.value.len());
             for (i, item) in list.value.iter().enumerate() {
@@ -576,7 +612,11 @@ fn validate_integration(
                     )
                 })?;
                 if bases.contains(&basis) {
-                    return Err(ConfigError::new(Some(item_key), Some(item.referenced), format!("{basis} is listed twice")));
+                    return Err(ConfigError::new(
+                        Some(item_key),
+                        Some(item.referenced),
+                        format!("{basis} is listed twice"),
+                    ));
                 }
                 bases.push(basis);
             }
@@ -601,7 +641,11 @@ fn validate_integration(
     })
 }
 
-fn check_unique_names(integrations: &[Integration], names: &[&Text], list_key: &str) -> Result<(), ConfigError> {
+fn check_unique_names(
+    integrations: &[Integration],
+    names: &[&Text],
+    list_key: &str,
+) -> Result<(), ConfigError> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, integration) in integrations.iter().enumerate() {
         if let Some(first) = seen.insert(integration.name.as_str(), i) {
@@ -619,7 +663,11 @@ fn check_unique_names(integrations: &[Integration], names: &[&Text], list_key: &
 }
 
 fn no_integrations(list_key: &str, location: Option<Location>) -> ConfigError {
-    ConfigError::new(Some(list_key.to_string()), location, "no integrations configured; at least one is required")
+    ConfigError::new(
+        Some(list_key.to_string()),
+        location,
+        "no integrations configured; at least one is required",
+    )
 }
 
 fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -642,7 +690,12 @@ fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     };
     let list = match &file.integrations {
         Some(list) if !list.value.is_empty() => list,
-        other => return Err(no_integrations("integrations", other.as_ref().map(|l| l.referenced))),
+        other => {
+            return Err(no_integrations(
+                "integrations",
+                other.as_ref().map(|l| l.referenced),
+            ));
+        }
     };
     let mut integrations = Vec::with_capacity(list.value.len());
     for (index, raw) in list.value.iter().enumerate() {
@@ -676,7 +729,10 @@ fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     })
 }
 
-fn parse_infrawallet(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+fn parse_infrawallet(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let file: AppConfig = from_yaml(text)?;
     let list_key = INFRAWALLET_KEYS.list;
     let list = file
@@ -794,14 +850,20 @@ integrations:
         let payer = &config.integrations[0];
         assert_eq!(payer.name, "payer");
         assert_eq!(payer.account_id, "123456789012");
-        assert_eq!(payer.role_arn().as_deref(), Some("arn:aws:iam::123456789012:role/CostExporter"));
+        assert_eq!(
+            payer.role_arn().as_deref(),
+            Some("arn:aws:iam::123456789012:role/CostExporter")
+        );
         assert_eq!(payer.external_id.as_deref(), Some("ext-1"));
         let keys = payer.static_credentials.as_ref().unwrap();
         assert_eq!(keys.access_key_id, "AKIAFROMENV");
         assert_eq!(keys.secret_access_key.expose(), "secret-from-env");
         assert_eq!(payer.region, "eu-west-1");
         assert_eq!(payer.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
-        assert_eq!(payer.sts_endpoint_url.as_deref(), Some("https://sts.example.test"));
+        assert_eq!(
+            payer.sts_endpoint_url.as_deref(),
+            Some("https://sts.example.test")
+        );
         assert_eq!(payer.cost_basis, CostBasis::ALL.to_vec());
         assert_eq!(payer.refresh_interval, Duration::from_secs(7200));
         let member = &config.integrations[1];
@@ -815,14 +877,16 @@ integrations:
 
     #[test]
     fn defaults() {
-        let config = parse("integrations:\n  - name: a\n    account_id: \"123456789012\"\n").unwrap();
+        let config =
+            parse("integrations:\n  - name: a\n    account_id: \"123456789012\"\n").unwrap();
         assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
         assert_eq!(config.data_delay_days, 1);
     }
 
     #[test]
     fn unknown_key() {
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    acount: 1\n");
+        let e =
+            err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    acount: 1\n");
         assert_eq!(e.position, Some((4, 5)));
         assert_eq!(e.key.as_deref(), Some("integrations[0].acount"));
         assert!(e.message.contains("unknown field `acount`"), "{e}");
@@ -835,7 +899,9 @@ integrations:
         let e = err("integrations:\n  - name: [a, b]\n    account_id: \"123456789012\"\n");
         assert_eq!(e.position, Some((2, 11)));
         assert_eq!(e.key.as_deref(), Some("integrations[0].name"));
-        let e = err("data_delay_days: many\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n");
+        let e = err(
+            "data_delay_days: many\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n",
+        );
         assert_eq!(e.key.as_deref(), Some("data_delay_days"));
         assert_eq!(e.position, Some((1, 18)));
         let e = err("integrations: payer\n");
@@ -845,17 +911,33 @@ integrations:
 
     #[test]
     fn duplicate_names() {
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n  - name: a\n    account_id: \"210987654321\"\n");
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n  - name: a\n    account_id: \"210987654321\"\n",
+        );
         assert_eq!(e.position, Some((4, 11)));
         assert_eq!(e.key.as_deref(), Some("integrations[1].name"));
-        assert!(e.message.contains("duplicate integration name \"a\""), "{e}");
+        assert!(
+            e.message.contains("duplicate integration name \"a\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn account_ids() {
-        for bad in ["\"12345678901\"", "\"1234567890123\"", "\"12345678901a\"", "\"\""] {
-            let e = err(&format!("integrations:\n  - name: a\n    account_id: {bad}\n"));
-            assert_eq!(e.key.as_deref(), Some("integrations[0].account_id"), "{bad}");
+        for bad in [
+            "\"12345678901\"",
+            "\"1234567890123\"",
+            "\"12345678901a\"",
+            "\"\"",
+        ] {
+            let e = err(&format!(
+                "integrations:\n  - name: a\n    account_id: {bad}\n"
+            ));
+            assert_eq!(
+                e.key.as_deref(),
+                Some("integrations[0].account_id"),
+                "{bad}"
+            );
             assert_eq!(e.position, Some((3, 17)), "{bad}");
             assert!(e.message.contains("12 digits"), "{e}");
         }
@@ -863,11 +945,15 @@ integrations:
 
     #[test]
     fn half_key_pair() {
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    access_key_id: AKIA\n");
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    access_key_id: AKIA\n",
+        );
         assert_eq!(e.key.as_deref(), Some("integrations[0].access_key_id"));
         assert_eq!(e.position, Some((4, 20)));
         assert!(e.message.contains("secret_access_key is not"), "{e}");
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    secret_access_key: s3cr3t\n");
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    secret_access_key: s3cr3t\n",
+        );
         assert_eq!(e.key.as_deref(), Some("integrations[0].secret_access_key"));
         // The error names the key, never the secret.
         assert!(!e.to_string().contains("s3cr3t"), "{e}");
@@ -875,31 +961,53 @@ integrations:
 
     #[test]
     fn unknown_cost_basis() {
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: [unblended, list_price]\n");
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: [unblended, list_price]\n",
+        );
         assert_eq!(e.key.as_deref(), Some("integrations[0].cost_basis[1]"));
         assert_eq!(e.position, Some((4, 29)));
-        assert!(e.message.contains("unknown cost basis \"list_price\""), "{e}");
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: []\n");
+        assert!(
+            e.message.contains("unknown cost basis \"list_price\""),
+            "{e}"
+        );
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: []\n",
+        );
         assert!(e.message.contains("at least one"), "{e}");
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: [blended, blended]\n");
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    cost_basis: [blended, blended]\n",
+        );
         assert!(e.message.contains("listed twice"), "{e}");
     }
 
     #[test]
     fn intervals() {
-        let e = err("refresh_interval: 0s\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n");
-        assert_eq!((e.key.as_deref(), e.position), (Some("refresh_interval"), Some((1, 19))));
+        let e = err(
+            "refresh_interval: 0s\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n",
+        );
+        assert_eq!(
+            (e.key.as_deref(), e.position),
+            (Some("refresh_interval"), Some((1, 19)))
+        );
         assert!(e.message.contains("greater than zero"));
-        let e = err("refresh_interval: soon\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n");
+        let e = err(
+            "refresh_interval: soon\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n",
+        );
         assert!(e.message.contains("\"soon\" is not a duration"), "{e}");
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    refresh_interval: 0m\n");
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    refresh_interval: 0m\n",
+        );
         assert_eq!(e.key.as_deref(), Some("integrations[0].refresh_interval"));
     }
 
     #[test]
     fn no_integrations() {
         assert!(err("").message.contains("no integrations"));
-        assert!(err("refresh_interval: 1h\n").message.contains("no integrations"));
+        assert!(
+            err("refresh_interval: 1h\n")
+                .message
+                .contains("no integrations")
+        );
         let e = err("integrations: []\n");
         assert_eq!(e.key.as_deref(), Some("integrations"));
         assert!(e.message.contains("no integrations"));
@@ -907,10 +1015,15 @@ integrations:
 
     #[test]
     fn environment_expansion() {
-        let e = err("integrations:\n  - name: a\n    account_id: \"123456789012\"\n    region: ${NOPE}\n");
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    region: ${NOPE}\n",
+        );
         assert_eq!(e.key.as_deref(), Some("integrations[0].region"));
         assert_eq!(e.message, "environment variable NOPE is not set");
-        assert_eq!(expand_env("a${AWS_KEY}b$${AWS_KEY}$c", &env).unwrap(), "aAKIAFROMENVb${AWS_KEY}$c");
+        assert_eq!(
+            expand_env("a${AWS_KEY}b$${AWS_KEY}$c", &env).unwrap(),
+            "aAKIAFROMENVb${AWS_KEY}$c"
+        );
         assert!(expand_env("${AWS_KEY", &env).is_err());
         assert!(expand_env("${1X}", &env).is_err());
     }
@@ -926,7 +1039,11 @@ integrations:
         let dir = std::env::temp_dir().join(format!("ace-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.yaml");
-        std::fs::write(&path, "integrations:\n  - name: a\n    account_id: \"42\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "integrations:\n  - name: a\n    account_id: \"42\"\n",
+        )
+        .unwrap();
         let e = load_file(&path).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -976,10 +1093,29 @@ backend:
         assert_eq!(config.format, ConfigFormat::InfraWallet);
         assert_eq!(config.integrations.len(), 3);
         let payer = &config.integrations[0];
-        assert_eq!(payer.role_arn().as_deref(), Some("arn:aws:iam::123456789012:role/InfraWalletRole"));
-        assert_eq!(payer.static_credentials.as_ref().unwrap().secret_access_key.expose(), "secret-from-env");
+        assert_eq!(
+            payer.role_arn().as_deref(),
+            Some("arn:aws:iam::123456789012:role/InfraWalletRole")
+        );
+        assert_eq!(
+            payer
+                .static_credentials
+                .as_ref()
+                .unwrap()
+                .secret_access_key
+                .expose(),
+            "secret-from-env"
+        );
         let member = &config.integrations[1];
-        assert_eq!(member.static_credentials.as_ref().unwrap().secret_access_key.expose(), "other-secret");
+        assert_eq!(
+            member
+                .static_credentials
+                .as_ref()
+                .unwrap()
+                .secret_access_key
+                .expose(),
+            "other-secret"
+        );
         assert!(config.integrations[2].static_credentials.is_none());
         assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
     }
@@ -988,17 +1124,30 @@ backend:
     fn infrawallet_errors_use_its_key_names() {
         let text = APP_CONFIG.replace("'210987654321'", "'2109'");
         let e = err(&text);
-        assert_eq!(e.key.as_deref(), Some("backend.infraWallet.integrations.aws[1].accountId"));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("backend.infraWallet.integrations.aws[1].accountId")
+        );
         assert_eq!(e.position, Some((23, 22)));
         let e = err("backend:\n  baseUrl: x\n");
-        assert_eq!(e.message, "no integrations configured; at least one is required");
-        assert_eq!(e.key.as_deref(), Some("backend.infraWallet.integrations.aws"));
+        assert_eq!(
+            e.message,
+            "no integrations configured; at least one is required"
+        );
+        assert_eq!(
+            e.key.as_deref(),
+            Some("backend.infraWallet.integrations.aws")
+        );
     }
 
     #[test]
     fn shipped_examples_parse() {
         let env = |name: &str| Some(format!("value-of-{name}"));
-        for file in ["examples/aws-cost-exporter.yaml", "examples/app-config.yaml", "examples/demo.yaml"] {
+        for file in [
+            "examples/aws-cost-exporter.yaml",
+            "examples/app-config.yaml",
+            "examples/demo.yaml",
+        ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
             let text = std::fs::read_to_string(&path).unwrap();
             let text = text.replace("${AWS_COST_EXPORTER_DEMO_ENDPOINT}", "http://127.0.0.1:1");

@@ -16,8 +16,8 @@ use std::fmt;
 use aws_sdk_costexplorer::Client;
 use aws_sdk_costexplorer::error::DisplayErrorContext;
 use aws_sdk_costexplorer::types::{
-    DateInterval, Dimension as SdkDimension, DimensionValues, Expression, Granularity, GroupDefinition,
-    GroupDefinitionType, MetricValue, ResultByTime,
+    DateInterval, Dimension as SdkDimension, DimensionValues, Expression, Granularity,
+    GroupDefinition, GroupDefinitionType, MetricValue, ResultByTime,
 };
 use chrono::NaiveDate;
 
@@ -68,9 +68,18 @@ impl fmt::Display for Dimension {
 #[derive(Debug, thiserror::Error)]
 pub enum CostExplorerError {
     #[error("Cost Explorer {operation} failed: {message}")]
-    Api { operation: &'static str, message: String },
-    #[error("Cost Explorer returned {metric} in {unit:?} (amount {amount}); only USD amounts are supported")]
-    NotUsd { metric: String, unit: String, amount: String },
+    Api {
+        operation: &'static str,
+        message: String,
+    },
+    #[error(
+        "Cost Explorer returned {metric} in {unit:?} (amount {amount}); only USD amounts are supported"
+    )]
+    NotUsd {
+        metric: String,
+        unit: String,
+        amount: String,
+    },
     #[error("Cost Explorer returned an unparsable {metric} amount {amount:?}")]
     BadAmount { metric: String, amount: String },
     #[error("malformed Cost Explorer response: {0}")]
@@ -186,8 +195,16 @@ impl CostExplorer {
             requests: discovery.pages,
             ..CostData::default()
         };
-        let accounts: BTreeSet<String> = discovery.amounts.iter().map(|a| a.keys[0].clone()).collect();
-        let record_types: BTreeSet<String> = discovery.amounts.iter().map(|a| a.keys[1].clone()).collect();
+        let accounts: BTreeSet<String> = discovery
+            .amounts
+            .iter()
+            .map(|a| a.keys[0].clone())
+            .collect();
+        let record_types: BTreeSet<String> = discovery
+            .amounts
+            .iter()
+            .map(|a| a.keys[1].clone())
+            .collect();
         for account in &accounts {
             if let Some(name) = discovery.attributes.get(account) {
                 data.account_names.insert(account.clone(), name.clone());
@@ -232,7 +249,11 @@ impl CostExplorer {
     }
 
     /// Runs one grouped query, following `NextPageToken` until the last page.
-    pub async fn grouped(&self, query: &GroupedQuery, bases: &[CostBasis]) -> Result<GroupedResult, CostExplorerError> {
+    pub async fn grouped(
+        &self,
+        query: &GroupedQuery,
+        bases: &[CostBasis],
+    ) -> Result<GroupedResult, CostExplorerError> {
         let period = DateInterval::builder()
             .start(query.start.format("%Y-%m-%d").to_string())
             .end(query.end.format("%Y-%m-%d").to_string())
@@ -283,10 +304,9 @@ impl CostExplorer {
                 if let (Some(value), Some(name)) = (
                     attribute.value(),
                     attribute.attributes().and_then(|a| a.get("description")),
-                ) {
-                    if !name.is_empty() {
-                        result.attributes.insert(value.to_string(), name.clone());
-                    }
+                ) && !name.is_empty()
+                {
+                    result.attributes.insert(value.to_string(), name.clone());
                 }
             }
             match output.next_page_token() {
@@ -321,9 +341,9 @@ fn parse_result_by_time(
                 )));
             }
         };
-        let metrics = group
-            .metrics()
-            .ok_or_else(|| CostExplorerError::Malformed(format!("group {keys:?} has no Metrics")))?;
+        let metrics = group.metrics().ok_or_else(|| {
+            CostExplorerError::Malformed(format!("group {keys:?} has no Metrics"))
+        })?;
         result.amounts.push(GroupedAmount {
             day,
             keys,
@@ -334,12 +354,18 @@ fn parse_result_by_time(
 }
 
 /// The amounts for `bases`, in order, from a `Metrics` or `Total` map.
-pub fn parse_metrics(metrics: &HashMap<String, MetricValue>, bases: &[CostBasis]) -> Result<Vec<f64>, CostExplorerError> {
+pub fn parse_metrics(
+    metrics: &HashMap<String, MetricValue>,
+    bases: &[CostBasis],
+) -> Result<Vec<f64>, CostExplorerError> {
     bases
         .iter()
         .map(|basis| {
             let value = metrics.get(basis.metric()).ok_or_else(|| {
-                CostExplorerError::Malformed(format!("a group lacks the requested metric {}", basis.metric()))
+                CostExplorerError::Malformed(format!(
+                    "a group lacks the requested metric {}",
+                    basis.metric()
+                ))
             })?;
             parse_amount(basis.metric(), value)
         })
@@ -386,12 +412,18 @@ mod tests {
         let one_account = plan_split(&set(&["111111111111"]), &set(&["Usage", "Tax", "Credit"]));
         assert_eq!(one_account.split, Dimension::LinkedAccount);
         assert_eq!(one_account.values, vec!["111111111111"]);
-        assert_eq!(one_account.split.others(), [Dimension::Service, Dimension::RecordType]);
+        assert_eq!(
+            one_account.split.others(),
+            [Dimension::Service, Dimension::RecordType]
+        );
 
         let org = plan_split(&set(&["1", "2", "3", "4"]), &set(&["Usage", "Tax"]));
         assert_eq!(org.split, Dimension::RecordType);
         assert_eq!(org.values, vec!["Tax", "Usage"]);
-        assert_eq!(org.split.others(), [Dimension::LinkedAccount, Dimension::Service]);
+        assert_eq!(
+            org.split.others(),
+            [Dimension::LinkedAccount, Dimension::Service]
+        );
 
         let empty = plan_split(&set(&[]), &set(&[]));
         assert!(empty.values.is_empty());
@@ -403,9 +435,18 @@ mod tests {
 
     #[test]
     fn amounts_parse_decimal_and_scientific_notation() {
-        assert_eq!(parse_amount("UnblendedCost", &value("12.3456789012", "USD")).ok(), Some(12.3456789012));
-        assert_eq!(parse_amount("UnblendedCost", &value("-2.61E-8", "USD")).ok(), Some(-2.61e-8));
-        assert_eq!(parse_amount("UnblendedCost", &value("0", "USD")).ok(), Some(0.0));
+        assert_eq!(
+            parse_amount("UnblendedCost", &value("12.3456789012", "USD")).ok(),
+            Some(12.3456789012)
+        );
+        assert_eq!(
+            parse_amount("UnblendedCost", &value("-2.61E-8", "USD")).ok(),
+            Some(-2.61e-8)
+        );
+        assert_eq!(
+            parse_amount("UnblendedCost", &value("0", "USD")).ok(),
+            Some(0.0)
+        );
     }
 
     #[test]
@@ -415,9 +456,18 @@ mod tests {
             err.to_string(),
             "Cost Explorer returned UnblendedCost in \"EUR\" (amount 10); only USD amounts are supported"
         );
-        assert!(matches!(parse_amount("X", &value("NaN", "USD")), Err(CostExplorerError::BadAmount { .. })));
-        assert!(matches!(parse_amount("X", &value("", "USD")), Err(CostExplorerError::BadAmount { .. })));
-        assert!(matches!(parse_amount("X", &value("inf", "USD")), Err(CostExplorerError::BadAmount { .. })));
+        assert!(matches!(
+            parse_amount("X", &value("NaN", "USD")),
+            Err(CostExplorerError::BadAmount { .. })
+        ));
+        assert!(matches!(
+            parse_amount("X", &value("", "USD")),
+            Err(CostExplorerError::BadAmount { .. })
+        ));
+        assert!(matches!(
+            parse_amount("X", &value("inf", "USD")),
+            Err(CostExplorerError::BadAmount { .. })
+        ));
     }
 
     #[test]
@@ -432,8 +482,14 @@ mod tests {
 
     #[test]
     fn dates_parse() {
-        assert_eq!(parse_date("2026-11-23").ok(), NaiveDate::from_ymd_opt(2026, 11, 23));
-        assert_eq!(parse_date("2026-11-23T00:00:00Z").ok(), NaiveDate::from_ymd_opt(2026, 11, 23));
+        assert_eq!(
+            parse_date("2026-11-23").ok(),
+            NaiveDate::from_ymd_opt(2026, 11, 23)
+        );
+        assert_eq!(
+            parse_date("2026-11-23T00:00:00Z").ok(),
+            NaiveDate::from_ymd_opt(2026, 11, 23)
+        );
         assert!(parse_date("23/11/2026").is_err());
     }
 }

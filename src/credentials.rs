@@ -98,8 +98,10 @@ pub async fn sdk_config(integration: &Integration, metrics: &Arc<Metrics>) -> Sd
     let Some(role_arn) = integration.role_arn() else {
         return base;
     };
-    let mut sts = aws_sdk_sts::config::Builder::from(&base)
-        .interceptor(RequestCounter::new(integration.name.clone(), metrics.clone()));
+    let mut sts = aws_sdk_sts::config::Builder::from(&base).interceptor(RequestCounter::new(
+        integration.name.clone(),
+        metrics.clone(),
+    ));
     if let Some(url) = &integration.sts_endpoint_url {
         sts = sts.endpoint_url(url.clone());
     }
@@ -109,14 +111,17 @@ pub async fn sdk_config(integration: &Integration, metrics: &Arc<Metrics>) -> Sd
         external_id: integration.external_id.clone(),
         session_name: session_name(&integration.name),
     };
-    base.to_builder().credentials_provider(provider::SharedCredentialsProvider::new(provider)).build()
+    base.to_builder()
+        .credentials_provider(provider::SharedCredentialsProvider::new(provider))
+        .build()
 }
 
 /// The integration's Cost Explorer client, counting its requests.
 pub async fn cost_explorer(integration: &Integration, metrics: &Arc<Metrics>) -> CostExplorer {
     let sdk = sdk_config(integration, metrics).await;
-    let mut builder = aws_sdk_costexplorer::config::Builder::from(&sdk)
-        .interceptor(RequestCounter::new(integration.name.clone(), metrics.clone()));
+    let mut builder = aws_sdk_costexplorer::config::Builder::from(&sdk).interceptor(
+        RequestCounter::new(integration.name.clone(), metrics.clone()),
+    );
     if let Some(url) = &integration.endpoint_url {
         builder = builder.endpoint_url(url.clone());
     }
@@ -168,10 +173,16 @@ impl AssumeRoleProvider {
                 ))
             })?;
         let credentials = output.credentials().ok_or_else(|| {
-            CredentialsError::provider_error(format!("STS returned no credentials for role {}", self.role_arn))
+            CredentialsError::provider_error(format!(
+                "STS returned no credentials for role {}",
+                self.role_arn
+            ))
         })?;
         let expiry = SystemTime::try_from(*credentials.expiration()).map_err(|_| {
-            CredentialsError::provider_error(format!("STS returned an invalid expiry for role {}", self.role_arn))
+            CredentialsError::provider_error(format!(
+                "STS returned an invalid expiry for role {}",
+                self.role_arn
+            ))
         })?;
         Ok(Credentials::new(
             credentials.access_key_id(),
@@ -215,13 +226,19 @@ mod tests {
     #[test]
     fn selection_follows_infrawallet() {
         let mut i = integration();
-        assert_eq!(CredentialSource::for_integration(&i), CredentialSource::DefaultChain);
+        assert_eq!(
+            CredentialSource::for_integration(&i),
+            CredentialSource::DefaultChain
+        );
 
         i.static_credentials = Some(StaticCredentials {
             access_key_id: "AKIAEXAMPLE".into(),
             secret_access_key: Secret::new("very-secret"),
         });
-        assert_eq!(CredentialSource::for_integration(&i), CredentialSource::Static);
+        assert_eq!(
+            CredentialSource::for_integration(&i),
+            CredentialSource::Static
+        );
 
         i.assumed_role_name = Some("CostExporter".into());
         i.external_id = Some("ext".into());

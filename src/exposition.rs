@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 /// `Content-Type` of the classic Prometheus text format.
 pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `Content-Type` of OpenMetrics text.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A text exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,12 @@ impl FamilyDesc {
         };
         match format {
             Format::Classic => {
-                let _ = writeln!(out, "# HELP {} {}", self.name, escape_help(self.help, format));
+                let _ = writeln!(
+                    out,
+                    "# HELP {} {}",
+                    self.name,
+                    escape_help(self.help, format)
+                );
                 let _ = writeln!(out, "# TYPE {} {kind}", self.name);
             }
             Format::OpenMetrics => {
@@ -55,7 +61,12 @@ impl FamilyDesc {
                 if let Some(unit) = self.unit {
                     let _ = writeln!(out, "# UNIT {} {unit}", self.name);
                 }
-                let _ = writeln!(out, "# HELP {} {}", self.name, escape_help(self.help, format));
+                let _ = writeln!(
+                    out,
+                    "# HELP {} {}",
+                    self.name,
+                    escape_help(self.help, format)
+                );
             }
         }
     }
@@ -134,10 +145,10 @@ pub fn negotiate(accept: Option<&str>) -> Format {
         let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
         let mut q = 1.0f32;
         for param in parts {
-            if let Some((k, v)) = param.split_once('=') {
-                if k.trim().eq_ignore_ascii_case("q") {
-                    q = v.trim().parse().unwrap_or(0.0);
-                }
+            if let Some((k, v)) = param.split_once('=')
+                && k.trim().eq_ignore_ascii_case("q")
+            {
+                q = v.trim().parse().unwrap_or(0.0);
             }
         }
         match media.as_str() {
@@ -165,10 +176,10 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
         let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
         let mut q = 1.0f32;
         for param in parts {
-            if let Some((k, v)) = param.split_once('=') {
-                if k.trim().eq_ignore_ascii_case("q") {
-                    q = v.trim().parse().unwrap_or(0.0);
-                }
+            if let Some((k, v)) = param.split_once('=')
+                && k.trim().eq_ignore_ascii_case("q")
+            {
+                q = v.trim().parse().unwrap_or(0.0);
             }
         }
         match name.as_str() {
@@ -186,10 +197,10 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
 pub fn openmetrics_to_classic(openmetrics: &str) -> String {
     let mut counters: Vec<&str> = Vec::new();
     for line in openmetrics.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some((name, "counter")) = rest.rsplit_once(' ') {
-                counters.push(name);
-            }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, "counter")) = rest.rsplit_once(' ')
+        {
+            counters.push(name);
         }
     }
     let classic_name = |name: &str| -> String {
@@ -206,7 +217,12 @@ pub fn openmetrics_to_classic(openmetrics: &str) -> String {
         }
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            let _ = writeln!(out, "# HELP {} {}", classic_name(name), help.replace("\\\"", "\""));
+            let _ = writeln!(
+                out,
+                "# HELP {} {}",
+                classic_name(name),
+                help.replace("\\\"", "\"")
+            );
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.rsplit_once(' ').unwrap_or((rest, "untyped"));
             let kind = match kind {
@@ -242,7 +258,10 @@ mod tests {
         push_sample(
             &mut out,
             "m",
-            &[("a", "back\\slash \"quoted\"\nnewline"), ("b", "ünïcödé, {braces}=")],
+            &[
+                ("a", "back\\slash \"quoted\"\nnewline"),
+                ("b", "ünïcödé, {braces}="),
+            ],
             1.5,
         );
         assert_eq!(
@@ -283,7 +302,10 @@ mod tests {
         assert_eq!(negotiate(None), Format::Classic);
         assert_eq!(negotiate(Some("*/*")), Format::Classic);
         assert_eq!(negotiate(Some("text/plain")), Format::Classic);
-        assert_eq!(negotiate(Some("application/openmetrics-text")), Format::OpenMetrics);
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text")),
+            Format::OpenMetrics
+        );
         // Prometheus 2.x default.
         assert_eq!(
             negotiate(Some(
@@ -293,10 +315,15 @@ mod tests {
         );
         // Prometheus configured to prefer the classic format.
         assert_eq!(
-            negotiate(Some("text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5")),
+            negotiate(Some(
+                "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5"
+            )),
             Format::Classic
         );
-        assert_eq!(negotiate(Some("application/openmetrics-text;q=0")), Format::Classic);
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=0")),
+            Format::Classic
+        );
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--web.telemetry-path must start with '/' and must not be one of /, /-/healthy, /-/ready: {0:?}")]
+    #[error(
+        "--web.telemetry-path must start with '/' and must not be one of /, /-/healthy, /-/ready: {0:?}"
+    )]
     TelemetryPath(String),
 }
 
@@ -76,12 +78,13 @@ impl Exporter {
         if !path.starts_with('/') || matches!(path.as_str(), "/" | "/-/healthy" | "/-/ready") {
             return Err(StartError::TelemetryPath(path.clone()));
         }
-        let (listener, local_addr) = server::bind(&options.listen_address)
-            .await
-            .map_err(|source| StartError::Listen {
-                address: options.listen_address.clone(),
-                source,
-            })?;
+        let (listener, local_addr) =
+            server::bind(&options.listen_address)
+                .await
+                .map_err(|source| StartError::Listen {
+                    address: options.listen_address.clone(),
+                    source,
+                })?;
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(SnapshotStore::new(
             config.integrations.iter().map(|i| i.name.clone()).collect(),

@@ -108,7 +108,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         println!(
             "configuration OK: {} integration(s): {}",
             config.integrations.len(),
-            config.integrations.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            config
+                .integrations
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return Ok(());
     }
@@ -128,7 +133,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let flags = Flags::parse();
     init_logging(&flags);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("cannot start the async runtime: {err}");

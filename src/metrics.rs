@@ -106,14 +106,26 @@ impl Metrics {
     }
 
     /// Records a refresh attempt's outcome.
-    pub fn record_refresh(&self, integration: &str, success: bool, duration_seconds: f64, finished_unix: f64) {
+    pub fn record_refresh(
+        &self,
+        integration: &str,
+        success: bool,
+        duration_seconds: f64,
+        finished_unix: f64,
+    ) {
         let labels = IntegrationLabels {
             integration: integration.to_string(),
         };
-        self.refresh_success.get_or_create(&labels).set(i64::from(success));
-        self.refresh_duration.get_or_create(&labels).set(duration_seconds);
+        self.refresh_success
+            .get_or_create(&labels)
+            .set(i64::from(success));
+        self.refresh_duration
+            .get_or_create(&labels)
+            .set(duration_seconds);
         if success {
-            self.refresh_last_success.get_or_create(&labels).set(finished_unix);
+            self.refresh_last_success
+                .get_or_create(&labels)
+                .set(finished_unix);
         }
     }
 
@@ -143,7 +155,8 @@ impl Metrics {
     pub fn encode(&self, format: Format) -> String {
         let mut openmetrics = String::with_capacity(2048);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_registry(&mut openmetrics, &self.registry);
+        let _ =
+            prometheus_client::encoding::text::encode_registry(&mut openmetrics, &self.registry);
         match format {
             Format::OpenMetrics => openmetrics,
             Format::Classic => openmetrics_to_classic(&openmetrics),
@@ -208,14 +221,20 @@ impl Intercept for RequestCounter {
             Some(500..) => Outcome::ServerError,
             Some(_) => Outcome::ClientError,
             None => match context.output_or_error() {
-                Some(Err(err)) if err.is_connector_error() || err.is_timeout_error() => Outcome::TransportError,
+                Some(Err(err)) if err.is_connector_error() || err.is_timeout_error() => {
+                    Outcome::TransportError
+                }
                 // The attempt never reached the wire (for example, credentials failed to
                 // load): not a request.
                 _ => return Ok(()),
             },
         };
-        let operation = cfg.load::<Metadata>().map(Metadata::name).unwrap_or("unknown");
-        self.metrics.record_api_request(&self.integration, operation, outcome);
+        let operation = cfg
+            .load::<Metadata>()
+            .map(Metadata::name)
+            .unwrap_or("unknown");
+        self.metrics
+            .record_api_request(&self.integration, operation, outcome);
         Ok(())
     }
 }

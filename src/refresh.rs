@@ -69,7 +69,8 @@ impl Refresher {
         let elapsed = started.elapsed().as_secs_f64();
         let finished = (self.clock)().timestamp_millis() as f64 / 1000.0;
         let name = &self.integration.name;
-        self.metrics.record_refresh(name, result.is_ok(), elapsed, finished);
+        self.metrics
+            .record_refresh(name, result.is_ok(), elapsed, finished);
         match result {
             Ok(summary) => {
                 tracing::info!(
@@ -120,7 +121,9 @@ pub fn next_delay(interval: Duration, consecutive_failures: u32) -> Duration {
     if consecutive_failures == 0 {
         return interval;
     }
-    let factor = 1u32.checked_shl(consecutive_failures - 1).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(consecutive_failures - 1)
+        .unwrap_or(u32::MAX);
     RETRY_MIN.saturating_mul(factor).min(interval)
 }
 
@@ -136,6 +139,9 @@ mod tests {
         assert_eq!(next_delay(six_hours, 2), Duration::from_secs(120));
         assert_eq!(next_delay(six_hours, 5), Duration::from_secs(960));
         assert_eq!(next_delay(six_hours, 40), six_hours);
-        assert_eq!(next_delay(Duration::from_secs(30), 1), Duration::from_secs(30));
+        assert_eq!(
+            next_delay(Duration::from_secs(30), 1),
+            Duration::from_secs(30)
+        );
     }
 }

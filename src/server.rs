@@ -85,10 +85,20 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
 
 /// Routes one request.
 pub fn handle(state: &ServerState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    route(state, request.method(), request.uri().path(), request.headers())
+    route(
+        state,
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+    )
 }
 
-fn route(state: &ServerState, method: &Method, path: &str, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+fn route(
+    state: &ServerState,
+    method: &Method,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Response<Full<Bytes>> {
     let known = path == state.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
     if !known {
         return text(StatusCode::NOT_FOUND, "404 page not found\n");
@@ -96,7 +106,9 @@ fn route(state: &ServerState, method: &Method, path: &str, headers: &http::Heade
     let head = method == Method::HEAD;
     if method != Method::GET && !head {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     let response = if path == state.telemetry_path {
@@ -110,7 +122,11 @@ fn route(state: &ServerState, method: &Method, path: &str, headers: &http::Heade
         // exporter unready, so that Prometheus keeps scraping aws_cost_refresh_success 0.
         text(StatusCode::OK, "Ready\n")
     };
-    if head { without_body(response) } else { response }
+    if head {
+        without_body(response)
+    } else {
+        response
+    }
 }
 
 fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
@@ -120,9 +136,16 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     let rendered = state.store.rendered();
     let own = state.metrics.encode(format);
     let cost = rendered.body(format);
-    let eof: &[u8] = if format == Format::OpenMetrics { b"# EOF\n" } else { b"" };
+    let eof: &[u8] = if format == Format::OpenMetrics {
+        b"# EOF\n"
+    } else {
+        b""
+    };
     let body = if gzip {
-        let mut encoder = GzEncoder::new(Vec::with_capacity(cost.len() / 8 + 1024), Compression::fast());
+        let mut encoder = GzEncoder::new(
+            Vec::with_capacity(cost.len() / 8 + 1024),
+            Compression::fast(),
+        );
         // Writing into a Vec cannot fail.
         let _ = encoder.write_all(own.as_bytes());
         let _ = encoder.write_all(cost);
@@ -137,8 +160,14 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     };
     let mut response = Response::new(Full::new(body));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    h.insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     if gzip {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
@@ -154,9 +183,10 @@ fn landing_page(state: &ServerState) -> Response<Full<Bytes>> {
          <li><a href=\"/-/ready\">Readiness</a> (/-/ready)</li>\n</ul>\n</body>\n</html>\n"
     );
     let mut response = Response::new(Full::new(Bytes::from(page)));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     response
 }
 
@@ -170,9 +200,10 @@ fn html_escape(text: &str) -> String {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -182,7 +213,9 @@ fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     use hyper::body::Body as _;
     let (mut parts, body) = response.into_parts();
     let length = body.size_hint().exact().unwrap_or_default();
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     drop(body.boxed());
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
@@ -219,15 +252,30 @@ mod tests {
     fn routes_and_methods() {
         let s = state();
         let h = http::HeaderMap::new();
-        assert_eq!(route(&s, &Method::GET, "/metrics", &h).status(), StatusCode::OK);
+        assert_eq!(
+            route(&s, &Method::GET, "/metrics", &h).status(),
+            StatusCode::OK
+        );
         assert_eq!(route(&s, &Method::GET, "/", &h).status(), StatusCode::OK);
-        assert_eq!(route(&s, &Method::GET, "/-/healthy", &h).status(), StatusCode::OK);
-        assert_eq!(route(&s, &Method::GET, "/-/ready", &h).status(), StatusCode::OK);
-        assert_eq!(route(&s, &Method::GET, "/nope", &h).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            route(&s, &Method::GET, "/-/healthy", &h).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            route(&s, &Method::GET, "/-/ready", &h).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            route(&s, &Method::GET, "/nope", &h).status(),
+            StatusCode::NOT_FOUND
+        );
         let post = route(&s, &Method::POST, "/metrics", &h);
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
-        assert_eq!(route(&s, &Method::DELETE, "/nope", &h).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            route(&s, &Method::DELETE, "/nope", &h).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]

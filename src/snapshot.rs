@@ -117,7 +117,12 @@ impl IntegrationSnapshot {
                 continue;
             }
             for (index, amount) in row.amounts.iter().enumerate() {
-                let key = (row.account_id.clone(), row.service.clone(), row.record_type.clone(), index);
+                let key = (
+                    row.account_id.clone(),
+                    row.service.clone(),
+                    row.record_type.clone(),
+                    index,
+                );
                 if is_daily {
                     *daily.entry(key.clone()).or_insert(0.0) += amount;
                 }
@@ -131,7 +136,11 @@ impl IntegrationSnapshot {
                 .filter_map(|((account_id, service, record_type, index), value)| {
                     let cost_basis = *bases.get(index)?;
                     Some(CostSeries {
-                        account_name: data.account_names.get(&account_id).cloned().unwrap_or_else(|| account_id.clone()),
+                        account_name: data
+                            .account_names
+                            .get(&account_id)
+                            .cloned()
+                            .unwrap_or_else(|| account_id.clone()),
                         account_id,
                         aws_service: service,
                         charge_type: record_type,
@@ -144,7 +153,10 @@ impl IntegrationSnapshot {
         let daily = to_series(daily);
         let month_to_date = to_series(month_to_date);
         let estimated_daily = data.estimated_days.contains(&period.data_day);
-        let estimated_month_to_date = data.estimated_days.iter().any(|d| period.in_month_to_date(*d));
+        let estimated_month_to_date = data
+            .estimated_days
+            .iter()
+            .any(|d| period.in_month_to_date(*d));
         let mut snapshot = Self {
             integration: integration.to_string(),
             period,
@@ -190,9 +202,17 @@ impl IntegrationSnapshot {
             .and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp())
             .unwrap_or_default();
-        push_sample(&mut data_day, DATA_DAY.name, &[("integration", &self.integration)], midnight as f64);
+        push_sample(
+            &mut data_day,
+            DATA_DAY.name,
+            &[("integration", &self.integration)],
+            midnight as f64,
+        );
         let mut estimated = String::new();
-        for (period, flag) in [("daily", self.estimated_daily), ("month_to_date", self.estimated_month_to_date)] {
+        for (period, flag) in [
+            ("daily", self.estimated_daily),
+            ("month_to_date", self.estimated_month_to_date),
+        ] {
             push_sample(
                 &mut estimated,
                 ESTIMATED.name,
@@ -252,8 +272,11 @@ impl SnapshotStore {
             Err(poisoned) => poisoned.into_inner(),
         };
         snapshots.insert(snapshot.integration.clone(), Arc::new(snapshot));
-        let ordered: Vec<&Arc<IntegrationSnapshot>> =
-            self.order.iter().filter_map(|name| snapshots.get(name)).collect();
+        let ordered: Vec<&Arc<IntegrationSnapshot>> = self
+            .order
+            .iter()
+            .filter_map(|name| snapshots.get(name))
+            .collect();
         self.rendered.store(Arc::new(render(&ordered)));
     }
 
@@ -301,7 +324,13 @@ mod tests {
         NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
     }
 
-    fn row(d: NaiveDate, account: &str, service: &str, record_type: &str, amounts: &[f64]) -> CostRow {
+    fn row(
+        d: NaiveDate,
+        account: &str,
+        service: &str,
+        record_type: &str,
+        amounts: &[f64],
+    ) -> CostRow {
         CostRow {
             day: d,
             account_id: account.into(),
@@ -314,25 +343,49 @@ mod tests {
     #[test]
     fn period_covers_month_and_data_day() {
         let p = Period::new(day(23), 1);
-        assert_eq!((p.query_start(), p.data_day, p.query_end()), (day(1), day(22), day(24)));
+        assert_eq!(
+            (p.query_start(), p.data_day, p.query_end()),
+            (day(1), day(22), day(24))
+        );
         // On the first of a month the data day lies in the previous month.
         let first = Period::new(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(), 1);
         assert_eq!(first.query_start(), day(30));
-        assert_eq!(first.month_start(), NaiveDate::from_ymd_opt(2026, 12, 1).unwrap());
-        assert_eq!(first.query_end(), NaiveDate::from_ymd_opt(2026, 12, 2).unwrap());
+        assert_eq!(
+            first.month_start(),
+            NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()
+        );
+        assert_eq!(
+            first.query_end(),
+            NaiveDate::from_ymd_opt(2026, 12, 2).unwrap()
+        );
     }
 
     #[test]
     fn rows_aggregate_into_daily_and_month_to_date() {
-        let mut data = CostData::default();
-        data.rows = vec![
-            row(day(21), "111111111111", "Amazon S3", "Usage", &[1.25, 2.0]),
-            row(day(22), "111111111111", "Amazon S3", "Usage", &[0.5, 1.0]),
-            row(day(22), "111111111111", "Tax", "Tax", &[0.1, 0.1]),
-            row(day(22), "222222222222", "Amazon S3", "Credit", &[-0.25, -0.25]),
-            row(NaiveDate::from_ymd_opt(2026, 10, 31).unwrap(), "111111111111", "Amazon S3", "Usage", &[99.0, 99.0]),
-        ];
-        data.account_names.insert("111111111111".into(), "Prod \"main\"".into());
+        let mut data = CostData {
+            rows: vec![
+                row(day(21), "111111111111", "Amazon S3", "Usage", &[1.25, 2.0]),
+                row(day(22), "111111111111", "Amazon S3", "Usage", &[0.5, 1.0]),
+                row(day(22), "111111111111", "Tax", "Tax", &[0.1, 0.1]),
+                row(
+                    day(22),
+                    "222222222222",
+                    "Amazon S3",
+                    "Credit",
+                    &[-0.25, -0.25],
+                ),
+                row(
+                    NaiveDate::from_ymd_opt(2026, 10, 31).unwrap(),
+                    "111111111111",
+                    "Amazon S3",
+                    "Usage",
+                    &[99.0, 99.0],
+                ),
+            ],
+            ..CostData::default()
+        };
+        data.account_names
+            .insert("111111111111".into(), "Prod \"main\"".into());
         data.estimated_days.insert(day(23));
         let bases = [CostBasis::Unblended, CostBasis::Amortized];
         let snap = IntegrationSnapshot::build("payer", &data, &bases, Period::new(day(23), 1));
@@ -341,13 +394,47 @@ mod tests {
         let find = |series: &[CostSeries], account: &str, service: &str, basis: CostBasis| {
             series
                 .iter()
-                .find(|s| s.account_id == account && s.aws_service == service && s.cost_basis == basis)
+                .find(|s| {
+                    s.account_id == account && s.aws_service == service && s.cost_basis == basis
+                })
                 .map(|s| s.value)
         };
-        assert_eq!(find(&snap.daily, "111111111111", "Amazon S3", CostBasis::Unblended), Some(0.5));
-        assert_eq!(find(&snap.month_to_date, "111111111111", "Amazon S3", CostBasis::Unblended), Some(1.75));
-        assert_eq!(find(&snap.month_to_date, "111111111111", "Amazon S3", CostBasis::Amortized), Some(3.0));
-        assert_eq!(find(&snap.daily, "222222222222", "Amazon S3", CostBasis::Amortized), Some(-0.25));
+        assert_eq!(
+            find(
+                &snap.daily,
+                "111111111111",
+                "Amazon S3",
+                CostBasis::Unblended
+            ),
+            Some(0.5)
+        );
+        assert_eq!(
+            find(
+                &snap.month_to_date,
+                "111111111111",
+                "Amazon S3",
+                CostBasis::Unblended
+            ),
+            Some(1.75)
+        );
+        assert_eq!(
+            find(
+                &snap.month_to_date,
+                "111111111111",
+                "Amazon S3",
+                CostBasis::Amortized
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            find(
+                &snap.daily,
+                "222222222222",
+                "Amazon S3",
+                CostBasis::Amortized
+            ),
+            Some(-0.25)
+        );
         assert!(!snap.estimated_daily);
         assert!(snap.estimated_month_to_date);
 
@@ -361,19 +448,33 @@ mod tests {
         assert!(text.contains(
             "aws_cost_month_to_date_usd{integration=\"payer\",account_id=\"222222222222\",account_name=\"222222222222\",aws_service=\"Amazon S3\",charge_type=\"Credit\",cost_basis=\"amortized\"} -0.25\n"
         ), "{text}");
-        assert!(text.contains("aws_cost_data_day_timestamp_seconds{integration=\"payer\"} 1795305600\n"), "{text}");
+        assert!(
+            text.contains(
+                "aws_cost_data_day_timestamp_seconds{integration=\"payer\"} 1795305600\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("aws_cost_estimated{integration=\"payer\",period=\"daily\"} 0\n"));
-        assert!(text.contains("aws_cost_estimated{integration=\"payer\",period=\"month_to_date\"} 1\n"));
+        assert!(
+            text.contains("aws_cost_estimated{integration=\"payer\",period=\"month_to_date\"} 1\n")
+        );
         assert_eq!(text.matches("# TYPE").count(), 4);
     }
 
     #[test]
     fn families_stay_contiguous_across_integrations() {
         let store = SnapshotStore::new(vec!["a".into(), "b".into()]);
-        let mut data = CostData::default();
-        data.rows = vec![row(day(22), "111111111111", "S3", "Usage", &[1.0])];
+        let data = CostData {
+            rows: vec![row(day(22), "111111111111", "S3", "Usage", &[1.0])],
+            ..CostData::default()
+        };
         for name in ["b", "a"] {
-            store.publish(IntegrationSnapshot::build(name, &data, &[CostBasis::Unblended], Period::new(day(23), 1)));
+            store.publish(IntegrationSnapshot::build(
+                name,
+                &data,
+                &[CostBasis::Unblended],
+                Period::new(day(23), 1),
+            ));
         }
         let rendered = store.rendered();
         let text = std::str::from_utf8(&rendered.openmetrics).unwrap();
@@ -384,7 +485,15 @@ mod tests {
             .collect();
         let mut deduped = names.clone();
         deduped.dedup();
-        assert_eq!(deduped, vec![DAILY.name, MONTH_TO_DATE.name, DATA_DAY.name, ESTIMATED.name]);
+        assert_eq!(
+            deduped,
+            vec![
+                DAILY.name,
+                MONTH_TO_DATE.name,
+                DATA_DAY.name,
+                ESTIMATED.name
+            ]
+        );
         // Config order, not publish order.
         assert!(text.find("integration=\"a\"").unwrap() < text.find("integration=\"b\"").unwrap());
     }

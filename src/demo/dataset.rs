@@ -47,20 +47,37 @@ pub struct Dataset {
 const SERVICES: &[(&str, &[&str], f64)] = &[
     (
         "Amazon Elastic Compute Cloud - Compute",
-        &["Usage", "SavingsPlanCoveredUsage", "SavingsPlanNegation", "Credit"],
+        &[
+            "Usage",
+            "SavingsPlanCoveredUsage",
+            "SavingsPlanNegation",
+            "Credit",
+        ],
         410.0,
     ),
     ("EC2 - Other", &["Usage"], 58.0),
     ("Amazon Simple Storage Service", &["Usage", "Refund"], 73.5),
-    ("Amazon Relational Database Service", &["Usage", "DiscountedUsage", "RIFee"], 188.0),
+    (
+        "Amazon Relational Database Service",
+        &["Usage", "DiscountedUsage", "RIFee"],
+        188.0,
+    ),
     ("Amazon CloudFront", &["Usage", "Credit"], 21.0),
     ("AWS Lambda", &["Usage"], 6.4),
     ("Amazon DynamoDB", &["Usage"], 31.0),
-    ("Amazon Elastic Container Service for Kubernetes", &["Usage"], 14.4),
+    (
+        "Amazon Elastic Container Service for Kubernetes",
+        &["Usage"],
+        14.4,
+    ),
     ("AmazonCloudWatch", &["Usage"], 17.2),
     ("AWS Key Management Service", &["Usage"], 2.1),
     ("Amazon Virtual Private Cloud", &["Usage"], 9.6),
-    ("Savings Plans for AWS Compute usage", &["SavingsPlanRecurringFee"], 240.0),
+    (
+        "Savings Plans for AWS Compute usage",
+        &["SavingsPlanRecurringFee"],
+        240.0,
+    ),
     ("AWS Support (Business)", &["Support"], 35.0),
     ("Tax", &["Tax"], 0.0),
 ];
@@ -103,7 +120,8 @@ impl Dataset {
                         continue;
                     }
                     for record_type in *record_types {
-                        let usage = usd * account_scale * weekly * day_fraction * (0.85 + 0.3 * rng.f64());
+                        let usage =
+                            usd * account_scale * weekly * day_fraction * (0.85 + 0.3 * rng.f64());
                         let unblended = match *record_type {
                             "Usage" | "DiscountedUsage" | "SavingsPlanCoveredUsage" => usage,
                             "SavingsPlanNegation" => -usage * 0.55,
@@ -143,9 +161,16 @@ impl Dataset {
             day = day + Days::new(1);
         }
         Dataset {
-            accounts: spec.accounts.iter().map(|(id, name)| (id.to_string(), name.to_string())).collect(),
+            accounts: spec
+                .accounts
+                .iter()
+                .map(|(id, name)| (id.to_string(), name.to_string()))
+                .collect(),
             rows,
-            estimated_from: spec.estimated_days.checked_sub(1).map(|back| spec.today - Days::new(back)),
+            estimated_from: spec
+                .estimated_days
+                .checked_sub(1)
+                .map(|back| spec.today - Days::new(back)),
         }
     }
 
@@ -175,7 +200,11 @@ fn basis_amounts(record_type: &str, unblended: f64, rng: &mut fastrand::Rng) -> 
         "SavingsPlanNegation" | "SavingsPlanRecurringFee" => (0.0, unblended, 0.0),
         "DiscountedUsage" => (unblended * 0.64, unblended, 0.0),
         "RIFee" => (unblended * 0.36, unblended, 0.0),
-        "Usage" => (unblended, unblended * (0.97 + 0.02 * rng.f64()), unblended * 0.03),
+        "Usage" => (
+            unblended,
+            unblended * (0.97 + 0.02 * rng.f64()),
+            unblended * 0.03,
+        ),
         _ => (unblended, unblended, 0.0),
     };
     let to_units = |usd: f64| (usd * UNITS_PER_USD as f64).round() as i64;
@@ -237,9 +266,20 @@ mod tests {
         assert_eq!(format_units(1234), "1.234E-7");
         assert_eq!(format_units(-261), "-2.61E-8");
         assert_eq!(format_units(5), "5E-10");
-        for units in [1234i128, -261, 5, 123_456_789_012, -2_500_000_000, 99_999, 100_000] {
+        for units in [
+            1234i128,
+            -261,
+            5,
+            123_456_789_012,
+            -2_500_000_000,
+            99_999,
+            100_000,
+        ] {
             let parsed: f64 = format_units(units).parse().unwrap();
-            assert!((parsed - units_to_f64(units)).abs() <= 1e-18_f64.max(parsed.abs() * 1e-15), "{units}");
+            assert!(
+                (parsed - units_to_f64(units)).abs() <= 1e-18_f64.max(parsed.abs() * 1e-15),
+                "{units}"
+            );
         }
     }
 
@@ -255,8 +295,18 @@ mod tests {
         };
         let a = Dataset::generate(&spec);
         assert_eq!(a, Dataset::generate(&spec));
-        let record_types: std::collections::BTreeSet<&str> = a.rows.iter().map(|r| r.record_type.as_str()).collect();
-        for expected in ["Usage", "Tax", "Credit", "Refund", "SavingsPlanCoveredUsage", "SavingsPlanNegation", "RIFee", "Support"] {
+        let record_types: std::collections::BTreeSet<&str> =
+            a.rows.iter().map(|r| r.record_type.as_str()).collect();
+        for expected in [
+            "Usage",
+            "Tax",
+            "Credit",
+            "Refund",
+            "SavingsPlanCoveredUsage",
+            "SavingsPlanNegation",
+            "RIFee",
+            "Support",
+        ] {
             assert!(record_types.contains(expected), "{expected} missing");
         }
         assert!(a.rows.iter().any(|r| r.amount(CostBasis::Unblended) < 0));

@@ -57,9 +57,17 @@ pub async fn start_simulator(today: NaiveDate) -> std::io::Result<Simulator> {
     Simulator::builder()
         .account("111111111111", organization)
         .account("222222222222", workload)
-        .access_key("AKIADEMOPAYER0000001", "demo-payer-secret-not-real", "111111111111")
+        .access_key(
+            "AKIADEMOPAYER0000001",
+            "demo-payer-secret-not-real",
+            "111111111111",
+        )
         // The security account's identity has no Cost Explorer access of its own.
-        .access_key("AKIADEMOSECURITY0001", "demo-security-secret-not-real", "999999999999")
+        .access_key(
+            "AKIADEMOSECURITY0001",
+            "demo-security-secret-not-real",
+            "999999999999",
+        )
         .role("222222222222", "CostExporter", Some("demo-external-id"))
         .page_size(DEMO_PAGE_SIZE)
         .start()

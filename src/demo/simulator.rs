@@ -39,6 +39,8 @@ pub enum Behavior {
     Throttled,
     /// Amounts in another currency.
     Currency(String),
+    /// Answers normally, but only after this long.
+    Hang(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ struct State {
     page_size: usize,
     log: Mutex<Vec<LoggedRequest>>,
     issued: Mutex<u64>,
+    in_flight: std::sync::atomic::AtomicUsize,
     session_duration: Option<Duration>,
 }
 
@@ -173,11 +176,17 @@ impl SimulatorBuilder {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle(&state, req).await) }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
-        Ok(Simulator { addr, state, shutdown })
+        Ok(Simulator {
+            addr,
+            state,
+            shutdown,
+        })
     }
 }
 
@@ -220,6 +229,13 @@ impl Simulator {
         accounts.get(account_id).map(|a| a.dataset.clone())
     }
 
+    /// Requests being handled right now.
+    pub fn in_flight(&self) -> usize {
+        self.state
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Changes how an account answers Cost Explorer from now on.
     pub fn set_behavior(&self, account_id: &str, behavior: Behavior) {
         set_behavior(&self.state, account_id, behavior);
@@ -244,6 +260,29 @@ struct Caller {
 }
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    use std::sync::atomic::Ordering;
+    state.in_flight.fetch_add(1, Ordering::SeqCst);
+    let response = handle_request(state, request).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+/// How long Cost Explorer makes this caller wait, by its account's behavior.
+fn hang_for(state: &State, access_key_id: &str) -> Option<Duration> {
+    let account_id = state
+        .keys
+        .lock()
+        .ok()?
+        .get(access_key_id)?
+        .account_id
+        .clone();
+    match state.accounts.lock().ok()?.get(&account_id)?.behavior {
+        Behavior::Hang(duration) => Some(duration),
+        _ => None,
+    }
+}
+
+async fn handle_request(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, 1 << 20).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -257,12 +296,16 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         .map(str::to_string);
     let (operation, response) = match target {
         Some(target) => {
+            if let Some(delay) = hang_for(state, &access_key_id) {
+                tokio::time::sleep(delay).await;
+            }
             let operation = target.rsplit('.').next().unwrap_or_default().to_string();
             let response = cost_explorer(state, &operation, &parts.headers, &access_key_id, &body);
             (operation, response)
         }
         None => {
-            let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+            let form: HashMap<String, String> =
+                form_urlencoded::parse(&body).into_owned().collect();
             let operation = form.get("Action").cloned().unwrap_or_default();
             let response = sts(state, &operation, &parts.headers, &access_key_id, &form);
             (operation, response)
@@ -286,15 +329,24 @@ fn signing_key(headers: &http::HeaderMap) -> Option<String> {
 }
 
 /// Who signed: the key must be known, and temporary keys must carry their session token.
-fn authenticate(state: &State, headers: &http::HeaderMap, access_key_id: &str) -> Result<Caller, (String, String)> {
-    let keys = state.keys.lock().map_err(|_| ("InternalFailure".to_string(), "lock".to_string()))?;
+fn authenticate(
+    state: &State,
+    headers: &http::HeaderMap,
+    access_key_id: &str,
+) -> Result<Caller, (String, String)> {
+    let keys = state
+        .keys
+        .lock()
+        .map_err(|_| ("InternalFailure".to_string(), "lock".to_string()))?;
     let Some(key) = keys.get(access_key_id) else {
         return Err((
             "UnrecognizedClientException".into(),
             "The security token included in the request is invalid.".into(),
         ));
     };
-    let token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+    let token = headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok());
     if key.session_token.as_deref() != token {
         return Err((
             "UnrecognizedClientException".into(),
@@ -322,7 +374,11 @@ fn cost_explorer(
         Ok(caller) => caller,
         Err((code, message)) => return json_error(StatusCode::BAD_REQUEST, &code, &message),
     };
-    let account = state.accounts.lock().ok().and_then(|a| a.get(&caller.account_id).cloned());
+    let account = state
+        .accounts
+        .lock()
+        .ok()
+        .and_then(|a| a.get(&caller.account_id).cloned());
     let Some(account) = account else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -342,13 +398,23 @@ fn cost_explorer(
             );
         }
         Behavior::Throttled => {
-            return json_error(StatusCode::BAD_REQUEST, "LimitExceededException", "Rate exceeded");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "LimitExceededException",
+                "Rate exceeded",
+            );
         }
-        Behavior::Normal | Behavior::Currency(_) => {}
+        Behavior::Normal | Behavior::Currency(_) | Behavior::Hang(_) => {}
     }
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(err) => return json_error(StatusCode::BAD_REQUEST, "SerializationException", &err.to_string()),
+        Err(err) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "SerializationException",
+                &err.to_string(),
+            );
+        }
     };
     let unit = match &account.behavior {
         Behavior::Currency(unit) => unit.as_str(),
@@ -361,9 +427,10 @@ fn cost_explorer(
     match result {
         Ok(value) => {
             let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-amz-json-1.1"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
             response
         }
         Err((code, message)) => json_error(StatusCode::BAD_REQUEST, &code, &message),
@@ -381,7 +448,8 @@ fn date_field(value: &Value, field: &str) -> Result<NaiveDate, ApiError> {
         .get(field)
         .and_then(Value::as_str)
         .ok_or_else(|| validation(&format!("TimePeriod.{field} is required")))?;
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| validation(&format!("TimePeriod.{field} {text:?} is invalid")))
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| validation(&format!("TimePeriod.{field} {text:?} is invalid")))
 }
 
 /// A `GroupBy` key: a dimension, or a tag key.
@@ -412,12 +480,19 @@ fn matches(expression: &Value, row: &SimRow) -> Result<bool, ApiError> {
         .ok_or_else(|| validation("Filter must be an object"))?;
     let present: Vec<&String> = object.keys().collect();
     if present.len() != 1 {
-        return Err(validation("an Expression must have exactly one of And, Or, Not, Dimensions"));
+        return Err(validation(
+            "an Expression must have exactly one of And, Or, Not, Dimensions",
+        ));
     }
-    let (kind, inner) = object.iter().next().ok_or_else(|| validation("empty Expression"))?;
+    let (kind, inner) = object
+        .iter()
+        .next()
+        .ok_or_else(|| validation("empty Expression"))?;
     match kind.as_str() {
         "And" | "Or" => {
-            let items = inner.as_array().ok_or_else(|| validation("And/Or takes a list"))?;
+            let items = inner
+                .as_array()
+                .ok_or_else(|| validation("And/Or takes a list"))?;
             if items.len() < 2 {
                 return Err(validation("And/Or needs at least two expressions"));
             }
@@ -442,7 +517,8 @@ fn matches(expression: &Value, row: &SimRow) -> Result<bool, ApiError> {
                 .and_then(Value::as_array)
                 .map(|v| v.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let actual = dimension_value(key, row).ok_or_else(|| validation(&format!("dimension {key} is not simulated")))?;
+            let actual = dimension_value(key, row)
+                .ok_or_else(|| validation(&format!("dimension {key} is not simulated")))?;
             Ok(values.contains(&actual.as_str()))
         }
         other => Err(validation(&format!("filter {other} is not simulated"))),
@@ -450,7 +526,11 @@ fn matches(expression: &Value, row: &SimRow) -> Result<bool, ApiError> {
 }
 
 /// The result periods for `[start, end)`: days, or months cut at month boundaries.
-fn periods(start: NaiveDate, end: NaiveDate, granularity: &str) -> Result<Vec<(NaiveDate, NaiveDate)>, ApiError> {
+fn periods(
+    start: NaiveDate,
+    end: NaiveDate,
+    granularity: &str,
+) -> Result<Vec<(NaiveDate, NaiveDate)>, ApiError> {
     let mut out = Vec::new();
     let mut cursor = start;
     while cursor < end {
@@ -462,7 +542,9 @@ fn periods(start: NaiveDate, end: NaiveDate, granularity: &str) -> Result<Vec<(N
                 } else {
                     (cursor.year(), cursor.month() + 1)
                 };
-                NaiveDate::from_ymd_opt(y, m, 1).ok_or_else(|| validation("date out of range"))?.min(end)
+                NaiveDate::from_ymd_opt(y, m, 1)
+                    .ok_or_else(|| validation("date out of range"))?
+                    .min(end)
             }
             other => return Err(validation(&format!("Granularity {other} is not supported"))),
         };
@@ -475,17 +557,29 @@ fn periods(start: NaiveDate, end: NaiveDate, granularity: &str) -> Result<Vec<(N
 fn metric_map(metrics: &[(String, CostBasis)], sums: &[i128], unit: &str) -> Value {
     let mut map = serde_json::Map::new();
     for ((name, _), sum) in metrics.iter().zip(sums) {
-        map.insert(name.clone(), json!({"Amount": format_units(*sum), "Unit": unit}));
+        map.insert(
+            name.clone(),
+            json!({"Amount": format_units(*sum), "Unit": unit}),
+        );
     }
     Value::Object(map)
 }
 
-fn get_cost_and_usage(state: &State, dataset: &Dataset, request: &Value, unit: &str) -> Result<Value, ApiError> {
-    let period = request.get("TimePeriod").ok_or_else(|| validation("TimePeriod is required"))?;
+fn get_cost_and_usage(
+    state: &State,
+    dataset: &Dataset,
+    request: &Value,
+    unit: &str,
+) -> Result<Value, ApiError> {
+    let period = request
+        .get("TimePeriod")
+        .ok_or_else(|| validation("TimePeriod is required"))?;
     let start = date_field(period, "Start")?;
     let end = date_field(period, "End")?;
     if start >= end {
-        return Err(validation("Start date (inclusive) must be before End date (exclusive)"));
+        return Err(validation(
+            "Start date (inclusive) must be before End date (exclusive)",
+        ));
     }
     let granularity = request
         .get("Granularity")
@@ -501,7 +595,8 @@ fn get_cost_and_usage(state: &State, dataset: &Dataset, request: &Value, unit: &
     }
     let mut metrics = Vec::new();
     for name in metric_names {
-        let basis = CostBasis::from_metric(name).ok_or_else(|| validation(&format!("Metric {name} is not supported")))?;
+        let basis = CostBasis::from_metric(name)
+            .ok_or_else(|| validation(&format!("Metric {name} is not supported")))?;
         metrics.push((name.to_string(), basis));
     }
     let mut group_keys = Vec::new();
@@ -510,13 +605,20 @@ fn get_cost_and_usage(state: &State, dataset: &Dataset, request: &Value, unit: &
             return Err(validation("You can only group by up to two dimensions"));
         }
         for group in groups {
-            let kind = group.get("Type").and_then(Value::as_str).unwrap_or_default();
+            let kind = group
+                .get("Type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let key = group.get("Key").and_then(Value::as_str).unwrap_or_default();
             match kind {
                 "DIMENSION" if matches!(key, "LINKED_ACCOUNT" | "SERVICE" | "RECORD_TYPE") => {
                     group_keys.push(GroupKey::Dimension(key.to_string()));
                 }
-                _ => return Err(validation(&format!("GroupBy {kind} {key} is not simulated"))),
+                _ => {
+                    return Err(validation(&format!(
+                        "GroupBy {kind} {key} is not simulated"
+                    )));
+                }
             }
         }
     }
@@ -534,11 +636,15 @@ fn get_cost_and_usage(state: &State, dataset: &Dataset, request: &Value, unit: &
     for (index, (from, to)) in periods.iter().enumerate() {
         let mut groups: BTreeMap<Vec<String>, Vec<i128>> = BTreeMap::new();
         let mut total = vec![0i128; metrics.len()];
-        for row in dataset.rows.iter().filter(|r| r.day >= *from && r.day < *to) {
-            if let Some(filter) = filter {
-                if !matches(filter, row)? {
-                    continue;
-                }
+        for row in dataset
+            .rows
+            .iter()
+            .filter(|r| r.day >= *from && r.day < *to)
+        {
+            if let Some(filter) = filter
+                && !matches(filter, row)?
+            {
+                continue;
             }
             let sums = if group_keys.is_empty() {
                 &mut total
@@ -555,7 +661,11 @@ fn get_cost_and_usage(state: &State, dataset: &Dataset, request: &Value, unit: &
         } else if groups.is_empty() {
             entries.push(Entry::Empty(index));
         } else {
-            entries.extend(groups.into_iter().map(|(keys, sums)| Entry::Group(index, keys, sums)));
+            entries.extend(
+                groups
+                    .into_iter()
+                    .map(|(keys, sums)| Entry::Group(index, keys, sums)),
+            );
         }
     }
 
@@ -570,11 +680,15 @@ fn get_cost_and_usage(state: &State, dataset: &Dataset, request: &Value, unit: &
     let offset = match token {
         None => 0,
         Some(token) => {
-            let (offset, print) = token.split_once('.').ok_or_else(|| validation("invalid NextPageToken"))?;
+            let (offset, print) = token
+                .split_once('.')
+                .ok_or_else(|| validation("invalid NextPageToken"))?;
             if print != fingerprint {
                 return Err(validation("NextPageToken does not belong to this request"));
             }
-            offset.parse::<usize>().map_err(|_| validation("invalid NextPageToken"))?
+            offset
+                .parse::<usize>()
+                .map_err(|_| validation("invalid NextPageToken"))?
         }
     };
     if offset > entries.len() {
@@ -584,7 +698,8 @@ fn get_cost_and_usage(state: &State, dataset: &Dataset, request: &Value, unit: &
     let mut results: Vec<Value> = Vec::new();
     let mut current: Option<(usize, Vec<Value>, Option<Value>)> = None;
     let mut accounts_seen = std::collections::BTreeSet::new();
-    let flush = |current: &mut Option<(usize, Vec<Value>, Option<Value>)>, results: &mut Vec<Value>| {
+    let flush = |current: &mut Option<(usize, Vec<Value>, Option<Value>)>,
+                 results: &mut Vec<Value>| {
         if let Some((index, groups, total)) = current.take() {
             let (from, to) = periods[index];
             // A period is Estimated while any of its days is.
@@ -614,7 +729,8 @@ fn get_cost_and_usage(state: &State, dataset: &Dataset, request: &Value, unit: &
                         accounts_seen.insert(value.clone());
                     }
                 }
-                slot.1.push(json!({"Keys": keys, "Metrics": metric_map(&metrics, sums, unit)}));
+                slot.1
+                    .push(json!({"Keys": keys, "Metrics": metric_map(&metrics, sums, unit)}));
             }
         }
     }
@@ -653,7 +769,11 @@ fn sts(
         Err((code, message)) => return xml_error(StatusCode::FORBIDDEN, &code, &message),
     };
     if operation != "AssumeRole" {
-        return xml_error(StatusCode::BAD_REQUEST, "InvalidAction", &format!("{operation} is not simulated"));
+        return xml_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+            &format!("{operation} is not simulated"),
+        );
     }
     let role_arn = form.get("RoleArn").cloned().unwrap_or_default();
     let denied = || {
@@ -679,7 +799,9 @@ fn sts(
         .get("DurationSeconds")
         .and_then(|d| d.parse::<u64>().ok())
         .unwrap_or(3600);
-    let duration = state.session_duration.unwrap_or(Duration::from_secs(requested));
+    let duration = state
+        .session_duration
+        .unwrap_or(Duration::from_secs(requested));
     let serial = match state.issued.lock() {
         Ok(mut issued) => {
             *issued += 1;
@@ -713,9 +835,10 @@ fn sts(
         role_arn.rsplit('/').next().unwrap_or_default()
     );
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/xml"),
+    );
     response
 }
 
@@ -724,7 +847,10 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Full<By
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-amz-json-1.1"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
     if let Ok(value) = http::HeaderValue::from_str(code) {
         headers.insert("x-amzn-errortype", value);
     }
@@ -732,7 +858,11 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Full<By
 }
 
 fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let body = format!(
         "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  <Error>\n    <Type>Sender</Type>\n    \
          <Code>{}</Code>\n    <Message>{}</Message>\n  </Error>\n  <RequestId>00000000-0000-0000-0000-000000000000</RequestId>\n</ErrorResponse>\n",
@@ -741,9 +871,10 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Byt
     );
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/xml"),
+    );
     response
 }
 

@@ -1,0 +1,267 @@
+//! Shared test helpers: an HTTP client for the exporter, an exposition parser, and set-ups
+//! of the simulated Cost Explorer.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_cost_exporter::config::{self, Config};
+use aws_cost_exporter::demo::{Dataset, DatasetSpec, Simulator};
+use aws_cost_exporter::{Exporter, ExporterOptions};
+use bytes::Bytes;
+use chrono::{NaiveDate, TimeZone, Utc};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub const ORG: &[(&str, &str)] = &[
+    ("111111111111", "Management"),
+    ("333333333333", "Production"),
+    ("444444444444", "Staging"),
+    ("555555555555", "Data \"Lake\" \\ Analytics\nTeam"),
+];
+pub const PAYER_KEY: (&str, &str) = ("AKIATESTPAYER0000001", "payer-secret-value");
+pub const BASE_KEY: (&str, &str) = ("AKIATESTBASE00000001", "base-secret-value");
+
+pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+pub fn org_dataset(today: NaiveDate, seed: u64) -> Dataset {
+    Dataset::generate(&DatasetSpec {
+        seed,
+        accounts: ORG,
+        today,
+        history_days: 45,
+        estimated_days: 2,
+        scale: 1.0,
+    })
+}
+
+pub fn single_dataset(account: &'static str, today: NaiveDate, seed: u64) -> Dataset {
+    let accounts: &'static [(&'static str, &'static str)] =
+        Box::leak(Box::new([(account, "Solo")]));
+    Dataset::generate(&DatasetSpec {
+        seed,
+        accounts,
+        today,
+        history_days: 45,
+        estimated_days: 2,
+        scale: 0.2,
+    })
+}
+
+/// Starts the exporter on 127.0.0.1:0 with a clock pinned to noon UTC of `today`.
+pub async fn start_exporter(config: Config, today: NaiveDate) -> Exporter {
+    let noon = Utc.from_utc_datetime(&today.and_hms_opt(12, 0, 0).unwrap());
+    Exporter::start(
+        config,
+        ExporterOptions {
+            listen_address: "127.0.0.1:0".into(),
+            telemetry_path: "/metrics".into(),
+            clock: Arc::new(move || noon),
+        },
+    )
+    .await
+    .expect("exporter starts")
+}
+
+pub fn parse_config(yaml: &str) -> Config {
+    config::parse_with_env(yaml, &|_| None).expect("valid config")
+}
+
+pub struct HttpResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).expect("utf-8 body")
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = sender
+        .send_request(builder.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .expect("response");
+    let (parts, body) = response.into_parts();
+    HttpResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("body").to_bytes(),
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    request(addr, Method::GET, path, &[]).await
+}
+
+/// A sample from the text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Parses sample lines of either text format (no timestamps, no exemplars).
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => panic!("bad line {line:?}"),
+        };
+        let mut labels = BTreeMap::new();
+        let mut rest = rest;
+        if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices().peekable();
+            let end;
+            loop {
+                // label name
+                let mut label = String::new();
+                for (_, c) in chars.by_ref() {
+                    if c == '=' {
+                        break;
+                    }
+                    if c == '}' {
+                        break;
+                    }
+                    label.push(c);
+                }
+                if label.is_empty() {
+                    end = chars.peek().map(|(i, _)| *i).unwrap_or(body.len());
+                    break;
+                }
+                assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "in {line:?}");
+                let mut value = String::new();
+                while let Some((_, c)) = chars.next() {
+                    match c {
+                        '\\' => match chars.next().map(|(_, c)| c) {
+                            Some('n') => value.push('\n'),
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            other => panic!("bad escape {other:?} in {line:?}"),
+                        },
+                        '"' => break,
+                        c => value.push(c),
+                    }
+                }
+                labels.insert(label, value);
+                match chars.next() {
+                    Some((_, ',')) => continue,
+                    Some((i, '}')) => {
+                        end = i + 1;
+                        break;
+                    }
+                    other => panic!("unexpected {other:?} in {line:?}"),
+                }
+            }
+            rest = &body[end..];
+        }
+        let value_text = rest.trim();
+        let value = match value_text {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value {v:?} in {line:?}")),
+        };
+        samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// Polls `/metrics` until every named integration has finished a refresh attempt.
+pub async fn wait_for_refresh(addr: SocketAddr, integrations: &[&str]) -> Vec<Sample> {
+    for _ in 0..400 {
+        let samples = parse_exposition(&get(addr, "/metrics").await.text());
+        let done = integrations.iter().all(|name| {
+            samples
+                .iter()
+                .any(|s| s.name == "aws_cost_refresh_success" && s.label("integration") == *name)
+        });
+        if done {
+            return samples;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("integrations {integrations:?} did not refresh within 10 s");
+}
+
+/// Polls until `predicate` holds for the scraped samples.
+pub async fn wait_for(
+    addr: SocketAddr,
+    what: &str,
+    predicate: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    for _ in 0..400 {
+        let samples = parse_exposition(&get(addr, "/metrics").await.text());
+        if predicate(&samples) {
+            return samples;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == *v))
+        .map(|s| s.value)
+}
+
+/// `a` equals `b` within 1e-9 relative (or 1e-12 absolute near zero).
+pub fn assert_close(a: f64, b: f64, what: &str) {
+    let tolerance = (a.abs().max(b.abs()) * 1e-9).max(1e-12);
+    assert!((a - b).abs() <= tolerance, "{what}: {a} != {b}");
+}
+
+/// The simulator with the organization's payer and keys, paging every `page_size` groups.
+pub async fn org_simulator(today: NaiveDate, page_size: usize) -> Simulator {
+    Simulator::builder()
+        .account("111111111111", org_dataset(today, 11))
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .page_size(page_size)
+        .start()
+        .await
+        .expect("simulator starts")
+}

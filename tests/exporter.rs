@@ -1,0 +1,833 @@
+//! End-to-end tests: the exporter on 127.0.0.1:0, the real aws-sdk-costexplorer client over
+//! HTTP against the simulated Cost Explorer (and STS), scraped over HTTP, with every value
+//! compared against sums computed from the simulator's own rows.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_cost_exporter::config::CostBasis;
+use aws_cost_exporter::cost_explorer::CostExplorerError;
+use aws_cost_exporter::demo::dataset::SimRow;
+use aws_cost_exporter::demo::{Behavior, Dataset, Simulator};
+use aws_credential_types::Credentials;
+use aws_sdk_costexplorer::types::{DateInterval, Granularity};
+use chrono::{Datelike, Days, NaiveDate};
+use common::*;
+use http::Method;
+
+fn ce_client(sim: &Simulator, key: (&str, &str)) -> aws_sdk_costexplorer::Client {
+    let conf = aws_sdk_costexplorer::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(key.0, key.1, None, None, "test"))
+        .endpoint_url(sim.endpoint())
+        .build();
+    aws_sdk_costexplorer::Client::from_conf(conf)
+}
+
+/// Cost Explorer's own ungrouped total for `[start, end)`, one period.
+async fn ungrouped_total(
+    sim: &Simulator,
+    key: (&str, &str),
+    start: NaiveDate,
+    end: NaiveDate,
+    basis: CostBasis,
+) -> f64 {
+    let out = ce_client(sim, key)
+        .get_cost_and_usage()
+        .time_period(
+            DateInterval::builder()
+                .start(start.to_string())
+                .end(end.to_string())
+                .build()
+                .unwrap(),
+        )
+        .granularity(Granularity::Monthly)
+        .metrics(basis.metric())
+        .send()
+        .await
+        .expect("ungrouped query");
+    out.results_by_time()
+        .iter()
+        .map(|r| {
+            let v = &r.total().unwrap()[basis.metric()];
+            assert_eq!(v.unit(), Some("USD"));
+            v.amount().unwrap().parse::<f64>().unwrap()
+        })
+        .sum()
+}
+
+/// Pages of one simulated query: one entry per group, or per empty day.
+fn pages_for(
+    rows: &[&SimRow],
+    start: NaiveDate,
+    end: NaiveDate,
+    key: impl Fn(&SimRow) -> String,
+    page_size: usize,
+) -> u32 {
+    let mut entries = 0;
+    let mut day = start;
+    while day < end {
+        let groups: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.day == day)
+            .map(|r| key(r))
+            .collect();
+        entries += groups.len().max(1);
+        day = day + Days::new(1);
+    }
+    entries.div_ceil(page_size).max(1) as u32
+}
+
+/// The billed requests the query plan should make: discovery by account and record type, then
+/// one query per value of the smaller of the two, each paged.
+fn expected_requests(dataset: &Dataset, start: NaiveDate, end: NaiveDate, page_size: usize) -> u32 {
+    let rows: Vec<&SimRow> = dataset
+        .rows
+        .iter()
+        .filter(|r| r.day >= start && r.day < end)
+        .collect();
+    let mut total = pages_for(
+        &rows,
+        start,
+        end,
+        |r| format!("{}|{}", r.account_id, r.record_type),
+        page_size,
+    );
+    let accounts: BTreeSet<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
+    let record_types: BTreeSet<&str> = rows.iter().map(|r| r.record_type.as_str()).collect();
+    if accounts.len() <= record_types.len() {
+        for account in accounts {
+            let subset: Vec<&SimRow> = rows
+                .iter()
+                .copied()
+                .filter(|r| r.account_id == account)
+                .collect();
+            total += pages_for(
+                &subset,
+                start,
+                end,
+                |r| format!("{}|{}", r.service, r.record_type),
+                page_size,
+            );
+        }
+    } else {
+        for record_type in record_types {
+            let subset: Vec<&SimRow> = rows
+                .iter()
+                .copied()
+                .filter(|r| r.record_type == record_type)
+                .collect();
+            total += pages_for(
+                &subset,
+                start,
+                end,
+                |r| format!("{}|{}", r.account_id, r.service),
+                page_size,
+            );
+        }
+    }
+    total
+}
+
+fn payer_yaml(sim: &Simulator, extra: &str) -> String {
+    format!(
+        "integrations:\n  - name: payer\n    account_id: \"111111111111\"\n    access_key_id: {}\n    secret_access_key: {}\n    endpoint_url: {}\n{extra}",
+        PAYER_KEY.0,
+        PAYER_KEY.1,
+        sim.endpoint()
+    )
+}
+
+async fn reconcile(today: NaiveDate) {
+    const PAGE: usize = 7;
+    let sim = org_simulator(today, PAGE).await;
+    let yaml = payer_yaml(
+        &sim,
+        "    cost_basis: [unblended, amortized, blended, net_unblended, net_amortized]\n",
+    );
+    let exporter = start_exporter(parse_config(&yaml), today).await;
+    let addr = exporter.local_addr();
+    let samples = wait_for_refresh(addr, &["payer"]).await;
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_refresh_success",
+            &[("integration", "payer")]
+        ),
+        Some(1.0)
+    );
+
+    let dataset = sim.dataset("111111111111").unwrap();
+    let data_day = today - Days::new(1);
+    let month_start = today.with_day(1).unwrap();
+    let daily = |d: NaiveDate| d == data_day;
+    let mtd = |d: NaiveDate| d >= month_start && d <= today;
+    type InPeriod<'a> = &'a dyn Fn(NaiveDate) -> bool;
+    let periods: [(&str, InPeriod, NaiveDate, NaiveDate); 2] = [
+        (
+            "aws_cost_daily_usd",
+            &daily,
+            data_day,
+            data_day + Days::new(1),
+        ),
+        (
+            "aws_cost_month_to_date_usd",
+            &mtd,
+            month_start,
+            today + Days::new(1),
+        ),
+    ];
+    for (metric, in_period, start, end) in periods {
+        for basis in CostBasis::ALL {
+            let series: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.name == metric && s.label("cost_basis") == basis.as_str())
+                .collect();
+            // Every cost row lands in exactly one series.
+            let expected_keys: BTreeSet<(String, String, String)> = dataset
+                .rows
+                .iter()
+                .filter(|r| in_period(r.day))
+                .map(|r| {
+                    (
+                        r.account_id.clone(),
+                        r.service.clone(),
+                        r.record_type.clone(),
+                    )
+                })
+                .collect();
+            let keys: BTreeSet<(String, String, String)> = series
+                .iter()
+                .map(|s| {
+                    (
+                        s.label("account_id").to_string(),
+                        s.label("aws_service").to_string(),
+                        s.label("charge_type").to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                keys.len(),
+                series.len(),
+                "{metric} {basis}: duplicate series"
+            );
+            assert_eq!(keys, expected_keys, "{metric} {basis}: series keys");
+            assert!(
+                series.len() > 40,
+                "{metric} {basis}: only {} series",
+                series.len()
+            );
+            // Every value equals the exact sum of its rows.
+            for s in &series {
+                assert_eq!(s.label("integration"), "payer");
+                let account = s.label("account_id");
+                let name = ORG.iter().find(|(id, _)| *id == account).unwrap().1;
+                assert_eq!(s.label("account_name"), name);
+                let expected = dataset.total(basis, |r| {
+                    in_period(r.day)
+                        && r.account_id == account
+                        && r.service == s.label("aws_service")
+                        && r.record_type == s.label("charge_type")
+                });
+                assert_close(
+                    s.value,
+                    expected,
+                    &format!("{metric} {basis} {:?}", s.labels),
+                );
+            }
+            // The series add up to Cost Explorer's ungrouped total.
+            let sum: f64 = series.iter().map(|s| s.value).sum();
+            let total = ungrouped_total(&sim, PAYER_KEY, start, end, basis).await;
+            assert_close(sum, total, &format!("{metric} {basis} total"));
+            assert_close(
+                sum,
+                dataset.total(basis, |r| in_period(r.day)),
+                &format!("{metric} {basis} exact"),
+            );
+        }
+    }
+    // Negative charge types come through as negative values.
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "aws_cost_month_to_date_usd"
+                && s.label("charge_type") == "Credit"
+                && s.value < 0.0)
+    );
+    let midnight = data_day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp() as f64;
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_data_day_timestamp_seconds",
+            &[("integration", "payer")]
+        ),
+        Some(midnight)
+    );
+    assert_eq!(
+        value_of(&samples, "aws_cost_estimated", &[("period", "daily")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_estimated",
+            &[("period", "month_to_date")]
+        ),
+        Some(1.0)
+    );
+
+    // Billing: the counter matches what the simulator saw and what the plan should cost.
+    let counted = value_of(
+        &samples,
+        "aws_cost_api_requests_total",
+        &[
+            ("integration", "payer"),
+            ("operation", "GetCostAndUsage"),
+            ("outcome", "success"),
+        ],
+    )
+    .unwrap();
+    let exporter_requests = sim
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "GetCostAndUsage" && r.access_key_id == PAYER_KEY.0)
+        .count();
+    // The ungrouped checks above also hit the simulator: 2 periods x 5 bases.
+    assert_eq!(counted as usize, exporter_requests - 10);
+    let start = month_start.min(data_day);
+    let expected = expected_requests(&dataset, start, today + Days::new(1), PAGE);
+    assert_eq!(counted as u32, expected);
+    assert!(
+        expected > 10,
+        "the test must span many pages, got {expected}"
+    );
+    exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn series_reconcile_with_cost_explorer_mid_month() {
+    reconcile(date(2026, 11, 23)).await;
+}
+
+#[tokio::test]
+async fn series_reconcile_on_the_first_of_a_month() {
+    // The daily gauge describes the last day of the previous month; month to date is one day.
+    reconcile(date(2026, 12, 1)).await;
+}
+
+#[tokio::test]
+async fn assumed_role_credentials_sign_cost_explorer_calls() {
+    let today = date(2026, 11, 23);
+    let sim = Simulator::builder()
+        .account("222222222222", single_dataset("222222222222", today, 5))
+        .access_key(BASE_KEY.0, BASE_KEY.1, "999999999999")
+        .role("222222222222", "CostExporter", Some("ext-123"))
+        .page_size(10)
+        .start()
+        .await
+        .unwrap();
+    let integration = |name: &str, external_id: &str| {
+        format!(
+            "  - name: {name}\n    account_id: \"222222222222\"\n    assumed_role_name: CostExporter\n    external_id: {external_id}\n    access_key_id: {}\n    secret_access_key: {}\n    endpoint_url: {e}\n    sts_endpoint_url: {e}\n",
+            BASE_KEY.0,
+            BASE_KEY.1,
+            e = sim.endpoint()
+        )
+    };
+    let yaml = format!(
+        "integrations:\n{}{}",
+        integration("workload", "ext-123"),
+        integration("wrong", "not-the-external-id")
+    );
+    let exporter = start_exporter(parse_config(&yaml), today).await;
+    let samples = wait_for_refresh(exporter.local_addr(), &["workload", "wrong"]).await;
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_refresh_success",
+            &[("integration", "workload")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_refresh_success",
+            &[("integration", "wrong")]
+        ),
+        Some(0.0)
+    );
+
+    let log = sim.requests();
+    let assume: Vec<_> = log.iter().filter(|r| r.operation == "AssumeRole").collect();
+    assert_eq!(assume.len(), 2, "{log:?}");
+    assert!(
+        assume.iter().all(|r| r.access_key_id == BASE_KEY.0),
+        "AssumeRole signed by the base identity"
+    );
+    let ce: Vec<_> = log
+        .iter()
+        .filter(|r| r.operation == "GetCostAndUsage")
+        .collect();
+    assert!(!ce.is_empty());
+    assert!(
+        ce.iter()
+            .all(|r| r.access_key_id.starts_with("ASIASIMULATED") && r.status == 200),
+        "every Cost Explorer call is signed by the assumed session: {ce:?}"
+    );
+    let count = |integration: &str, operation: &str, outcome: &str| {
+        value_of(
+            &samples,
+            "aws_cost_api_requests_total",
+            &[
+                ("integration", integration),
+                ("operation", operation),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(count("workload", "AssumeRole", "success"), Some(1.0));
+    assert_eq!(
+        count("workload", "GetCostAndUsage", "success"),
+        Some(ce.len() as f64)
+    );
+    assert_eq!(count("wrong", "AssumeRole", "client_error"), Some(1.0));
+    // Without credentials no Cost Explorer request is sent, and none is counted.
+    assert_eq!(count("wrong", "GetCostAndUsage", "success"), None);
+    assert_eq!(count("wrong", "GetCostAndUsage", "transport_error"), None);
+
+    let dataset = sim.dataset("222222222222").unwrap();
+    let month_start = today.with_day(1).unwrap();
+    let sum: f64 = samples
+        .iter()
+        .filter(|s| s.name == "aws_cost_month_to_date_usd" && s.label("integration") == "workload")
+        .map(|s| s.value)
+        .sum();
+    assert_close(
+        sum,
+        dataset.total(CostBasis::Unblended, |r| {
+            r.day >= month_start && r.day <= today
+        }),
+        "workload MTD",
+    );
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.label("integration") != "wrong" || !s.name.starts_with("aws_cost_month"))
+    );
+    exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn expiring_sessions_are_renewed() {
+    let today = date(2026, 11, 23);
+    let sim = Simulator::builder()
+        .account("222222222222", single_dataset("222222222222", today, 5))
+        .access_key(BASE_KEY.0, BASE_KEY.1, "999999999999")
+        .role("222222222222", "CostExporter", None)
+        // Sessions shorter than the SDK's renewal buffer: every use needs a new one.
+        .session_duration(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    let yaml = format!(
+        "refresh_interval: 1s\nintegrations:\n  - name: workload\n    account_id: \"222222222222\"\n    assumed_role_name: CostExporter\n    access_key_id: {}\n    secret_access_key: {}\n    endpoint_url: {e}\n    sts_endpoint_url: {e}\n",
+        BASE_KEY.0,
+        BASE_KEY.1,
+        e = sim.endpoint()
+    );
+    let exporter = start_exporter(parse_config(&yaml), today).await;
+    let samples = wait_for(exporter.local_addr(), "a second session", |s| {
+        value_of(
+            s,
+            "aws_cost_api_requests_total",
+            &[("operation", "AssumeRole"), ("outcome", "success")],
+        )
+        .is_some_and(|v| v >= 2.0)
+    })
+    .await;
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_refresh_success",
+            &[("integration", "workload")]
+        ),
+        Some(1.0)
+    );
+    let keys: BTreeSet<String> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "GetCostAndUsage")
+        .map(|r| r.access_key_id.clone())
+        .collect();
+    assert!(
+        keys.len() >= 2,
+        "Cost Explorer calls used renewed sessions: {keys:?}"
+    );
+    exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_integration_does_not_affect_a_healthy_one() {
+    let today = date(2026, 11, 23);
+    let sim = Simulator::builder()
+        .account("111111111111", org_dataset(today, 3))
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .account("666666666666", single_dataset("666666666666", today, 1))
+        .behavior("666666666666", Behavior::AccessDenied)
+        .access_key("AKIATESTDENIED000001", "denied-secret", "666666666666")
+        .account("777777777777", single_dataset("777777777777", today, 2))
+        .behavior("777777777777", Behavior::Currency("EUR".into()))
+        .access_key("AKIATESTEURO00000001", "euro-secret", "777777777777")
+        .start()
+        .await
+        .unwrap();
+    let mut yaml = payer_yaml(&sim, "");
+    for (name, account, key, secret) in [
+        (
+            "denied",
+            "666666666666",
+            "AKIATESTDENIED000001",
+            "denied-secret",
+        ),
+        (
+            "euro",
+            "777777777777",
+            "AKIATESTEURO00000001",
+            "euro-secret",
+        ),
+    ] {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    account_id: \"{account}\"\n    access_key_id: {key}\n    secret_access_key: {secret}\n    endpoint_url: {}\n",
+            sim.endpoint()
+        ));
+    }
+    let exporter = start_exporter(parse_config(&yaml), today).await;
+    let addr = exporter.local_addr();
+    let samples = wait_for_refresh(addr, &["payer", "denied", "euro"]).await;
+    let success = |name: &str| {
+        value_of(
+            &samples,
+            "aws_cost_refresh_success",
+            &[("integration", name)],
+        )
+    };
+    assert_eq!(
+        (success("payer"), success("denied"), success("euro")),
+        (Some(1.0), Some(0.0), Some(0.0))
+    );
+    for name in ["denied", "euro"] {
+        assert!(
+            samples.iter().all(|s| !(s.label("integration") == name
+                && s.name.starts_with("aws_cost_")
+                && s.name.ends_with("_usd"))),
+            "{name} has no cost series"
+        );
+        assert_eq!(
+            value_of(
+                &samples,
+                "aws_cost_refresh_last_success_timestamp_seconds",
+                &[("integration", name)]
+            ),
+            None
+        );
+        assert!(
+            value_of(
+                &samples,
+                "aws_cost_refresh_duration_seconds",
+                &[("integration", name)]
+            )
+            .is_some()
+        );
+    }
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_api_requests_total",
+            &[
+                ("integration", "denied"),
+                ("operation", "GetCostAndUsage"),
+                ("outcome", "client_error")
+            ]
+        ),
+        Some(1.0)
+    );
+    let dataset = sim.dataset("111111111111").unwrap();
+    let sum: f64 = samples
+        .iter()
+        .filter(|s| s.name == "aws_cost_daily_usd" && s.label("integration") == "payer")
+        .map(|s| s.value)
+        .sum();
+    assert_close(
+        sum,
+        dataset.total(CostBasis::Unblended, |r| r.day == date(2026, 11, 22)),
+        "payer daily",
+    );
+    // A failing refresh never makes the exporter unready.
+    assert_eq!(get(addr, "/-/ready").await.status, 200);
+    assert_eq!(get(addr, "/-/healthy").await.status, 200);
+    exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn refresh_errors_say_what_went_wrong() {
+    let today = date(2026, 11, 23);
+    let sim = Simulator::builder()
+        .account("777777777777", single_dataset("777777777777", today, 2))
+        .behavior("777777777777", Behavior::Currency("EUR".into()))
+        .access_key("AKIATESTEURO00000001", "euro-secret", "777777777777")
+        .start()
+        .await
+        .unwrap();
+    let yaml = format!(
+        "integrations:\n  - name: euro\n    account_id: \"777777777777\"\n    access_key_id: AKIATESTEURO00000001\n    secret_access_key: euro-secret\n    endpoint_url: {}\n",
+        sim.endpoint()
+    );
+    let config = parse_config(&yaml);
+    let metrics = std::sync::Arc::new(aws_cost_exporter::metrics::Metrics::new());
+    let ce = aws_cost_exporter::credentials::cost_explorer(&config.integrations[0], &metrics).await;
+    let err = ce
+        .daily_costs(
+            date(2026, 11, 1),
+            date(2026, 11, 24),
+            &[CostBasis::Unblended],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CostExplorerError::NotUsd { ref unit, .. } if unit == "EUR"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("only USD amounts are supported"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("euro-secret"));
+
+    sim.set_behavior("777777777777", Behavior::AccessDenied);
+    let err = ce
+        .daily_costs(
+            date(2026, 11, 1),
+            date(2026, 11, 24),
+            &[CostBasis::Unblended],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("AccessDeniedException"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not authorized to perform: ce:GetCostAndUsage"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_refresh_keeps_serving_the_last_good_data() {
+    let today = date(2026, 11, 23);
+    let sim = org_simulator(today, 500).await;
+    let exporter = start_exporter(
+        parse_config(&format!("refresh_interval: 1s\n{}", payer_yaml(&sim, ""))),
+        today,
+    )
+    .await;
+    let addr = exporter.local_addr();
+    let before = wait_for_refresh(addr, &["payer"]).await;
+    let costs = |samples: &[Sample]| -> Vec<Sample> {
+        samples
+            .iter()
+            .filter(|s| s.name.ends_with("_usd") || s.name == "aws_cost_data_day_timestamp_seconds")
+            .cloned()
+            .collect()
+    };
+    let good = costs(&before);
+    assert!(good.len() > 40);
+    let last_success = |s: &[Sample]| {
+        value_of(
+            s,
+            "aws_cost_refresh_last_success_timestamp_seconds",
+            &[("integration", "payer")],
+        )
+    };
+
+    sim.set_behavior("111111111111", Behavior::AccessDenied);
+    let failed = wait_for(addr, "a failed refresh", |s| {
+        value_of(s, "aws_cost_refresh_success", &[("integration", "payer")]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(costs(&failed), good, "the last good data is still served");
+    assert_eq!(last_success(&failed), last_success(&before));
+
+    sim.set_behavior("111111111111", Behavior::Normal);
+    let recovered = wait_for(addr, "a successful refresh", |s| {
+        value_of(s, "aws_cost_refresh_success", &[("integration", "payer")]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(costs(&recovered), good);
+    exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn scrapes_never_wait_for_aws() {
+    let today = date(2026, 11, 23);
+    let sim = Simulator::builder()
+        .account("111111111111", org_dataset(today, 3))
+        .behavior("111111111111", Behavior::Hang(Duration::from_secs(30)))
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .start()
+        .await
+        .unwrap();
+    let exporter = start_exporter(parse_config(&payer_yaml(&sim, "")), today).await;
+    let addr = exporter.local_addr();
+    // Wait until the refresh is stuck inside Cost Explorer.
+    for _ in 0..200 {
+        if !sim.requests().is_empty() || sim.in_flight() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        sim.in_flight(),
+        1,
+        "the refresh is waiting on Cost Explorer"
+    );
+    let response = tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics"))
+        .await
+        .expect("a scrape answers while AWS hangs");
+    assert_eq!(response.status, 200);
+    let samples = parse_exposition(&response.text());
+    assert_eq!(
+        value_of(&samples, "aws_cost_exporter_build_info", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&samples, "aws_cost_refresh_success", &[]),
+        None,
+        "no attempt has finished"
+    );
+    exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn both_formats_gzip_head_and_routes() {
+    let today = date(2026, 11, 23);
+    let sim = org_simulator(today, 500).await;
+    let exporter = start_exporter(parse_config(&payer_yaml(&sim, "")), today).await;
+    let addr = exporter.local_addr();
+    wait_for_refresh(addr, &["payer"]).await;
+
+    let classic = get(addr, "/metrics").await;
+    assert_eq!(classic.status, 200);
+    assert_eq!(
+        classic.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let classic_text = classic.text();
+    assert!(!classic_text.contains("# EOF") && !classic_text.contains("# UNIT"));
+    assert!(classic_text.contains("# TYPE aws_cost_api_requests_total counter\n"));
+    assert!(classic_text.contains("# TYPE aws_cost_daily_usd gauge\n"));
+    // The escaped account name: quote, backslash and newline.
+    assert!(
+        classic_text.contains("account_name=\"Data \\\"Lake\\\" \\\\ Analytics\\nTeam\""),
+        "escaping"
+    );
+
+    let om = request(
+        addr,
+        Method::GET,
+        "/metrics",
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
+    )
+    .await;
+    assert_eq!(
+        om.headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om_text = om.text();
+    assert!(om_text.ends_with("# EOF\n"));
+    assert!(om_text.contains("# TYPE aws_cost_api_requests counter\n"));
+    assert!(om_text.contains("# UNIT aws_cost_daily_usd usd\n"));
+    let mut a = parse_exposition(&classic_text);
+    let mut b = parse_exposition(&om_text);
+    let key = |s: &Sample| format!("{}{:?}", s.name, s.labels);
+    a.sort_by_key(key);
+    b.sort_by_key(key);
+    assert_eq!(a, b, "both formats carry the same samples");
+
+    let gz = request(
+        addr,
+        Method::GET,
+        "/metrics",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(gz.headers["content-encoding"], "gzip");
+    let mut decoded = String::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_string(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, classic_text);
+    assert!(gz.body.len() * 5 < classic.body.len(), "gzip compresses");
+
+    let head = request(addr, Method::HEAD, "/metrics", &[]).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.headers["content-length"],
+        classic.body.len().to_string().as_str()
+    );
+    assert_eq!(
+        head.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+
+    let landing = get(addr, "/").await;
+    assert_eq!(landing.status, 200);
+    assert!(landing.text().contains("<a href=\"/metrics\">"));
+    assert_eq!(get(addr, "/nope").await.status, 404);
+    assert_eq!(get(addr, "/metrics/").await.status, 404);
+    let post = request(addr, Method::POST, "/metrics", &[]).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.headers["allow"], "GET, HEAD");
+    exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn telemetry_path_is_configurable() {
+    let today = date(2026, 11, 23);
+    let sim = org_simulator(today, 500).await;
+    let exporter = aws_cost_exporter::Exporter::start(
+        parse_config(&payer_yaml(&sim, "")),
+        aws_cost_exporter::ExporterOptions {
+            listen_address: "127.0.0.1:0".into(),
+            telemetry_path: "/costs".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addr = exporter.local_addr();
+    assert_eq!(get(addr, "/costs").await.status, 200);
+    assert_eq!(get(addr, "/metrics").await.status, 404);
+    assert!(get(addr, "/").await.text().contains("<a href=\"/costs\">"));
+    exporter.shutdown().await;
+    let err = aws_cost_exporter::Exporter::start(
+        parse_config(&payer_yaml(&sim, "")),
+        aws_cost_exporter::ExporterOptions {
+            listen_address: "127.0.0.1:0".into(),
+            telemetry_path: "/-/ready".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("a telemetry path that shadows a route is refused");
+    assert!(err.to_string().contains("--web.telemetry-path"));
+}
