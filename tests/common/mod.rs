@@ -92,10 +92,21 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    try_request(addr, method, path, headers)
         .await
-        .expect("handshake");
+        .unwrap_or_else(|err| panic!("{path} on {addr}: {err}"))
+}
+
+/// One HTTP/1.1 request over a fresh connection, or why it failed.
+pub async fn try_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let mut builder = Request::builder()
         .method(method)
@@ -105,15 +116,14 @@ pub async fn request(
         builder = builder.header(*name, *value);
     }
     let response = sender
-        .send_request(builder.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .expect("response");
+        .send_request(builder.body(Empty::<Bytes>::new())?)
+        .await?;
     let (parts, body) = response.into_parts();
-    HttpResponse {
+    Ok(HttpResponse {
         status: parts.status,
         headers: parts.headers,
-        body: body.collect().await.expect("body").to_bytes(),
-    }
+        body: body.collect().await?.to_bytes(),
+    })
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {

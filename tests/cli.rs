@@ -1,0 +1,308 @@
+//! Tests of the binary itself: flags, exit status, the demo, logs and graceful shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aws-cost-exporter");
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ace-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn config_check_accepts_a_valid_file_without_calling_aws() {
+    // The endpoint is a closed port: --config.check must not call it.
+    let path = temp_file(
+        "valid",
+        "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n    endpoint_url: http://127.0.0.1:9\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--config.check", "--config.file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "configuration OK: 1 integration(s): payer\n"
+    );
+}
+
+#[test]
+fn config_check_accepts_the_shipped_infrawallet_example() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/app-config.yaml");
+    let out = Command::new(BIN)
+        .args(["--config.check", "--config.file"])
+        .arg(&path)
+        .env("SANDBOX_AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+        .env("SANDBOX_AWS_SECRET_ACCESS_KEY", "example-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "configuration OK: 2 integration(s): payer, sandbox\n"
+    );
+}
+
+#[test]
+fn bad_config_is_refused_with_file_line_column_and_key() {
+    let path = temp_file(
+        "invalid",
+        "integrations:\n  - name: payer\n    account_id: \"12345\"\n    secret_access_key: hunter2\n",
+    );
+    for extra in [&["--config.check"][..], &[][..]] {
+        let out = Command::new(BIN)
+            .args(extra)
+            .arg("--config.file")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "error: invalid configuration {} at line 3 column 17: integrations[0].account_id: \"12345\" is not an AWS account id",
+                path.display()
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hunter2"));
+    }
+    let out = Command::new(BIN)
+        .args([
+            "--config.check",
+            "--config.file",
+            "/nonexistent/aws-cost-exporter.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/aws-cost-exporter.yaml: cannot read file")
+    );
+}
+
+#[test]
+fn unset_environment_variables_are_named() {
+    let path = temp_file(
+        "env",
+        "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n    access_key_id: ${ACE_TEST_UNSET_KEY}\n    secret_access_key: x\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--config.check", "--config.file"])
+        .arg(&path)
+        .env_remove("ACE_TEST_UNSET_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "integrations[0].access_key_id: environment variable ACE_TEST_UNSET_KEY is not set"
+        ),
+        "{stderr}"
+    );
+}
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads log lines until one satisfies `predicate` (at most 60 s).
+    fn wait_for_line(&mut self, predicate: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.log.push(line.clone());
+                if predicate(&line) {
+                    return line;
+                }
+            }
+        }
+        panic!("no matching log line; log so far:\n{}", self.log.join("\n"));
+    }
+
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.log.push(line);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn logfmt_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|part| part.strip_prefix(&format!("{key}=")))
+}
+
+#[tokio::test]
+async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigterm() {
+    let mut demo = Running::start(&[
+        "--demo",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--log.level",
+        "debug",
+    ]);
+    let listening = demo.wait_for_line(|l| l.contains("message=listening"));
+    let addr: SocketAddr = logfmt_value(&listening, "address")
+        .unwrap()
+        .parse()
+        .unwrap();
+    for name in ["payer", "workload"] {
+        let seen =
+            |l: &str| l.contains("refresh finished") && l.contains(&format!("integration={name} "));
+        if !demo.log.iter().any(|l| seen(l)) {
+            demo.wait_for_line(seen);
+        }
+    }
+    let metrics = get(addr, "/metrics").await.text();
+    let samples = parse_exposition(&metrics);
+    for name in ["payer", "workload"] {
+        assert_eq!(
+            value_of(
+                &samples,
+                "aws_cost_refresh_success",
+                &[("integration", name)]
+            ),
+            Some(1.0)
+        );
+        let series = samples
+            .iter()
+            .filter(|s| s.name == "aws_cost_month_to_date_usd" && s.label("integration") == name)
+            .count();
+        assert!(series > 10, "{name}: {series} series");
+    }
+    // The demo shows the charge types, negative credits, Estimated days and pagination.
+    for charge_type in [
+        "Usage",
+        "Tax",
+        "Credit",
+        "SavingsPlanCoveredUsage",
+        "Support",
+    ] {
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.label("charge_type") == charge_type),
+            "{charge_type}"
+        );
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.label("charge_type") == "Credit" && s.value < 0.0)
+    );
+    assert_eq!(
+        value_of(&samples, "aws_cost_estimated", &[("period", "daily")]),
+        Some(1.0)
+    );
+    let payer_requests = value_of(
+        &samples,
+        "aws_cost_api_requests_total",
+        &[("integration", "payer"), ("operation", "GetCostAndUsage")],
+    )
+    .unwrap();
+    assert!(payer_requests > 5.0, "the demo pages: {payer_requests}");
+    let landing = get(addr, "/").await.text();
+
+    // SIGTERM: graceful shutdown, exit 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &demo.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = demo.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    demo.drain();
+    let log = demo.log.join("\n");
+    assert!(log.contains("message=\"shutting down\""), "{log}");
+
+    for secret in [
+        "demo-payer-secret-not-real",
+        "demo-security-secret-not-real",
+        "simulated-secret-",
+        "simulated-session-token-",
+    ] {
+        assert!(!metrics.contains(secret), "{secret} in /metrics");
+        assert!(!landing.contains(secret), "{secret} on the landing page");
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+#[tokio::test]
+async fn json_logs() {
+    let mut demo = Running::start(&[
+        "--demo",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--log.format",
+        "json",
+    ]);
+    let line = demo.wait_for_line(|l| l.contains("refresh finished"));
+    let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(value["outcome"], "success");
+    assert!(value["requests"].as_u64().unwrap() >= 2);
+    assert!(value["series"].as_u64().unwrap() > 10);
+    assert!(value["duration_seconds"].as_f64().is_some());
+}
