@@ -116,7 +116,10 @@ impl Dataset {
                 let mut taxable = 0.0;
                 for (service, record_types, usd) in SERVICES {
                     // Not every account uses every service.
-                    if *service != "Tax" && (a + service.len()) % 5 == 4 {
+                    if *service != "Tax"
+                        && !service.starts_with("Amazon Elastic Compute Cloud")
+                        && (a + service.len()) % 5 == 4
+                    {
                         continue;
                     }
                     for record_type in *record_types {
