@@ -478,24 +478,6 @@ pub fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
     Ok(out)
 }
 
-/// Fields common to both shapes, before validation.
-struct RawIntegration<'a> {
-    index: usize,
-    name: &'a Text,
-    account_id: &'a Text,
-    assumed_role_name: &'a Option<Text>,
-    external_id: &'a Option<Text>,
-    access_key_id: &'a Option<Text>,
-    secret_access_key: &'a Option<Text>,
-    region: Option<&'a Text>,
-    endpoint_url: Option<&'a Option<Text>>,
-    sts_endpoint_url: Option<&'a Option<Text>>,
-    cost_basis: Option<&'a Spanned<Vec<Text>>>,
-    refresh_interval: Option<&'a Text>,
-    /// Key names as the file spells them.
-    keys: &'a KeyNames,
-}
-
 struct KeyNames {
     list: &'static str,
     name: &'static str,
@@ -526,18 +508,21 @@ const INFRAWALLET_KEYS: KeyNames = KeyNames {
     secret_access_key: "accessKeySecret",
 };
 
+/// Validates one integration of either shape (InfraWallet's is converted to the native one);
+/// `k` spells the keys as the file does.
 fn validate_integration(
-    raw: RawIntegration<'_>,
+    raw: &NativeIntegration,
+    index: usize,
+    k: &KeyNames,
     x: &Expander<'_>,
     default_interval: Duration,
 ) -> Result<Integration, ConfigError> {
-    let k = raw.keys;
-    let key = |field: &str| format!("{}[{}].{}", k.list, raw.index, field);
-    let name = x.non_empty(&key(k.name), raw.name)?;
-    let account_id = x.account_id(&key(k.account_id), raw.account_id)?;
+    let key = |field: &str| format!("{}[{}].{}", k.list, index, field);
+    let name = x.non_empty(&key(k.name), &raw.name)?;
+    let account_id = x.account_id(&key(k.account_id), &raw.account_id)?;
     let assumed_role_name =
-        x.optional_non_empty(&key(k.assumed_role_name), raw.assumed_role_name)?;
-    let external_id = x.optional_non_empty(&key(k.external_id), raw.external_id)?;
+        x.optional_non_empty(&key(k.assumed_role_name), &raw.assumed_role_name)?;
+    let external_id = x.optional_non_empty(&key(k.external_id), &raw.external_id)?;
     if external_id.is_some() && assumed_role_name.is_none() {
         let at = raw.external_id.as_ref().map(|v| v.referenced);
         return Err(ConfigError::new(
@@ -546,8 +531,8 @@ fn validate_integration(
             format!("is only used with {}", k.assumed_role_name),
         ));
     }
-    let access_key_id = x.optional_non_empty(&key(k.access_key_id), raw.access_key_id)?;
-    let secret = x.optional_non_empty(&key(k.secret_access_key), raw.secret_access_key)?;
+    let access_key_id = x.optional_non_empty(&key(k.access_key_id), &raw.access_key_id)?;
+    let secret = x.optional_non_empty(&key(k.secret_access_key), &raw.secret_access_key)?;
     let static_credentials = match (access_key_id, secret) {
         (Some(access_key_id), Some(secret)) => Some(StaticCredentials {
             access_key_id,
@@ -575,19 +560,13 @@ fn validate_integration(
             ));
         }
     };
-    let region = match raw.region {
+    let region = match &raw.region {
         Some(region) => x.non_empty(&key("region"), region)?,
         None => DEFAULT_REGION.to_string(),
     };
-    let endpoint_url = match raw.endpoint_url {
-        Some(url) => x.url(&key("endpoint_url"), url)?,
-        None => None,
-    };
-    let sts_endpoint_url = match raw.sts_endpoint_url {
-        Some(url) => x.url(&key("sts_endpoint_url"), url)?,
-        None => None,
-    };
-    let cost_basis = match raw.cost_basis {
+    let endpoint_url = x.url(&key("endpoint_url"), &raw.endpoint_url)?;
+    let sts_endpoint_url = x.url(&key("sts_endpoint_url"), &raw.sts_endpoint_url)?;
+    let cost_basis = match &raw.cost_basis {
         None => vec![CostBasis::Unblended],
         Some(list) => {
             if list.value.is_empty() {
@@ -623,7 +602,7 @@ fn validate_integration(
             bases
         }
     };
-    let refresh_interval = match raw.refresh_interval {
+    let refresh_interval = match &raw.refresh_interval {
         Some(value) => x.interval(&key("refresh_interval"), value)?,
         None => default_interval,
     };
@@ -639,6 +618,23 @@ fn validate_integration(
         cost_basis,
         refresh_interval,
     })
+}
+
+/// Validates every integration, then checks that names are unique.
+fn validate_all<'k>(
+    list: &[NativeIntegration],
+    keys: impl Fn(usize) -> &'k KeyNames,
+    x: &Expander<'_>,
+    default_interval: Duration,
+) -> Result<Vec<Integration>, ConfigError> {
+    let integrations = list
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| validate_integration(raw, index, keys(index), x, default_interval))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<&Text> = list.iter().map(|r| &r.name).collect();
+    check_unique_names(&integrations, &names, keys(0).list)?;
+    Ok(integrations)
 }
 
 fn check_unique_names(
@@ -697,30 +693,7 @@ fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             ));
         }
     };
-    let mut integrations = Vec::with_capacity(list.value.len());
-    for (index, raw) in list.value.iter().enumerate() {
-        integrations.push(validate_integration(
-            RawIntegration {
-                index,
-                name: &raw.name,
-                account_id: &raw.account_id,
-                assumed_role_name: &raw.assumed_role_name,
-                external_id: &raw.external_id,
-                access_key_id: &raw.access_key_id,
-                secret_access_key: &raw.secret_access_key,
-                region: raw.region.as_ref(),
-                endpoint_url: Some(&raw.endpoint_url),
-                sts_endpoint_url: Some(&raw.sts_endpoint_url),
-                cost_basis: raw.cost_basis.as_ref(),
-                refresh_interval: raw.refresh_interval.as_ref(),
-                keys: &NATIVE_KEYS,
-            },
-            &x,
-            refresh_interval,
-        )?);
-    }
-    let names: Vec<&Text> = list.value.iter().map(|r| &r.name).collect();
-    check_unique_names(&integrations, &names, "integrations")?;
+    let integrations = validate_all(&list.value, |_| &NATIVE_KEYS, &x, refresh_interval)?;
     Ok(Config {
         refresh_interval,
         data_delay_days,
@@ -745,10 +718,11 @@ fn parse_infrawallet(
         other => return Err(no_integrations(list_key, other.map(|l| l.referenced))),
     };
     let x = Expander { env };
-    let mut integrations = Vec::with_capacity(list.value.len());
-    for (index, raw) in list.value.iter().enumerate() {
+    let mut converted = Vec::with_capacity(list.value.len());
+    let mut spelled_secret_access_key = Vec::with_capacity(list.value.len());
+    for (index, raw) in list.value.into_iter().enumerate() {
         // InfraWallet has spelled the secret both ways; accept either, not both.
-        let secret = match (&raw.access_key_secret, &raw.secret_access_key) {
+        let secret = match (raw.access_key_secret, raw.secret_access_key) {
             (Some(_), Some(second)) => {
                 return Err(ConfigError::new(
                     Some(format!("{list_key}[{index}].secretAccessKey")),
@@ -756,41 +730,45 @@ fn parse_infrawallet(
                     "give the secret as accessKeySecret or secretAccessKey, not both",
                 ));
             }
-            (Some(_), None) => &raw.access_key_secret,
-            (None, _) => &raw.secret_access_key,
+            (Some(first), None) => {
+                spelled_secret_access_key.push(false);
+                Some(first)
+            }
+            (None, second) => {
+                spelled_secret_access_key.push(second.is_some());
+                second
+            }
         };
-        let keys;
-        let keys_ref = if raw.secret_access_key.is_some() {
-            keys = KeyNames {
-                secret_access_key: "secretAccessKey",
-                ..INFRAWALLET_KEYS
-            };
-            &keys
-        } else {
-            &INFRAWALLET_KEYS
-        };
-        integrations.push(validate_integration(
-            RawIntegration {
-                index,
-                name: &raw.name,
-                account_id: &raw.account_id,
-                assumed_role_name: &raw.assumed_role_name,
-                external_id: &raw.external_id,
-                access_key_id: &raw.access_key_id,
-                secret_access_key: secret,
-                region: None,
-                endpoint_url: None,
-                sts_endpoint_url: None,
-                cost_basis: None,
-                refresh_interval: None,
-                keys: keys_ref,
-            },
-            &x,
-            DEFAULT_REFRESH_INTERVAL,
-        )?);
+        converted.push(NativeIntegration {
+            name: raw.name,
+            account_id: raw.account_id,
+            assumed_role_name: raw.assumed_role_name,
+            external_id: raw.external_id,
+            access_key_id: raw.access_key_id,
+            secret_access_key: secret,
+            region: None,
+            endpoint_url: None,
+            sts_endpoint_url: None,
+            cost_basis: None,
+            refresh_interval: None,
+        });
     }
-    let names: Vec<&Text> = list.value.iter().map(|r| &r.name).collect();
-    check_unique_names(&integrations, &names, list_key)?;
+    const SECRET_ACCESS_KEY_SPELLING: KeyNames = KeyNames {
+        secret_access_key: "secretAccessKey",
+        ..INFRAWALLET_KEYS
+    };
+    let integrations = validate_all(
+        &converted,
+        |index| {
+            if spelled_secret_access_key[index] {
+                &SECRET_ACCESS_KEY_SPELLING
+            } else {
+                &INFRAWALLET_KEYS
+            }
+        },
+        &x,
+        DEFAULT_REFRESH_INTERVAL,
+    )?;
     Ok(Config {
         refresh_interval: DEFAULT_REFRESH_INTERVAL,
         data_delay_days: DEFAULT_DATA_DELAY_DAYS,

@@ -140,17 +140,7 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     };
     let mut openmetrics_q: f32 = 0.0;
     let mut text_q: f32 = 0.0;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let mut q = 1.0f32;
-        for param in parts {
-            if let Some((k, v)) = param.split_once('=')
-                && k.trim().eq_ignore_ascii_case("q")
-            {
-                q = v.trim().parse().unwrap_or(0.0);
-            }
-        }
+    for (media, q) in weighted(accept) {
         match media.as_str() {
             "application/openmetrics-text" => openmetrics_q = openmetrics_q.max(q),
             "text/plain" | "text/*" | "*/*" => text_q = text_q.max(q),
@@ -164,6 +154,19 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
+/// The items of an `Accept` or `Accept-Encoding` header, lower-cased, with their `q` weight.
+fn weighted(header: &str) -> impl Iterator<Item = (String, f32)> + '_ {
+    header.split(',').map(|item| {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|param| param.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| v.trim().parse().unwrap_or(0.0));
+        (name, q)
+    })
+}
+
 /// Whether an `Accept-Encoding` header allows gzip.
 pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     let Some(header) = accept_encoding else {
@@ -171,17 +174,7 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     };
     let mut gzip: Option<f32> = None;
     let mut any: Option<f32> = None;
-    for coding in header.split(',') {
-        let mut parts = coding.split(';');
-        let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let mut q = 1.0f32;
-        for param in parts {
-            if let Some((k, v)) = param.split_once('=')
-                && k.trim().eq_ignore_ascii_case("q")
-            {
-                q = v.trim().parse().unwrap_or(0.0);
-            }
-        }
+    for (name, q) in weighted(header) {
         match name.as_str() {
             "gzip" | "x-gzip" => gzip = Some(q),
             "*" => any = Some(q),

@@ -209,14 +209,10 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 /// A HEAD response: the GET response's headers, including its length, without the body.
 fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
-    use http_body_util::BodyExt as _;
     use hyper::body::Body as _;
     let (mut parts, body) = response.into_parts();
     let length = body.size_hint().exact().unwrap_or_default();
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    drop(body.boxed());
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 

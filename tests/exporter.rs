@@ -100,36 +100,34 @@ fn expected_requests(dataset: &Dataset, start: NaiveDate, end: NaiveDate, page_s
     );
     let accounts: BTreeSet<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
     let record_types: BTreeSet<&str> = rows.iter().map(|r| r.record_type.as_str()).collect();
-    if accounts.len() <= record_types.len() {
-        for account in accounts {
-            let subset: Vec<&SimRow> = rows
-                .iter()
-                .copied()
-                .filter(|r| r.account_id == account)
-                .collect();
-            total += pages_for(
-                &subset,
-                start,
-                end,
-                |r| format!("{}|{}", r.service, r.record_type),
-                page_size,
-            );
-        }
+    // Split on the smaller dimension; each query groups by the other two.
+    let split_on_accounts = accounts.len() <= record_types.len();
+    let values = if split_on_accounts {
+        accounts
     } else {
-        for record_type in record_types {
-            let subset: Vec<&SimRow> = rows
-                .iter()
-                .copied()
-                .filter(|r| r.record_type == record_type)
-                .collect();
-            total += pages_for(
-                &subset,
-                start,
-                end,
-                |r| format!("{}|{}", r.account_id, r.service),
-                page_size,
-            );
-        }
+        record_types
+    };
+    for value in values {
+        let subset: Vec<&SimRow> = rows
+            .iter()
+            .copied()
+            .filter(|r| {
+                value
+                    == if split_on_accounts {
+                        &r.account_id
+                    } else {
+                        &r.record_type
+                    }
+            })
+            .collect();
+        let key = |r: &SimRow| {
+            if split_on_accounts {
+                format!("{}|{}", r.service, r.record_type)
+            } else {
+                format!("{}|{}", r.account_id, r.service)
+            }
+        };
+        total += pages_for(&subset, start, end, key, page_size);
     }
     total
 }
