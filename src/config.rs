@@ -59,9 +59,76 @@ pub struct Integration {
     /// Non-empty, no duplicates.
     pub cost_basis: Vec<CostBasis>,
     pub refresh_interval: Duration,
+    /// Services whose resource-level daily costs to export (GetCostAndUsageWithResources).
+    pub resources: Vec<String>,
+    /// Resource series kept per cost basis; the rest fold into `resource_id="__other__"`.
+    pub max_resource_series: usize,
+    /// Cost-allocation tag keys to break costs down by.
+    pub tags: Vec<String>,
+    /// Series kept per tag metric and cost basis; the rest fold into `tag_value="__other__"`.
+    pub max_tag_series: usize,
+    /// Whether to ask GetCostForecast for the month's forecast.
+    pub forecast: bool,
+    pub budgets: Vec<Budget>,
+    /// Whether account names and the member list come from AWS Organizations.
+    pub organizations: bool,
+    /// Organizations endpoint override.
+    pub organizations_endpoint_url: Option<String>,
 }
 
+/// A monthly budget in USD over an integration's costs, optionally filtered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub name: String,
+    pub monthly_usd: f64,
+    /// Empty: every account.
+    pub accounts: Vec<String>,
+    /// Empty: every service.
+    pub services: Vec<String>,
+    pub cost_basis: CostBasis,
+}
+
+impl Budget {
+    /// Whether a cost in `account_id` for `service` counts against the budget.
+    pub fn covers(&self, account_id: &str, service: &str) -> bool {
+        (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account_id))
+            && (self.services.is_empty() || self.services.iter().any(|s| s == service))
+    }
+
+    /// Whether the budget filters at all.
+    pub fn is_filtered(&self) -> bool {
+        !self.accounts.is_empty() || !self.services.is_empty()
+    }
+}
+
+/// Default of `max_resource_series` and `max_tag_series`.
+pub const DEFAULT_MAX_SERIES: usize = 500;
+
 impl Integration {
+    /// An integration with every optional setting at its default.
+    pub fn new(name: impl Into<String>, account_id: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            account_id: account_id.into(),
+            assumed_role_name: None,
+            external_id: None,
+            static_credentials: None,
+            region: DEFAULT_REGION.to_string(),
+            endpoint_url: None,
+            sts_endpoint_url: None,
+            cost_basis: vec![CostBasis::Unblended],
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            resources: Vec::new(),
+            max_resource_series: DEFAULT_MAX_SERIES,
+            tags: Vec::new(),
+            max_tag_series: DEFAULT_MAX_SERIES,
+            forecast: true,
+            budgets: Vec::new(),
+            organizations: false,
+            organizations_endpoint_url: None,
+        }
+    }
+
     /// The ARN of the role to assume, when one is configured.
     pub fn role_arn(&self) -> Option<String> {
         self.assumed_role_name
@@ -150,6 +217,17 @@ impl CostBasis {
             CostBasis::Blended => "BlendedCost",
             CostBasis::NetUnblended => "NetUnblendedCost",
             CostBasis::NetAmortized => "NetAmortizedCost",
+        }
+    }
+
+    /// The GetCostForecast metric name.
+    pub fn forecast_metric(self) -> &'static str {
+        match self {
+            CostBasis::Unblended => "UNBLENDED_COST",
+            CostBasis::Amortized => "AMORTIZED_COST",
+            CostBasis::Blended => "BLENDED_COST",
+            CostBasis::NetUnblended => "NET_UNBLENDED_COST",
+            CostBasis::NetAmortized => "NET_AMORTIZED_COST",
         }
     }
 
@@ -321,6 +399,24 @@ struct NativeIntegration {
     sts_endpoint_url: Option<Text>,
     cost_basis: Option<Spanned<Vec<Text>>>,
     refresh_interval: Option<Text>,
+    resources: Option<Spanned<Vec<Text>>>,
+    max_resource_series: Option<Spanned<usize>>,
+    tags: Option<Spanned<Vec<Text>>>,
+    max_tag_series: Option<Spanned<usize>>,
+    forecast: Option<bool>,
+    budgets: Option<Vec<RawBudget>>,
+    organizations: Option<bool>,
+    organizations_endpoint_url: Option<Text>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    name: Text,
+    monthly_usd: Spanned<f64>,
+    accounts: Option<Vec<Text>>,
+    services: Option<Vec<Text>>,
+    cost_basis: Option<Text>,
 }
 
 /// The part of a Backstage `app-config.yaml` the exporter reads; the rest is ignored.
@@ -406,6 +502,42 @@ impl Expander<'_> {
             return Err(err("must be greater than zero".to_string()));
         }
         Ok(duration)
+    }
+
+    fn cost_basis(&self, key: &str, value: &Text) -> Result<CostBasis, ConfigError> {
+        let text = self.text(key, value)?;
+        CostBasis::parse(text.trim()).ok_or_else(|| {
+            ConfigError::new(
+                Some(key.to_string()),
+                Some(value.referenced),
+                format!(
+                    "unknown cost basis {text:?}; expected one of {}",
+                    CostBasis::ALL.map(CostBasis::as_str).join(", ")
+                ),
+            )
+        })
+    }
+
+    /// A list of non-empty, distinct strings (absent: empty).
+    fn unique_list(
+        &self,
+        key: &str,
+        value: &Option<Spanned<Vec<Text>>>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = Vec::new();
+        for (i, item) in value.iter().flat_map(|list| list.value.iter()).enumerate() {
+            let item_key = format!("{key}[{i}]");
+            let text = self.non_empty(&item_key, item)?;
+            if out.contains(&text) {
+                return Err(ConfigError::new(
+                    Some(item_key),
+                    Some(item.referenced),
+                    format!("{text:?} is listed twice"),
+                ));
+            }
+            out.push(text);
+        }
+        Ok(out)
     }
 
     fn account_id(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
@@ -579,17 +711,7 @@ fn validate_integration(
             let mut bases = Vec::with_capacity(list.value.len());
             for (i, item) in list.value.iter().enumerate() {
                 let item_key = format!("{}[{i}]", key("cost_basis"));
-                let text = x.text(&item_key, item)?;
-                let basis = CostBasis::parse(text.trim()).ok_or_else(|| {
-                    ConfigError::new(
-                        Some(item_key.clone()),
-                        Some(item.referenced),
-                        format!(
-                            "unknown cost basis {text:?}; expected one of {}",
-                            CostBasis::ALL.map(CostBasis::as_str).join(", ")
-                        ),
-                    )
-                })?;
+                let basis = x.cost_basis(&item_key, item)?;
                 if bases.contains(&basis) {
                     return Err(ConfigError::new(
                         Some(item_key),
@@ -606,6 +728,64 @@ fn validate_integration(
         Some(value) => x.interval(&key("refresh_interval"), value)?,
         None => default_interval,
     };
+    let resources = x.unique_list(&key("resources"), &raw.resources)?;
+    let tags = x.unique_list(&key("tags"), &raw.tags)?;
+    let max_resource_series = positive(&key("max_resource_series"), &raw.max_resource_series)?;
+    let max_tag_series = positive(&key("max_tag_series"), &raw.max_tag_series)?;
+    let mut budgets: Vec<Budget> = Vec::new();
+    for (i, budget) in raw.budgets.iter().flatten().enumerate() {
+        let budget_key = |field: &str| format!("{}[{i}].{field}", key("budgets"));
+        let name = x.non_empty(&budget_key("name"), &budget.name)?;
+        if budgets.iter().any(|b| b.name == name) {
+            return Err(ConfigError::new(
+                Some(budget_key("name")),
+                Some(budget.name.referenced),
+                format!("duplicate budget name {name:?}"),
+            ));
+        }
+        let amount = &budget.monthly_usd;
+        if !(amount.value.is_finite() && amount.value > 0.0) {
+            return Err(ConfigError::new(
+                Some(budget_key("monthly_usd")),
+                Some(amount.referenced),
+                "must be a positive amount of USD",
+            ));
+        }
+        let mut accounts = Vec::new();
+        for (j, account) in budget.accounts.iter().flatten().enumerate() {
+            accounts.push(x.account_id(&format!("{}[{j}]", budget_key("accounts")), account)?);
+        }
+        let mut services = Vec::new();
+        for (j, service) in budget.services.iter().flatten().enumerate() {
+            services.push(x.non_empty(&format!("{}[{j}]", budget_key("services")), service)?);
+        }
+        let budget_basis = match &budget.cost_basis {
+            None => cost_basis[0],
+            Some(text) => {
+                let k = budget_key("cost_basis");
+                let basis = x.cost_basis(&k, text)?;
+                if !cost_basis.contains(&basis) {
+                    return Err(ConfigError::new(
+                        Some(k),
+                        Some(text.referenced),
+                        format!("{basis} is not in the integration's cost_basis; add it there"),
+                    ));
+                }
+                basis
+            }
+        };
+        budgets.push(Budget {
+            name,
+            monthly_usd: amount.value,
+            accounts,
+            services,
+            cost_basis: budget_basis,
+        });
+    }
+    let organizations_endpoint_url = x.url(
+        &key("organizations_endpoint_url"),
+        &raw.organizations_endpoint_url,
+    )?;
     Ok(Integration {
         name,
         account_id,
@@ -617,7 +797,28 @@ fn validate_integration(
         sts_endpoint_url,
         cost_basis,
         refresh_interval,
+        resources,
+        max_resource_series,
+        tags,
+        max_tag_series,
+        forecast: raw.forecast.unwrap_or(true),
+        budgets,
+        organizations: raw.organizations.unwrap_or(false),
+        organizations_endpoint_url,
     })
+}
+
+/// A count that must be at least 1 (absent: [`DEFAULT_MAX_SERIES`]).
+fn positive(key: &str, value: &Option<Spanned<usize>>) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(DEFAULT_MAX_SERIES),
+        Some(v) if v.value >= 1 => Ok(v.value),
+        Some(v) => Err(ConfigError::new(
+            Some(key.to_string()),
+            Some(v.referenced),
+            "must be at least 1",
+        )),
+    }
 }
 
 /// Validates every integration, then checks that names are unique.
@@ -751,6 +952,14 @@ fn parse_infrawallet(
             sts_endpoint_url: None,
             cost_basis: None,
             refresh_interval: None,
+            resources: None,
+            max_resource_series: None,
+            tags: None,
+            max_tag_series: None,
+            forecast: None,
+            budgets: None,
+            organizations: None,
+            organizations_endpoint_url: None,
         });
     }
     const SECRET_ACCESS_KEY_SPELLING: KeyNames = KeyNames {

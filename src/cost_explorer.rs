@@ -16,8 +16,9 @@ use std::fmt;
 use aws_sdk_costexplorer::Client;
 use aws_sdk_costexplorer::error::DisplayErrorContext;
 use aws_sdk_costexplorer::types::{
-    DateInterval, Dimension as SdkDimension, DimensionValues, Expression, Granularity,
-    GroupDefinition, GroupDefinitionType, MetricValue, ResultByTime,
+    DateInterval, Dimension as SdkDimension, DimensionValues, DimensionValuesWithAttributes,
+    Expression, ForecastResult, Granularity, GroupDefinition, GroupDefinitionType, Metric,
+    MetricValue, ResultByTime,
 };
 use chrono::NaiveDate;
 
@@ -134,14 +135,56 @@ pub fn plan_split(accounts: &BTreeSet<String>, record_types: &BTreeSet<String>) 
     }
 }
 
-/// One grouped `GetCostAndUsage` query.
+/// What a query groups by: a dimension, or a cost-allocation tag key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupKey {
+    Dimension(Dimension),
+    Tag(String),
+}
+
+impl GroupKey {
+    fn definition(&self) -> GroupDefinition {
+        let (kind, key) = match self {
+            GroupKey::Dimension(d) => (GroupDefinitionType::Dimension, d.as_str()),
+            GroupKey::Tag(tag) => (GroupDefinitionType::Tag, tag.as_str()),
+        };
+        GroupDefinition::builder().r#type(kind).key(key).build()
+    }
+}
+
+/// A filter: each dimension must match one of its values (an empty filter matches everything).
+pub type Filter = Vec<(Dimension, Vec<String>)>;
+
+/// The Cost Explorer `Expression` for a filter.
+pub fn filter_expression(filter: &[(Dimension, Vec<String>)]) -> Option<Expression> {
+    let mut parts: Vec<Expression> = filter
+        .iter()
+        .map(|(dimension, values)| {
+            Expression::builder()
+                .dimensions(
+                    DimensionValues::builder()
+                        .key(dimension.sdk())
+                        .set_values(Some(values.clone()))
+                        .build(),
+                )
+                .build()
+        })
+        .collect();
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(Expression::builder().set_and(Some(parts)).build()),
+    }
+}
+
+/// One grouped, daily cost query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupedQuery {
     pub start: NaiveDate,
     /// Exclusive, as Cost Explorer has it.
     pub end: NaiveDate,
-    pub group_by: [Dimension; 2],
-    pub filter: Option<(Dimension, String)>,
+    pub group_by: [GroupKey; 2],
+    pub filter: Filter,
 }
 
 /// A daily amount for one pair of group keys.
@@ -159,6 +202,59 @@ pub struct GroupedResult {
     pub estimated_days: BTreeSet<NaiveDate>,
     pub attributes: HashMap<String, String>,
     pub pages: u32,
+}
+
+/// One day's cost for one account and value of a cost-allocation tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagRow {
+    pub day: NaiveDate,
+    pub account_id: String,
+    /// Empty for untagged cost.
+    pub tag_value: String,
+    pub amounts: Vec<f64>,
+}
+
+/// One day's cost of one resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRow {
+    pub account_id: String,
+    pub service: String,
+    pub resource_id: String,
+    pub record_type: String,
+    pub amounts: Vec<f64>,
+}
+
+/// A forecast for a period: the mean and, when AWS gives one, the prediction interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ForecastValue {
+    pub mean: f64,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+}
+
+/// The prediction interval level asked of GetCostForecast, in percent.
+pub const PREDICTION_INTERVAL_LEVEL: i32 = 80;
+
+/// One page of a cost query.
+struct Page {
+    results: Vec<ResultByTime>,
+    attributes: Vec<DimensionValuesWithAttributes>,
+    next: Option<String>,
+}
+
+fn api_error(operation: &'static str, err: impl std::error::Error) -> CostExplorerError {
+    CostExplorerError::Api {
+        operation,
+        message: DisplayErrorContext(&err).to_string(),
+    }
+}
+
+fn date_interval(start: NaiveDate, end: NaiveDate) -> Result<DateInterval, CostExplorerError> {
+    DateInterval::builder()
+        .start(start.format("%Y-%m-%d").to_string())
+        .end(end.format("%Y-%m-%d").to_string())
+        .build()
+        .map_err(|e| CostExplorerError::Malformed(e.to_string()))
 }
 
 /// A Cost Explorer client for one integration.
@@ -184,8 +280,11 @@ impl CostExplorer {
                 &GroupedQuery {
                     start,
                     end,
-                    group_by: [Dimension::LinkedAccount, Dimension::RecordType],
-                    filter: None,
+                    group_by: [
+                        GroupKey::Dimension(Dimension::LinkedAccount),
+                        GroupKey::Dimension(Dimension::RecordType),
+                    ],
+                    filter: Vec::new(),
                 },
                 bases,
             )
@@ -211,15 +310,15 @@ impl CostExplorer {
             }
         }
         let plan = plan_split(&accounts, &record_types);
-        let group_by = plan.split.others();
+        let group_by = plan.split.others().map(GroupKey::Dimension);
         for value in plan.values {
             let result = self
                 .grouped(
                     &GroupedQuery {
                         start,
                         end,
-                        group_by,
-                        filter: Some((plan.split, value.clone())),
+                        group_by: group_by.clone(),
+                        filter: vec![(plan.split, vec![value.clone()])],
                     },
                     bases,
                 )
@@ -248,59 +347,216 @@ impl CostExplorer {
         Ok(data)
     }
 
+    /// Daily cost by account and value of one cost-allocation tag key for `[start, end)`:
+    /// one query (and its pages). Untagged cost has an empty tag value.
+    pub async fn tag_costs(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        bases: &[CostBasis],
+        tag_key: &str,
+    ) -> Result<(Vec<TagRow>, GroupedResult), CostExplorerError> {
+        let mut result = self
+            .grouped(
+                &GroupedQuery {
+                    start,
+                    end,
+                    group_by: [
+                        GroupKey::Dimension(Dimension::LinkedAccount),
+                        GroupKey::Tag(tag_key.to_string()),
+                    ],
+                    filter: Vec::new(),
+                },
+                bases,
+            )
+            .await?;
+        let rows = std::mem::take(&mut result.amounts)
+            .into_iter()
+            .map(|amount| {
+                let [account_id, tag] = amount.keys;
+                TagRow {
+                    day: amount.day,
+                    account_id,
+                    tag_value: tag_value(&tag).to_string(),
+                    amounts: amount.amounts,
+                }
+            })
+            .collect();
+        Ok((rows, result))
+    }
+
+    /// One day's cost by resource for one service, with GetCostAndUsageWithResources.
+    /// `accounts` and `record_types` are those the service had that day: the query splits on
+    /// the smaller set, as [`CostExplorer::daily_costs`] does. Returns the rows and the pages.
+    pub async fn resource_costs(
+        &self,
+        day: NaiveDate,
+        service: &str,
+        accounts: &BTreeSet<String>,
+        record_types: &BTreeSet<String>,
+        bases: &[CostBasis],
+    ) -> Result<(Vec<ResourceRow>, u32), CostExplorerError> {
+        let plan = plan_split(accounts, record_types);
+        let other = match plan.split {
+            Dimension::LinkedAccount => Dimension::RecordType,
+            _ => Dimension::LinkedAccount,
+        };
+        let end = day.succ_opt().unwrap_or(day);
+        let period = date_interval(day, end)?;
+        let metrics: Vec<String> = bases.iter().map(|b| b.metric().to_string()).collect();
+        let group_by = vec![
+            resource_id_definition(),
+            GroupKey::Dimension(other).definition(),
+        ];
+        let mut rows = Vec::new();
+        let mut pages = 0;
+        for value in plan.values {
+            let filter = filter_expression(&[
+                (Dimension::Service, vec![service.to_string()]),
+                (plan.split, vec![value.clone()]),
+            ]);
+            let result = self
+                .pages(bases, |token| {
+                    let request = self
+                        .client
+                        .get_cost_and_usage_with_resources()
+                        .time_period(period.clone())
+                        .granularity(Granularity::Daily)
+                        .set_metrics(Some(metrics.clone()))
+                        .set_group_by(Some(group_by.clone()))
+                        .set_filter(filter.clone())
+                        .set_next_page_token(token);
+                    async move {
+                        let out = request
+                            .send()
+                            .await
+                            .map_err(|e| api_error("GetCostAndUsageWithResources", e))?;
+                        Ok(Page {
+                            results: out.results_by_time.unwrap_or_default(),
+                            attributes: out.dimension_value_attributes.unwrap_or_default(),
+                            next: out.next_page_token,
+                        })
+                    }
+                })
+                .await?;
+            pages += result.pages;
+            for amount in result.amounts.into_iter().filter(|a| a.day == day) {
+                let [resource_id, other_value] = amount.keys;
+                let (account_id, record_type) = match plan.split {
+                    Dimension::LinkedAccount => (value.clone(), other_value),
+                    _ => (other_value, value.clone()),
+                };
+                rows.push(ResourceRow {
+                    account_id,
+                    service: service.to_string(),
+                    resource_id,
+                    record_type,
+                    amounts: amount.amounts,
+                });
+            }
+        }
+        Ok((rows, pages))
+    }
+
+    /// AWS's forecast of one cost basis for `[start, end)` (start today or later).
+    pub async fn forecast(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        basis: CostBasis,
+        filter: &[(Dimension, Vec<String>)],
+    ) -> Result<ForecastValue, CostExplorerError> {
+        let out = self
+            .client
+            .get_cost_forecast()
+            .time_period(date_interval(start, end)?)
+            .metric(Metric::from(basis.forecast_metric()))
+            .granularity(Granularity::Monthly)
+            .prediction_interval_level(PREDICTION_INTERVAL_LEVEL)
+            .set_filter(filter_expression(filter))
+            .send()
+            .await
+            .map_err(|e| api_error("GetCostForecast", e))?;
+        let total = out.total().ok_or_else(|| {
+            CostExplorerError::Malformed("GetCostForecast returned no Total".into())
+        })?;
+        let mean = parse_amount(basis.forecast_metric(), total)?;
+        let bound =
+            |get: fn(&ForecastResult) -> Option<&str>| -> Result<Option<f64>, CostExplorerError> {
+                let mut sum = 0.0;
+                for result in out.forecast_results_by_time() {
+                    let Some(text) = get(result) else {
+                        return Ok(None);
+                    };
+                    sum += parse_number(basis.forecast_metric(), text)?;
+                }
+                Ok((!out.forecast_results_by_time().is_empty()).then_some(sum))
+            };
+        Ok(ForecastValue {
+            mean,
+            lower: bound(ForecastResult::prediction_interval_lower_bound)?,
+            upper: bound(ForecastResult::prediction_interval_upper_bound)?,
+        })
+    }
+
     /// Runs one grouped query, following `NextPageToken` until the last page.
     pub async fn grouped(
         &self,
         query: &GroupedQuery,
         bases: &[CostBasis],
     ) -> Result<GroupedResult, CostExplorerError> {
-        let period = DateInterval::builder()
-            .start(query.start.format("%Y-%m-%d").to_string())
-            .end(query.end.format("%Y-%m-%d").to_string())
-            .build()
-            .map_err(|e| CostExplorerError::Malformed(e.to_string()))?;
+        let period = date_interval(query.start, query.end)?;
+        let metrics: Vec<String> = bases.iter().map(|b| b.metric().to_string()).collect();
+        let group_by: Vec<GroupDefinition> =
+            query.group_by.iter().map(GroupKey::definition).collect();
+        let filter = filter_expression(&query.filter);
+        self.pages(bases, |token| {
+            let request = self
+                .client
+                .get_cost_and_usage()
+                .time_period(period.clone())
+                .granularity(Granularity::Daily)
+                .set_metrics(Some(metrics.clone()))
+                .set_group_by(Some(group_by.clone()))
+                .set_filter(filter.clone())
+                .set_next_page_token(token);
+            async move {
+                let out = request
+                    .send()
+                    .await
+                    .map_err(|e| api_error("GetCostAndUsage", e))?;
+                Ok(Page {
+                    results: out.results_by_time.unwrap_or_default(),
+                    attributes: out.dimension_value_attributes.unwrap_or_default(),
+                    next: out.next_page_token,
+                })
+            }
+        })
+        .await
+    }
+
+    /// Fetches pages until one has no `NextPageToken`, parsing each.
+    async fn pages<F, Fut>(
+        &self,
+        bases: &[CostBasis],
+        mut fetch: F,
+    ) -> Result<GroupedResult, CostExplorerError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<Page, CostExplorerError>>,
+    {
         let mut result = GroupedResult::default();
         let mut token: Option<String> = None;
         loop {
             if result.pages as usize >= MAX_PAGES_PER_QUERY {
                 return Err(CostExplorerError::TooManyPages);
             }
-            let mut request = self
-                .client
-                .get_cost_and_usage()
-                .time_period(period.clone())
-                .granularity(Granularity::Daily)
-                .set_metrics(Some(bases.iter().map(|b| b.metric().to_string()).collect()))
-                .set_next_page_token(token.take());
-            for dimension in query.group_by {
-                request = request.group_by(
-                    GroupDefinition::builder()
-                        .r#type(GroupDefinitionType::Dimension)
-                        .key(dimension.as_str())
-                        .build(),
-                );
-            }
-            if let Some((dimension, value)) = &query.filter {
-                request = request.filter(
-                    Expression::builder()
-                        .dimensions(
-                            DimensionValues::builder()
-                                .key(dimension.sdk())
-                                .values(value.clone())
-                                .build(),
-                        )
-                        .build(),
-                );
-            }
-            let output = request.send().await.map_err(|err| CostExplorerError::Api {
-                operation: "GetCostAndUsage",
-                message: DisplayErrorContext(&err).to_string(),
-            })?;
+            let page = fetch(token.take()).await?;
             result.pages += 1;
-            for by_time in output.results_by_time() {
+            for by_time in &page.results {
                 parse_result_by_time(by_time, bases, &mut result)?;
             }
-            for attribute in output.dimension_value_attributes() {
+            for attribute in &page.attributes {
                 if let (Some(value), Some(name)) = (
                     attribute.value(),
                     attribute.attributes().and_then(|a| a.get("description")),
@@ -309,13 +565,28 @@ impl CostExplorer {
                     result.attributes.insert(value.to_string(), name.clone());
                 }
             }
-            match output.next_page_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            match page.next {
+                Some(next) if !next.is_empty() => token = Some(next),
                 _ => break,
             }
         }
         Ok(result)
     }
+}
+
+/// Grouping by `RESOURCE_ID`, which only GetCostAndUsageWithResources accepts.
+fn resource_id_definition() -> GroupDefinition {
+    GroupDefinition::builder()
+        .r#type(GroupDefinitionType::Dimension)
+        .key("RESOURCE_ID")
+        .build()
+}
+
+/// The value of a tag group key: Cost Explorer writes `key$value`, and `key$` for untagged.
+pub fn tag_value(group_key: &str) -> &str {
+    group_key
+        .split_once('$')
+        .map_or(group_key, |(_, value)| value)
 }
 
 fn parse_result_by_time(
@@ -383,6 +654,11 @@ pub fn parse_amount(metric: &str, value: &MetricValue) -> Result<f64, CostExplor
             amount: amount.to_string(),
         });
     }
+    parse_number(metric, amount)
+}
+
+/// Parses a finite decimal number as Cost Explorer writes it.
+fn parse_number(metric: &str, amount: &str) -> Result<f64, CostExplorerError> {
     match amount.trim().parse::<f64>() {
         Ok(parsed) if parsed.is_finite() => Ok(parsed),
         _ => Err(CostExplorerError::BadAmount {

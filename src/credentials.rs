@@ -206,21 +206,10 @@ impl ProvideCredentials for AssumeRoleProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CostBasis, Secret, StaticCredentials};
+    use crate::config::{Secret, StaticCredentials};
 
     fn integration() -> Integration {
-        Integration {
-            name: "payer".into(),
-            account_id: "123456789012".into(),
-            assumed_role_name: None,
-            external_id: None,
-            static_credentials: None,
-            region: "us-east-1".into(),
-            endpoint_url: None,
-            sts_endpoint_url: None,
-            cost_basis: vec![CostBasis::Unblended],
-            refresh_interval: Duration::from_secs(60),
-        }
+        Integration::new("payer", "123456789012")
     }
 
     #[test]

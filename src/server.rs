@@ -212,7 +212,9 @@ fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     use hyper::body::Body as _;
     let (mut parts, body) = response.into_parts();
     let length = body.size_hint().exact().unwrap_or_default();
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 

@@ -21,6 +21,20 @@ pub struct SimRow {
     pub record_type: String,
     /// Amounts in 1e-10 USD, indexed like [`CostBasis::ALL`].
     pub amounts: [i64; 5],
+    /// The resource, for services with resource-level data.
+    pub resource_id: Option<String>,
+    /// Cost-allocation tags (key, value).
+    pub tags: Vec<(String, String)>,
+}
+
+impl SimRow {
+    /// The value of a tag key, if the row carries it.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl SimRow {
@@ -36,11 +50,48 @@ fn basis_index(basis: CostBasis) -> usize {
 /// The cost data one payer (or standalone) account sees.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dataset {
-    /// Account id to account name.
+    /// Account id to account name: the organization, members without cost included.
     pub accounts: BTreeMap<String, String>,
     pub rows: Vec<SimRow>,
     /// Days from this one on are Estimated.
     pub estimated_from: Option<NaiveDate>,
+    /// The last day with data.
+    pub today: Option<NaiveDate>,
+}
+
+/// Services with resource-level rows: (service, resources per account, id pattern).
+pub const RESOURCE_SERVICES: &[(&str, usize)] = &[
+    ("Amazon Elastic Compute Cloud - Compute", 14),
+    ("Amazon Relational Database Service", 4),
+];
+
+/// The tag keys rows carry, and their values; some cost is untagged.
+pub const TAGS: &[(&str, &[&str])] = &[
+    ("team", &["platform", "data", "web \"frontend\""]),
+    ("env", &["prod", "staging"]),
+];
+
+fn resource_id(service: &str, account_id: &str, index: usize) -> String {
+    if service.contains("Relational Database") {
+        format!("arn:aws:rds:us-east-1:{account_id}:db:db-{index}")
+    } else {
+        format!(
+            "i-{:017x}",
+            (account_id.parse::<u64>().unwrap_or(0) % 0xfff_ffff) * 1000 + index as u64
+        )
+    }
+}
+
+/// Deterministic tags for a (account, service, resource): about a fifth of cost is untagged.
+fn tags_for(account_index: usize, service: &str, resource: usize) -> Vec<(String, String)> {
+    let seed = account_index * 31 + service.len() * 7 + resource * 13;
+    TAGS.iter()
+        .enumerate()
+        .filter_map(|(k, (key, values))| {
+            let pick = (seed + k * 5) % (values.len() + 1);
+            values.get(pick).map(|v| (key.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// (service, record types it bills under, typical daily usage in USD)
@@ -96,6 +147,8 @@ pub struct DatasetSpec<'a> {
     pub estimated_days: u64,
     /// Scales every amount (a small account vs a large organization).
     pub scale: f64,
+    /// Members of the organization that have no cost yet.
+    pub idle_accounts: &'a [(&'a str, &'a str)],
 }
 
 impl Dataset {
@@ -122,34 +175,54 @@ impl Dataset {
                     {
                         continue;
                     }
+                    let resources = RESOURCE_SERVICES
+                        .iter()
+                        .find(|(name, _)| name == service)
+                        .map_or(0, |(_, count)| *count);
                     for record_type in *record_types {
-                        let usage =
-                            usd * account_scale * weekly * day_fraction * (0.85 + 0.3 * rng.f64());
-                        let unblended = match *record_type {
-                            "Usage" | "DiscountedUsage" | "SavingsPlanCoveredUsage" => usage,
-                            "SavingsPlanNegation" => -usage * 0.55,
-                            "RIFee" => 42.0 * account_scale * day_fraction,
-                            "SavingsPlanRecurringFee" if a == 0 => usage,
-                            "SavingsPlanRecurringFee" => continue,
-                            "Support" if a == 0 => usage,
-                            "Support" => continue,
-                            // Credits on most days, refunds now and then.
-                            "Credit" if rng.u8(..10) < 7 => -usage * 0.2,
-                            "Refund" if rng.u8(..10) == 0 => -usage * 0.5,
-                            "Tax" => taxable * 0.08,
-                            _ => continue,
-                        };
-                        if *record_type != "Tax" {
-                            taxable += unblended.max(0.0);
+                        // Resource services bill per resource; others in one line.
+                        for resource in 0..resources.max(1) {
+                            let share =
+                                1.0 / resources.max(1) as f64 * (0.5 + (resource % 3) as f64 * 0.5);
+                            let usage = usd
+                                * account_scale
+                                * weekly
+                                * day_fraction
+                                * share
+                                * (0.85 + 0.3 * rng.f64());
+                            let unblended = match *record_type {
+                                "Usage" | "DiscountedUsage" | "SavingsPlanCoveredUsage" => usage,
+                                "SavingsPlanNegation" => -usage * 0.55,
+                                "RIFee" => 42.0 * account_scale * day_fraction * share,
+                                "SavingsPlanRecurringFee" if a == 0 => usage,
+                                "SavingsPlanRecurringFee" => continue,
+                                "Support" if a == 0 => usage,
+                                "Support" => continue,
+                                // Credits on most days, refunds now and then.
+                                "Credit" if rng.u8(..10) < 7 => -usage * 0.2,
+                                "Refund" if rng.u8(..10) == 0 => -usage * 0.5,
+                                "Tax" => taxable * 0.08,
+                                _ => continue,
+                            };
+                            if *record_type != "Tax" {
+                                taxable += unblended.max(0.0);
+                            }
+                            let amounts = basis_amounts(record_type, unblended, &mut rng);
+                            rows.push(SimRow {
+                                day,
+                                account_id: account_id.to_string(),
+                                service: service.to_string(),
+                                record_type: record_type.to_string(),
+                                amounts,
+                                resource_id: (resources > 0)
+                                    .then(|| resource_id(service, account_id, resource)),
+                                tags: if *service == "Tax" {
+                                    Vec::new()
+                                } else {
+                                    tags_for(a, service, resource)
+                                },
+                            });
                         }
-                        let amounts = basis_amounts(record_type, unblended, &mut rng);
-                        rows.push(SimRow {
-                            day,
-                            account_id: account_id.to_string(),
-                            service: service.to_string(),
-                            record_type: record_type.to_string(),
-                            amounts,
-                        });
                     }
                 }
                 // A sliver of cost small enough that Cost Explorer writes it in E notation.
@@ -159,6 +232,8 @@ impl Dataset {
                     service: "AWS Cost Explorer".to_string(),
                     record_type: "Usage".to_string(),
                     amounts: [rng.i64(1..9999); 5],
+                    resource_id: None,
+                    tags: Vec::new(),
                 });
             }
             day = day + Days::new(1);
@@ -167,6 +242,7 @@ impl Dataset {
             accounts: spec
                 .accounts
                 .iter()
+                .chain(spec.idle_accounts)
                 .map(|(id, name)| (id.to_string(), name.to_string()))
                 .collect(),
             rows,
@@ -174,6 +250,7 @@ impl Dataset {
                 .estimated_days
                 .checked_sub(1)
                 .map(|back| spec.today - Days::new(back)),
+            today: Some(spec.today),
         }
     }
 
@@ -184,13 +261,36 @@ impl Dataset {
 
     /// The exact sum, in USD, of one cost basis over the rows `filter` keeps.
     pub fn total(&self, basis: CostBasis, filter: impl Fn(&SimRow) -> bool) -> f64 {
-        let units: i128 = self
-            .rows
+        units_to_f64(self.total_units(basis, filter))
+    }
+
+    /// The exact sum, in 1e-10 USD, of one cost basis over the rows `filter` keeps.
+    pub fn total_units(&self, basis: CostBasis, filter: impl Fn(&SimRow) -> bool) -> i128 {
+        self.rows
             .iter()
             .filter(|r| filter(r))
             .map(|r| i128::from(r.amount(basis)))
-            .sum();
-        units_to_f64(units)
+            .sum()
+    }
+
+    /// The simulated forecast for `[start, end)` of the rows `filter` keeps: the average of
+    /// the 7 complete days before today, times the days in the period, with an interval of
+    /// -10% / +10%. Units of 1e-10 USD: (mean, lower, upper).
+    pub fn forecast_units(
+        &self,
+        basis: CostBasis,
+        start: NaiveDate,
+        end: NaiveDate,
+        filter: impl Fn(&SimRow) -> bool,
+    ) -> (i128, i128, i128) {
+        let Some(today) = self.today else {
+            return (0, 0, 0);
+        };
+        let from = today - Days::new(7);
+        let week = self.total_units(basis, |r| r.day >= from && r.day < today && filter(r));
+        let days = i128::from((end - start).num_days().max(0));
+        let mean = week * days / 7;
+        (mean, mean * 9 / 10, mean * 11 / 10)
     }
 }
 
@@ -295,6 +395,7 @@ mod tests {
             history_days: 40,
             estimated_days: 2,
             scale: 1.0,
+            idle_accounts: &[("333333333333", "Idle")],
         };
         let a = Dataset::generate(&spec);
         assert_eq!(a, Dataset::generate(&spec));
@@ -313,6 +414,25 @@ mod tests {
             assert!(record_types.contains(expected), "{expected} missing");
         }
         assert!(a.rows.iter().any(|r| r.amount(CostBasis::Unblended) < 0));
+        assert_eq!(a.accounts.len(), 3);
+        assert!(!a.rows.iter().any(|r| r.account_id == "333333333333"));
+        let resources: std::collections::BTreeSet<&str> = a
+            .rows
+            .iter()
+            .filter_map(|r| r.resource_id.as_deref())
+            .collect();
+        // 14 instances in each account; 4 databases in the one account that uses RDS.
+        assert_eq!(resources.len(), 2 * 14 + 4);
+        assert!(
+            a.rows
+                .iter()
+                .any(|r| r.tag("team") == Some("web \"frontend\""))
+        );
+        assert!(
+            a.rows
+                .iter()
+                .any(|r| r.tag("team").is_none() && r.service != "Tax")
+        );
         assert!(a.is_estimated(NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()));
         assert!(!a.is_estimated(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap()));
     }

@@ -23,6 +23,9 @@ pub const DEMO_ORGANIZATION: &[(&str, &str)] = &[
     ("555555555555", "Data \"Lake\" \\ Analytics"),
 ];
 
+/// Members of the demo organization without cost yet (named only by Organizations).
+pub const DEMO_IDLE_MEMBERS: &[(&str, &str)] = &[("666666666666", "Sandbox (new)")];
+
 /// The standalone demo account reached through AssumeRole.
 pub const DEMO_WORKLOAD: &[(&str, &str)] = &[("222222222222", "Workload")];
 
@@ -45,6 +48,7 @@ pub async fn start_simulator(today: NaiveDate) -> std::io::Result<Simulator> {
         history_days: 62,
         estimated_days: 2,
         scale: 1.0,
+        idle_accounts: DEMO_IDLE_MEMBERS,
     });
     let workload = Dataset::generate(&DatasetSpec {
         seed: 42,
@@ -53,6 +57,7 @@ pub async fn start_simulator(today: NaiveDate) -> std::io::Result<Simulator> {
         history_days: 62,
         estimated_days: 2,
         scale: 0.15,
+        idle_accounts: &[],
     });
     Simulator::builder()
         .account("111111111111", organization)

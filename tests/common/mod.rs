@@ -38,6 +38,7 @@ pub fn org_dataset(today: NaiveDate, seed: u64) -> Dataset {
         history_days: 45,
         estimated_days: 2,
         scale: 1.0,
+        idle_accounts: &[("666666666666", "Sandbox (new)")],
     })
 }
 
@@ -51,6 +52,7 @@ pub fn single_dataset(account: &'static str, today: NaiveDate, seed: u64) -> Dat
         history_days: 45,
         estimated_days: 2,
         scale: 0.2,
+        idle_accounts: &[],
     })
 }
 
