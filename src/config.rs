@@ -895,6 +895,18 @@ fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         }
     };
     let integrations = validate_all(&list.value, |_| &NATIVE_KEYS, &x, refresh_interval)?;
+    // AWS serves resource-level data for the last 14 days only.
+    if data_delay_days >= 14
+        && let Some(index) = integrations.iter().position(|i| !i.resources.is_empty())
+    {
+        return Err(ConfigError::new(
+            Some(format!("integrations[{index}].resources")),
+            list.value[index].resources.as_ref().map(|r| r.referenced),
+            format!(
+                "resource-level data covers only the last 14 days, but data_delay_days is {data_delay_days}"
+            ),
+        ));
+    }
     Ok(Config {
         refresh_interval,
         data_delay_days,
@@ -1060,6 +1072,102 @@ integrations:
         assert_eq!(member.cost_basis, vec![CostBasis::Unblended]);
         assert_eq!(member.refresh_interval, Duration::from_secs(5400));
         assert!(member.static_credentials.is_none() && member.role_arn().is_none());
+    }
+
+    const BREADTH: &str = r#"
+integrations:
+  - name: payer
+    account_id: "123456789012"
+    cost_basis: [unblended, amortized]
+    resources: ["Amazon Elastic Compute Cloud - Compute"]
+    max_resource_series: 50
+    tags: [team, env]
+    max_tag_series: 20
+    forecast: false
+    organizations: true
+    organizations_endpoint_url: http://127.0.0.1:1
+    budgets:
+      - name: platform
+        monthly_usd: 12000
+        accounts: ["123456789012"]
+        services: ["Amazon Elastic Compute Cloud - Compute"]
+      - name: everything
+        monthly_usd: 50000.5
+        cost_basis: amortized
+"#;
+
+    #[test]
+    fn breadth_settings() {
+        let config = parse(BREADTH).unwrap();
+        let i = &config.integrations[0];
+        assert_eq!(i.resources, vec!["Amazon Elastic Compute Cloud - Compute"]);
+        assert_eq!((i.max_resource_series, i.max_tag_series), (50, 20));
+        assert_eq!(i.tags, vec!["team", "env"]);
+        assert!(!i.forecast && i.organizations);
+        assert_eq!(
+            i.organizations_endpoint_url.as_deref(),
+            Some("http://127.0.0.1:1")
+        );
+        assert_eq!(i.budgets.len(), 2);
+        assert_eq!(
+            i.budgets[0].cost_basis,
+            CostBasis::Unblended,
+            "defaults to the first basis"
+        );
+        assert!(i.budgets[0].covers("123456789012", "Amazon Elastic Compute Cloud - Compute"));
+        assert!(!i.budgets[0].covers("123456789012", "Amazon S3"));
+        assert!(!i.budgets[0].covers("999999999999", "Amazon Elastic Compute Cloud - Compute"));
+        assert_eq!(i.budgets[1].cost_basis, CostBasis::Amortized);
+        assert_eq!(i.budgets[1].monthly_usd, 50000.5);
+        assert!(i.budgets[1].covers("any", "thing") && !i.budgets[1].is_filtered());
+        let defaults =
+            parse("integrations:\n  - name: a\n    account_id: \"123456789012\"\n").unwrap();
+        let d = &defaults.integrations[0];
+        assert!(d.forecast && !d.organizations && d.tags.is_empty() && d.resources.is_empty());
+        assert_eq!(
+            (d.max_resource_series, d.max_tag_series),
+            (DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES)
+        );
+    }
+
+    #[test]
+    fn bad_breadth_settings() {
+        let e = err(&BREADTH.replace("monthly_usd: 12000", "monthly_usd: -5"));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("integrations[0].budgets[0].monthly_usd")
+        );
+        assert_eq!(e.position.map(|p| p.0), Some(15));
+        let e = err(&BREADTH.replace("cost_basis: amortized", "cost_basis: blended"));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("integrations[0].budgets[1].cost_basis")
+        );
+        assert!(
+            e.message.contains("not in the integration's cost_basis"),
+            "{e}"
+        );
+        let e = err(&BREADTH.replace("name: everything", "name: platform"));
+        assert!(e.message.contains("duplicate budget name"), "{e}");
+        let e = err(&BREADTH.replace("accounts: [\"123456789012\"]", "accounts: [\"1234\"]"));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("integrations[0].budgets[0].accounts[0]")
+        );
+        let e = err(&BREADTH.replace("tags: [team, env]", "tags: [team, team]"));
+        assert_eq!(e.key.as_deref(), Some("integrations[0].tags[1]"));
+        let e = err(&BREADTH.replace("max_tag_series: 20", "max_tag_series: 0"));
+        assert_eq!(e.key.as_deref(), Some("integrations[0].max_tag_series"));
+        let e = err(&BREADTH.replace("forecast: false", "forecast: sometimes"));
+        assert_eq!(e.key.as_deref(), Some("integrations[0].forecast"));
+        let e = err(&BREADTH.replace(
+            "        monthly_usd: 12000\n",
+            "        monthly_usd: 12000\n        limit: 3\n",
+        ));
+        assert!(e.message.contains("unknown field `limit`"), "{e}");
+        let e = err(&format!("data_delay_days: 14\n{BREADTH}"));
+        assert_eq!(e.key.as_deref(), Some("integrations[0].resources"));
+        assert!(e.message.contains("last 14 days"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use aws_sdk_costexplorer::error::DisplayErrorContext;
 use crate::config::Integration;
 use crate::cost_explorer::CostExplorer;
 use crate::metrics::{Metrics, RequestCounter};
+use crate::organizations::Organizations;
 
 /// How long an assumed-role session lasts (STS's default and the role's minimum maximum).
 pub const ASSUMED_SESSION_DURATION: Duration = Duration::from_secs(3600);
@@ -116,16 +117,39 @@ pub async fn sdk_config(integration: &Integration, metrics: &Arc<Metrics>) -> Sd
         .build()
 }
 
-/// The integration's Cost Explorer client, counting its requests.
-pub async fn cost_explorer(integration: &Integration, metrics: &Arc<Metrics>) -> CostExplorer {
+/// The AWS clients one integration uses.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub cost_explorer: CostExplorer,
+    /// Present when the integration sets `organizations: true`.
+    pub organizations: Option<Organizations>,
+}
+
+/// The integration's clients, each counting its requests.
+pub async fn clients(integration: &Integration, metrics: &Arc<Metrics>) -> Clients {
     let sdk = sdk_config(integration, metrics).await;
-    let mut builder = aws_sdk_costexplorer::config::Builder::from(&sdk).interceptor(
-        RequestCounter::new(integration.name.clone(), metrics.clone()),
-    );
+    let counter = RequestCounter::new(integration.name.clone(), metrics.clone());
+    let mut builder =
+        aws_sdk_costexplorer::config::Builder::from(&sdk).interceptor(counter.clone());
     if let Some(url) = &integration.endpoint_url {
         builder = builder.endpoint_url(url.clone());
     }
-    CostExplorer::new(aws_sdk_costexplorer::Client::from_conf(builder.build()))
+    let organizations = integration.organizations.then(|| {
+        let mut builder = aws_sdk_organizations::config::Builder::from(&sdk).interceptor(counter);
+        if let Some(url) = &integration.organizations_endpoint_url {
+            builder = builder.endpoint_url(url.clone());
+        }
+        Organizations::new(aws_sdk_organizations::Client::from_conf(builder.build()))
+    });
+    Clients {
+        cost_explorer: CostExplorer::new(aws_sdk_costexplorer::Client::from_conf(builder.build())),
+        organizations,
+    }
+}
+
+/// The integration's Cost Explorer client, counting its requests.
+pub async fn cost_explorer(integration: &Integration, metrics: &Arc<Metrics>) -> CostExplorer {
+    clients(integration, metrics).await.cost_explorer
 }
 
 /// A role session name STS accepts (`[\w+=,.@-]{2,64}`) naming the exporter and integration.

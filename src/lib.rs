@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod demo;
 pub mod exposition;
 pub mod metrics;
+pub mod organizations;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
@@ -100,14 +101,14 @@ impl Exporter {
                 cost_basis = %integration.cost_basis.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
                 "integration configured"
             );
-            let refresher = Refresher {
-                cost_explorer: credentials::cost_explorer(integration, &metrics).await,
-                integration: integration.clone(),
-                data_delay_days: config.data_delay_days,
-                store: store.clone(),
-                metrics: metrics.clone(),
-                clock: options.clock.clone(),
-            };
+            let refresher = Refresher::new(
+                integration.clone(),
+                credentials::clients(integration, &metrics).await,
+                config.data_delay_days,
+                store.clone(),
+                metrics.clone(),
+                options.clock.clone(),
+            );
             refreshers.push(tokio::spawn(refresher.run(shutdown.clone())));
         }
         let state = Arc::new(ServerState {

@@ -49,6 +49,13 @@ pub struct Metrics {
     refresh_last_success: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     refresh_duration: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     api_requests: Family<ApiRequestLabels, Counter>,
+    query_success: Family<QueryLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    integration: String,
+    query: String,
 }
 
 impl Default for Metrics {
@@ -96,8 +103,15 @@ impl Metrics {
             "AWS API requests made (each Cost Explorer request is billed 0.01 USD), by operation and outcome",
             api_requests.clone(),
         );
+        let query_success = Family::<QueryLabels, Gauge>::default();
+        registry.register(
+            "aws_cost_query_success",
+            "1 if the integration's last attempt at this part of a refresh (costs, tags, resources, forecast, organizations) succeeded, else 0",
+            query_success.clone(),
+        );
         Self {
             registry,
+            query_success,
             refresh_success,
             refresh_last_success,
             refresh_duration,
@@ -127,6 +141,16 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(finished_unix);
         }
+    }
+
+    /// Records whether one part of a refresh succeeded.
+    pub fn record_query(&self, integration: &str, query: &str, success: bool) {
+        self.query_success
+            .get_or_create(&QueryLabels {
+                integration: integration.to_string(),
+                query: query.to_string(),
+            })
+            .set(i64::from(success));
     }
 
     /// Counts one AWS request.

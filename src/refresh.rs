@@ -1,22 +1,34 @@
 //! The refresh scheduler: one task per integration, first at start-up, then every interval.
 //!
-//! A failed refresh keeps serving the integration's last good snapshot, sets
-//! `aws_cost_refresh_success` to 0, logs why, and is retried with exponential backoff (from
-//! [`RETRY_MIN`], never later than the regular interval). One integration never waits on another.
+//! A refresh first asks for the cost by account, service and charge type. Without those there
+//! is nothing to serve: the refresh fails and the integration keeps serving its last good
+//! snapshot. The optional queries (tags, resources, forecasts, Organizations) come next; when
+//! one fails, the others still refresh, the failed one keeps its last good data, and the refresh
+//! reports the failure. Failures set `aws_cost_refresh_success` to 0, are logged, and are
+//! retried with exponential backoff (from [`RETRY_MIN`], never later than the regular interval).
+//! One integration never waits on another.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Integration;
-use crate::cost_explorer::{CostExplorer, CostExplorerError};
+use crate::config::{CostBasis, Integration};
+use crate::cost_explorer::{
+    CostData, CostExplorerError, Dimension, ForecastValue, ResourceRow, TagRow,
+};
+use crate::credentials::Clients;
 use crate::metrics::Metrics;
-use crate::snapshot::{IntegrationSnapshot, Period, SnapshotStore};
+use crate::snapshot::{IntegrationSnapshot, Period, RefreshData, SnapshotStore};
 
 /// The first retry delay after a failed refresh.
 pub const RETRY_MIN: Duration = Duration::from_secs(60);
+/// How often the organization's account list is fetched again.
+pub const ORGANIZATIONS_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How far back AWS serves resource-level data.
+pub const RESOURCE_DAYS: u64 = 14;
 
 /// The wall clock, replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -26,43 +38,293 @@ pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
 }
 
-/// Everything one integration's refresh task needs.
-pub struct Refresher {
-    pub integration: Integration,
-    pub cost_explorer: CostExplorer,
-    pub data_delay_days: u32,
-    pub store: Arc<SnapshotStore>,
-    pub metrics: Arc<Metrics>,
-    pub clock: Clock,
-}
-
-/// The outcome of one successful refresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The outcome of one refresh that published a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshSummary {
     pub series: usize,
+    /// Cost Explorer and Organizations requests made (pages included).
     pub requests: u32,
 }
 
+/// Why a refresh did not fully succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The cost query failed: nothing new was published.
+    #[error(transparent)]
+    Costs(#[from] CostExplorerError),
+    /// Optional queries failed; a snapshot with everything else was published.
+    #[error("{}", .failures.join("; "))]
+    Partial {
+        failures: Vec<String>,
+        summary: RefreshSummary,
+    },
+}
+
+/// Everything one integration's refresh task needs.
+pub struct Refresher {
+    integration: Integration,
+    clients: Clients,
+    data_delay_days: u32,
+    store: Arc<SnapshotStore>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    /// The last data gathered, for parts whose next query fails.
+    last: Mutex<Option<Arc<RefreshData>>>,
+    /// When the organization's accounts were last fetched.
+    organizations_fetched: Mutex<Option<DateTime<Utc>>>,
+}
+
 impl Refresher {
-    /// Queries Cost Explorer and publishes a new snapshot.
-    pub async fn refresh_once(&self) -> Result<RefreshSummary, CostExplorerError> {
-        let today = (self.clock)().date_naive();
-        let period = Period::new(today, self.data_delay_days);
-        let bases = &self.integration.cost_basis;
-        let data = self
-            .cost_explorer
-            .daily_costs(period.query_start(), period.query_end(), bases)
-            .await?;
-        let snapshot = IntegrationSnapshot::build(&self.integration.name, &data, bases, period);
-        let summary = RefreshSummary {
-            series: snapshot.series_count(),
-            requests: data.requests,
-        };
-        self.store.publish(snapshot);
-        Ok(summary)
+    pub fn new(
+        integration: Integration,
+        clients: Clients,
+        data_delay_days: u32,
+        store: Arc<SnapshotStore>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            integration,
+            clients,
+            data_delay_days,
+            store,
+            metrics,
+            clock,
+            last: Mutex::new(None),
+            organizations_fetched: Mutex::new(None),
+        }
     }
 
-    /// One attempt, with its metrics and its log line. Returns whether it succeeded.
+    fn record(&self, query: &str, ok: bool) {
+        self.metrics.record_query(&self.integration.name, query, ok);
+    }
+
+    /// Queries AWS and publishes a new snapshot.
+    pub async fn refresh_once(&self) -> Result<RefreshSummary, RefreshError> {
+        let now = (self.clock)();
+        let period = Period::new(now.date_naive(), self.data_delay_days);
+        let bases = &self.integration.cost_basis;
+        let ce = &self.clients.cost_explorer;
+        let previous = lock(&self.last).clone().unwrap_or_default();
+
+        let costs = ce
+            .daily_costs(period.query_start(), period.query_end(), bases)
+            .await;
+        self.record("costs", costs.is_ok());
+        let costs = costs?;
+        let mut requests = costs.requests;
+        let mut failures = Vec::new();
+        let mut data = RefreshData {
+            costs,
+            ..RefreshData::default()
+        };
+
+        if !self.integration.tags.is_empty() {
+            match self.tags(period, &mut data.costs).await {
+                Ok((tags, pages)) => {
+                    requests += pages;
+                    data.tags = tags;
+                    self.record("tags", true);
+                }
+                Err(err) => {
+                    failures.push(err);
+                    data.tags = previous.tags.clone();
+                    self.record("tags", false);
+                }
+            }
+        }
+        if !self.integration.resources.is_empty() {
+            match self.resources(period, &data.costs).await {
+                Ok((rows, pages)) => {
+                    requests += pages;
+                    data.resources = rows;
+                    self.record("resources", true);
+                }
+                Err(err) => {
+                    failures.push(err);
+                    data.resources = previous.resources.clone();
+                    self.record("resources", false);
+                }
+            }
+        }
+        if self.integration.forecast {
+            match self.forecasts(period).await {
+                Ok((forecasts, budget_forecasts, count)) => {
+                    requests += count;
+                    data.forecasts = forecasts;
+                    data.budget_forecasts = budget_forecasts;
+                    self.record("forecast", true);
+                }
+                Err(err) => {
+                    failures.push(err);
+                    data.forecasts = previous.forecasts.clone();
+                    data.budget_forecasts = previous.budget_forecasts.clone();
+                    self.record("forecast", false);
+                }
+            }
+        }
+        if let Some(organizations) = &self.clients.organizations {
+            let fetched = *lock(&self.organizations_fetched);
+            let due = fetched.is_none_or(|at| now - at >= ORGANIZATIONS_INTERVAL);
+            data.organization_accounts = previous.organization_accounts.clone();
+            if due {
+                match organizations.accounts().await {
+                    Ok((accounts, pages)) => {
+                        requests += pages;
+                        data.organization_accounts = accounts;
+                        *lock(&self.organizations_fetched) = Some(now);
+                        self.record("organizations", true);
+                    }
+                    Err(err) => {
+                        failures.push(err.to_string());
+                        self.record("organizations", false);
+                    }
+                }
+            }
+        }
+
+        let snapshot = IntegrationSnapshot::build(&self.integration, &data, period);
+        let summary = RefreshSummary {
+            series: snapshot.series_count(),
+            requests,
+        };
+        self.store.publish(snapshot);
+        *lock(&self.last) = Some(Arc::new(data));
+        if failures.is_empty() {
+            Ok(summary)
+        } else {
+            Err(RefreshError::Partial { failures, summary })
+        }
+    }
+
+    /// One query per tag key over the refresh's period. Account names the tag queries learn
+    /// are added to `costs`.
+    async fn tags(
+        &self,
+        period: Period,
+        costs: &mut CostData,
+    ) -> Result<(Vec<(String, Vec<TagRow>)>, u32), String> {
+        let mut tags = Vec::with_capacity(self.integration.tags.len());
+        let mut pages = 0;
+        for key in &self.integration.tags {
+            let (rows, result) = self
+                .clients
+                .cost_explorer
+                .tag_costs(
+                    period.query_start(),
+                    period.query_end(),
+                    &self.integration.cost_basis,
+                    key,
+                )
+                .await
+                .map_err(|err| format!("tag {key:?}: {err}"))?;
+            pages += result.pages;
+            for (account, name) in result.attributes {
+                costs.account_names.entry(account).or_insert(name);
+            }
+            tags.push((key.clone(), rows));
+        }
+        Ok((tags, pages))
+    }
+
+    /// The data day's resource-level costs of each configured service that had cost that day.
+    async fn resources(
+        &self,
+        period: Period,
+        costs: &CostData,
+    ) -> Result<(Vec<ResourceRow>, u32), String> {
+        if period.data_day + Days::new(RESOURCE_DAYS) <= period.today {
+            return Err(format!(
+                "resource-level costs: AWS serves only the last {RESOURCE_DAYS} days; lower data_delay_days"
+            ));
+        }
+        let mut rows = Vec::new();
+        let mut pages = 0;
+        for service in &self.integration.resources {
+            let of_service = costs
+                .rows
+                .iter()
+                .filter(|r| r.day == period.data_day && &r.service == service);
+            let accounts: BTreeSet<String> =
+                of_service.clone().map(|r| r.account_id.clone()).collect();
+            let record_types: BTreeSet<String> =
+                of_service.map(|r| r.record_type.clone()).collect();
+            if accounts.is_empty() {
+                continue;
+            }
+            let (service_rows, service_pages) = self
+                .clients
+                .cost_explorer
+                .resource_costs(period.data_day, service, &accounts, &record_types, &self.integration.cost_basis)
+                .await
+                .map_err(|err| {
+                    format!(
+                        "resource-level costs of {service:?}: {err}. AWS serves them only when resource-level \
+                         data is enabled for the service in the management account (Billing and Cost Management \
+                         > Cost Management preferences > Cost Explorer > 'Resource-level data at daily \
+                         granularity', selecting the service), and only for the last {RESOURCE_DAYS} days"
+                    )
+                })?;
+            rows.extend(service_rows);
+            pages += service_pages;
+        }
+        Ok((rows, pages))
+    }
+
+    /// The rest-of-month forecast per cost basis and per filtered budget (none on the last day).
+    #[allow(clippy::type_complexity)]
+    async fn forecasts(
+        &self,
+        period: Period,
+    ) -> Result<
+        (
+            BTreeMap<CostBasis, Option<ForecastValue>>,
+            BTreeMap<String, Option<ForecastValue>>,
+            u32,
+        ),
+        String,
+    > {
+        let ce = &self.clients.cost_explorer;
+        let mut forecasts = BTreeMap::new();
+        let mut budgets = BTreeMap::new();
+        let mut requests = 0;
+        let filtered = self.integration.budgets.iter().filter(|b| b.is_filtered());
+        let Some((start, end)) = period.forecast_period() else {
+            for basis in &self.integration.cost_basis {
+                forecasts.insert(*basis, None);
+            }
+            for budget in filtered {
+                budgets.insert(budget.name.clone(), None);
+            }
+            return Ok((forecasts, budgets, 0));
+        };
+        for basis in &self.integration.cost_basis {
+            let forecast = ce
+                .forecast(start, end, *basis, &[])
+                .await
+                .map_err(|err| format!("forecast ({basis}): {err}"))?;
+            requests += 1;
+            forecasts.insert(*basis, Some(forecast));
+        }
+        for budget in filtered {
+            let mut filter = Vec::new();
+            if !budget.accounts.is_empty() {
+                filter.push((Dimension::LinkedAccount, budget.accounts.clone()));
+            }
+            if !budget.services.is_empty() {
+                filter.push((Dimension::Service, budget.services.clone()));
+            }
+            let forecast = ce
+                .forecast(start, end, budget.cost_basis, &filter)
+                .await
+                .map_err(|err| format!("forecast for budget {:?}: {err}", budget.name))?;
+            requests += 1;
+            budgets.insert(budget.name.clone(), Some(forecast));
+        }
+        Ok((forecasts, budgets, requests))
+    }
+
+    /// One attempt, with its metrics and its log line. Returns whether it fully succeeded.
     pub async fn attempt(&self) -> bool {
         let started = Instant::now();
         let result = self.refresh_once().await;
@@ -82,6 +344,18 @@ impl Refresher {
                     "refresh finished"
                 );
                 true
+            }
+            Err(RefreshError::Partial { failures, summary }) => {
+                tracing::warn!(
+                    integration = %name,
+                    outcome = "partial",
+                    duration_seconds = elapsed,
+                    series = summary.series,
+                    requests = summary.requests,
+                    error = %failures.join("; "),
+                    "refresh partly failed; the failed parts keep their last good data"
+                );
+                false
             }
             Err(err) => {
                 tracing::warn!(
@@ -112,6 +386,13 @@ impl Refresher {
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

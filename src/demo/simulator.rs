@@ -47,6 +47,21 @@ pub enum Behavior {
 struct AccountState {
     dataset: Arc<Dataset>,
     behavior: Behavior,
+    /// Whether resource-level data is enabled (an opt-in in Cost Explorer's preferences).
+    resources_enabled: bool,
+    /// Operations that fail with (code, message).
+    failures: HashMap<String, (String, String)>,
+}
+
+impl AccountState {
+    fn new(dataset: Dataset) -> Self {
+        Self {
+            dataset: Arc::new(dataset),
+            behavior: Behavior::Normal,
+            resources_enabled: false,
+            failures: HashMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -95,13 +110,7 @@ impl SimulatorBuilder {
     /// An account whose Cost Explorer serves `dataset` (a payer sees its members' rows).
     pub fn account(self, account_id: &str, dataset: Dataset) -> Self {
         if let Ok(mut accounts) = self.state.accounts.lock() {
-            accounts.insert(
-                account_id.to_string(),
-                AccountState {
-                    dataset: Arc::new(dataset),
-                    behavior: Behavior::Normal,
-                },
-            );
+            accounts.insert(account_id.to_string(), AccountState::new(dataset));
         }
         self
     }
@@ -109,6 +118,23 @@ impl SimulatorBuilder {
     /// Changes how an account answers Cost Explorer.
     pub fn behavior(self, account_id: &str, behavior: Behavior) -> Self {
         set_behavior(&self.state, account_id, behavior);
+        self
+    }
+
+    /// Enables resource-level data (GetCostAndUsageWithResources) for an account.
+    pub fn resource_level_data(self, account_id: &str) -> Self {
+        update_account(&self.state, account_id, |a| a.resources_enabled = true);
+        self
+    }
+
+    /// Makes one operation fail for an account with an AWS error code and message.
+    pub fn fail(self, account_id: &str, operation: &str, code: &str, message: &str) -> Self {
+        update_account(&self.state, account_id, |a| {
+            a.failures.insert(
+                operation.to_string(),
+                (code.to_string(), message.to_string()),
+            );
+        });
         self
     }
 
@@ -243,14 +269,16 @@ impl Simulator {
 }
 
 fn set_behavior(state: &State, account_id: &str, behavior: Behavior) {
+    update_account(state, account_id, |a| a.behavior = behavior);
+}
+
+fn update_account(state: &State, account_id: &str, update: impl FnOnce(&mut AccountState)) {
     if let Ok(mut accounts) = state.accounts.lock() {
-        accounts
-            .entry(account_id.to_string())
-            .or_insert_with(|| AccountState {
-                dataset: Arc::new(Dataset::default()),
-                behavior: Behavior::Normal,
-            })
-            .behavior = behavior;
+        update(
+            accounts
+                .entry(account_id.to_string())
+                .or_insert_with(|| AccountState::new(Dataset::default())),
+        );
     }
 }
 
@@ -300,7 +328,7 @@ async fn handle_request(state: &State, request: Request<Incoming>) -> Response<F
                 tokio::time::sleep(delay).await;
             }
             let operation = target.rsplit('.').next().unwrap_or_default().to_string();
-            let response = cost_explorer(state, &operation, &parts.headers, &access_key_id, &body);
+            let response = json_api(state, &operation, &parts.headers, &access_key_id, &body);
             (operation, response)
         }
         None => {
@@ -363,7 +391,8 @@ fn authenticate(
     })
 }
 
-fn cost_explorer(
+/// Cost Explorer and Organizations, both AWS JSON 1.1.
+fn json_api(
     state: &State,
     operation: &str,
     headers: &http::HeaderMap,
@@ -406,6 +435,9 @@ fn cost_explorer(
         }
         Behavior::Normal | Behavior::Currency(_) | Behavior::Hang(_) => {}
     }
+    if let Some((code, message)) = account.failures.get(operation) {
+        return json_error(StatusCode::BAD_REQUEST, code, message);
+    }
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(err) => {
@@ -421,7 +453,15 @@ fn cost_explorer(
         _ => "USD",
     };
     let result = match operation {
-        "GetCostAndUsage" => get_cost_and_usage(state, &account.dataset, &request, unit),
+        "GetCostAndUsage" => get_cost_and_usage(state, &account.dataset, &request, unit, false),
+        "GetCostAndUsageWithResources" if !account.resources_enabled => Err(validation(
+            "Resource-level data is not enabled for this account. Opt in from the Cost Explorer Settings page.",
+        )),
+        "GetCostAndUsageWithResources" => {
+            get_cost_and_usage(state, &account.dataset, &request, unit, true)
+        }
+        "GetCostForecast" => get_cost_forecast(&account.dataset, &request, unit),
+        "ListAccounts" => list_accounts(&caller.account_id, &account.dataset, &request),
         other => Err(validation(&format!("operation {other} is not simulated"))),
     };
     match result {
@@ -456,11 +496,13 @@ fn date_field(value: &Value, field: &str) -> Result<NaiveDate, ApiError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum GroupKey {
     Dimension(String),
+    Tag(String),
 }
 
 fn group_value(key: &GroupKey, row: &SimRow) -> String {
     match key {
         GroupKey::Dimension(d) => dimension_value(d, row).unwrap_or_default(),
+        GroupKey::Tag(k) => format!("{k}${}", row.tag(k).unwrap_or_default()),
     }
 }
 
@@ -469,6 +511,7 @@ fn dimension_value(dimension: &str, row: &SimRow) -> Option<String> {
         "LINKED_ACCOUNT" => row.account_id.clone(),
         "SERVICE" => row.service.clone(),
         "RECORD_TYPE" => row.record_type.clone(),
+        "RESOURCE_ID" => row.resource_id.clone().unwrap_or_default(),
         _ => return None,
     })
 }
@@ -570,6 +613,7 @@ fn get_cost_and_usage(
     dataset: &Dataset,
     request: &Value,
     unit: &str,
+    with_resources: bool,
 ) -> Result<Value, ApiError> {
     let period = request
         .get("TimePeriod")
@@ -580,6 +624,17 @@ fn get_cost_and_usage(
         return Err(validation(
             "Start date (inclusive) must be before End date (exclusive)",
         ));
+    }
+    if with_resources {
+        let today = dataset.today.unwrap_or(start);
+        if start < today - Days::new(13) {
+            return Err(validation(
+                "Resource-level data is available only for the last 14 days",
+            ));
+        }
+        if request.get("Filter").is_none() {
+            return Err(validation("GetCostAndUsageWithResources requires a Filter"));
+        }
     }
     let granularity = request
         .get("Granularity")
@@ -614,6 +669,10 @@ fn get_cost_and_usage(
                 "DIMENSION" if matches!(key, "LINKED_ACCOUNT" | "SERVICE" | "RECORD_TYPE") => {
                     group_keys.push(GroupKey::Dimension(key.to_string()));
                 }
+                "DIMENSION" if key == "RESOURCE_ID" && with_resources => {
+                    group_keys.push(GroupKey::Dimension(key.to_string()));
+                }
+                "TAG" if !key.is_empty() => group_keys.push(GroupKey::Tag(key.to_string())),
                 _ => {
                     return Err(validation(&format!(
                         "GroupBy {kind} {key} is not simulated"
@@ -737,7 +796,10 @@ fn get_cost_and_usage(
     flush(&mut current, &mut results);
     let group_definitions: Vec<Value> = group_keys
         .iter()
-        .map(|GroupKey::Dimension(d)| json!({"Type": "DIMENSION", "Key": d}))
+        .map(|key| match key {
+            GroupKey::Dimension(d) => json!({"Type": "DIMENSION", "Key": d}),
+            GroupKey::Tag(t) => json!({"Type": "TAG", "Key": t}),
+        })
         .collect();
     let attributes: Vec<Value> = accounts_seen
         .iter()
@@ -753,6 +815,113 @@ fn get_cost_and_usage(
     });
     if page_end < entries.len() {
         response["NextPageToken"] = Value::String(format!("{page_end}.{fingerprint}"));
+    }
+    Ok(response)
+}
+
+fn get_cost_forecast(dataset: &Dataset, request: &Value, unit: &str) -> Result<Value, ApiError> {
+    let period = request
+        .get("TimePeriod")
+        .ok_or_else(|| validation("TimePeriod is required"))?;
+    let start = date_field(period, "Start")?;
+    let end = date_field(period, "End")?;
+    let today = dataset.today.ok_or_else(|| validation("no data"))?;
+    if start < today {
+        return Err(validation(
+            "Start date must be equal to or later than the current date",
+        ));
+    }
+    if start >= end {
+        return Err(validation(
+            "Start date (inclusive) must be before End date (exclusive)",
+        ));
+    }
+    let metric = request
+        .get("Metric")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let basis = CostBasis::ALL
+        .into_iter()
+        .find(|b| b.forecast_metric() == metric)
+        .ok_or_else(|| validation(&format!("Metric {metric:?} is not supported")))?;
+    let granularity = request
+        .get("Granularity")
+        .and_then(Value::as_str)
+        .unwrap_or("MONTHLY");
+    let interval = request
+        .get("PredictionIntervalLevel")
+        .and_then(Value::as_i64)
+        .is_some();
+    let filter = request.get("Filter");
+    let keep = |row: &SimRow| filter.is_none_or(|f| matches(f, row).unwrap_or(false));
+    if let Some(f) = filter {
+        // Surface filter errors as AWS would.
+        if let Some(row) = dataset.rows.first() {
+            matches(f, row)?;
+        }
+    }
+    let mut total = 0i128;
+    let mut results = Vec::new();
+    for (from, to) in periods(start, end, granularity)? {
+        let (mean, lower, upper) = dataset.forecast_units(basis, from, to, keep);
+        total += mean;
+        let mut result = json!({
+            "TimePeriod": {"Start": from.format("%Y-%m-%d").to_string(), "End": to.format("%Y-%m-%d").to_string()},
+            "MeanValue": format_units(mean),
+        });
+        if interval {
+            result["PredictionIntervalLowerBound"] = Value::String(format_units(lower));
+            result["PredictionIntervalUpperBound"] = Value::String(format_units(upper));
+        }
+        results.push(result);
+    }
+    Ok(json!({
+        "Total": {"Amount": format_units(total), "Unit": unit},
+        "ForecastResultsByTime": results,
+    }))
+}
+
+/// Organizations' ListAccounts, for a management account: two accounts a page.
+fn list_accounts(caller: &str, dataset: &Dataset, request: &Value) -> Result<Value, ApiError> {
+    if dataset.accounts.len() < 2 || !dataset.accounts.contains_key(caller) {
+        return Err((
+            "AWSOrganizationsNotInUseException".into(),
+            "Your account is not a member of an organization.".into(),
+        ));
+    }
+    const PAGE: usize = 2;
+    let offset = match request.get("NextToken").and_then(Value::as_str) {
+        None => 0,
+        Some(token) => token
+            .strip_prefix("accounts-")
+            .and_then(|o| o.parse::<usize>().ok())
+            .ok_or_else(|| {
+                (
+                    "InvalidInputException".to_string(),
+                    "invalid NextToken".to_string(),
+                )
+            })?,
+    };
+    let accounts: Vec<Value> = dataset
+        .accounts
+        .iter()
+        .skip(offset)
+        .take(PAGE)
+        .map(|(id, name)| {
+            json!({
+                "Id": id,
+                "Arn": format!("arn:aws:organizations::{caller}:account/o-simulated/{id}"),
+                "Email": format!("aws+{id}@example.com"),
+                "Name": name,
+                "Status": "ACTIVE",
+                "JoinedMethod": if id == caller { "CREATED" } else { "INVITED" },
+                "JoinedTimestamp": 1.7e9,
+            })
+        })
+        .collect();
+    let mut response = json!({ "Accounts": accounts });
+    if offset + PAGE < dataset.accounts.len() {
+        response["NextToken"] = Value::String(format!("accounts-{}", offset + PAGE));
     }
     Ok(response)
 }
