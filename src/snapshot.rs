@@ -636,7 +636,7 @@ mod tests {
         i
     }
 
-    fn find<'a>(samples: &'a [Sample], labels: &[(&str, &str)]) -> Option<f64> {
+    fn find(samples: &[Sample], labels: &[(&str, &str)]) -> Option<f64> {
         samples
             .iter()
             .find(|s| labels.iter().all(|(k, v)| s.label(k) == *v))
