@@ -74,7 +74,7 @@ async fn tag_series_are_exact_and_sum_to_the_untagged_total() {
     let dataset = sim.dataset("111111111111").unwrap();
     let data_day = today - Days::new(1);
     let month_start = today.with_day(1).unwrap();
-        type InPeriod = Box<dyn Fn(NaiveDate) -> bool>;
+    type InPeriod = Box<dyn Fn(NaiveDate) -> bool>;
     let periods: [(&str, InPeriod); 2] = [
         ("aws_cost_tag_daily_usd", Box::new(move |d| d == data_day)),
         (

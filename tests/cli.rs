@@ -257,6 +257,54 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
     )
     .unwrap();
     assert!(payer_requests > 5.0, "the demo pages: {payer_requests}");
+    // Every feature is on show.
+    for metric in [
+        "aws_cost_tag_daily_usd",
+        "aws_cost_tag_month_to_date_usd",
+        "aws_cost_resource_daily_usd",
+        "aws_cost_month_forecast_usd",
+        "aws_cost_month_forecast_lower_usd",
+        "aws_cost_month_forecast_upper_usd",
+        "aws_cost_budget_usd",
+        "aws_cost_budget_month_to_date_usd",
+        "aws_cost_budget_month_forecast_usd",
+        "aws_cost_account_info",
+        "aws_cost_series",
+        "aws_cost_series_dropped",
+    ] {
+        assert!(
+            samples.iter().any(|s| s.name == metric),
+            "{metric} missing from the demo"
+        );
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.label("resource_id") == "__other__")
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_account_info",
+            &[("account_id", "666666666666")]
+        ),
+        Some(1.0),
+        "the idle member is named by Organizations"
+    );
+    for operation in [
+        "GetCostAndUsageWithResources",
+        "GetCostForecast",
+        "ListAccounts",
+        "AssumeRole",
+    ] {
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.name == "aws_cost_api_requests_total"
+                    && s.label("operation") == operation),
+            "{operation}"
+        );
+    }
     let landing = get(addr, "/").await.text();
 
     // SIGTERM: graceful shutdown, exit 0.

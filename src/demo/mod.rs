@@ -74,6 +74,7 @@ pub async fn start_simulator(today: NaiveDate) -> std::io::Result<Simulator> {
             "999999999999",
         )
         .role("222222222222", "CostExporter", Some("demo-external-id"))
+        .resource_level_data("111111111111")
         .page_size(DEMO_PAGE_SIZE)
         .start()
         .await
