@@ -449,7 +449,11 @@ impl IntegrationSnapshot {
                 });
             }
         }
-        let known: BTreeSet<&String> = names.keys().collect();
+        // Every account with a name or with cost.
+        let known: BTreeSet<&String> = names
+            .keys()
+            .chain(data.costs.rows.iter().map(|r| &r.account_id))
+            .collect();
         families[13] = known
             .into_iter()
             .map(|id| Sample {
@@ -748,9 +752,24 @@ mod tests {
             Some(6.0)
         );
         assert_eq!(
-            snap.samples(&ACCOUNT_INFO).len(),
-            1,
-            "only named accounts are known"
+            snap.samples(&ACCOUNT_INFO),
+            &[
+                Sample {
+                    labels: vec![
+                        ("account_id", "111111111111".into()),
+                        ("account_name", "Prod \"main\"".into())
+                    ],
+                    value: 1.0
+                },
+                Sample {
+                    labels: vec![
+                        ("account_id", "222222222222".into()),
+                        ("account_name", "222222222222".into())
+                    ],
+                    value: 1.0
+                },
+            ],
+            "named accounts and accounts with cost"
         );
 
         let store = SnapshotStore::new(vec!["payer".into()]);
@@ -920,6 +939,7 @@ mod tests {
                 MONTH_TO_DATE.name,
                 DATA_DAY.name,
                 ESTIMATED.name,
+                ACCOUNT_INFO.name,
                 SERIES.name,
                 SERIES_DROPPED.name
             ]

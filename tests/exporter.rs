@@ -440,14 +440,24 @@ async fn expiring_sessions_are_renewed() {
         e = sim.endpoint()
     );
     let exporter = start_exporter(parse_config(&yaml), today).await;
-    let samples = wait_for(exporter.local_addr(), "a second session", |s| {
-        value_of(
-            s,
-            "aws_cost_api_requests_total",
-            &[("operation", "AssumeRole"), ("outcome", "success")],
-        )
-        .is_some_and(|v| v >= 2.0)
-    })
+    let samples = wait_for(
+        exporter.local_addr(),
+        "a second session and a finished refresh",
+        |s| {
+            value_of(
+                s,
+                "aws_cost_refresh_success",
+                &[("integration", "workload")],
+            )
+            .is_some()
+                && value_of(
+                    s,
+                    "aws_cost_api_requests_total",
+                    &[("operation", "AssumeRole"), ("outcome", "success")],
+                )
+                .is_some_and(|v| v >= 2.0)
+        },
+    )
     .await;
     assert_eq!(
         value_of(
