@@ -235,6 +235,29 @@ pub struct ForecastValue {
 /// The prediction interval level asked of GetCostForecast, in percent.
 pub const PREDICTION_INTERVAL_LEVEL: i32 = 80;
 
+/// Requests one page of a daily cost query. `GetCostAndUsage` and
+/// `GetCostAndUsageWithResources` take the same parameters and return the same shapes, but
+/// through distinct SDK types.
+macro_rules! daily_page {
+    ($builder:expr, $operation:literal, $period:ident, $metrics:ident, $group_by:ident, $filter:ident, $token:ident) => {{
+        let request = $builder
+            .time_period($period.clone())
+            .granularity(Granularity::Daily)
+            .set_metrics(Some($metrics.clone()))
+            .set_group_by(Some($group_by.clone()))
+            .set_filter($filter.clone())
+            .set_next_page_token($token);
+        async move {
+            let out = request.send().await.map_err(|e| api_error($operation, e))?;
+            Ok(Page {
+                results: out.results_by_time.unwrap_or_default(),
+                attributes: out.dimension_value_attributes.unwrap_or_default(),
+                next: out.next_page_token,
+            })
+        }
+    }};
+}
+
 /// One page of a cost query.
 struct Page {
     results: Vec<ResultByTime>,
@@ -417,26 +440,15 @@ impl CostExplorer {
             ]);
             let result = self
                 .pages(bases, |token| {
-                    let request = self
-                        .client
-                        .get_cost_and_usage_with_resources()
-                        .time_period(period.clone())
-                        .granularity(Granularity::Daily)
-                        .set_metrics(Some(metrics.clone()))
-                        .set_group_by(Some(group_by.clone()))
-                        .set_filter(filter.clone())
-                        .set_next_page_token(token);
-                    async move {
-                        let out = request
-                            .send()
-                            .await
-                            .map_err(|e| api_error("GetCostAndUsageWithResources", e))?;
-                        Ok(Page {
-                            results: out.results_by_time.unwrap_or_default(),
-                            attributes: out.dimension_value_attributes.unwrap_or_default(),
-                            next: out.next_page_token,
-                        })
-                    }
+                    daily_page!(
+                        self.client.get_cost_and_usage_with_resources(),
+                        "GetCostAndUsageWithResources",
+                        period,
+                        metrics,
+                        group_by,
+                        filter,
+                        token
+                    )
                 })
                 .await?;
             pages += result.pages;
@@ -511,26 +523,15 @@ impl CostExplorer {
             query.group_by.iter().map(GroupKey::definition).collect();
         let filter = filter_expression(&query.filter);
         self.pages(bases, |token| {
-            let request = self
-                .client
-                .get_cost_and_usage()
-                .time_period(period.clone())
-                .granularity(Granularity::Daily)
-                .set_metrics(Some(metrics.clone()))
-                .set_group_by(Some(group_by.clone()))
-                .set_filter(filter.clone())
-                .set_next_page_token(token);
-            async move {
-                let out = request
-                    .send()
-                    .await
-                    .map_err(|e| api_error("GetCostAndUsage", e))?;
-                Ok(Page {
-                    results: out.results_by_time.unwrap_or_default(),
-                    attributes: out.dimension_value_attributes.unwrap_or_default(),
-                    next: out.next_page_token,
-                })
-            }
+            daily_page!(
+                self.client.get_cost_and_usage(),
+                "GetCostAndUsage",
+                period,
+                metrics,
+                group_by,
+                filter,
+                token
+            )
         })
         .await
     }

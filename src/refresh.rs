@@ -60,6 +60,12 @@ pub enum RefreshError {
     },
 }
 
+/// Rest-of-month forecasts per cost basis and per filtered budget.
+type Forecasts = (
+    BTreeMap<CostBasis, Option<ForecastValue>>,
+    BTreeMap<String, Option<ForecastValue>>,
+);
+
 /// Everything one integration's refresh task needs.
 pub struct Refresher {
     integration: Integration,
@@ -119,68 +125,45 @@ impl Refresher {
             ..RefreshData::default()
         };
 
+        let mut outcome = Outcome {
+            refresher: self,
+            requests: &mut requests,
+            failures: &mut failures,
+        };
         if !self.integration.tags.is_empty() {
-            match self.tags(period, &mut data.costs).await {
-                Ok((tags, pages)) => {
-                    requests += pages;
-                    data.tags = tags;
-                    self.record("tags", true);
-                }
-                Err(err) => {
-                    failures.push(err);
-                    data.tags = previous.tags.clone();
-                    self.record("tags", false);
-                }
-            }
+            let result = self.tags(period, &mut data.costs).await;
+            data.tags = outcome.settle("tags", result, || previous.tags.clone());
         }
         if !self.integration.resources.is_empty() {
-            match self.resources(period, &data.costs).await {
-                Ok((rows, pages)) => {
-                    requests += pages;
-                    data.resources = rows;
-                    self.record("resources", true);
-                }
-                Err(err) => {
-                    failures.push(err);
-                    data.resources = previous.resources.clone();
-                    self.record("resources", false);
-                }
-            }
+            let result = self.resources(period, &data.costs).await;
+            data.resources = outcome.settle("resources", result, || previous.resources.clone());
         }
         if self.integration.forecast {
-            match self.forecasts(period).await {
-                Ok((forecasts, budget_forecasts, count)) => {
-                    requests += count;
-                    data.forecasts = forecasts;
-                    data.budget_forecasts = budget_forecasts;
-                    self.record("forecast", true);
-                }
-                Err(err) => {
-                    failures.push(err);
-                    data.forecasts = previous.forecasts.clone();
-                    data.budget_forecasts = previous.budget_forecasts.clone();
-                    self.record("forecast", false);
-                }
-            }
+            let result = self.forecasts(period).await;
+            (data.forecasts, data.budget_forecasts) = outcome.settle("forecast", result, || {
+                (
+                    previous.forecasts.clone(),
+                    previous.budget_forecasts.clone(),
+                )
+            });
         }
         if let Some(organizations) = &self.clients.organizations {
             let fetched = *lock(&self.organizations_fetched);
-            let due = fetched.is_none_or(|at| now - at >= ORGANIZATIONS_INTERVAL);
-            data.organization_accounts = previous.organization_accounts.clone();
-            if due {
-                match organizations.accounts().await {
-                    Ok((accounts, pages)) => {
-                        requests += pages;
-                        data.organization_accounts = accounts;
+            data.organization_accounts =
+                if fetched.is_none_or(|at| now - at >= ORGANIZATIONS_INTERVAL) {
+                    let result = organizations
+                        .accounts()
+                        .await
+                        .map_err(|err| err.to_string());
+                    if result.is_ok() {
                         *lock(&self.organizations_fetched) = Some(now);
-                        self.record("organizations", true);
                     }
-                    Err(err) => {
-                        failures.push(err.to_string());
-                        self.record("organizations", false);
-                    }
-                }
-            }
+                    outcome.settle("organizations", result, || {
+                        previous.organization_accounts.clone()
+                    })
+                } else {
+                    previous.organization_accounts.clone()
+                };
         }
 
         let snapshot = IntegrationSnapshot::build(&self.integration, &data, period);
@@ -272,18 +255,7 @@ impl Refresher {
     }
 
     /// The rest-of-month forecast per cost basis and per filtered budget (none on the last day).
-    #[allow(clippy::type_complexity)]
-    async fn forecasts(
-        &self,
-        period: Period,
-    ) -> Result<
-        (
-            BTreeMap<CostBasis, Option<ForecastValue>>,
-            BTreeMap<String, Option<ForecastValue>>,
-            u32,
-        ),
-        String,
-    > {
+    async fn forecasts(&self, period: Period) -> Result<(Forecasts, u32), String> {
         let ce = &self.clients.cost_explorer;
         let mut forecasts = BTreeMap::new();
         let mut budgets = BTreeMap::new();
@@ -296,7 +268,7 @@ impl Refresher {
             for budget in filtered {
                 budgets.insert(budget.name.clone(), None);
             }
-            return Ok((forecasts, budgets, 0));
+            return Ok(((forecasts, budgets), 0));
         };
         for basis in &self.integration.cost_basis {
             let forecast = ce
@@ -321,7 +293,7 @@ impl Refresher {
             requests += 1;
             budgets.insert(budget.name.clone(), Some(forecast));
         }
-        Ok((forecasts, budgets, requests))
+        Ok(((forecasts, budgets), requests))
     }
 
     /// One attempt, with its metrics and its log line. Returns whether it fully succeeded.
@@ -384,6 +356,36 @@ impl Refresher {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Gathers the outcome of a refresh's optional parts.
+struct Outcome<'a> {
+    refresher: &'a Refresher,
+    requests: &'a mut u32,
+    failures: &'a mut Vec<String>,
+}
+
+impl Outcome<'_> {
+    /// A part's data and its requests on success; on failure, the reason noted and the last
+    /// good data. Records the part's success either way.
+    fn settle<T>(
+        &mut self,
+        query: &str,
+        result: Result<(T, u32), String>,
+        previous: impl FnOnce() -> T,
+    ) -> T {
+        self.refresher.record(query, result.is_ok());
+        match result {
+            Ok((value, requests)) => {
+                *self.requests += requests;
+                value
+            }
+            Err(err) => {
+                self.failures.push(err);
+                previous()
             }
         }
     }
