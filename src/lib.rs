@@ -15,13 +15,14 @@ pub mod refresh;
 pub mod server;
 pub mod snapshot;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Integration};
 use crate::metrics::Metrics;
 use crate::refresh::{Clock, Refresher};
 use crate::server::ServerState;
@@ -67,9 +68,28 @@ pub struct Exporter {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
-    refreshers: Vec<JoinHandle<()>>,
+    /// Running integrations by name.
+    integrations: BTreeMap<String, RunningIntegration>,
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+/// One integration's refresh task and the settings it runs with.
+struct RunningIntegration {
+    integration: Integration,
+    data_delay_days: u32,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
 }
 
 impl Exporter {
@@ -87,45 +107,104 @@ impl Exporter {
                     source,
                 })?;
         let metrics = Arc::new(Metrics::new());
-        let store = Arc::new(SnapshotStore::new(
-            config.integrations.iter().map(|i| i.name.clone()).collect(),
-        ));
+        let store = Arc::new(SnapshotStore::new(Vec::new()));
         let shutdown = CancellationToken::new();
-        let mut refreshers = Vec::with_capacity(config.integrations.len());
-        for integration in &config.integrations {
-            tracing::info!(
-                integration = %integration.name,
-                account_id = %integration.account_id,
-                credentials = %credentials::CredentialSource::for_integration(integration).describe(),
-                refresh_interval = %humantime::format_duration(integration.refresh_interval),
-                cost_basis = %integration.cost_basis.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
-                "integration configured"
-            );
-            let refresher = Refresher::new(
-                integration.clone(),
-                credentials::clients(integration, &metrics).await,
-                config.data_delay_days,
-                store.clone(),
-                metrics.clone(),
-                options.clock.clone(),
-            );
-            refreshers.push(tokio::spawn(refresher.run(shutdown.clone())));
-        }
         let state = Arc::new(ServerState {
             store: store.clone(),
             metrics: metrics.clone(),
             telemetry_path: options.telemetry_path.clone(),
         });
         let server = tokio::spawn(server::serve(listener, state, shutdown.clone()));
-        tracing::info!(address = %local_addr, telemetry_path = %options.telemetry_path, "listening");
-        Ok(Exporter {
+        let mut exporter = Exporter {
             local_addr,
             shutdown,
             server,
-            refreshers,
+            integrations: BTreeMap::new(),
             store,
             metrics,
-        })
+            clock: options.clock.clone(),
+        };
+        exporter.reload(config).await;
+        tracing::info!(address = %local_addr, telemetry_path = %options.telemetry_path, "listening");
+        Ok(exporter)
+    }
+
+    /// Applies a new configuration: integrations that are new or whose settings changed get a
+    /// fresh refresh task (a changed one keeps serving its last snapshot until the new task
+    /// publishes); removed ones stop and their series go; unchanged ones keep running untouched.
+    pub async fn reload(&mut self, config: Config) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let wanted: Vec<String> = config.integrations.iter().map(|i| i.name.clone()).collect();
+        let removed: Vec<String> = self
+            .integrations
+            .keys()
+            .filter(|name| !wanted.contains(name))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(running) = self.integrations.remove(&name) {
+                running.stop().await;
+            }
+            self.metrics.forget(&name);
+            tracing::info!(integration = %name, "integration removed");
+            summary.removed.push(name);
+        }
+        self.store.set_integrations(wanted);
+        for integration in config.integrations {
+            let name = integration.name.clone();
+            match self.integrations.remove(&name) {
+                Some(running)
+                    if running.integration == integration
+                        && running.data_delay_days == config.data_delay_days =>
+                {
+                    self.integrations.insert(name.clone(), running);
+                    summary.unchanged.push(name);
+                    continue;
+                }
+                Some(running) => {
+                    running.stop().await;
+                    summary.changed.push(name.clone());
+                }
+                None => summary.added.push(name.clone()),
+            }
+            let running = self.spawn(integration, config.data_delay_days).await;
+            self.integrations.insert(name, running);
+        }
+        let now = (self.clock)().timestamp_millis() as f64 / 1000.0;
+        self.metrics.record_config_load(true, now);
+        summary
+    }
+
+    /// Records a configuration that failed to load on reload (the running one stays).
+    pub fn reload_failed(&self) {
+        self.metrics.record_config_load(false, 0.0);
+    }
+
+    async fn spawn(&self, integration: Integration, data_delay_days: u32) -> RunningIntegration {
+        tracing::info!(
+            integration = %integration.name,
+            account_id = %integration.account_id,
+            credentials = %credentials::CredentialSource::for_integration(&integration).describe(),
+            refresh_interval = %humantime::format_duration(integration.refresh_interval),
+            cost_basis = %integration.cost_basis.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
+            "integration configured"
+        );
+        let refresher = Refresher::new(
+            integration.clone(),
+            credentials::clients(&integration, &self.metrics).await,
+            data_delay_days,
+            self.store.clone(),
+            self.metrics.clone(),
+            self.clock.clone(),
+        );
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(refresher.run(stop.clone()));
+        RunningIntegration {
+            integration,
+            data_delay_days,
+            stop,
+            task,
+        }
     }
 
     /// The address the server listens on.
@@ -144,16 +223,16 @@ impl Exporter {
     /// Stops the refresh tasks, stops accepting connections and lets in-flight scrapes finish.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        for task in self.refreshers {
-            let _ = task.await;
+        for running in self.integrations.into_values() {
+            running.stop().await;
         }
         let _ = self.server.await;
     }
+}
 
-    /// Runs until `signal` resolves, then shuts down gracefully.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
-        signal.await;
-        tracing::info!("shutting down");
-        self.shutdown().await;
+impl RunningIntegration {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
     }
 }

@@ -97,7 +97,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let simulator = demo::start_simulator(today)
             .await
             .context("starting the simulated Cost Explorer")?;
-        tracing::info!(endpoint = %simulator.endpoint(), "demo: simulated Cost Explorer and STS started");
+        tracing::info!(endpoint = %simulator.endpoint(), "demo: simulated Cost Explorer, STS and Organizations started");
         let config = demo::demo_config(&simulator.endpoint())?;
         _simulator = simulator;
         config
@@ -117,7 +117,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let exporter = Exporter::start(
+    let mut exporter = Exporter::start(
         config,
         ExporterOptions {
             listen_address: flags.listen_address.clone(),
@@ -126,8 +126,65 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         },
     )
     .await?;
-    exporter.run_until(shutdown_signal()).await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut hangup = Hangup::install();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => {
+                if flags.demo {
+                    tracing::warn!("SIGHUP ignored: --demo has no configuration file to reload");
+                    continue;
+                }
+                match config::load_file(&flags.config_file) {
+                    Ok(config) => {
+                        let summary = exporter.reload(config).await;
+                        tracing::info!(
+                            added = %summary.added.join(","),
+                            changed = %summary.changed.join(","),
+                            removed = %summary.removed.join(","),
+                            unchanged = %summary.unchanged.join(","),
+                            "configuration reloaded"
+                        );
+                    }
+                    Err(err) => {
+                        exporter.reload_failed();
+                        tracing::error!(error = %err, "configuration reload failed; keeping the running configuration");
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    exporter.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP, which asks for a configuration reload.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn install() -> Self {
+        Hangup {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Resolves on the next SIGHUP; never where there is none.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 fn main() -> ExitCode {

@@ -50,7 +50,12 @@ pub struct Metrics {
     refresh_duration: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     api_requests: Family<ApiRequestLabels, Counter>,
     query_success: Family<QueryLabels, Gauge>,
+    reload_success: Gauge,
+    reload_timestamp: Gauge<f64, AtomicU64>,
 }
+
+/// The parts of a refresh, as `aws_cost_query_success` names them.
+pub const QUERIES: [&str; 5] = ["costs", "tags", "resources", "forecast", "organizations"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueryLabels {
@@ -109,9 +114,24 @@ impl Metrics {
             "1 if the integration's last attempt at this part of a refresh (costs, tags, resources, forecast, organizations) succeeded, else 0",
             query_success.clone(),
         );
+        let reload_success = Gauge::default();
+        reload_success.set(1);
+        registry.register(
+            "aws_cost_config_last_reload_successful",
+            "1 if the last configuration reload (SIGHUP) succeeded, else 0",
+            reload_success.clone(),
+        );
+        let reload_timestamp = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "aws_cost_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load",
+            reload_timestamp.clone(),
+        );
         Self {
             registry,
             query_success,
+            reload_success,
+            reload_timestamp,
             refresh_success,
             refresh_last_success,
             refresh_duration,
@@ -151,6 +171,31 @@ impl Metrics {
                 query: query.to_string(),
             })
             .set(i64::from(success));
+    }
+
+    /// Records a configuration load (at start-up or on reload).
+    pub fn record_config_load(&self, success: bool, unix: f64) {
+        self.reload_success.set(i64::from(success));
+        if success {
+            self.reload_timestamp.set(unix);
+        }
+    }
+
+    /// Drops the per-integration gauges of an integration that a reload removed, so that no
+    /// stale `aws_cost_refresh_success` remains. Its request counters stay: they only grow.
+    pub fn forget(&self, integration: &str) {
+        let labels = IntegrationLabels {
+            integration: integration.to_string(),
+        };
+        self.refresh_success.remove(&labels);
+        self.refresh_last_success.remove(&labels);
+        self.refresh_duration.remove(&labels);
+        for query in QUERIES {
+            self.query_success.remove(&QueryLabels {
+                integration: integration.to_string(),
+                query: query.to_string(),
+            });
+        }
     }
 
     /// Counts one AWS request.

@@ -542,35 +542,62 @@ impl Rendered {
 /// The latest good snapshot of every integration. Refreshes publish; scrapes load.
 #[derive(Debug)]
 pub struct SnapshotStore {
+    /// Taken by refreshes and reloads only; scrapes never take it.
+    inner: Mutex<StoreInner>,
+    rendered: ArcSwap<Rendered>,
+}
+
+#[derive(Debug, Default)]
+struct StoreInner {
     /// Integration names in config order, which is exposition order.
     order: Vec<String>,
-    snapshots: Mutex<BTreeMap<String, Arc<IntegrationSnapshot>>>,
-    rendered: ArcSwap<Rendered>,
+    snapshots: BTreeMap<String, Arc<IntegrationSnapshot>>,
+}
+
+impl StoreInner {
+    fn render(&self) -> Rendered {
+        let ordered: Vec<&Arc<IntegrationSnapshot>> = self
+            .order
+            .iter()
+            .filter_map(|name| self.snapshots.get(name))
+            .collect();
+        render(&ordered)
+    }
 }
 
 impl SnapshotStore {
     pub fn new(order: Vec<String>) -> Self {
         Self {
-            order,
-            snapshots: Mutex::new(BTreeMap::new()),
+            inner: Mutex::new(StoreInner {
+                order,
+                snapshots: BTreeMap::new(),
+            }),
             rendered: ArcSwap::from_pointee(Rendered::default()),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, StoreInner> {
+        match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
     /// Replaces an integration's snapshot and re-renders the combined cost families.
     pub fn publish(&self, snapshot: IntegrationSnapshot) {
-        // The lock only orders concurrent publishers; scrapes never take it.
-        let mut snapshots = match self.snapshots.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        snapshots.insert(snapshot.integration.clone(), Arc::new(snapshot));
-        let ordered: Vec<&Arc<IntegrationSnapshot>> = self
-            .order
-            .iter()
-            .filter_map(|name| snapshots.get(name))
-            .collect();
-        self.rendered.store(Arc::new(render(&ordered)));
+        let mut inner = self.inner();
+        inner
+            .snapshots
+            .insert(snapshot.integration.clone(), Arc::new(snapshot));
+        self.rendered.store(Arc::new(inner.render()));
+    }
+
+    /// Sets the integrations (config order) after a reload, dropping the others' snapshots.
+    pub fn set_integrations(&self, order: Vec<String>) {
+        let mut inner = self.inner();
+        inner.snapshots.retain(|name, _| order.contains(name));
+        inner.order = order;
+        self.rendered.store(Arc::new(inner.render()));
     }
 
     /// The current rendering; a scrape clones an `Arc` and writes bytes.
@@ -580,10 +607,7 @@ impl SnapshotStore {
 
     /// The current snapshot of one integration.
     pub fn get(&self, integration: &str) -> Option<Arc<IntegrationSnapshot>> {
-        match self.snapshots.lock() {
-            Ok(guard) => guard.get(integration).cloned(),
-            Err(poisoned) => poisoned.into_inner().get(integration).cloned(),
-        }
+        self.inner().snapshots.get(integration).cloned()
     }
 }
 

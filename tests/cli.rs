@@ -354,3 +354,96 @@ async fn json_logs() {
     assert!(value["series"].as_u64().unwrap() > 10);
     assert!(value["duration_seconds"].as_f64().is_some());
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_configuration_file() {
+    let today = chrono::Utc::now().date_naive();
+    let sim = aws_cost_exporter::demo::Simulator::builder()
+        .account("111111111111", org_dataset(today, 3))
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .account("222222222222", single_dataset("222222222222", today, 5))
+        .access_key("AKIATESTSOLO00000001", "solo-secret", "222222222222")
+        .start()
+        .await
+        .unwrap();
+    let payer = format!(
+        "  - name: payer\n    account_id: \"111111111111\"\n    access_key_id: {}\n    secret_access_key: {}\n    endpoint_url: {}\n",
+        PAYER_KEY.0,
+        PAYER_KEY.1,
+        sim.endpoint()
+    );
+    let solo = format!(
+        "  - name: solo\n    account_id: \"222222222222\"\n    access_key_id: AKIATESTSOLO00000001\n    secret_access_key: solo-secret\n    endpoint_url: {}\n",
+        sim.endpoint()
+    );
+    let path = temp_file("reload", &format!("integrations:\n{payer}"));
+    let config = path.to_string_lossy().into_owned();
+    let mut exporter = Running::start(&[
+        "--config.file",
+        &config,
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ]);
+    let listening = exporter.wait_for_line(|l| l.contains("message=listening"));
+    let addr: SocketAddr = logfmt_value(&listening, "address")
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_for_refresh(addr, &["payer"]).await;
+    let hangup = |pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+
+    std::fs::write(&path, format!("integrations:\n{payer}{solo}")).unwrap();
+    hangup(exporter.child.id());
+    let line = exporter.wait_for_line(|l| l.contains("configuration reloaded"));
+    assert!(
+        line.contains("added=solo") && line.contains("unchanged=payer"),
+        "{line}"
+    );
+    let samples = wait_for_refresh(addr, &["payer", "solo"]).await;
+    assert_eq!(
+        value_of(&samples, "aws_cost_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+
+    // A broken file is refused; the running configuration stays.
+    std::fs::write(
+        &path,
+        "integrations:\n  - name: solo\n    account_id: \"1\"\n",
+    )
+    .unwrap();
+    hangup(exporter.child.id());
+    let line = exporter.wait_for_line(|l| l.contains("configuration reload failed"));
+    assert!(line.contains("line 3 column 17"), "{line}");
+    let samples = wait_for(addr, "the failed reload", |s| {
+        value_of(s, "aws_cost_config_last_reload_successful", &[]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_refresh_success",
+            &[("integration", "solo")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_refresh_success",
+            &[("integration", "payer")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        exporter.child.try_wait().unwrap().is_none(),
+        "still running"
+    );
+}

@@ -839,3 +839,120 @@ async fn telemetry_path_is_configurable() {
     .expect("a telemetry path that shadows a route is refused");
     assert!(err.to_string().contains("--web.telemetry-path"));
 }
+
+#[tokio::test]
+async fn reload_adds_changes_and_removes_integrations() {
+    let today = date(2026, 11, 23);
+    let sim = Simulator::builder()
+        .account("111111111111", org_dataset(today, 3))
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .account("222222222222", single_dataset("222222222222", today, 5))
+        .access_key("AKIATESTSOLO00000001", "solo-secret", "222222222222")
+        .account("666666666666", single_dataset("666666666666", today, 1))
+        .behavior("666666666666", Behavior::AccessDenied)
+        .access_key("AKIATESTDENIED000001", "denied-secret", "666666666666")
+        .start()
+        .await
+        .unwrap();
+    let entry = |name: &str, account: &str, key: &str, secret: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    account_id: \"{account}\"\n    access_key_id: {key}\n    secret_access_key: {secret}\n    endpoint_url: {}\n{extra}",
+            sim.endpoint()
+        )
+    };
+    let payer = entry("payer", "111111111111", PAYER_KEY.0, PAYER_KEY.1, "");
+    let denied = entry(
+        "denied",
+        "666666666666",
+        "AKIATESTDENIED000001",
+        "denied-secret",
+        "",
+    );
+    let solo = entry(
+        "solo",
+        "222222222222",
+        "AKIATESTSOLO00000001",
+        "solo-secret",
+        "",
+    );
+    let mut exporter = start_exporter(
+        parse_config(&format!("integrations:\n{payer}{denied}")),
+        today,
+    )
+    .await;
+    let addr = exporter.local_addr();
+    wait_for_refresh(addr, &["payer", "denied"]).await;
+    let payer_requests = || {
+        sim.requests()
+            .iter()
+            .filter(|r| r.access_key_id == PAYER_KEY.0)
+            .count()
+    };
+    let before = payer_requests();
+
+    let summary = exporter
+        .reload(parse_config(&format!("integrations:\n{solo}{payer}")))
+        .await;
+    assert_eq!(summary.added, vec!["solo"]);
+    assert_eq!(summary.removed, vec!["denied"]);
+    assert_eq!(summary.unchanged, vec!["payer"]);
+    assert!(summary.changed.is_empty());
+    let samples = wait_for_refresh(addr, &["solo"]).await;
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.label("integration") != "denied" || s.name == "aws_cost_api_requests_total"),
+        "no gauge of a removed integration remains"
+    );
+    assert_eq!(
+        payer_requests(),
+        before,
+        "an unchanged integration is not refreshed again"
+    );
+    // Exposition follows the new config order.
+    let text = get(addr, "/metrics").await.text();
+    assert!(
+        text.find("integration=\"solo\",account_id").unwrap()
+            < text.find("integration=\"payer\",account_id").unwrap()
+    );
+    assert_eq!(
+        value_of(&samples, "aws_cost_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+
+    let payer_amortized = entry(
+        "payer",
+        "111111111111",
+        PAYER_KEY.0,
+        PAYER_KEY.1,
+        "    cost_basis: [unblended, amortized]\n",
+    );
+    let summary = exporter
+        .reload(parse_config(&format!(
+            "integrations:\n{solo}{payer_amortized}"
+        )))
+        .await;
+    assert_eq!(summary.changed, vec!["payer"]);
+    assert_eq!(summary.unchanged, vec!["solo"]);
+    let samples = wait_for(addr, "amortized series", |s| {
+        s.iter()
+            .any(|s| s.label("integration") == "payer" && s.label("cost_basis") == "amortized")
+    })
+    .await;
+    let dataset = sim.dataset("111111111111").unwrap();
+    let sum: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.name == "aws_cost_daily_usd"
+                && s.label("integration") == "payer"
+                && s.label("cost_basis") == "amortized"
+        })
+        .map(|s| s.value)
+        .sum();
+    assert_close(
+        sum,
+        dataset.total(CostBasis::Amortized, |r| r.day == date(2026, 11, 22)),
+        "amortized after reload",
+    );
+    exporter.shutdown().await;
+}
