@@ -637,7 +637,7 @@ const INFRAWALLET_KEYS: KeyNames = KeyNames {
     assumed_role_name: "assumedRoleName",
     external_id: "externalId",
     access_key_id: "accessKeyId",
-    secret_access_key: "accessKeySecret",
+    secret_access_key: "secretAccessKey",
 };
 
 /// Validates one integration of either shape (InfraWallet's is converted to the native one);
@@ -932,24 +932,18 @@ fn parse_infrawallet(
     };
     let x = Expander { env };
     let mut converted = Vec::with_capacity(list.value.len());
-    let mut spelled_secret_access_key = Vec::with_capacity(list.value.len());
-    for (index, raw) in list.value.into_iter().enumerate() {
-        // InfraWallet has spelled the secret both ways; accept either, not both.
-        let secret = match (raw.access_key_secret, raw.secret_access_key) {
-            (Some(_), Some(second)) => {
-                return Err(ConfigError::new(
-                    Some(format!("{list_key}[{index}].secretAccessKey")),
-                    Some(second.referenced),
-                    "give the secret as accessKeySecret or secretAccessKey, not both",
-                ));
+    let mut spelled_deprecated = Vec::with_capacity(list.value.len());
+    for raw in list.value {
+        // InfraWallet reads `secretAccessKey`, and the deprecated `accessKeySecret` only when
+        // the former is absent; so does the exporter.
+        let secret = match (raw.secret_access_key, raw.access_key_secret) {
+            (Some(preferred), _) => {
+                spelled_deprecated.push(false);
+                Some(preferred)
             }
-            (Some(first), None) => {
-                spelled_secret_access_key.push(false);
-                Some(first)
-            }
-            (None, second) => {
-                spelled_secret_access_key.push(second.is_some());
-                second
+            (None, deprecated) => {
+                spelled_deprecated.push(deprecated.is_some());
+                deprecated
             }
         };
         converted.push(NativeIntegration {
@@ -974,15 +968,15 @@ fn parse_infrawallet(
             organizations_endpoint_url: None,
         });
     }
-    const SECRET_ACCESS_KEY_SPELLING: KeyNames = KeyNames {
-        secret_access_key: "secretAccessKey",
+    const DEPRECATED_SPELLING: KeyNames = KeyNames {
+        secret_access_key: "accessKeySecret",
         ..INFRAWALLET_KEYS
     };
     let integrations = validate_all(
         &converted,
         |index| {
-            if spelled_secret_access_key[index] {
-                &SECRET_ACCESS_KEY_SPELLING
+            if spelled_deprecated[index] {
+                &DEPRECATED_SPELLING
             } else {
                 &INFRAWALLET_KEYS
             }
@@ -1424,6 +1418,14 @@ backend:
             Some("backend.infraWallet.integrations.aws[1].accountId")
         );
         assert_eq!(e.position, Some((23, 22)));
+        // Both spellings of the secret: InfraWallet prefers secretAccessKey, and so do we.
+        let both = APP_CONFIG.replace(
+            "          accessKeySecret: ${AWS_SECRET}\n",
+            "          accessKeySecret: ${AWS_SECRET}\n          secretAccessKey: newer-secret\n",
+        );
+        let config = parse(&both).unwrap();
+        let keys = config.integrations[0].static_credentials.as_ref().unwrap();
+        assert_eq!(keys.secret_access_key.expose(), "newer-secret");
         let e = err("backend:\n  baseUrl: x\n");
         assert_eq!(
             e.message,
