@@ -141,9 +141,28 @@ fn payer_yaml(sim: &Simulator, extra: &str) -> String {
     )
 }
 
-async fn reconcile(today: NaiveDate) {
-    const PAGE: usize = 7;
-    let sim = org_simulator(today, PAGE).await;
+async fn reconcile(
+    today: NaiveDate,
+    accounts: &'static [(&'static str, &'static str)],
+    page: usize,
+) {
+    let dataset =
+        aws_cost_exporter::demo::Dataset::generate(&aws_cost_exporter::demo::DatasetSpec {
+            seed: 11,
+            accounts,
+            today,
+            history_days: 45,
+            estimated_days: 2,
+            scale: 1.0,
+            idle_accounts: &[],
+        });
+    let sim = Simulator::builder()
+        .account("111111111111", dataset)
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .page_size(page)
+        .start()
+        .await
+        .unwrap();
     let yaml = payer_yaml(
         &sim,
         "    cost_basis: [unblended, amortized, blended, net_unblended, net_amortized]\n",
@@ -224,7 +243,7 @@ async fn reconcile(today: NaiveDate) {
             for s in &series {
                 assert_eq!(s.label("integration"), "payer");
                 let account = s.label("account_id");
-                let name = ORG.iter().find(|(id, _)| *id == account).unwrap().1;
+                let name = accounts.iter().find(|(id, _)| *id == account).unwrap().1;
                 assert_eq!(s.label("account_name"), name);
                 let expected = dataset.total(basis, |r| {
                     in_period(r.day)
@@ -298,7 +317,7 @@ async fn reconcile(today: NaiveDate) {
     // The ungrouped checks above also hit the simulator: 2 periods x 5 bases.
     assert_eq!(counted as usize, exporter_requests - 10);
     let start = month_start.min(data_day);
-    let expected = expected_requests(&dataset, start, today + Days::new(1), PAGE);
+    let expected = expected_requests(&dataset, start, today + Days::new(1), page);
     assert_eq!(counted as u32, expected);
     assert!(
         expected > 10,
@@ -309,13 +328,34 @@ async fn reconcile(today: NaiveDate) {
 
 #[tokio::test]
 async fn series_reconcile_with_cost_explorer_mid_month() {
-    reconcile(date(2026, 11, 23)).await;
+    reconcile(date(2026, 11, 23), ORG, 7).await;
+}
+
+/// More accounts than record types: the plan splits on record type instead.
+const LARGE_ORG: &[(&str, &str)] = &[
+    ("111111111111", "Management"),
+    ("100000000001", "Team 1"),
+    ("100000000002", "Team 2"),
+    ("100000000003", "Team 3"),
+    ("100000000004", "Team 4"),
+    ("100000000005", "Team 5"),
+    ("100000000006", "Team 6"),
+    ("100000000007", "Team 7"),
+    ("100000000008", "Team 8"),
+    ("100000000009", "Team 9"),
+    ("100000000010", "Team 10"),
+    ("100000000011", "Team 11"),
+];
+
+#[tokio::test]
+async fn series_reconcile_when_the_plan_splits_on_record_type() {
+    reconcile(date(2026, 11, 23), LARGE_ORG, 150).await;
 }
 
 #[tokio::test]
 async fn series_reconcile_on_the_first_of_a_month() {
     // The daily gauge describes the last day of the previous month; month to date is one day.
-    reconcile(date(2026, 12, 1)).await;
+    reconcile(date(2026, 12, 1), ORG, 7).await;
 }
 
 #[tokio::test]
