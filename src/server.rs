@@ -218,20 +218,29 @@ fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-/// Parses a node_exporter-style listen address: `:10067` means every IPv4 interface.
-pub fn listen_address(text: &str) -> String {
+/// The addresses to try for a node_exporter-style listen address: `:10067` means every
+/// interface, IPv6 and IPv4 (`[::]`), or every IPv4 interface where IPv6 is unavailable.
+pub fn listen_addresses(text: &str) -> Vec<String> {
     if text.starts_with(':') {
-        format!("0.0.0.0{text}")
+        vec![format!("[::]{text}"), format!("0.0.0.0{text}")]
     } else {
-        text.to_string()
+        vec![text.to_string()]
     }
 }
 
-/// Binds the listener for `address` (see [`listen_address`]).
+/// Binds the listener for `address` (see [`listen_addresses`]).
 pub async fn bind(address: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(listen_address(address)).await?;
-    let local = listener.local_addr()?;
-    Ok((listener, local))
+    let mut last_error = None;
+    for candidate in listen_addresses(address) {
+        match TcpListener::bind(&candidate).await {
+            Ok(listener) => {
+                let local = listener.local_addr()?;
+                return Ok((listener, local));
+            }
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
 }
 
 #[cfg(test)]
@@ -278,8 +287,8 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(listen_address(":10067"), "0.0.0.0:10067");
-        assert_eq!(listen_address("127.0.0.1:0"), "127.0.0.1:0");
-        assert_eq!(listen_address("[::1]:10067"), "[::1]:10067");
+                assert_eq!(listen_addresses(":10067"), vec!["[::]:10067", "0.0.0.0:10067"]);
+        assert_eq!(listen_addresses("127.0.0.1:0"), vec!["127.0.0.1:0"]);
+        assert_eq!(listen_addresses("[::1]:10067"), vec!["[::1]:10067"]);
     }
 }
