@@ -286,8 +286,11 @@ mod tests {
     }
 
     #[test]
-    fn listen_addresses() {
-                assert_eq!(listen_addresses(":10067"), vec!["[::]:10067", "0.0.0.0:10067"]);
+    fn listen_address_forms() {
+        assert_eq!(
+            listen_addresses(":10067"),
+            vec!["[::]:10067", "0.0.0.0:10067"]
+        );
         assert_eq!(listen_addresses("127.0.0.1:0"), vec!["127.0.0.1:0"]);
         assert_eq!(listen_addresses("[::1]:10067"), vec!["[::1]:10067"]);
     }
