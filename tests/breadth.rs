@@ -119,12 +119,26 @@ async fn tag_series_are_exact_and_sum_to_the_untagged_total() {
         assert!(series.iter().all(|s| s.label("tag_value") != "__other__"));
     }
     // One query per tag key (and its pages) on top of the cost queries.
-    let tag_queries = sim
-        .requests()
+    let (start, end) = (month_start, today + Days::new(1));
+    let rows: Vec<&SimRow> = dataset
+        .rows
         .iter()
-        .filter(|r| r.operation == "GetCostAndUsage")
-        .count() as f64;
-    assert!(requests(&samples, "GetCostAndUsage").unwrap() == tag_queries);
+        .filter(|r| r.day >= start && r.day < end)
+        .collect();
+    let mut expected = expected_requests(&dataset, start, end, 60);
+    for key in ["team", "env"] {
+        expected += pages_for(
+            &rows,
+            start,
+            end,
+            |r| format!("{}|{}", r.account_id, r.tag(key).unwrap_or_default()),
+            60,
+        );
+    }
+    assert_eq!(
+        requests(&samples, "GetCostAndUsage"),
+        Some(f64::from(expected))
+    );
 }
 
 #[tokio::test]

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_cost_exporter::config::{self, Config};
+use std::collections::BTreeSet;
+
+use aws_cost_exporter::demo::dataset::SimRow;
 use aws_cost_exporter::demo::{Dataset, DatasetSpec, Simulator};
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use bytes::Bytes;
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{Days, NaiveDate, TimeZone, Utc};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -276,4 +279,80 @@ pub async fn org_simulator(today: NaiveDate, page_size: usize) -> Simulator {
         .start()
         .await
         .expect("simulator starts")
+}
+
+/// Pages of one simulated query: one entry per group, or per empty day.
+pub fn pages_for(
+    rows: &[&SimRow],
+    start: NaiveDate,
+    end: NaiveDate,
+    key: impl Fn(&SimRow) -> String,
+    page_size: usize,
+) -> u32 {
+    let mut entries = 0;
+    let mut day = start;
+    while day < end {
+        let groups: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.day == day)
+            .map(|r| key(r))
+            .collect();
+        entries += groups.len().max(1);
+        day = day + Days::new(1);
+    }
+    entries.div_ceil(page_size).max(1) as u32
+}
+
+/// The billed requests the query plan should make: discovery by account and record type, then
+/// one query per value of the smaller of the two, each paged.
+pub fn expected_requests(
+    dataset: &Dataset,
+    start: NaiveDate,
+    end: NaiveDate,
+    page_size: usize,
+) -> u32 {
+    let rows: Vec<&SimRow> = dataset
+        .rows
+        .iter()
+        .filter(|r| r.day >= start && r.day < end)
+        .collect();
+    let mut total = pages_for(
+        &rows,
+        start,
+        end,
+        |r| format!("{}|{}", r.account_id, r.record_type),
+        page_size,
+    );
+    let accounts: BTreeSet<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
+    let record_types: BTreeSet<&str> = rows.iter().map(|r| r.record_type.as_str()).collect();
+    // Split on the smaller dimension; each query groups by the other two.
+    let split_on_accounts = accounts.len() <= record_types.len();
+    let values = if split_on_accounts {
+        accounts
+    } else {
+        record_types
+    };
+    for value in values {
+        let subset: Vec<&SimRow> = rows
+            .iter()
+            .copied()
+            .filter(|r| {
+                value
+                    == if split_on_accounts {
+                        &r.account_id
+                    } else {
+                        &r.record_type
+                    }
+            })
+            .collect();
+        let key = |r: &SimRow| {
+            if split_on_accounts {
+                format!("{}|{}", r.service, r.record_type)
+            } else {
+                format!("{}|{}", r.account_id, r.service)
+            }
+        };
+        total += pages_for(&subset, start, end, key, page_size);
+    }
+    total
 }
