@@ -924,3 +924,60 @@ async fn reload_adds_changes_and_removes_integrations() {
     );
     exporter.shutdown().await;
 }
+
+#[tokio::test]
+async fn throttling_is_retried_and_counted() {
+    let today = date(2026, 11, 23);
+    let sim = Simulator::builder()
+        .account("111111111111", org_dataset(today, 3))
+        .behavior("111111111111", Behavior::Throttled(2))
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .start()
+        .await
+        .unwrap();
+    let exporter = start_exporter(
+        parse_config(&payer_yaml(&sim, "    forecast: false\n")),
+        today,
+    )
+    .await;
+    let samples = wait_for_refresh(exporter.local_addr(), &["payer"]).await;
+    // The SDK retries LimitExceededException; the refresh succeeds with exact data.
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_refresh_success",
+            &[("integration", "payer")]
+        ),
+        Some(1.0)
+    );
+    let count = |outcome: &str| {
+        value_of(
+            &samples,
+            "aws_cost_api_requests_total",
+            &[("operation", "GetCostAndUsage"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        count("client_error"),
+        Some(2.0),
+        "both throttled attempts are counted"
+    );
+    let log = sim.requests();
+    assert_eq!(log.iter().filter(|r| r.status == 400).count(), 2);
+    assert_eq!(
+        count("success"),
+        Some(log.iter().filter(|r| r.status == 200).count() as f64)
+    );
+    let dataset = sim.dataset("111111111111").unwrap();
+    let sum: f64 = samples
+        .iter()
+        .filter(|s| s.name == "aws_cost_daily_usd")
+        .map(|s| s.value)
+        .sum();
+    assert_close(
+        sum,
+        dataset.total(CostBasis::Unblended, |r| r.day == date(2026, 11, 22)),
+        "daily after throttling",
+    );
+    exporter.shutdown().await;
+}

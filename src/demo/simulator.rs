@@ -35,8 +35,8 @@ pub enum Behavior {
     Normal,
     /// `AccessDeniedException` on every Cost Explorer call.
     AccessDenied,
-    /// `LimitExceededException` (throttling) on every Cost Explorer call.
-    Throttled,
+    /// `LimitExceededException` (throttling) on the next this many calls, then normal.
+    Throttled(usize),
     /// Amounts in another currency.
     Currency(String),
     /// Answers normally, but only after this long.
@@ -403,6 +403,25 @@ fn json_api(
         Ok(caller) => caller,
         Err((code, message)) => return json_error(StatusCode::BAD_REQUEST, &code, &message),
     };
+    let throttled = state.accounts.lock().ok().is_some_and(|mut accounts| {
+        match accounts
+            .get_mut(&caller.account_id)
+            .map(|a| &mut a.behavior)
+        {
+            Some(Behavior::Throttled(remaining)) if *remaining > 0 => {
+                *remaining -= 1;
+                true
+            }
+            _ => false,
+        }
+    });
+    if throttled {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "LimitExceededException",
+            "Rate exceeded",
+        );
+    }
     let account = state
         .accounts
         .lock()
@@ -426,14 +445,7 @@ fn json_api(
                 &format!("User is not authorized to perform: ce:{operation}"),
             );
         }
-        Behavior::Throttled => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "LimitExceededException",
-                "Rate exceeded",
-            );
-        }
-        Behavior::Normal | Behavior::Currency(_) | Behavior::Hang(_) => {}
+        Behavior::Normal | Behavior::Currency(_) | Behavior::Hang(_) | Behavior::Throttled(_) => {}
     }
     if let Some((code, message)) = account.failures.get(operation) {
         return json_error(StatusCode::BAD_REQUEST, code, message);
