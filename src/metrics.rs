@@ -1,8 +1,9 @@
 //! The exporter's own metrics, registered in one place with prometheus-client, and the
 //! AWS SDK interceptor that counts every Cost Explorer and STS request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -52,6 +53,8 @@ pub struct Metrics {
     query_success: Family<QueryLabels, Gauge>,
     reload_success: Gauge,
     reload_timestamp: Gauge<f64, AtomicU64>,
+    /// Request attempts per integration, for the refresh log line.
+    request_totals: Mutex<HashMap<String, u64>>,
 }
 
 /// The parts of a refresh, as `aws_cost_query_success` names them.
@@ -132,6 +135,7 @@ impl Metrics {
             query_success,
             reload_success,
             reload_timestamp,
+            request_totals: Mutex::new(HashMap::new()),
             refresh_success,
             refresh_last_success,
             refresh_duration,
@@ -207,17 +211,20 @@ impl Metrics {
                 outcome: outcome.as_str().to_string(),
             })
             .inc();
+        let mut totals = match self.request_totals.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *totals.entry(integration.to_string()).or_default() += 1;
     }
 
-    /// The requests counted so far for one integration, operation and outcome.
-    pub fn api_requests(&self, integration: &str, operation: &str, outcome: Outcome) -> u64 {
-        self.api_requests
-            .get_or_create(&ApiRequestLabels {
-                integration: integration.to_string(),
-                operation: operation.to_string(),
-                outcome: outcome.as_str().to_string(),
-            })
-            .get()
+    /// Every request attempt counted so far for one integration, all operations and outcomes.
+    pub fn requests_made(&self, integration: &str) -> u64 {
+        let totals = match self.request_totals.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        totals.get(integration).copied().unwrap_or_default()
     }
 
     /// Encodes the metrics in `format`, without OpenMetrics' closing `# EOF`.

@@ -42,8 +42,6 @@ pub fn system_clock() -> Clock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshSummary {
     pub series: usize,
-    /// Cost Explorer and Organizations requests made (pages included).
-    pub requests: u32,
 }
 
 /// Why a refresh did not fully succeed.
@@ -118,7 +116,7 @@ impl Refresher {
             .await;
         self.record("costs", costs.is_ok());
         let costs = costs?;
-        let mut requests = costs.requests;
+
         let mut failures = Vec::new();
         let mut data = RefreshData {
             costs,
@@ -127,7 +125,7 @@ impl Refresher {
 
         let mut outcome = Outcome {
             refresher: self,
-            requests: &mut requests,
+
             failures: &mut failures,
         };
         if !self.integration.tags.is_empty() {
@@ -154,6 +152,7 @@ impl Refresher {
                     let result = organizations
                         .accounts()
                         .await
+                        .map(|(accounts, _pages)| accounts)
                         .map_err(|err| err.to_string());
                     if result.is_ok() {
                         *lock(&self.organizations_fetched) = Some(now);
@@ -169,7 +168,6 @@ impl Refresher {
         let snapshot = IntegrationSnapshot::build(&self.integration, &data, period);
         let summary = RefreshSummary {
             series: snapshot.series_count(),
-            requests,
         };
         self.store.publish(snapshot);
         *lock(&self.last) = Some(Arc::new(data));
@@ -186,9 +184,8 @@ impl Refresher {
         &self,
         period: Period,
         costs: &mut CostData,
-    ) -> Result<(Vec<(String, Vec<TagRow>)>, u32), String> {
+    ) -> Result<Vec<(String, Vec<TagRow>)>, String> {
         let mut tags = Vec::with_capacity(self.integration.tags.len());
-        let mut pages = 0;
         for key in &self.integration.tags {
             let (rows, result) = self
                 .clients
@@ -201,13 +198,12 @@ impl Refresher {
                 )
                 .await
                 .map_err(|err| format!("tag {key:?}: {err}"))?;
-            pages += result.pages;
             for (account, name) in result.attributes {
                 costs.account_names.entry(account).or_insert(name);
             }
             tags.push((key.clone(), rows));
         }
-        Ok((tags, pages))
+        Ok(tags)
     }
 
     /// The data day's resource-level costs of each configured service that had cost that day.
@@ -215,14 +211,13 @@ impl Refresher {
         &self,
         period: Period,
         costs: &CostData,
-    ) -> Result<(Vec<ResourceRow>, u32), String> {
+    ) -> Result<Vec<ResourceRow>, String> {
         if period.data_day + Days::new(RESOURCE_DAYS) <= period.today {
             return Err(format!(
                 "resource-level costs: AWS serves only the last {RESOURCE_DAYS} days; lower data_delay_days"
             ));
         }
         let mut rows = Vec::new();
-        let mut pages = 0;
         for service in &self.integration.resources {
             let of_service = costs
                 .rows
@@ -235,7 +230,7 @@ impl Refresher {
             if accounts.is_empty() {
                 continue;
             }
-            let (service_rows, service_pages) = self
+            let (service_rows, _pages) = self
                 .clients
                 .cost_explorer
                 .resource_costs(period.data_day, service, &accounts, &record_types, &self.integration.cost_basis)
@@ -249,17 +244,15 @@ impl Refresher {
                     )
                 })?;
             rows.extend(service_rows);
-            pages += service_pages;
         }
-        Ok((rows, pages))
+        Ok(rows)
     }
 
     /// The rest-of-month forecast per cost basis and per filtered budget (none on the last day).
-    async fn forecasts(&self, period: Period) -> Result<(Forecasts, u32), String> {
+    async fn forecasts(&self, period: Period) -> Result<Forecasts, String> {
         let ce = &self.clients.cost_explorer;
         let mut forecasts = BTreeMap::new();
         let mut budgets = BTreeMap::new();
-        let mut requests = 0;
         let filtered = self.integration.budgets.iter().filter(|b| b.is_filtered());
         let Some((start, end)) = period.forecast_period() else {
             for basis in &self.integration.cost_basis {
@@ -268,14 +261,13 @@ impl Refresher {
             for budget in filtered {
                 budgets.insert(budget.name.clone(), None);
             }
-            return Ok(((forecasts, budgets), 0));
+            return Ok((forecasts, budgets));
         };
         for basis in &self.integration.cost_basis {
             let forecast = ce
                 .forecast(start, end, *basis, &[])
                 .await
                 .map_err(|err| format!("forecast ({basis}): {err}"))?;
-            requests += 1;
             forecasts.insert(*basis, Some(forecast));
         }
         for budget in filtered {
@@ -290,19 +282,24 @@ impl Refresher {
                 .forecast(start, end, budget.cost_basis, &filter)
                 .await
                 .map_err(|err| format!("forecast for budget {:?}: {err}", budget.name))?;
-            requests += 1;
             budgets.insert(budget.name.clone(), Some(forecast));
         }
-        Ok(((forecasts, budgets), requests))
+        Ok((forecasts, budgets))
     }
 
     /// One attempt, with its metrics and its log line. Returns whether it fully succeeded.
     pub async fn attempt(&self) -> bool {
+        let name = &self.integration.name;
+        let requests_before = self.metrics.requests_made(name);
         let started = Instant::now();
         let result = self.refresh_once().await;
         let elapsed = started.elapsed().as_secs_f64();
         let finished = (self.clock)().timestamp_millis() as f64 / 1000.0;
-        let name = &self.integration.name;
+        // Every AWS request attempt of this refresh: pages, forecasts, STS, retries.
+        let requests = self
+            .metrics
+            .requests_made(name)
+            .saturating_sub(requests_before);
         self.metrics
             .record_refresh(name, result.is_ok(), elapsed, finished);
         match result {
@@ -312,7 +309,7 @@ impl Refresher {
                     outcome = "success",
                     duration_seconds = elapsed,
                     series = summary.series,
-                    requests = summary.requests,
+                    requests,
                     "refresh finished"
                 );
                 true
@@ -323,7 +320,7 @@ impl Refresher {
                     outcome = "partial",
                     duration_seconds = elapsed,
                     series = summary.series,
-                    requests = summary.requests,
+                    requests,
                     error = %failures.join("; "),
                     "refresh partly failed; the failed parts keep their last good data"
                 );
@@ -332,8 +329,9 @@ impl Refresher {
             Err(err) => {
                 tracing::warn!(
                     integration = %name,
-                    outcome = "failure",
+                                        outcome = "failure",
                     duration_seconds = elapsed,
+                    requests,
                     error = %err,
                     "refresh failed; serving the last good data"
                 );
@@ -364,25 +362,21 @@ impl Refresher {
 /// Gathers the outcome of a refresh's optional parts.
 struct Outcome<'a> {
     refresher: &'a Refresher,
-    requests: &'a mut u32,
     failures: &'a mut Vec<String>,
 }
 
 impl Outcome<'_> {
-    /// A part's data and its requests on success; on failure, the reason noted and the last
-    /// good data. Records the part's success either way.
+    /// A part's data on success; on failure, the reason noted and the last good data.
+    /// Records the part's success either way.
     fn settle<T>(
         &mut self,
         query: &str,
-        result: Result<(T, u32), String>,
+        result: Result<T, String>,
         previous: impl FnOnce() -> T,
     ) -> T {
         self.refresher.record(query, result.is_ok());
         match result {
-            Ok((value, requests)) => {
-                *self.requests += requests;
-                value
-            }
+            Ok(value) => value,
             Err(err) => {
                 self.failures.push(err);
                 previous()

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -339,7 +340,7 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
 }
 
 #[tokio::test]
-async fn json_logs() {
+async fn json_logs_count_every_request_of_a_refresh() {
     let mut demo = Running::start(&[
         "--demo",
         "--web.listen-address",
@@ -347,12 +348,33 @@ async fn json_logs() {
         "--log.format",
         "json",
     ]);
-    let line = demo.wait_for_line(|l| l.contains("refresh finished"));
-    let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-    assert_eq!(value["outcome"], "success");
-    assert!(value["requests"].as_u64().unwrap() >= 2);
-    assert!(value["series"].as_u64().unwrap() > 10);
-    assert!(value["duration_seconds"].as_f64().is_some());
+    let parse =
+        |line: &str| -> serde_json::Value { serde_json::from_str(line).expect("a JSON log line") };
+    let listening = parse(&demo.wait_for_line(|l| l.contains("\"listening\"")));
+    let addr: SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
+    let mut refreshes = BTreeMap::new();
+    while refreshes.len() < 2 {
+        let line = parse(&demo.wait_for_line(|l| l.contains("refresh finished")));
+        assert_eq!(line["outcome"], "success");
+        assert!(line["series"].as_u64().unwrap() > 10);
+        assert!(line["duration_seconds"].as_f64().is_some());
+        refreshes.insert(
+            line["integration"].as_str().unwrap().to_string(),
+            line["requests"].as_u64().unwrap(),
+        );
+    }
+    // The log line's requests are every request the refresh made, as the counter has them.
+    let samples = parse_exposition(&get(addr, "/metrics").await.text());
+    for (integration, logged) in refreshes {
+        let counted: f64 = samples
+            .iter()
+            .filter(|s| {
+                s.name == "aws_cost_api_requests_total" && s.label("integration") == integration
+            })
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(logged as f64, counted, "{integration}");
+    }
 }
 
 #[tokio::test]
