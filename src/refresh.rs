@@ -117,16 +117,13 @@ impl Refresher {
         self.record("costs", costs.is_ok());
         let costs = costs?;
 
-        let mut failures = Vec::new();
         let mut data = RefreshData {
             costs,
             ..RefreshData::default()
         };
-
         let mut outcome = Outcome {
             refresher: self,
-
-            failures: &mut failures,
+            failures: Vec::new(),
         };
         if !self.integration.tags.is_empty() {
             let result = self.tags(period, &mut data.costs).await;
@@ -171,6 +168,7 @@ impl Refresher {
         };
         self.store.publish(snapshot);
         *lock(&self.last) = Some(Arc::new(data));
+        let failures = outcome.failures;
         if failures.is_empty() {
             Ok(summary)
         } else {
@@ -362,7 +360,7 @@ impl Refresher {
 /// Gathers the outcome of a refresh's optional parts.
 struct Outcome<'a> {
     refresher: &'a Refresher,
-    failures: &'a mut Vec<String>,
+    failures: Vec<String>,
 }
 
 impl Outcome<'_> {
