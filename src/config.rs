@@ -129,6 +129,24 @@ impl Integration {
         }
     }
 
+    /// The parts of a refresh this integration runs, as `aws_cost_query_success` names them.
+    pub fn queries(&self) -> Vec<&'static str> {
+        let mut queries = vec!["costs"];
+        if !self.tags.is_empty() {
+            queries.push("tags");
+        }
+        if !self.resources.is_empty() {
+            queries.push("resources");
+        }
+        if self.forecast {
+            queries.push("forecast");
+        }
+        if self.organizations {
+            queries.push("organizations");
+        }
+        queries
+    }
+
     /// The ARN of the role to assume, when one is configured.
     pub fn role_arn(&self) -> Option<String> {
         self.assumed_role_name

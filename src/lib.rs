@@ -163,6 +163,10 @@ impl Exporter {
                 }
                 Some(running) => {
                     running.stop().await;
+                    let queries = integration.queries();
+                    for query in metrics::QUERIES.iter().filter(|q| !queries.contains(q)) {
+                        self.metrics.forget_query(&name, query);
+                    }
                     summary.changed.push(name.clone());
                 }
                 None => summary.added.push(name.clone()),

@@ -195,11 +195,16 @@ impl Metrics {
         self.refresh_last_success.remove(&labels);
         self.refresh_duration.remove(&labels);
         for query in QUERIES {
-            self.query_success.remove(&QueryLabels {
-                integration: integration.to_string(),
-                query: query.to_string(),
-            });
+            self.forget_query(integration, query);
         }
+    }
+
+    /// Drops `aws_cost_query_success` for a part of the refresh a reload turned off.
+    pub fn forget_query(&self, integration: &str, query: &str) {
+        self.query_success.remove(&QueryLabels {
+            integration: integration.to_string(),
+            query: query.to_string(),
+        });
     }
 
     /// Counts one AWS request.

@@ -893,7 +893,7 @@ async fn reload_adds_changes_and_removes_integrations() {
         "111111111111",
         PAYER_KEY.0,
         PAYER_KEY.1,
-        "    cost_basis: [unblended, amortized]\n",
+        "    cost_basis: [unblended, amortized]\n    forecast: false\n",
     );
     let summary = exporter
         .reload(parse_config(&format!(
@@ -921,6 +921,23 @@ async fn reload_adds_changes_and_removes_integrations() {
         sum,
         dataset.total(CostBasis::Amortized, |r| r.day == date(2026, 11, 22)),
         "amortized after reload",
+    );
+    // The part the reload turned off no longer reports.
+    let query = |q: &str| {
+        value_of(
+            &samples,
+            "aws_cost_query_success",
+            &[("integration", "payer"), ("query", q)],
+        )
+    };
+    assert_eq!((query("costs"), query("forecast")), (Some(1.0), None));
+    assert_eq!(
+        value_of(
+            &samples,
+            "aws_cost_query_success",
+            &[("integration", "solo"), ("query", "forecast")]
+        ),
+        Some(1.0)
     );
     exporter.shutdown().await;
 }
