@@ -72,7 +72,7 @@ pub struct Refresher {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     clock: Clock,
-    /// The last data gathered, for parts whose next query fails.
+    /// The optional parts of the last refresh, for parts whose next query fails.
     last: Mutex<Option<Arc<RefreshData>>>,
     /// When the organization's accounts were last fetched.
     organizations_fetched: Mutex<Option<DateTime<Utc>>>,
@@ -167,7 +167,12 @@ impl Refresher {
             series: snapshot.series_count(),
         };
         self.store.publish(snapshot);
-        *lock(&self.last) = Some(Arc::new(data));
+        // Keep the optional parts for the next refresh to fall back on; the cost rows are
+        // never reused, so they are not kept.
+        *lock(&self.last) = Some(Arc::new(RefreshData {
+            costs: CostData::default(),
+            ..data
+        }));
         let failures = outcome.failures;
         if failures.is_empty() {
             Ok(summary)
