@@ -270,14 +270,7 @@ async fn resource_series_are_exact_and_fold_into_other() {
     let sim = simulator(today, true).await;
     let extra = format!("    resources: [\"{EC2}\", \"{RDS}\"]\n    max_resource_series: 10\n");
     let samples = scrape_once(&sim, &extra, today).await;
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "payer")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
     let dataset = sim.dataset("111111111111").unwrap();
     let series = of(&samples, "aws_cost_resource_daily_usd");
     let unblended = resource_totals(&dataset, data_day, CostBasis::Unblended);
@@ -470,14 +463,7 @@ async fn forecasts_and_budgets_are_exact() {
         "    budgets:\n      - name: prod-ec2\n        monthly_usd: 9000\n        accounts: [\"333333333333\"]\n        services: [\"{EC2}\"]\n      - name: total\n        monthly_usd: 120000\n        cost_basis: amortized\n      - name: data\n        monthly_usd: 5000\n        accounts: [\"444444444444\", \"555555555555\"]\n"
     );
     let samples = scrape_once(&sim, &extra, today).await;
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "payer")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
     let dataset = sim.dataset("111111111111").unwrap();
     let month_start = today.with_day(1).unwrap();
     let (start, end) = (today + Days::new(1), date(2026, 12, 1));

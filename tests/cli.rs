@@ -21,6 +21,16 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs `--config.check` on `path` with extra environment variables.
+fn config_check(path: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["--config.check", "--config.file"])
+        .arg(path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn config_check_accepts_a_valid_file_without_calling_aws() {
     // The endpoint is a closed port: --config.check must not call it.
@@ -28,11 +38,7 @@ fn config_check_accepts_a_valid_file_without_calling_aws() {
         "valid",
         "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n    endpoint_url: http://127.0.0.1:9\n",
     );
-    let out = Command::new(BIN)
-        .args(["--config.check", "--config.file"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = config_check(&path, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -47,13 +53,13 @@ fn config_check_accepts_a_valid_file_without_calling_aws() {
 #[test]
 fn config_check_accepts_the_shipped_infrawallet_example() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/app-config.yaml");
-    let out = Command::new(BIN)
-        .args(["--config.check", "--config.file"])
-        .arg(&path)
-        .env("SANDBOX_AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
-        .env("SANDBOX_AWS_SECRET_ACCESS_KEY", "example-secret")
-        .output()
-        .unwrap();
+    let out = config_check(
+        &path,
+        &[
+            ("SANDBOX_AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("SANDBOX_AWS_SECRET_ACCESS_KEY", "example-secret"),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -213,14 +219,7 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
     let metrics = get(addr, "/metrics").await.text();
     let samples = parse_exposition(&metrics);
     for name in ["payer", "workload"] {
-        assert_eq!(
-            value_of(
-                &samples,
-                "aws_cost_refresh_success",
-                &[("integration", name)]
-            ),
-            Some(1.0)
-        );
+        assert_eq!(refresh_success(&samples, name), Some(1.0));
         let series = samples
             .iter()
             .filter(|s| s.name == "aws_cost_month_to_date_usd" && s.label("integration") == name)
@@ -448,22 +447,8 @@ async fn sighup_reloads_the_configuration_file() {
         value_of(s, "aws_cost_config_last_reload_successful", &[]) == Some(0.0)
     })
     .await;
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "solo")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "payer")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(refresh_success(&samples, "solo"), Some(1.0));
+    assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
     assert!(
         exporter.child.try_wait().unwrap().is_none(),
         "still running"

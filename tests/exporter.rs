@@ -98,14 +98,7 @@ async fn reconcile(
     let exporter = start_exporter(parse_config(&yaml), today).await;
     let addr = exporter.local_addr();
     let samples = wait_for_refresh(addr, &["payer"]).await;
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "payer")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
 
     let dataset = sim.dataset("111111111111").unwrap();
     let data_day = today - Days::new(1);
@@ -312,22 +305,8 @@ async fn assumed_role_credentials_sign_cost_explorer_calls() {
     );
     let exporter = start_exporter(parse_config(&yaml), today).await;
     let samples = wait_for_refresh(exporter.local_addr(), &["workload", "wrong"]).await;
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "workload")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "wrong")]
-        ),
-        Some(0.0)
-    );
+    assert_eq!(refresh_success(&samples, "workload"), Some(1.0));
+    assert_eq!(refresh_success(&samples, "wrong"), Some(0.0));
 
     let log = sim.requests();
     let assume: Vec<_> = log.iter().filter(|r| r.operation == "AssumeRole").collect();
@@ -412,12 +391,7 @@ async fn expiring_sessions_are_renewed() {
         exporter.local_addr(),
         "a second session and a finished refresh",
         |s| {
-            value_of(
-                s,
-                "aws_cost_refresh_success",
-                &[("integration", "workload")],
-            )
-            .is_some()
+            refresh_success(s, "workload").is_some()
                 && value_of(
                     s,
                     "aws_cost_api_requests_total",
@@ -427,14 +401,7 @@ async fn expiring_sessions_are_renewed() {
         },
     )
     .await;
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "workload")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(refresh_success(&samples, "workload"), Some(1.0));
     let keys: BTreeSet<String> = sim
         .requests()
         .iter()
@@ -486,13 +453,7 @@ async fn a_failing_integration_does_not_affect_a_healthy_one() {
     let exporter = start_exporter(parse_config(&yaml), today).await;
     let addr = exporter.local_addr();
     let samples = wait_for_refresh(addr, &["payer", "denied", "euro"]).await;
-    let success = |name: &str| {
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", name)],
-        )
-    };
+    let success = |name: &str| refresh_success(&samples, name);
     assert_eq!(
         (success("payer"), success("denied"), success("euro")),
         (Some(1.0), Some(0.0), Some(0.0))
@@ -632,7 +593,7 @@ async fn a_failed_refresh_keeps_serving_the_last_good_data() {
 
     sim.set_behavior("111111111111", Behavior::AccessDenied);
     let failed = wait_for(addr, "a failed refresh", |s| {
-        value_of(s, "aws_cost_refresh_success", &[("integration", "payer")]) == Some(0.0)
+        refresh_success(s, "payer") == Some(0.0)
     })
     .await;
     assert_eq!(costs(&failed), good, "the last good data is still served");
@@ -640,7 +601,7 @@ async fn a_failed_refresh_keeps_serving_the_last_good_data() {
 
     sim.set_behavior("111111111111", Behavior::Normal);
     let recovered = wait_for(addr, "a successful refresh", |s| {
-        value_of(s, "aws_cost_refresh_success", &[("integration", "payer")]) == Some(1.0)
+        refresh_success(s, "payer") == Some(1.0)
     })
     .await;
     assert_eq!(costs(&recovered), good);
@@ -779,32 +740,26 @@ async fn both_formats_gzip_head_and_routes() {
 async fn telemetry_path_is_configurable() {
     let today = date(2026, 11, 23);
     let sim = org_simulator(today, 500).await;
-    let exporter = aws_cost_exporter::Exporter::start(
-        parse_config(&payer_yaml(&sim, "")),
-        aws_cost_exporter::ExporterOptions {
-            listen_address: "127.0.0.1:0".into(),
-            telemetry_path: "/costs".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let start = |telemetry_path: &str| {
+        aws_cost_exporter::Exporter::start(
+            parse_config(&payer_yaml(&sim, "")),
+            aws_cost_exporter::ExporterOptions {
+                listen_address: "127.0.0.1:0".into(),
+                telemetry_path: telemetry_path.into(),
+                ..Default::default()
+            },
+        )
+    };
+    let exporter = start("/costs").await.unwrap();
     let addr = exporter.local_addr();
     assert_eq!(get(addr, "/costs").await.status, 200);
     assert_eq!(get(addr, "/metrics").await.status, 404);
     assert!(get(addr, "/").await.text().contains("<a href=\"/costs\">"));
     exporter.shutdown().await;
-    let err = aws_cost_exporter::Exporter::start(
-        parse_config(&payer_yaml(&sim, "")),
-        aws_cost_exporter::ExporterOptions {
-            listen_address: "127.0.0.1:0".into(),
-            telemetry_path: "/-/ready".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .err()
-    .expect("a telemetry path that shadows a route is refused");
+    let err = start("/-/ready")
+        .await
+        .err()
+        .expect("a telemetry path that shadows a route is refused");
     assert!(err.to_string().contains("--web.telemetry-path"));
 }
 
@@ -959,14 +914,7 @@ async fn throttling_is_retried_and_counted() {
     .await;
     let samples = wait_for_refresh(exporter.local_addr(), &["payer"]).await;
     // The SDK retries LimitExceededException; the refresh succeeds with exact data.
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_refresh_success",
-            &[("integration", "payer")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
     let count = |outcome: &str| {
         value_of(
             &samples,

@@ -264,6 +264,15 @@ pub fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Opti
         .map(|s| s.value)
 }
 
+/// `aws_cost_refresh_success` of one integration.
+pub fn refresh_success(samples: &[Sample], integration: &str) -> Option<f64> {
+    value_of(
+        samples,
+        "aws_cost_refresh_success",
+        &[("integration", integration)],
+    )
+}
+
 /// `a` equals `b` within 1e-9 relative (or 1e-12 absolute near zero).
 pub fn assert_close(a: f64, b: f64, what: &str) {
     let tolerance = (a.abs().max(b.abs()) * 1e-9).max(1e-12);
