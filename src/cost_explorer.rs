@@ -1,31 +1,38 @@
 //! Cost Explorer queries: the query plan, paging and response parsing.
 //!
-//! The exporter needs cost per day by account, service and charge type. `GetCostAndUsage`
-//! accepts at most two `GroupBy` keys, so the third dimension must be split into one query per
-//! value through a `Filter`. The plan ([`plan_split`]) first asks for the cost by account and
-//! record type (one request), then splits on whichever of those two dimensions has fewer
-//! values, grouping each query by the other two. That is `1 + min(accounts, record types)`
-//! billed requests before pagination, and every cost row lands in exactly one query because the
-//! filter values come from the same period's data.
+//! Every request is billed, and a page holds a bounded number of groups counted across all of
+//! a result's periods, so the plan buys each figure the exporter serves once:
 //!
-//! This module knows requests and rows, not Prometheus.
+//! - month to date from `MONTHLY` granularity over the month (one group per series), and the
+//!   data day from `DAILY` granularity over that day alone;
+//! - `GetCostAndUsage` accepts at most two `GroupBy` keys and the cost series have three
+//!   (account, service, charge type), so the plan splits on one of them: discovery asks for the
+//!   accounts, and for the record types when there is more than one account (one `MONTHLY`
+//!   query grouped by that dimension alone: a page or two), then each query filters on one value
+//!   of whichever has fewer values and groups by the other two. Every cost row lands in exactly
+//!   one query, because the filter values come from the same period's data.
+//!
+//! Pages are parsed straight into the aggregate ([`Table`]); a page's typed response is dropped
+//! as soon as its groups are added. This module knows requests and rows, not Prometheus.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use aws_sdk_costexplorer::Client;
 use aws_sdk_costexplorer::error::DisplayErrorContext;
 use aws_sdk_costexplorer::types::{
     DateInterval, Dimension as SdkDimension, DimensionValues, DimensionValuesWithAttributes,
-    Expression, ForecastResult, Granularity, GroupDefinition, GroupDefinitionType, Metric,
-    MetricValue, ResultByTime,
+    Expression, ForecastResult, Granularity as SdkGranularity, GroupDefinition,
+    GroupDefinitionType, Metric, MetricValue, ResultByTime,
 };
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
+use crate::aggregate::Table;
 use crate::config::CostBasis;
 
-/// The most pages one query may return before the exporter gives up on it.
-pub const MAX_PAGES_PER_QUERY: usize = 1000;
+/// A ceiling on the pages of one query, far above any real organization: only a Cost Explorer
+/// that never stops answering with a new token reaches it.
+pub const MAX_PAGES_PER_QUERY: u32 = 100_000;
 
 /// The dimensions the cost series are broken down by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,6 +72,59 @@ impl fmt::Display for Dimension {
     }
 }
 
+/// The dates a refresh covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    /// Today (UTC) when the refresh ran.
+    pub today: NaiveDate,
+    /// The day the daily gauges describe.
+    pub data_day: NaiveDate,
+}
+
+impl Period {
+    pub fn new(today: NaiveDate, data_delay_days: u32) -> Self {
+        let data_day = today - chrono::Days::new(u64::from(data_delay_days));
+        Self { today, data_day }
+    }
+
+    /// The first of today's month.
+    pub fn month_start(&self) -> NaiveDate {
+        self.today.with_day(1).unwrap_or(self.today)
+    }
+
+    /// The first of next month.
+    pub fn next_month_start(&self) -> NaiveDate {
+        let (year, month) = if self.today.month() == 12 {
+            (self.today.year() + 1, 1)
+        } else {
+            (self.today.year(), self.today.month() + 1)
+        };
+        NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(self.today)
+    }
+
+    /// The first day any query of the refresh covers (inclusive).
+    pub fn query_start(&self) -> NaiveDate {
+        self.month_start().min(self.data_day)
+    }
+
+    /// The day after today: the exclusive `End` of the month-to-date queries.
+    pub fn query_end(&self) -> NaiveDate {
+        self.today.succ_opt().unwrap_or(self.today)
+    }
+
+    /// The day after the data day: the exclusive `End` of the daily queries.
+    pub fn data_day_end(&self) -> NaiveDate {
+        self.data_day.succ_opt().unwrap_or(self.data_day)
+    }
+
+    /// The rest of the month to forecast, `[tomorrow, next month)`; `None` on the last day.
+    pub fn forecast_period(&self) -> Option<(NaiveDate, NaiveDate)> {
+        let tomorrow = self.query_end();
+        let end = self.next_month_start();
+        (tomorrow < end).then_some((tomorrow, end))
+    }
+}
+
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CostExplorerError {
@@ -85,52 +145,28 @@ pub enum CostExplorerError {
     BadAmount { metric: String, amount: String },
     #[error("malformed Cost Explorer response: {0}")]
     Malformed(String),
-    #[error("Cost Explorer kept returning a NextPageToken after {MAX_PAGES_PER_QUERY} pages")]
-    TooManyPages,
+    #[error(
+        "Cost Explorer returned a NextPageToken it had already returned, after {pages} pages of {query}"
+    )]
+    TokenLoop { query: String, pages: u32 },
+    #[error(
+        "Cost Explorer kept returning a NextPageToken after {MAX_PAGES_PER_QUERY} pages of {query}"
+    )]
+    TooManyPages { query: String },
 }
 
-/// One day's cost for one account, service and record type, per requested cost basis.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CostRow {
-    pub day: NaiveDate,
-    pub account_id: String,
-    pub service: String,
-    pub record_type: String,
-    /// One amount (USD) per requested cost basis, in the order requested.
-    pub amounts: Vec<f64>,
+/// How finely a query's results are cut in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Daily,
+    Monthly,
 }
 
-/// The result of a refresh's queries.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CostData {
-    pub rows: Vec<CostRow>,
-    /// The days AWS marked as Estimated.
-    pub estimated_days: BTreeSet<NaiveDate>,
-    /// Account id to account name, as Cost Explorer's dimension attributes give it.
-    pub account_names: BTreeMap<String, String>,
-    /// Billed `GetCostAndUsage` requests (pages) made.
-    pub requests: u32,
-}
-
-/// The plan for the breakdown queries after discovery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SplitPlan {
-    /// The dimension filtered on, one query per value.
-    pub split: Dimension,
-    pub values: Vec<String>,
-}
-
-/// Picks the split with the fewest queries: one per account or one per record type.
-pub fn plan_split(accounts: &BTreeSet<String>, record_types: &BTreeSet<String>) -> SplitPlan {
-    if accounts.len() <= record_types.len() {
-        SplitPlan {
-            split: Dimension::LinkedAccount,
-            values: accounts.iter().cloned().collect(),
-        }
-    } else {
-        SplitPlan {
-            split: Dimension::RecordType,
-            values: record_types.iter().cloned().collect(),
+impl Granularity {
+    fn sdk(self) -> SdkGranularity {
+        match self {
+            Granularity::Daily => SdkGranularity::Daily,
+            Granularity::Monthly => SdkGranularity::Monthly,
         }
     }
 }
@@ -140,6 +176,8 @@ pub fn plan_split(accounts: &BTreeSet<String>, record_types: &BTreeSet<String>) 
 pub enum GroupKey {
     Dimension(Dimension),
     Tag(String),
+    /// `RESOURCE_ID`, which only GetCostAndUsageWithResources accepts.
+    ResourceId,
 }
 
 impl GroupKey {
@@ -147,8 +185,19 @@ impl GroupKey {
         let (kind, key) = match self {
             GroupKey::Dimension(d) => (GroupDefinitionType::Dimension, d.as_str()),
             GroupKey::Tag(tag) => (GroupDefinitionType::Tag, tag.as_str()),
+            GroupKey::ResourceId => (GroupDefinitionType::Dimension, "RESOURCE_ID"),
         };
         GroupDefinition::builder().r#type(kind).key(key).build()
+    }
+}
+
+impl fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupKey::Dimension(d) => f.write_str(d.as_str()),
+            GroupKey::Tag(tag) => write!(f, "TAG {tag}"),
+            GroupKey::ResourceId => f.write_str("RESOURCE_ID"),
+        }
     }
 }
 
@@ -177,51 +226,156 @@ pub fn filter_expression(filter: &[(Dimension, Vec<String>)]) -> Option<Expressi
     }
 }
 
-/// One grouped, daily cost query.
+/// The two operations that return grouped cost: `GetCostAndUsage` and
+/// `GetCostAndUsageWithResources` (same parameters, same shapes, distinct SDK types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    CostAndUsage,
+    WithResources,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CostAndUsage => "GetCostAndUsage",
+            Operation::WithResources => "GetCostAndUsageWithResources",
+        }
+    }
+}
+
+/// One grouped cost query.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupedQuery {
+pub struct Query {
+    pub operation: Operation,
+    pub granularity: Granularity,
     pub start: NaiveDate,
     /// Exclusive, as Cost Explorer has it.
     pub end: NaiveDate,
-    pub group_by: [GroupKey; 2],
+    /// One or two keys.
+    pub group_by: Vec<GroupKey>,
     pub filter: Filter,
 }
 
-/// A daily amount for one pair of group keys.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupedAmount {
-    pub day: NaiveDate,
-    pub keys: [String; 2],
-    pub amounts: Vec<f64>,
+impl Query {
+    /// A `GetCostAndUsage` query.
+    pub fn cost(
+        granularity: Granularity,
+        (start, end): (NaiveDate, NaiveDate),
+        group_by: Vec<GroupKey>,
+        filter: Filter,
+    ) -> Self {
+        Self {
+            operation: Operation::CostAndUsage,
+            granularity,
+            start,
+            end,
+            group_by,
+            filter,
+        }
+    }
 }
 
-/// All pages of one grouped query.
+/// The query as an operator reads it in an error: operation, granularity, period, grouping
+/// and filter.
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let granularity = match self.granularity {
+            Granularity::Daily => "DAILY",
+            Granularity::Monthly => "MONTHLY",
+        };
+        write!(
+            f,
+            "{} {granularity} {}..{} by ",
+            self.operation.as_str(),
+            self.start,
+            self.end
+        )?;
+        for (i, key) in self.group_by.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{key}")?;
+        }
+        for (i, (dimension, values)) in self.filter.iter().enumerate() {
+            f.write_str(if i == 0 { " where " } else { " and " })?;
+            write!(f, "{dimension} in {values:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a query returned besides its groups.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct GroupedResult {
-    pub amounts: Vec<GroupedAmount>,
-    pub estimated_days: BTreeSet<NaiveDate>,
-    pub attributes: HashMap<String, String>,
+pub struct QueryStats {
+    /// Billed requests (pages).
     pub pages: u32,
+    /// The start of every result period AWS marked Estimated.
+    pub estimated: BTreeSet<NaiveDate>,
+    /// Account id to name, from `DimensionValueAttributes` (when grouped by account).
+    pub names: BTreeMap<String, String>,
 }
 
-/// One day's cost for one account and value of a cost-allocation tag.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TagRow {
-    pub day: NaiveDate,
-    pub account_id: String,
-    /// Empty for untagged cost.
-    pub tag_value: String,
-    pub amounts: Vec<f64>,
+/// Month-to-date and data-day cost by account, service and record type.
+#[derive(Debug, Clone)]
+pub struct CostData {
+    /// The data day, keyed (account id, service, record type).
+    pub daily: Table<3>,
+    /// The month to date, keyed like `daily`.
+    pub month: Table<3>,
+    /// Whether AWS marked the data day's figures Estimated.
+    pub estimated_daily: bool,
+    /// Whether AWS marked the month's figures Estimated.
+    pub estimated_month: bool,
+    /// Account id to account name, as Cost Explorer's dimension attributes give it.
+    pub account_names: BTreeMap<String, String>,
+    /// Billed `GetCostAndUsage` requests (pages) made.
+    pub requests: u32,
 }
 
-/// One day's cost of one resource.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResourceRow {
-    pub account_id: String,
-    pub service: String,
-    pub resource_id: String,
-    pub record_type: String,
-    pub amounts: Vec<f64>,
+impl CostData {
+    pub fn new(bases: usize) -> Self {
+        Self {
+            daily: Table::new(bases),
+            month: Table::new(bases),
+            estimated_daily: false,
+            estimated_month: false,
+            account_names: BTreeMap::new(),
+            requests: 0,
+        }
+    }
+}
+
+/// Month-to-date and data-day cost of one cost-allocation tag key by account and tag value.
+#[derive(Debug, Clone)]
+pub struct TagData {
+    /// Keyed (account id, tag key, tag value); untagged cost has an empty value.
+    pub daily: Table<3>,
+    pub month: Table<3>,
+    pub account_names: BTreeMap<String, String>,
+    pub requests: u32,
+}
+
+/// The plan for the breakdown queries after discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPlan {
+    /// The dimension filtered on, one query per value and period.
+    pub split: Dimension,
+    pub values: Vec<String>,
+}
+
+/// Picks the split with the fewest queries: one per account or one per record type.
+pub fn plan_split(accounts: &BTreeSet<String>, record_types: &BTreeSet<String>) -> SplitPlan {
+    if accounts.len() <= record_types.len() {
+        SplitPlan {
+            split: Dimension::LinkedAccount,
+            values: accounts.iter().cloned().collect(),
+        }
+    } else {
+        SplitPlan {
+            split: Dimension::RecordType,
+            values: record_types.iter().cloned().collect(),
+        }
+    }
 }
 
 /// A forecast for a period: the mean and, when AWS gives one, the prediction interval.
@@ -235,25 +389,25 @@ pub struct ForecastValue {
 /// The prediction interval level asked of GetCostForecast, in percent.
 pub const PREDICTION_INTERVAL_LEVEL: i32 = 80;
 
-/// Requests one page of a daily cost query. `GetCostAndUsage` and
+/// Requests one page of a grouped cost query. `GetCostAndUsage` and
 /// `GetCostAndUsageWithResources` take the same parameters and return the same shapes, but
 /// through distinct SDK types.
-macro_rules! daily_page {
-    ($builder:expr, $operation:literal, $period:ident, $metrics:ident, $group_by:ident, $filter:ident, $token:ident) => {{
-        let request = $builder
-            .time_period($period.clone())
-            .granularity(Granularity::Daily)
-            .set_metrics(Some($metrics.clone()))
-            .set_group_by(Some($group_by.clone()))
-            .set_filter($filter.clone())
-            .set_next_page_token($token);
-        async move {
-            let out = request.send().await.map_err(|e| api_error($operation, e))?;
-            Ok(Page {
-                results: out.results_by_time.unwrap_or_default(),
-                attributes: out.dimension_value_attributes.unwrap_or_default(),
-                next: out.next_page_token,
-            })
+macro_rules! cost_page {
+    ($builder:expr, $request:ident, $token:ident) => {{
+        let out = $builder
+            .time_period($request.period.clone())
+            .granularity($request.granularity.clone())
+            .set_metrics(Some($request.metrics.clone()))
+            .set_group_by(Some($request.group_by.clone()))
+            .set_filter($request.filter.clone())
+            .set_next_page_token($token)
+            .send()
+            .await
+            .map_err(|e| api_error($request.operation.as_str(), e))?;
+        Page {
+            results: out.results_by_time.unwrap_or_default(),
+            attributes: out.dimension_value_attributes.unwrap_or_default(),
+            next: out.next_page_token,
         }
     }};
 }
@@ -263,6 +417,16 @@ struct Page {
     results: Vec<ResultByTime>,
     attributes: Vec<DimensionValuesWithAttributes>,
     next: Option<String>,
+}
+
+/// A query's parameters in the SDK's types, built once for all its pages.
+struct Request {
+    operation: Operation,
+    period: DateInterval,
+    granularity: SdkGranularity,
+    metrics: Vec<String>,
+    group_by: Vec<GroupDefinition>,
+    filter: Option<Expression>,
 }
 
 fn api_error(operation: &'static str, err: impl std::error::Error) -> CostExplorerError {
@@ -280,6 +444,153 @@ fn date_interval(start: NaiveDate, end: NaiveDate) -> Result<DateInterval, CostE
         .map_err(|e| CostExplorerError::Malformed(e.to_string()))
 }
 
+/// Pages through one query, a page at a time, guarding against a token that loops.
+pub struct Pager<'a> {
+    client: &'a Client,
+    query: &'a Query,
+    bases: &'a [CostBasis],
+    request: Request,
+    token: Option<String>,
+    seen: HashSet<String>,
+    done: bool,
+    amounts: Vec<f64>,
+    stats: QueryStats,
+}
+
+impl<'a> Pager<'a> {
+    fn new(
+        client: &'a Client,
+        query: &'a Query,
+        bases: &'a [CostBasis],
+    ) -> Result<Self, CostExplorerError> {
+        Ok(Self {
+            client,
+            query,
+            bases,
+            request: Request {
+                operation: query.operation,
+                period: date_interval(query.start, query.end)?,
+                granularity: query.granularity.sdk(),
+                metrics: bases.iter().map(|b| b.metric().to_string()).collect(),
+                group_by: query.group_by.iter().map(GroupKey::definition).collect(),
+                filter: filter_expression(&query.filter),
+            },
+            token: None,
+            seen: HashSet::new(),
+            done: false,
+            amounts: Vec::with_capacity(bases.len()),
+            stats: QueryStats::default(),
+        })
+    }
+
+    /// Whether another page remains.
+    pub fn has_more(&self) -> bool {
+        !self.done
+    }
+
+    /// Fetches the next page and hands each group to `sink` as (result period start, group
+    /// keys, one amount per cost basis). Does nothing once the last page is in.
+    pub async fn next_page(
+        &mut self,
+        sink: &mut impl FnMut(NaiveDate, &[String], &[f64]) -> Result<(), CostExplorerError>,
+    ) -> Result<(), CostExplorerError> {
+        if self.done {
+            return Ok(());
+        }
+        if self.stats.pages >= MAX_PAGES_PER_QUERY {
+            return Err(CostExplorerError::TooManyPages {
+                query: self.query.to_string(),
+            });
+        }
+        let token = self.token.take();
+        let request = &self.request;
+        let page = match request.operation {
+            Operation::CostAndUsage => cost_page!(self.client.get_cost_and_usage(), request, token),
+            Operation::WithResources => cost_page!(
+                self.client.get_cost_and_usage_with_resources(),
+                request,
+                token
+            ),
+        };
+        self.stats.pages += 1;
+        let keys_wanted = self.query.group_by.len();
+        for by_time in &page.results {
+            let start = parse_result_start(by_time)?;
+            if by_time.estimated() {
+                self.stats.estimated.insert(start);
+            }
+            for group in by_time.groups() {
+                let keys = group.keys();
+                if keys.len() != keys_wanted {
+                    return Err(CostExplorerError::Malformed(format!(
+                        "a group of {} has {} keys, expected {keys_wanted}",
+                        self.query,
+                        keys.len()
+                    )));
+                }
+                let metrics = group.metrics().ok_or_else(|| {
+                    CostExplorerError::Malformed(format!("group {keys:?} has no Metrics"))
+                })?;
+                parse_metrics_into(metrics, self.bases, &mut self.amounts)?;
+                sink(start, keys, &self.amounts)?;
+            }
+        }
+        for attribute in &page.attributes {
+            if let (Some(value), Some(name)) = (
+                attribute.value(),
+                attribute.attributes().and_then(|a| a.get("description")),
+            ) && !name.is_empty()
+            {
+                self.stats
+                    .names
+                    .entry(value.to_string())
+                    .or_insert_with(|| name.clone());
+            }
+        }
+        match page.next {
+            Some(next) if !next.is_empty() => {
+                if !self.seen.insert(next.clone()) {
+                    return Err(CostExplorerError::TokenLoop {
+                        query: self.query.to_string(),
+                        pages: self.stats.pages,
+                    });
+                }
+                self.token = Some(next);
+            }
+            _ => self.done = true,
+        }
+        Ok(())
+    }
+
+    /// Fetches every remaining page.
+    pub async fn finish(
+        mut self,
+        sink: &mut impl FnMut(NaiveDate, &[String], &[f64]) -> Result<(), CostExplorerError>,
+    ) -> Result<QueryStats, CostExplorerError> {
+        while !self.done {
+            self.next_page(sink).await?;
+        }
+        Ok(self.stats)
+    }
+
+    /// What the pages fetched so far returned besides groups.
+    pub fn into_stats(self) -> QueryStats {
+        self.stats
+    }
+}
+
+/// Checks that every group of a query belongs to the one period the query asked for, so that
+/// no figure of another day or month is ever added in.
+fn expect_period(query: &Query, start: NaiveDate) -> Result<(), CostExplorerError> {
+    if start == query.start {
+        Ok(())
+    } else {
+        Err(CostExplorerError::Malformed(format!(
+            "a result period starting {start} in {query}"
+        )))
+    }
+}
+
 /// A Cost Explorer client for one integration.
 #[derive(Debug, Clone)]
 pub struct CostExplorer {
@@ -291,126 +602,164 @@ impl CostExplorer {
         Self { client }
     }
 
-    /// Daily cost by account, service and record type for `[start, end)`.
-    pub async fn daily_costs(
+    /// A pager over `query`'s results.
+    pub fn pager<'a>(
+        &'a self,
+        query: &'a Query,
+        bases: &'a [CostBasis],
+    ) -> Result<Pager<'a>, CostExplorerError> {
+        Pager::new(&self.client, query, bases)
+    }
+
+    /// Runs a whole query, handing every group to `sink`.
+    pub async fn query(
         &self,
-        start: NaiveDate,
-        end: NaiveDate,
+        query: &Query,
+        bases: &[CostBasis],
+        mut sink: impl FnMut(NaiveDate, &[String], &[f64]) -> Result<(), CostExplorerError>,
+    ) -> Result<QueryStats, CostExplorerError> {
+        self.pager(query, bases)?.finish(&mut sink).await
+    }
+
+    /// Runs a query of one period (the query's own `start`), handing each group's keys and
+    /// amounts to `add`.
+    async fn query_period(
+        &self,
+        query: &Query,
+        bases: &[CostBasis],
+        mut add: impl FnMut(&[String], &[f64]),
+    ) -> Result<QueryStats, CostExplorerError> {
+        self.query(query, bases, |start, keys, amounts| {
+            expect_period(query, start)?;
+            add(keys, amounts);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cost by account, service and record type: the month to date and the data day.
+    pub async fn costs(
+        &self,
+        period: Period,
         bases: &[CostBasis],
     ) -> Result<CostData, CostExplorerError> {
-        let discovery = self
-            .grouped(
-                &GroupedQuery {
-                    start,
-                    end,
-                    group_by: [
-                        GroupKey::Dimension(Dimension::LinkedAccount),
-                        GroupKey::Dimension(Dimension::RecordType),
-                    ],
-                    filter: Vec::new(),
-                },
-                bases,
-            )
-            .await?;
-        let mut data = CostData {
-            estimated_days: discovery.estimated_days.clone(),
-            requests: discovery.pages,
-            ..CostData::default()
-        };
-        let accounts: BTreeSet<String> = discovery
-            .amounts
-            .iter()
-            .map(|a| a.keys[0].clone())
+        let mut data = CostData::new(bases.len());
+        let plan = self.discover(period, bases, &mut data).await?;
+        let group_by: Vec<GroupKey> = plan
+            .split
+            .others()
+            .into_iter()
+            .map(GroupKey::Dimension)
             .collect();
-        let record_types: BTreeSet<String> = discovery
-            .amounts
-            .iter()
-            .map(|a| a.keys[1].clone())
-            .collect();
-        for account in &accounts {
-            if let Some(name) = discovery.attributes.get(account) {
-                data.account_names.insert(account.clone(), name.clone());
-            }
-        }
-        let plan = plan_split(&accounts, &record_types);
-        let group_by = plan.split.others().map(GroupKey::Dimension);
-        for value in plan.values {
-            let result = self
-                .grouped(
-                    &GroupedQuery {
-                        start,
-                        end,
-                        group_by: group_by.clone(),
-                        filter: vec![(plan.split, vec![value.clone()])],
-                    },
-                    bases,
-                )
-                .await?;
-            data.requests += result.pages;
-            data.estimated_days.extend(result.estimated_days);
-            for (account, name) in result.attributes {
-                data.account_names.entry(account).or_insert(name);
-            }
-            for amount in result.amounts {
-                let [first, second] = amount.keys;
-                let (account_id, service, record_type) = match plan.split {
-                    Dimension::LinkedAccount => (value.clone(), first, second),
-                    Dimension::RecordType => (first, second, value.clone()),
-                    Dimension::Service => (first, value.clone(), second),
+        let month = (period.month_start(), period.query_end());
+        let day = (period.data_day, period.data_day_end());
+        for value in &plan.values {
+            let filter = vec![(plan.split, vec![value.clone()])];
+            for granularity in [Granularity::Monthly, Granularity::Daily] {
+                let (range, table, estimated) = match granularity {
+                    Granularity::Monthly => (month, &mut data.month, &mut data.estimated_month),
+                    Granularity::Daily => (day, &mut data.daily, &mut data.estimated_daily),
                 };
-                data.rows.push(CostRow {
-                    day: amount.day,
-                    account_id,
-                    service,
-                    record_type,
-                    amounts: amount.amounts,
-                });
+                let query = Query::cost(granularity, range, group_by.clone(), filter.clone());
+                let stats = self
+                    .query_period(&query, bases, |keys, amounts| {
+                        table.add(place(plan.split, value, keys), amounts);
+                    })
+                    .await?;
+                *estimated |= !stats.estimated.is_empty();
+                data.requests += stats.pages;
+                for (id, name) in stats.names {
+                    data.account_names.entry(id).or_insert(name);
+                }
             }
         }
         Ok(data)
     }
 
-    /// Daily cost by account and value of one cost-allocation tag key for `[start, end)`:
-    /// one query (and its pages). Untagged cost has an empty tag value.
-    pub async fn tag_costs(
+    /// Discovery: the accounts of the refresh's period, and its record types when there is more
+    /// than one account, each from a `MONTHLY` query grouped by that dimension alone. Accounts
+    /// are paged only while they could still be fewer than the record types.
+    async fn discover(
         &self,
-        start: NaiveDate,
-        end: NaiveDate,
+        period: Period,
         bases: &[CostBasis],
-        tag_key: &str,
-    ) -> Result<(Vec<TagRow>, GroupedResult), CostExplorerError> {
-        let mut result = self
-            .grouped(
-                &GroupedQuery {
-                    start,
-                    end,
-                    group_by: [
-                        GroupKey::Dimension(Dimension::LinkedAccount),
-                        GroupKey::Tag(tag_key.to_string()),
-                    ],
-                    filter: Vec::new(),
-                },
-                bases,
+        data: &mut CostData,
+    ) -> Result<SplitPlan, CostExplorerError> {
+        let range = (period.query_start(), period.query_end());
+        let by = |dimension| {
+            Query::cost(
+                Granularity::Monthly,
+                range,
+                vec![GroupKey::Dimension(dimension)],
+                Vec::new(),
             )
+        };
+        let accounts_query = by(Dimension::LinkedAccount);
+        let mut accounts = BTreeSet::new();
+        let mut pager = self.pager(&accounts_query, bases)?;
+        pager
+            .next_page(&mut collect_first_key(&mut accounts))
             .await?;
-        let rows = std::mem::take(&mut result.amounts)
-            .into_iter()
-            .map(|amount| {
-                let [account_id, tag] = amount.keys;
-                TagRow {
-                    day: amount.day,
-                    account_id,
-                    tag_value: tag_value(&tag).to_string(),
-                    amounts: amount.amounts,
-                }
-            })
-            .collect();
-        Ok((rows, result))
+        let mut record_types = BTreeSet::new();
+        if pager.has_more() || accounts.len() > 1 {
+            let stats = self
+                .query(
+                    &by(Dimension::RecordType),
+                    bases,
+                    collect_first_key(&mut record_types),
+                )
+                .await?;
+            data.requests += stats.pages;
+            while pager.has_more() && accounts.len() <= record_types.len() {
+                pager
+                    .next_page(&mut collect_first_key(&mut accounts))
+                    .await?;
+            }
+        }
+        let stats = pager.into_stats();
+        data.requests += stats.pages;
+        data.account_names.extend(stats.names);
+        Ok(plan_split(&accounts, &record_types))
     }
 
-    /// One day's cost by resource for one service, with GetCostAndUsageWithResources.
-    /// `accounts` and `record_types` are those the service had that day: the query splits on
-    /// the smaller set, as [`CostExplorer::daily_costs`] does. Returns the rows and the pages.
+    /// Month-to-date and data-day cost by account and value of one cost-allocation tag key,
+    /// added to `into` (untagged cost has an empty value).
+    pub async fn tag_costs(
+        &self,
+        period: Period,
+        bases: &[CostBasis],
+        tag_key: &str,
+        into: &mut TagData,
+    ) -> Result<(), CostExplorerError> {
+        let group_by = vec![
+            GroupKey::Dimension(Dimension::LinkedAccount),
+            GroupKey::Tag(tag_key.to_string()),
+        ];
+        let month = (period.month_start(), period.query_end());
+        let day = (period.data_day, period.data_day_end());
+        for (granularity, range) in [(Granularity::Monthly, month), (Granularity::Daily, day)] {
+            let table = match granularity {
+                Granularity::Monthly => &mut into.month,
+                Granularity::Daily => &mut into.daily,
+            };
+            let query = Query::cost(granularity, range, group_by.clone(), Vec::new());
+            let stats = self
+                .query_period(&query, bases, |keys, amounts| {
+                    table.add([&keys[0], tag_key, tag_value(&keys[1])], amounts);
+                })
+                .await?;
+            into.requests += stats.pages;
+            for (id, name) in stats.names {
+                into.account_names.entry(id).or_insert(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// One day's cost by resource for one service, with GetCostAndUsageWithResources, added to
+    /// `into` keyed (account id, service, resource id, record type). `accounts` and
+    /// `record_types` are those the service had that day: the query splits on the smaller set,
+    /// as [`CostExplorer::costs`] does. Returns the pages.
     pub async fn resource_costs(
         &self,
         day: NaiveDate,
@@ -418,56 +767,39 @@ impl CostExplorer {
         accounts: &BTreeSet<String>,
         record_types: &BTreeSet<String>,
         bases: &[CostBasis],
-    ) -> Result<(Vec<ResourceRow>, u32), CostExplorerError> {
+        into: &mut Table<4>,
+    ) -> Result<u32, CostExplorerError> {
         let plan = plan_split(accounts, record_types);
         let other = match plan.split {
             Dimension::LinkedAccount => Dimension::RecordType,
             _ => Dimension::LinkedAccount,
         };
         let end = day.succ_opt().unwrap_or(day);
-        let period = date_interval(day, end)?;
-        let metrics: Vec<String> = bases.iter().map(|b| b.metric().to_string()).collect();
-        let group_by = vec![
-            resource_id_definition(),
-            GroupKey::Dimension(other).definition(),
-        ];
-        let mut rows = Vec::new();
         let mut pages = 0;
-        for value in plan.values {
-            let filter = filter_expression(&[
-                (Dimension::Service, vec![service.to_string()]),
-                (plan.split, vec![value.clone()]),
-            ]);
-            let result = self
-                .pages(bases, |token| {
-                    daily_page!(
-                        self.client.get_cost_and_usage_with_resources(),
-                        "GetCostAndUsageWithResources",
-                        period,
-                        metrics,
-                        group_by,
-                        filter,
-                        token
-                    )
+        for value in &plan.values {
+            let query = Query {
+                operation: Operation::WithResources,
+                granularity: Granularity::Daily,
+                start: day,
+                end,
+                group_by: vec![GroupKey::ResourceId, GroupKey::Dimension(other)],
+                filter: vec![
+                    (Dimension::Service, vec![service.to_string()]),
+                    (plan.split, vec![value.clone()]),
+                ],
+            };
+            let stats = self
+                .query_period(&query, bases, |keys, amounts| {
+                    let (account, record_type) = match plan.split {
+                        Dimension::LinkedAccount => (value.as_str(), keys[1].as_str()),
+                        _ => (keys[1].as_str(), value.as_str()),
+                    };
+                    into.add([account, service, &keys[0], record_type], amounts);
                 })
                 .await?;
-            pages += result.pages;
-            for amount in result.amounts.into_iter().filter(|a| a.day == day) {
-                let [resource_id, other_value] = amount.keys;
-                let (account_id, record_type) = match plan.split {
-                    Dimension::LinkedAccount => (value.clone(), other_value),
-                    _ => (other_value, value.clone()),
-                };
-                rows.push(ResourceRow {
-                    account_id,
-                    service: service.to_string(),
-                    resource_id,
-                    record_type,
-                    amounts: amount.amounts,
-                });
-            }
+            pages += stats.pages;
         }
-        Ok((rows, pages))
+        Ok(pages)
     }
 
     /// AWS's forecast of one cost basis for `[start, end)` (start today or later).
@@ -483,7 +815,7 @@ impl CostExplorer {
             .get_cost_forecast()
             .time_period(date_interval(start, end)?)
             .metric(Metric::from(basis.forecast_metric()))
-            .granularity(Granularity::Monthly)
+            .granularity(SdkGranularity::Monthly)
             .prediction_interval_level(PREDICTION_INTERVAL_LEVEL)
             .set_filter(filter_expression(filter))
             .send()
@@ -510,77 +842,6 @@ impl CostExplorer {
             upper: bound(ForecastResult::prediction_interval_upper_bound)?,
         })
     }
-
-    /// Runs one grouped query, following `NextPageToken` until the last page.
-    pub async fn grouped(
-        &self,
-        query: &GroupedQuery,
-        bases: &[CostBasis],
-    ) -> Result<GroupedResult, CostExplorerError> {
-        let period = date_interval(query.start, query.end)?;
-        let metrics: Vec<String> = bases.iter().map(|b| b.metric().to_string()).collect();
-        let group_by: Vec<GroupDefinition> =
-            query.group_by.iter().map(GroupKey::definition).collect();
-        let filter = filter_expression(&query.filter);
-        self.pages(bases, |token| {
-            daily_page!(
-                self.client.get_cost_and_usage(),
-                "GetCostAndUsage",
-                period,
-                metrics,
-                group_by,
-                filter,
-                token
-            )
-        })
-        .await
-    }
-
-    /// Fetches pages until one has no `NextPageToken`, parsing each.
-    async fn pages<F, Fut>(
-        &self,
-        bases: &[CostBasis],
-        mut fetch: F,
-    ) -> Result<GroupedResult, CostExplorerError>
-    where
-        F: FnMut(Option<String>) -> Fut,
-        Fut: Future<Output = Result<Page, CostExplorerError>>,
-    {
-        let mut result = GroupedResult::default();
-        let mut token: Option<String> = None;
-        loop {
-            if result.pages as usize >= MAX_PAGES_PER_QUERY {
-                return Err(CostExplorerError::TooManyPages);
-            }
-            let page = fetch(token.take()).await?;
-            result.pages += 1;
-            for by_time in &page.results {
-                parse_result_by_time(by_time, bases, &mut result)?;
-            }
-            for attribute in &page.attributes {
-                if let (Some(value), Some(name)) = (
-                    attribute.value(),
-                    attribute.attributes().and_then(|a| a.get("description")),
-                ) && !name.is_empty()
-                {
-                    result.attributes.insert(value.to_string(), name.clone());
-                }
-            }
-            match page.next {
-                Some(next) if !next.is_empty() => token = Some(next),
-                _ => break,
-            }
-        }
-        Ok(result)
-    }
-}
-
-/// Grouping by `RESOURCE_ID`, which only GetCostAndUsageWithResources accepts.
-fn resource_id_definition() -> GroupDefinition {
-    GroupDefinition::builder()
-        .r#type(GroupDefinitionType::Dimension)
-        .key("RESOURCE_ID")
-        .build()
 }
 
 /// The value of a tag group key: Cost Explorer writes `key$value`, and `key$` for untagged.
@@ -590,37 +851,52 @@ pub fn tag_value(group_key: &str) -> &str {
         .map_or(group_key, |(_, value)| value)
 }
 
-fn parse_result_by_time(
-    by_time: &ResultByTime,
-    bases: &[CostBasis],
-    result: &mut GroupedResult,
-) -> Result<(), CostExplorerError> {
+/// A sink that collects each group's first key: the values of a single-key query.
+fn collect_first_key(
+    found: &mut BTreeSet<String>,
+) -> impl FnMut(NaiveDate, &[String], &[f64]) -> Result<(), CostExplorerError> + '_ {
+    |_, keys, _| {
+        if let Some(first) = keys.first() {
+            found.insert(first.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The (account, service, record type) of a group of a split query: the filter's value, and
+/// the two group keys of the other dimensions (in [`Dimension::others`] order).
+fn place<'k>(split: Dimension, value: &'k str, keys: &'k [String]) -> [&'k str; 3] {
+    match split {
+        Dimension::LinkedAccount => [value, &keys[0], &keys[1]],
+        Dimension::Service => [&keys[0], value, &keys[1]],
+        Dimension::RecordType => [&keys[0], &keys[1], value],
+    }
+}
+
+/// The start date of a result period.
+fn parse_result_start(by_time: &ResultByTime) -> Result<NaiveDate, CostExplorerError> {
     let start = by_time
         .time_period()
         .map(|p| p.start())
         .ok_or_else(|| CostExplorerError::Malformed("a result has no TimePeriod".into()))?;
-    let day = parse_date(start)?;
-    if by_time.estimated() {
-        result.estimated_days.insert(day);
-    }
-    for group in by_time.groups() {
-        let keys: [String; 2] = match group.keys() {
-            [a, b] => [a.clone(), b.clone()],
-            other => {
-                return Err(CostExplorerError::Malformed(format!(
-                    "a group has {} keys, expected 2",
-                    other.len()
-                )));
-            }
-        };
-        let metrics = group.metrics().ok_or_else(|| {
-            CostExplorerError::Malformed(format!("group {keys:?} has no Metrics"))
+    parse_date(start)
+}
+
+/// Parses the amounts for `bases`, in order, from a group's `Metrics` into `out`.
+fn parse_metrics_into(
+    metrics: &HashMap<String, MetricValue>,
+    bases: &[CostBasis],
+    out: &mut Vec<f64>,
+) -> Result<(), CostExplorerError> {
+    out.clear();
+    for basis in bases {
+        let value = metrics.get(basis.metric()).ok_or_else(|| {
+            CostExplorerError::Malformed(format!(
+                "a group lacks the requested metric {}",
+                basis.metric()
+            ))
         })?;
-        result.amounts.push(GroupedAmount {
-            day,
-            keys,
-            amounts: parse_metrics(metrics, bases)?,
-        });
+        out.push(parse_amount(basis.metric(), value)?);
     }
     Ok(())
 }
@@ -630,18 +906,9 @@ pub fn parse_metrics(
     metrics: &HashMap<String, MetricValue>,
     bases: &[CostBasis],
 ) -> Result<Vec<f64>, CostExplorerError> {
-    bases
-        .iter()
-        .map(|basis| {
-            let value = metrics.get(basis.metric()).ok_or_else(|| {
-                CostExplorerError::Malformed(format!(
-                    "a group lacks the requested metric {}",
-                    basis.metric()
-                ))
-            })?;
-            parse_amount(basis.metric(), value)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(bases.len());
+    parse_metrics_into(metrics, bases, &mut out)?;
+    Ok(out)
 }
 
 /// Parses a decimal amount, refusing any unit but USD.

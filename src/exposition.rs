@@ -1,7 +1,17 @@
 //! The text exposition formats: Prometheus text 0.0.4 ("classic") and OpenMetrics 1.0,
-//! label-value escaping, and content negotiation.
+//! label-value escaping, content negotiation, and gzip built from pieces compressed once.
+//!
+//! A page is a sequence of [`Piece`]s: text compressed once, alone, into raw deflate blocks
+//! that end on a sync flush. Such pieces can be concatenated in any order into one deflate
+//! stream, so a scrape joins the pieces of the cost families (compressed when a refresh built
+//! them) with a freshly compressed piece of the exporter's own few lines into one ordinary
+//! single-member gzip stream: gzip header, the pieces, an empty final block, and the trailer
+//! with the CRC-32 combined from the pieces' own.
 
 use std::fmt::Write as _;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress, Status};
 
 /// `Content-Type` of the classic Prometheus text format.
 pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -87,6 +97,10 @@ fn escape_help(help: &str, format: Format) -> String {
 
 /// Appends a label value escaped as both formats require: `\`, `"` and line feed.
 pub fn push_label_value(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -241,6 +255,175 @@ fn is_created_sample(line: &str, counters: &[&str]) -> bool {
     })
 }
 
+/// The compression level of every piece: fast, since the cost pieces are compressed once per
+/// refresh and the exporter's own piece once per scrape.
+pub const PIECE_LEVEL: u32 = 1;
+
+/// Text, and the same text compressed alone as raw deflate ending on a sync flush.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Piece {
+    pub text: Bytes,
+    pub deflate: Bytes,
+    /// CRC-32 of `text`.
+    pub crc: u32,
+}
+
+impl Piece {
+    /// Compresses `text` into a piece.
+    pub fn new(text: impl Into<Bytes>) -> Self {
+        let text = text.into();
+        let deflate = deflate_piece(&text);
+        let crc = crc32fast::hash(&text);
+        Self { text, deflate, crc }
+    }
+
+    /// A piece of static text.
+    pub fn from_static(text: &'static str) -> Self {
+        Self::new(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// Uncompressed length.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
+/// The CRC-32 and length of a run of pieces, combined without reading their text again.
+#[derive(Debug, Clone, Default)]
+pub struct Checksum {
+    hasher: crc32fast::Hasher,
+    len: u64,
+}
+
+impl Checksum {
+    /// Appends a piece.
+    pub fn push(&mut self, piece: &Piece) {
+        self.append(&Checksum {
+            hasher: crc32fast::Hasher::new_with_initial_len(piece.crc, piece.len() as u64),
+            len: piece.len() as u64,
+        });
+    }
+
+    /// Appends another run.
+    pub fn append(&mut self, other: &Checksum) {
+        self.hasher.combine(&other.hasher);
+        self.len += other.len;
+    }
+
+    /// The gzip trailer: CRC-32 and length modulo 2^32, little-endian.
+    pub fn trailer(&self) -> [u8; 8] {
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.hasher.clone().finalize().to_le_bytes());
+        trailer[4..].copy_from_slice(&(self.len as u32).to_le_bytes());
+        trailer
+    }
+}
+
+/// The gzip member header: deflate, no flags, no time, unknown OS.
+pub const GZIP_HEADER: &[u8] = &[0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+/// An empty final deflate block (fixed Huffman codes): ends the stream of pieces.
+pub const FINAL_BLOCK: &[u8] = &[0x03, 0x00];
+
+/// Compresses `text` alone as raw deflate blocks ending on a sync flush: byte-aligned, not
+/// final, and referring to nothing before its start, so it can follow any other piece.
+pub fn deflate_piece(text: &[u8]) -> Bytes {
+    if text.is_empty() {
+        return Bytes::new();
+    }
+    let mut compress = Compress::new(Compression::new(PIECE_LEVEL), false);
+    let mut out = Vec::with_capacity(text.len() / 4 + 64);
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(1024));
+        }
+        let consumed = usize::try_from(compress.total_in()).unwrap_or(text.len());
+        let status = compress.compress_vec(
+            &text[consumed.min(text.len())..],
+            &mut out,
+            FlushCompress::Sync,
+        );
+        let all_in = usize::try_from(compress.total_in()).is_ok_and(|n| n >= text.len());
+        // The flush is complete once all input is in and the output was not filled up.
+        match status {
+            Ok(Status::Ok | Status::BufError) if all_in && out.len() < out.capacity() => break,
+            Ok(_) => {}
+            // Compressing into a growing Vec does not fail; were it to, send the text stored.
+            Err(_) => return stored_piece(text),
+        }
+    }
+    Bytes::from(out)
+}
+
+/// `text` as stored (uncompressed) deflate blocks, non-final.
+fn stored_piece(text: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 65535 * 5 + 5);
+    for block in text.chunks(65535) {
+        let len = block.len() as u16;
+        out.push(0x00);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    Bytes::from(out)
+}
+
+/// A run of pieces: their texts, their deflate blocks, and the checksum of the whole, so that
+/// runs built once can be joined per scrape with one CRC combination each.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    text: Vec<Bytes>,
+    deflate: Vec<Bytes>,
+    checksum: Checksum,
+}
+
+impl Run {
+    /// Appends a piece.
+    pub fn push(&mut self, piece: &Piece) {
+        if piece.is_empty() {
+            return;
+        }
+        self.text.push(piece.text.clone());
+        self.deflate.push(piece.deflate.clone());
+        self.checksum.push(piece);
+    }
+
+    /// Appends another run.
+    pub fn append(&mut self, other: &Run) {
+        self.text.extend(other.text.iter().cloned());
+        self.deflate.extend(other.deflate.iter().cloned());
+        self.checksum.append(&other.checksum);
+    }
+
+    /// Uncompressed length.
+    pub fn len(&self) -> u64 {
+        self.checksum.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.checksum.len == 0
+    }
+
+    /// The text, as chunks.
+    pub fn plain(&self) -> Vec<Bytes> {
+        self.text.clone()
+    }
+
+    /// One gzip member holding the text, as chunks: header, the pieces' blocks, an empty
+    /// final block, and the trailer.
+    pub fn gzip(&self) -> Vec<Bytes> {
+        let mut chunks = Vec::with_capacity(self.deflate.len() + 3);
+        chunks.push(Bytes::from_static(GZIP_HEADER));
+        chunks.extend(self.deflate.iter().cloned());
+        chunks.push(Bytes::from_static(FINAL_BLOCK));
+        chunks.push(Bytes::copy_from_slice(&self.checksum.trailer()));
+        chunks
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +542,73 @@ mod tests {
             openmetrics_to_classic(om),
             "# HELP req_total Requests \"made\".\n# TYPE req_total counter\nreq_total{a=\"b\"} 3\n# HELP g A gauge.\n# TYPE g gauge\ng 1.5\n"
         );
+    }
+
+    fn gunzip_one_member(gzip: &[u8]) -> Vec<u8> {
+        // A single member: the decoder reaches its end exactly at the end of the input.
+        let mut decoder = flate2::bufread::GzDecoder::new(gzip);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut decoder, &mut out).unwrap();
+        assert!(
+            decoder.into_inner().is_empty(),
+            "bytes after the first member"
+        );
+        out
+    }
+
+    #[test]
+    fn pieces_join_into_one_gzip_member() {
+        let big: String = (0..20_000)
+            .map(|i| {
+                format!(
+                    "aws_cost_daily_usd{{account_id=\"{i:012}\"}} {}.25\n",
+                    i % 97
+                )
+            })
+            .collect();
+        let pieces = [
+            Piece::from_static("# own\n"),
+            Piece::new(big.clone()),
+            Piece::new(String::new()),
+            Piece::from_static("# EOF\n"),
+        ];
+        let mut first = Run::default();
+        first.push(&pieces[0]);
+        let mut rest = Run::default();
+        for piece in &pieces[1..] {
+            rest.push(piece);
+        }
+        first.append(&rest);
+        let expected = format!("# own\n{big}# EOF\n");
+        assert_eq!(first.len(), expected.len() as u64);
+        assert_eq!(first.plain().concat(), expected.as_bytes());
+        let gzip = first.gzip().concat();
+        assert!(gzip.len() * 5 < expected.len(), "compresses");
+        assert_eq!(gunzip_one_member(&gzip), expected.as_bytes());
+        // The same pieces in another order are still one valid member.
+        let mut reordered = Run::default();
+        for piece in [&pieces[3], &pieces[1], &pieces[0]] {
+            reordered.push(piece);
+        }
+        let text = format!("# EOF\n{big}# own\n");
+        assert_eq!(
+            gunzip_one_member(&reordered.gzip().concat()),
+            text.as_bytes()
+        );
+        // An empty run is an empty gzip member.
+        assert!(gunzip_one_member(&Run::default().gzip().concat()).is_empty());
+    }
+
+    #[test]
+    fn stored_pieces_decode_too() {
+        let text: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let piece = Piece {
+            deflate: stored_piece(&text),
+            crc: crc32fast::hash(&text),
+            text: Bytes::from(text.clone()),
+        };
+        let mut run = Run::default();
+        run.push(&piece);
+        assert_eq!(gunzip_one_member(&run.gzip().concat()), text);
     }
 }

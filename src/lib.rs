@@ -4,6 +4,7 @@
 //! [`server`]. Each integration refreshes on its own schedule ([`refresh`]) into an immutable
 //! snapshot that is swapped in atomically; scrapes answer from memory and never call AWS.
 
+pub mod aggregate;
 pub mod config;
 pub mod cost_explorer;
 pub mod credentials;

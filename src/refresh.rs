@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Days, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::aggregate::Table;
 use crate::config::{CostBasis, Integration};
 use crate::cost_explorer::{
-    CostData, CostExplorerError, Dimension, ForecastValue, ResourceRow, TagRow,
+    CostData, CostExplorerError, Dimension, ForecastValue, Period, TagData,
 };
 use crate::credentials::Clients;
 use crate::metrics::Metrics;
-use crate::snapshot::{IntegrationSnapshot, Period, RefreshData, SnapshotStore};
+use crate::snapshot::{IntegrationSnapshot, RefreshData, SnapshotStore};
 
 /// The first retry delay after a failed refresh.
 pub const RETRY_MIN: Duration = Duration::from_secs(60);
@@ -56,6 +57,20 @@ pub enum RefreshError {
         failures: Vec<String>,
         summary: RefreshSummary,
     },
+    /// The snapshot could not be built (the runtime is shutting down).
+    #[error("building the snapshot: {0}")]
+    Build(String),
+}
+
+/// What a refresh keeps for the next one to fall back on when an optional part fails: the
+/// published snapshot (whose encoded tag and resource series it reuses) and the few figures the
+/// snapshot is computed from. Never the month's cost rows.
+#[derive(Debug, Clone, Default)]
+struct Last {
+    snapshot: Option<Arc<IntegrationSnapshot>>,
+    forecasts: BTreeMap<CostBasis, Option<ForecastValue>>,
+    budget_forecasts: BTreeMap<String, Option<ForecastValue>>,
+    organization_accounts: BTreeMap<String, String>,
 }
 
 /// Rest-of-month forecasts per cost basis and per filtered budget.
@@ -72,8 +87,8 @@ pub struct Refresher {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     clock: Clock,
-    /// The optional parts of the last refresh, for parts whose next query fails.
-    last: Mutex<Option<Arc<RefreshData>>>,
+    /// What the last refresh published, for parts whose next query fails.
+    last: Mutex<Last>,
     /// When the organization's accounts were last fetched.
     organizations_fetched: Mutex<Option<DateTime<Utc>>>,
 }
@@ -94,7 +109,7 @@ impl Refresher {
             store,
             metrics,
             clock,
-            last: Mutex::new(None),
+            last: Mutex::new(Last::default()),
             organizations_fetched: Mutex::new(None),
         }
     }
@@ -109,37 +124,27 @@ impl Refresher {
         let period = Period::new(now.date_naive(), self.data_delay_days);
         let bases = &self.integration.cost_basis;
         let ce = &self.clients.cost_explorer;
-        let previous = lock(&self.last).clone().unwrap_or_default();
+        let last = lock(&self.last).clone();
 
-        let costs = ce
-            .daily_costs(period.query_start(), period.query_end(), bases)
-            .await;
+        let costs = ce.costs(period, bases).await;
         self.record("costs", costs.is_ok());
-        let costs = costs?;
-
-        let mut data = RefreshData {
-            costs,
-            ..RefreshData::default()
-        };
+        let mut data = RefreshData::new(costs?);
         let mut outcome = Outcome {
             refresher: self,
             failures: Vec::new(),
         };
         if !self.integration.tags.is_empty() {
-            let result = self.tags(period, &mut data.costs).await;
-            data.tags = outcome.settle("tags", result, || previous.tags.clone());
+            let result = self.tags(period).await;
+            data.tags = outcome.settle("tags", result.map(Some), || None);
         }
         if !self.integration.resources.is_empty() {
             let result = self.resources(period, &data.costs).await;
-            data.resources = outcome.settle("resources", result, || previous.resources.clone());
+            data.resources = outcome.settle("resources", result.map(Some), || None);
         }
         if self.integration.forecast {
             let result = self.forecasts(period).await;
             (data.forecasts, data.budget_forecasts) = outcome.settle("forecast", result, || {
-                (
-                    previous.forecasts.clone(),
-                    previous.budget_forecasts.clone(),
-                )
+                (last.forecasts.clone(), last.budget_forecasts.clone())
             });
         }
         if let Some(organizations) = &self.clients.organizations {
@@ -155,25 +160,35 @@ impl Refresher {
                         *lock(&self.organizations_fetched) = Some(now);
                     }
                     outcome.settle("organizations", result, || {
-                        previous.organization_accounts.clone()
+                        last.organization_accounts.clone()
                     })
                 } else {
-                    previous.organization_accounts.clone()
+                    last.organization_accounts.clone()
                 };
         }
+        let failures = outcome.failures;
 
-        let snapshot = IntegrationSnapshot::build(&self.integration, &data, period);
+        // Encoding and compressing is CPU work: off the async workers, so that no scrape waits.
+        let integration = self.integration.clone();
+        let previous = last.snapshot;
+        let (snapshot, data) = tokio::task::spawn_blocking(move || {
+            let snapshot =
+                IntegrationSnapshot::build(&integration, &data, period, previous.as_deref());
+            (snapshot, data)
+        })
+        .await
+        .map_err(|err| RefreshError::Build(err.to_string()))?;
+        let snapshot = Arc::new(snapshot);
         let summary = RefreshSummary {
             series: snapshot.series_count(),
         };
-        self.store.publish(snapshot);
-        // Keep the optional parts for the next refresh to fall back on; the cost rows are
-        // never reused, so they are not kept.
-        *lock(&self.last) = Some(Arc::new(RefreshData {
-            costs: CostData::default(),
-            ..data
-        }));
-        let failures = outcome.failures;
+        self.store.publish(snapshot.clone());
+        *lock(&self.last) = Last {
+            snapshot: Some(snapshot),
+            forecasts: data.forecasts,
+            budget_forecasts: data.budget_forecasts,
+            organization_accounts: data.organization_accounts,
+        };
         if failures.is_empty() {
             Ok(summary)
         } else {
@@ -181,62 +196,53 @@ impl Refresher {
         }
     }
 
-    /// One query per tag key over the refresh's period. Account names the tag queries learn
-    /// are added to `costs`.
-    async fn tags(
-        &self,
-        period: Period,
-        costs: &mut CostData,
-    ) -> Result<Vec<(String, Vec<TagRow>)>, String> {
-        let mut tags = Vec::with_capacity(self.integration.tags.len());
+    /// Two queries per tag key: the month to date and the data day.
+    async fn tags(&self, period: Period) -> Result<TagData, String> {
+        let bases = &self.integration.cost_basis;
+        let mut tags = TagData {
+            daily: Table::new(bases.len()),
+            month: Table::new(bases.len()),
+            account_names: BTreeMap::new(),
+            requests: 0,
+        };
         for key in &self.integration.tags {
-            let (rows, result) = self
-                .clients
+            self.clients
                 .cost_explorer
-                .tag_costs(
-                    period.query_start(),
-                    period.query_end(),
-                    &self.integration.cost_basis,
-                    key,
-                )
+                .tag_costs(period, bases, key, &mut tags)
                 .await
                 .map_err(|err| format!("tag {key:?}: {err}"))?;
-            for (account, name) in result.attributes {
-                costs.account_names.entry(account).or_insert(name);
-            }
-            tags.push((key.clone(), rows));
         }
         Ok(tags)
     }
 
     /// The data day's resource-level costs of each configured service that had cost that day.
-    async fn resources(
-        &self,
-        period: Period,
-        costs: &CostData,
-    ) -> Result<Vec<ResourceRow>, String> {
+    async fn resources(&self, period: Period, costs: &CostData) -> Result<Table<4>, String> {
         if period.data_day + Days::new(RESOURCE_DAYS) <= period.today {
             return Err(format!(
                 "resource-level costs: AWS serves only the last {RESOURCE_DAYS} days; lower data_delay_days"
             ));
         }
-        let mut rows = Vec::new();
+        let mut rows = Table::new(self.integration.cost_basis.len());
         for service in &self.integration.resources {
-            let of_service = costs
-                .rows
-                .iter()
-                .filter(|r| r.day == period.data_day && &r.service == service);
-            let accounts: BTreeSet<String> =
-                of_service.clone().map(|r| r.account_id.clone()).collect();
-            let record_types: BTreeSet<String> =
-                of_service.map(|r| r.record_type.clone()).collect();
+            let mut accounts = BTreeSet::new();
+            let mut record_types = BTreeSet::new();
+            for (key, _) in costs.daily.iter().filter(|(key, _)| key[1] == service) {
+                accounts.insert(key[0].to_string());
+                record_types.insert(key[2].to_string());
+            }
             if accounts.is_empty() {
                 continue;
             }
-            let (service_rows, _pages) = self
-                .clients
+            self.clients
                 .cost_explorer
-                .resource_costs(period.data_day, service, &accounts, &record_types, &self.integration.cost_basis)
+                .resource_costs(
+                    period.data_day,
+                    service,
+                    &accounts,
+                    &record_types,
+                    &self.integration.cost_basis,
+                    &mut rows,
+                )
                 .await
                 .map_err(|err| {
                     format!(
@@ -246,7 +252,6 @@ impl Refresher {
                          granularity', selecting the service), and only for the last {RESOURCE_DAYS} days"
                     )
                 })?;
-            rows.extend(service_rows);
         }
         Ok(rows)
     }

@@ -4,18 +4,18 @@
 //! A scrape loads the current rendering (an `Arc`), encodes the exporter's own few metrics, and
 //! writes bytes: it never calls AWS and takes the same time whatever AWS is doing.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -24,7 +24,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::exposition::{Format, accepts_gzip, negotiate};
+use crate::exposition::{Format, Piece, Run, accepts_gzip, negotiate};
 use crate::metrics::{Metrics, REVISION, VERSION};
 use crate::snapshot::SnapshotStore;
 
@@ -83,9 +83,69 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
     }
 }
 
+/// A response body of shared chunks, sent as they are: a scrape does not copy the page.
+#[derive(Debug, Default)]
+pub struct Body {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Body {
+    pub fn new(chunks: Vec<Bytes>) -> Self {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Self {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            remaining,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.remaining
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Body::new(vec![bytes])
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => {
+                self.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// OpenMetrics' closing line, as a piece.
+static EOF: LazyLock<Piece> = LazyLock::new(|| Piece::from_static("# EOF\n"));
+
 /// Routes one request.
-pub fn handle(state: &ServerState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    route(
+pub fn handle(state: &ServerState, request: &Request<Incoming>) -> Response<Body> {
+    respond(
         state,
         request.method(),
         request.uri().path(),
@@ -93,12 +153,13 @@ pub fn handle(state: &ServerState, request: &Request<Incoming>) -> Response<Full
     )
 }
 
-fn route(
+/// The response to a request for `path`: every route, without I/O.
+pub fn respond(
     state: &ServerState,
     method: &Method,
     path: &str,
     headers: &http::HeaderMap,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let known = path == state.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
     if !known {
         return text(StatusCode::NOT_FOUND, "404 page not found\n");
@@ -129,36 +190,20 @@ fn route(
     }
 }
 
-fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<Body> {
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let format = negotiate(header_str(header::ACCEPT));
     let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING));
     let rendered = state.store.rendered();
-    let own = state.metrics.encode(format);
-    let cost = rendered.body(format);
-    let eof: &[u8] = if format == Format::OpenMetrics {
-        b"# EOF\n"
-    } else {
-        b""
-    };
-    let body = if gzip {
-        let mut encoder = GzEncoder::new(
-            Vec::with_capacity(cost.len() / 8 + 1024),
-            Compression::fast(),
-        );
-        // Writing into a Vec cannot fail.
-        let _ = encoder.write_all(own.as_bytes());
-        let _ = encoder.write_all(cost);
-        let _ = encoder.write_all(eof);
-        Bytes::from(encoder.finish().unwrap_or_default())
-    } else {
-        let mut body = Vec::with_capacity(own.len() + cost.len() + eof.len());
-        body.extend_from_slice(own.as_bytes());
-        body.extend_from_slice(cost);
-        body.extend_from_slice(eof);
-        Bytes::from(body)
-    };
-    let mut response = Response::new(Full::new(body));
+    // The exporter's own lines are the only part encoded (and compressed) per scrape.
+    let mut page = Run::default();
+    page.push(&Piece::new(state.metrics.encode(format)));
+    page.append(rendered.run(format));
+    if format == Format::OpenMetrics {
+        page.push(&EOF);
+    }
+    let body = Body::new(if gzip { page.gzip() } else { page.plain() });
+    let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -174,7 +219,7 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     response
 }
 
-fn landing_page(state: &ServerState) -> Response<Full<Bytes>> {
+fn landing_page(state: &ServerState) -> Response<Body> {
     let path = html_escape(&state.telemetry_path);
     let page = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>AWS Cost Exporter</title></head>\n<body>\n\
@@ -182,7 +227,7 @@ fn landing_page(state: &ServerState) -> Response<Full<Bytes>> {
          <ul>\n<li><a href=\"{path}\">Metrics</a> ({path})</li>\n<li><a href=\"/-/healthy\">Health</a> (/-/healthy)</li>\n\
          <li><a href=\"/-/ready\">Readiness</a> (/-/ready)</li>\n</ul>\n</body>\n</html>\n"
     );
-    let mut response = Response::new(Full::new(Bytes::from(page)));
+    let mut response = Response::new(Body::from(Bytes::from(page)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -197,8 +242,8 @@ fn html_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -208,14 +253,12 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// A HEAD response: the GET response's headers, including its length, without the body.
-fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
-    use hyper::body::Body as _;
+fn without_body(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    let length = body.size_hint().exact().unwrap_or_default();
     parts
         .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    Response::from_parts(parts, Full::new(Bytes::new()))
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, Body::default())
 }
 
 /// The addresses to try for a node_exporter-style listen address: `:10067` means every
@@ -260,27 +303,27 @@ mod tests {
         let s = state();
         let h = http::HeaderMap::new();
         assert_eq!(
-            route(&s, &Method::GET, "/metrics", &h).status(),
+            respond(&s, &Method::GET, "/metrics", &h).status(),
             StatusCode::OK
         );
-        assert_eq!(route(&s, &Method::GET, "/", &h).status(), StatusCode::OK);
+        assert_eq!(respond(&s, &Method::GET, "/", &h).status(), StatusCode::OK);
         assert_eq!(
-            route(&s, &Method::GET, "/-/healthy", &h).status(),
-            StatusCode::OK
-        );
-        assert_eq!(
-            route(&s, &Method::GET, "/-/ready", &h).status(),
+            respond(&s, &Method::GET, "/-/healthy", &h).status(),
             StatusCode::OK
         );
         assert_eq!(
-            route(&s, &Method::GET, "/nope", &h).status(),
+            respond(&s, &Method::GET, "/-/ready", &h).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&s, &Method::GET, "/nope", &h).status(),
             StatusCode::NOT_FOUND
         );
-        let post = route(&s, &Method::POST, "/metrics", &h);
+        let post = respond(&s, &Method::POST, "/metrics", &h);
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
         assert_eq!(
-            route(&s, &Method::DELETE, "/nope", &h).status(),
+            respond(&s, &Method::DELETE, "/nope", &h).status(),
             StatusCode::NOT_FOUND
         );
     }

@@ -1,17 +1,21 @@
-//! Typed cost series per integration, built from a refresh's rows, encoded once when built,
-//! and the store that swaps them in atomically so that a scrape never waits for AWS and never
-//! sees half a refresh.
+//! Cost series per integration, encoded once when a refresh builds them, and the store that
+//! swaps them in atomically so that a scrape never waits for AWS and never sees half a refresh.
+//!
+//! A snapshot keeps no typed copy of the data: each family's sample lines (identical in the
+//! classic and OpenMetrics formats for gauges without timestamps) are written once, with their
+//! deflate [`Piece`], and the store joins the integrations' pieces family by family, adding
+//! only each format's own `# HELP`/`# TYPE`/`# UNIT` lines. A scrape sends those shared bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use chrono::{Datelike, NaiveDate};
 
+use crate::aggregate::Table;
 use crate::config::{CostBasis, Integration};
-use crate::cost_explorer::{CostData, ForecastValue, ResourceRow, TagRow};
-use crate::exposition::{FamilyDesc, Format, MetricType, push_sample};
+pub use crate::cost_explorer::Period;
+use crate::cost_explorer::{CostData, ForecastValue, TagData};
+use crate::exposition::{FamilyDesc, Format, MetricType, Piece, Run, push_sample};
 
 const fn gauge(name: &'static str, help: &'static str, unit: Option<&'static str>) -> FamilyDesc {
     FamilyDesc {
@@ -126,84 +130,15 @@ pub const FAMILIES: [FamilyDesc; 16] = [
 /// The label value that stands for everything folded away by a series cap.
 pub const OTHER: &str = "__other__";
 
-/// One sample of a family: label pairs after `integration`, and the value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub labels: Vec<(&'static str, String)>,
-    pub value: f64,
-}
-
-impl Sample {
-    /// A label's value ("" when absent).
-    pub fn label(&self, name: &str) -> &str {
-        self.labels
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    }
-}
-
-/// The dates a refresh covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Period {
-    /// Today (UTC) when the refresh ran.
-    pub today: NaiveDate,
-    /// The day the daily gauges describe.
-    pub data_day: NaiveDate,
-}
-
-impl Period {
-    pub fn new(today: NaiveDate, data_delay_days: u32) -> Self {
-        let data_day = today - chrono::Days::new(u64::from(data_delay_days));
-        Self { today, data_day }
-    }
-
-    /// The first of today's month.
-    pub fn month_start(&self) -> NaiveDate {
-        self.today.with_day(1).unwrap_or(self.today)
-    }
-
-    /// The first of next month.
-    pub fn next_month_start(&self) -> NaiveDate {
-        let (year, month) = if self.today.month() == 12 {
-            (self.today.year() + 1, 1)
-        } else {
-            (self.today.year(), self.today.month() + 1)
-        };
-        NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(self.today)
-    }
-
-    /// The first day the refresh must query (inclusive).
-    pub fn query_start(&self) -> NaiveDate {
-        self.month_start().min(self.data_day)
-    }
-
-    /// The day after the last day the refresh must query (exclusive, as Cost Explorer's `End`).
-    pub fn query_end(&self) -> NaiveDate {
-        self.today.succ_opt().unwrap_or(self.today)
-    }
-
-    /// The rest of the month to forecast, `[tomorrow, next month)`; `None` on the last day.
-    pub fn forecast_period(&self) -> Option<(NaiveDate, NaiveDate)> {
-        let tomorrow = self.query_end();
-        let end = self.next_month_start();
-        (tomorrow < end).then_some((tomorrow, end))
-    }
-
-    pub fn in_month_to_date(&self, day: NaiveDate) -> bool {
-        day >= self.month_start() && day <= self.today
-    }
-}
-
 /// Everything one refresh of an integration gathered.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RefreshData {
     pub costs: CostData,
-    /// Rows per configured tag key.
-    pub tags: Vec<(String, Vec<TagRow>)>,
-    /// The data day's resource rows.
-    pub resources: Vec<ResourceRow>,
+    /// Tag costs; `None` when the tag queries failed (the last snapshot's tag series stay).
+    pub tags: Option<TagData>,
+    /// The data day's resource costs, keyed (account, service, resource, record type); `None`
+    /// when they failed (the last snapshot's resource series stay).
+    pub resources: Option<Table<4>>,
     /// Per cost basis, the forecast for the rest of the month (`None`: nothing left to forecast).
     pub forecasts: BTreeMap<CostBasis, Option<ForecastValue>>,
     /// Per filtered budget, the forecast for the rest of the month within its filter.
@@ -212,229 +147,257 @@ pub struct RefreshData {
     pub organization_accounts: BTreeMap<String, String>,
 }
 
+impl RefreshData {
+    /// Cost data and nothing else.
+    pub fn new(costs: CostData) -> Self {
+        Self {
+            costs,
+            tags: None,
+            resources: None,
+            forecasts: BTreeMap::new(),
+            budget_forecasts: BTreeMap::new(),
+            organization_accounts: BTreeMap::new(),
+        }
+    }
+}
+
+/// One family's samples of one integration, encoded.
+#[derive(Debug, Clone, Default)]
+struct Block {
+    piece: Piece,
+    samples: usize,
+    /// Series folded into `__other__` (capped families only).
+    dropped: usize,
+}
+
 /// An integration's cost data as served: immutable, encoded once.
 #[derive(Debug, Clone)]
 pub struct IntegrationSnapshot {
     pub integration: String,
     pub period: Period,
-    /// Samples per family of [`FAMILIES`].
-    families: Vec<Vec<Sample>>,
-    /// Sample lines per family, the same in both text formats.
-    encoded: Vec<String>,
+    /// One block per family of [`FAMILIES`].
+    blocks: Vec<Block>,
 }
 
-/// Label values of a cost series, without `integration` and `cost_basis`; values per basis.
-type Keyed = BTreeMap<Vec<String>, Vec<f64>>;
-
-fn add(map: &mut Keyed, key: Vec<String>, amounts: &[f64]) {
-    let entry = map.entry(key).or_insert_with(|| vec![0.0; amounts.len()]);
-    for (sum, amount) in entry.iter_mut().zip(amounts) {
-        *sum += amount;
-    }
+/// Writes one family's sample lines of one integration.
+struct Lines<'a> {
+    name: &'static str,
+    integration: &'a str,
+    out: String,
+    samples: usize,
 }
 
-/// Keeps the `max` keys with the largest absolute value (first cost basis; ties by key) and
-/// adds the rest into keys whose label at `other_at` is [`OTHER`]. Returns the folded keys count.
-pub fn fold(map: Keyed, max: usize, other_at: usize) -> (Keyed, usize) {
-    if map.len() <= max {
-        return (map, 0);
-    }
-    let mut ranked: Vec<(Vec<String>, Vec<f64>)> = map.into_iter().collect();
-    ranked.sort_by(|(ka, va), (kb, vb)| {
-        let a = va.first().copied().unwrap_or_default().abs();
-        let b = vb.first().copied().unwrap_or_default().abs();
-        b.total_cmp(&a).then_with(|| ka.cmp(kb))
-    });
-    let folded = ranked.len() - max;
-    let mut kept: Keyed = BTreeMap::new();
-    let mut others: Keyed = BTreeMap::new();
-    for (i, (key, values)) in ranked.into_iter().enumerate() {
-        if i < max {
-            kept.insert(key, values);
-        } else {
-            let mut other = key;
-            if let Some(slot) = other.get_mut(other_at) {
-                *slot = OTHER.to_string();
-            }
-            add(&mut others, other, &values);
+impl<'a> Lines<'a> {
+    fn new(family: &FamilyDesc, integration: &'a str) -> Self {
+        Self {
+            name: family.name,
+            integration,
+            out: String::new(),
+            samples: 0,
         }
     }
-    for (key, values) in others {
-        add(&mut kept, key, &values);
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 1);
+        all.push(("integration", self.integration));
+        all.extend_from_slice(labels);
+        push_sample(&mut self.out, self.name, &all, value);
+        self.samples += 1;
     }
-    (kept, folded)
+
+    fn block(self, dropped: usize) -> Block {
+        Block {
+            piece: Piece::new(self.out),
+            samples: self.samples,
+            dropped,
+        }
+    }
+}
+
+/// Account names: Organizations', then Cost Explorer's, then the id.
+struct Names(BTreeMap<String, String>);
+
+impl Names {
+    fn of<'a>(&'a self, id: &'a str) -> &'a str {
+        self.0.get(id).map_or(id, String::as_str)
+    }
+}
+
+/// Encodes a table whose first key is an account id, one sample per row and cost basis, in
+/// label order: account_id, account_name, `labels` for the other keys, cost_basis.
+fn table_block<const K: usize>(
+    family: &FamilyDesc,
+    integration: &Integration,
+    table: &Table<K>,
+    labels: [&'static str; K],
+    names: &Names,
+    dropped: usize,
+) -> Block {
+    let mut lines = Lines::new(family, &integration.name);
+    lines
+        .out
+        .reserve(table.len() * integration.cost_basis.len() * 200);
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(K + 2);
+    for row in table.sorted() {
+        let key = table.key(row);
+        for (basis, value) in integration.cost_basis.iter().zip(table.amounts(row)) {
+            pairs.clear();
+            pairs.push((labels[0], key[0]));
+            pairs.push(("account_name", names.of(key[0])));
+            pairs.extend(labels[1..].iter().copied().zip(key[1..].iter().copied()));
+            pairs.push(("cost_basis", basis.as_str()));
+            lines.sample(&pairs, *value);
+        }
+    }
+    lines.block(dropped * integration.cost_basis.len())
+}
+
+/// Index of a family in [`FAMILIES`].
+fn index_of(family: &FamilyDesc) -> usize {
+    FAMILIES
+        .iter()
+        .position(|f| f.name == family.name)
+        .unwrap_or_default()
 }
 
 impl IntegrationSnapshot {
-    /// Aggregates a refresh's rows into series, folds capped metrics, and encodes.
-    pub fn build(integration: &Integration, data: &RefreshData, period: Period) -> Self {
+    /// Encodes a refresh's data. Parts the refresh could not get (`None` tags or resources) keep
+    /// `previous`'s encoded series.
+    pub fn build(
+        integration: &Integration,
+        data: &RefreshData,
+        period: Period,
+        previous: Option<&IntegrationSnapshot>,
+    ) -> Self {
         let bases = &integration.cost_basis;
-        let mut names: BTreeMap<String, String> = data.costs.account_names.clone();
+        let mut names = data.costs.account_names.clone();
+        if let Some(tags) = &data.tags {
+            for (id, name) in &tags.account_names {
+                names.entry(id.clone()).or_insert_with(|| name.clone());
+            }
+        }
         names.extend(
             data.organization_accounts
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
-        let name_of = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
-
-        let mut daily = Keyed::new();
-        let mut month_to_date = Keyed::new();
-        for row in &data.costs.rows {
-            let key = vec![
-                row.account_id.clone(),
-                row.service.clone(),
-                row.record_type.clone(),
-            ];
-            if row.day == period.data_day {
-                add(&mut daily, key.clone(), &row.amounts);
-            }
-            if period.in_month_to_date(row.day) {
-                add(&mut month_to_date, key, &row.amounts);
-            }
-        }
-        let mut tag_daily = Keyed::new();
-        let mut tag_month_to_date = Keyed::new();
-        for (tag_key, rows) in &data.tags {
-            for row in rows {
-                let key = vec![
-                    row.account_id.clone(),
-                    tag_key.clone(),
-                    row.tag_value.clone(),
-                ];
-                if row.day == period.data_day {
-                    add(&mut tag_daily, key.clone(), &row.amounts);
-                }
-                if period.in_month_to_date(row.day) {
-                    add(&mut tag_month_to_date, key, &row.amounts);
-                }
-            }
-        }
-        let mut resources = Keyed::new();
-        for row in &data.resources {
-            let key = vec![
-                row.account_id.clone(),
-                row.service.clone(),
-                row.resource_id.clone(),
-                row.record_type.clone(),
-            ];
-            add(&mut resources, key, &row.amounts);
-        }
-        let (tag_daily, tag_daily_dropped) = fold(tag_daily, integration.max_tag_series, 2);
-        let (tag_month_to_date, tag_mtd_dropped) =
-            fold(tag_month_to_date, integration.max_tag_series, 2);
-        let (resources, resources_dropped) = fold(resources, integration.max_resource_series, 2);
-
-        let mut families: Vec<Vec<Sample>> = vec![Vec::new(); FAMILIES.len()];
-        let keyed_samples = |map: &Keyed, label_names: &[&'static str]| -> Vec<Sample> {
-            let mut out = Vec::with_capacity(map.len() * bases.len());
-            for (key, values) in map {
-                for (basis, value) in bases.iter().zip(values) {
-                    let mut labels: Vec<(&'static str, String)> =
-                        Vec::with_capacity(label_names.len() + 2);
-                    labels.push(("account_id", key[0].clone()));
-                    labels.push(("account_name", name_of(&key[0])));
-                    labels.extend(
-                        label_names
-                            .iter()
-                            .zip(&key[1..])
-                            .map(|(n, v)| (*n, v.clone())),
-                    );
-                    labels.push(("cost_basis", basis.as_str().to_string()));
-                    out.push(Sample {
-                        labels,
-                        value: *value,
-                    });
-                }
-            }
-            out
+        let names = Names(names);
+        let mut blocks: Vec<Block> = vec![Block::default(); FAMILIES.len()];
+        let mut set = |family: &FamilyDesc, block: Block| blocks[index_of(family)] = block;
+        let keep = |family: &FamilyDesc| {
+            previous
+                .map(|p| p.blocks[index_of(family)].clone())
+                .unwrap_or_default()
         };
-        let cost_labels = ["aws_service", "charge_type"];
-        let tag_labels = ["tag_key", "tag_value"];
-        families[0] = keyed_samples(&daily, &cost_labels);
-        families[1] = keyed_samples(&month_to_date, &cost_labels);
+        let name = integration.name.as_str();
+        let cost_labels = ["account_id", "aws_service", "charge_type"];
+        let costs = &data.costs;
+        set(
+            &DAILY,
+            table_block(&DAILY, integration, &costs.daily, cost_labels, &names, 0),
+        );
+        set(
+            &MONTH_TO_DATE,
+            table_block(
+                &MONTH_TO_DATE,
+                integration,
+                &costs.month,
+                cost_labels,
+                &names,
+                0,
+            ),
+        );
+        let mut lines = Lines::new(&DATA_DAY, name);
         let midnight = period
             .data_day
             .and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp())
             .unwrap_or_default();
-        families[2] = vec![Sample {
-            labels: Vec::new(),
-            value: midnight as f64,
-        }];
-        let estimated_daily = data.costs.estimated_days.contains(&period.data_day);
-        let estimated_mtd = data
-            .costs
-            .estimated_days
-            .iter()
-            .any(|d| period.in_month_to_date(*d));
-        families[3] = [("daily", estimated_daily), ("month_to_date", estimated_mtd)]
-            .into_iter()
-            .map(|(p, flag)| Sample {
-                labels: vec![("period", p.to_string())],
-                value: f64::from(u8::from(flag)),
-            })
-            .collect();
-        let tags_on = !integration.tags.is_empty();
-        let resources_on = !integration.resources.is_empty();
-        if tags_on {
-            families[4] = keyed_samples(&tag_daily, &tag_labels);
-            families[5] = keyed_samples(&tag_month_to_date, &tag_labels);
+        lines.sample(&[], midnight as f64);
+        set(&DATA_DAY, lines.block(0));
+        let mut lines = Lines::new(&ESTIMATED, name);
+        for (p, flag) in [
+            ("daily", costs.estimated_daily),
+            ("month_to_date", costs.estimated_month),
+        ] {
+            lines.sample(&[("period", p)], f64::from(u8::from(flag)));
         }
-        if resources_on {
-            families[6] = keyed_samples(&resources, &["aws_service", "resource_id", "charge_type"]);
+        set(&ESTIMATED, lines.block(0));
+
+        if !integration.tags.is_empty() {
+            match &data.tags {
+                Some(tags) => {
+                    let labels = ["account_id", "tag_key", "tag_value"];
+                    for (family, table) in
+                        [(TAG_DAILY, &tags.daily), (TAG_MONTH_TO_DATE, &tags.month)]
+                    {
+                        let (table, dropped) = table.fold(integration.max_tag_series, 2, OTHER);
+                        set(
+                            &family,
+                            table_block(&family, integration, &table, labels, &names, dropped),
+                        );
+                    }
+                }
+                None => {
+                    set(&TAG_DAILY, keep(&TAG_DAILY));
+                    set(&TAG_MONTH_TO_DATE, keep(&TAG_MONTH_TO_DATE));
+                }
+            }
+        }
+        if !integration.resources.is_empty() {
+            let block = match &data.resources {
+                Some(resources) => {
+                    let (table, dropped) =
+                        resources.fold(integration.max_resource_series, 2, OTHER);
+                    let labels = ["account_id", "aws_service", "resource_id", "charge_type"];
+                    table_block(
+                        &RESOURCE_DAILY,
+                        integration,
+                        &table,
+                        labels,
+                        &names,
+                        dropped,
+                    )
+                }
+                None => keep(&RESOURCE_DAILY),
+            };
+            set(&RESOURCE_DAILY, block);
         }
 
-        // Month to date per cost basis, all series: the base of every forecast.
-        let mtd_total = |index: usize, covers: &dyn Fn(&[String]) -> bool| -> f64 {
-            month_to_date
-                .iter()
-                .filter(|(key, _)| covers(key))
-                .map(|(_, values)| values.get(index).copied().unwrap_or_default())
-                .sum()
-        };
+        // Month to date per cost basis: the base of every forecast.
         let basis_index = |basis: CostBasis| bases.iter().position(|b| *b == basis).unwrap_or(0);
         if integration.forecast {
+            let mut mean = Lines::new(&FORECAST, name);
+            let mut lower = Lines::new(&FORECAST_LOWER, name);
+            let mut upper = Lines::new(&FORECAST_UPPER, name);
             for (index, basis) in bases.iter().enumerate() {
                 let Some(forecast) = data.forecasts.get(basis) else {
                     continue;
                 };
-                let mtd = mtd_total(index, &|_| true);
-                let labels = vec![("cost_basis", basis.as_str().to_string())];
-                let rest = forecast.unwrap_or(ForecastValue {
-                    mean: 0.0,
-                    lower: None,
-                    upper: None,
-                });
-                families[7].push(Sample {
-                    labels: labels.clone(),
-                    value: mtd + rest.mean,
-                });
-                if let Some(lower) = rest.lower {
-                    families[8].push(Sample {
-                        labels: labels.clone(),
-                        value: mtd + lower,
-                    });
+                let mtd = costs.month.total(index, |_| true);
+                let labels = [("cost_basis", basis.as_str())];
+                mean.sample(&labels, mtd + forecast.map_or(0.0, |f| f.mean));
+                if let Some(value) = forecast.and_then(|f| f.lower) {
+                    lower.sample(&labels, mtd + value);
                 }
-                if let Some(upper) = rest.upper {
-                    families[9].push(Sample {
-                        labels,
-                        value: mtd + upper,
-                    });
+                if let Some(value) = forecast.and_then(|f| f.upper) {
+                    upper.sample(&labels, mtd + value);
                 }
             }
+            set(&FORECAST, mean.block(0));
+            set(&FORECAST_LOWER, lower.block(0));
+            set(&FORECAST_UPPER, upper.block(0));
         }
+        let mut amount = Lines::new(&BUDGET, name);
+        let mut spent = Lines::new(&BUDGET_MONTH_TO_DATE, name);
+        let mut forecast = Lines::new(&BUDGET_FORECAST, name);
         for budget in &integration.budgets {
-            let labels = vec![("budget", budget.name.clone())];
-            let index = basis_index(budget.cost_basis);
-            let mtd = mtd_total(index, &|key| budget.covers(&key[0], &key[1]));
-            families[10].push(Sample {
-                labels: labels.clone(),
-                value: budget.monthly_usd,
+            let labels = [("budget", budget.name.as_str())];
+            let mtd = costs.month.total(basis_index(budget.cost_basis), |key| {
+                budget.covers(key[0], key[1])
             });
-            families[11].push(Sample {
-                labels: labels.clone(),
-                value: mtd,
-            });
+            amount.sample(&labels, budget.monthly_usd);
+            spent.sample(&labels, mtd);
             let rest = if budget.is_filtered() {
                 data.budget_forecasts.get(&budget.name)
             } else {
@@ -443,95 +406,79 @@ impl IntegrationSnapshot {
             if integration.forecast
                 && let Some(rest) = rest
             {
-                families[12].push(Sample {
-                    labels,
-                    value: mtd + rest.map_or(0.0, |r| r.mean),
-                });
+                forecast.sample(&labels, mtd + rest.map_or(0.0, |r| r.mean));
             }
         }
-        // Every account with a name or with cost.
-        let known: BTreeSet<&String> = names
-            .keys()
-            .chain(data.costs.rows.iter().map(|r| &r.account_id))
-            .collect();
-        families[13] = known
-            .into_iter()
-            .map(|id| Sample {
-                labels: vec![("account_id", id.clone()), ("account_name", name_of(id))],
-                value: 1.0,
-            })
-            .collect();
-        let mut counted = vec![(DAILY, 0usize, 0usize), (MONTH_TO_DATE, 1, 0)];
-        if tags_on {
-            counted.push((TAG_DAILY, 4, tag_daily_dropped));
-            counted.push((TAG_MONTH_TO_DATE, 5, tag_mtd_dropped));
-        }
-        if resources_on {
-            counted.push((RESOURCE_DAILY, 6, resources_dropped));
-        }
-        for (family, index, dropped) in counted {
-            let labels = vec![("metric", family.name.to_string())];
-            let count = families[index].len();
-            families[14].push(Sample {
-                labels: labels.clone(),
-                value: count as f64,
-            });
-            families[15].push(Sample {
-                labels,
-                value: (dropped * bases.len()) as f64,
-            });
-        }
+        set(&BUDGET, amount.block(0));
+        set(&BUDGET_MONTH_TO_DATE, spent.block(0));
+        set(&BUDGET_FORECAST, forecast.block(0));
 
-        let encoded = families
-            .iter()
-            .zip(FAMILIES.iter())
-            .map(|(samples, family)| encode(&integration.name, family.name, samples))
-            .collect();
+        // Every account with a name or with cost.
+        let mut known: BTreeSet<&str> = names.0.keys().map(String::as_str).collect();
+        for table in [&costs.daily, &costs.month] {
+            known.extend(table.iter().map(|(key, _)| key[0]));
+        }
+        let mut lines = Lines::new(&ACCOUNT_INFO, name);
+        for id in known {
+            lines.sample(&[("account_id", id), ("account_name", names.of(id))], 1.0);
+        }
+        set(&ACCOUNT_INFO, lines.block(0));
+
+        let mut counted = vec![DAILY, MONTH_TO_DATE];
+        if !integration.tags.is_empty() {
+            counted.extend([TAG_DAILY, TAG_MONTH_TO_DATE]);
+        }
+        if !integration.resources.is_empty() {
+            counted.push(RESOURCE_DAILY);
+        }
+        let mut series = Lines::new(&SERIES, name);
+        let mut dropped = Lines::new(&SERIES_DROPPED, name);
+        for family in counted {
+            let block = &blocks[index_of(&family)];
+            let labels = [("metric", family.name)];
+            series.sample(&labels, block.samples as f64);
+            dropped.sample(&labels, block.dropped as f64);
+        }
+        blocks[index_of(&SERIES)] = series.block(0);
+        blocks[index_of(&SERIES_DROPPED)] = dropped.block(0);
+
         Self {
             integration: integration.name.clone(),
             period,
-            families,
-            encoded,
+            blocks,
         }
     }
 
-    /// The samples of one family.
-    pub fn samples(&self, family: &FamilyDesc) -> &[Sample] {
-        FAMILIES
-            .iter()
-            .position(|f| f.name == family.name)
-            .and_then(|i| self.families.get(i))
-            .map_or(&[], Vec::as_slice)
+    /// The sample lines of one family.
+    pub fn text(&self, family: &FamilyDesc) -> &[u8] {
+        &self.blocks[index_of(family)].piece.text
     }
 
     /// The number of series this snapshot serves.
     pub fn series_count(&self) -> usize {
-        self.families.iter().map(Vec::len).sum()
+        self.blocks.iter().map(|b| b.samples).sum()
+    }
+
+    /// Bytes of encoded text (both formats share them) and of their deflate pieces.
+    pub fn encoded_bytes(&self) -> (usize, usize) {
+        self.blocks.iter().fold((0, 0), |(text, deflate), b| {
+            (text + b.piece.text.len(), deflate + b.piece.deflate.len())
+        })
     }
 }
 
-fn encode(integration: &str, name: &str, samples: &[Sample]) -> String {
-    let mut out = String::with_capacity(samples.len() * 200);
-    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(8);
-    for sample in samples {
-        labels.clear();
-        labels.push(("integration", integration));
-        labels.extend(sample.labels.iter().map(|(k, v)| (*k, v.as_str())));
-        push_sample(&mut out, name, &labels, sample.value);
-    }
-    out
-}
-
-/// The cost families of all integrations, encoded in both formats.
+/// The cost families of all integrations, joined once per publish, per format.
 #[derive(Debug, Default)]
 pub struct Rendered {
-    pub classic: Bytes,
-    pub openmetrics: Bytes,
+    classic: Run,
+    openmetrics: Run,
     pub series: usize,
 }
 
 impl Rendered {
-    pub fn body(&self, format: Format) -> &Bytes {
+    /// The cost families in `format`: each family's header lines, then every integration's
+    /// samples of it.
+    pub fn run(&self, format: Format) -> &Run {
         match format {
             Format::Classic => &self.classic,
             Format::OpenMetrics => &self.openmetrics,
@@ -552,16 +499,45 @@ struct StoreInner {
     /// Integration names in config order, which is exposition order.
     order: Vec<String>,
     snapshots: BTreeMap<String, Arc<IntegrationSnapshot>>,
+    /// Each family's header lines, per format, compressed once.
+    headers: Vec<[Piece; 2]>,
 }
 
 impl StoreInner {
-    fn render(&self) -> Rendered {
+    fn render(&mut self) -> Rendered {
+        if self.headers.is_empty() {
+            self.headers = FAMILIES
+                .iter()
+                .map(|family| {
+                    [Format::Classic, Format::OpenMetrics].map(|format| {
+                        let mut header = String::new();
+                        family.write_header(&mut header, format);
+                        Piece::new(header)
+                    })
+                })
+                .collect();
+        }
         let ordered: Vec<&Arc<IntegrationSnapshot>> = self
             .order
             .iter()
             .filter_map(|name| self.snapshots.get(name))
             .collect();
-        render(&ordered)
+        let mut rendered = Rendered {
+            series: ordered.iter().map(|s| s.series_count()).sum(),
+            ..Rendered::default()
+        };
+        for (index, [classic, openmetrics]) in self.headers.iter().enumerate() {
+            if ordered.iter().all(|s| s.blocks[index].piece.is_empty()) {
+                continue;
+            }
+            rendered.classic.push(classic);
+            rendered.openmetrics.push(openmetrics);
+            for snapshot in &ordered {
+                rendered.classic.push(&snapshot.blocks[index].piece);
+                rendered.openmetrics.push(&snapshot.blocks[index].piece);
+            }
+        }
+        rendered
     }
 }
 
@@ -570,7 +546,7 @@ impl SnapshotStore {
         Self {
             inner: Mutex::new(StoreInner {
                 order,
-                snapshots: BTreeMap::new(),
+                ..StoreInner::default()
             }),
             rendered: ArcSwap::from_pointee(Rendered::default()),
         }
@@ -584,12 +560,13 @@ impl SnapshotStore {
     }
 
     /// Replaces an integration's snapshot and re-renders the combined cost families.
-    pub fn publish(&self, snapshot: IntegrationSnapshot) {
+    pub fn publish(&self, snapshot: Arc<IntegrationSnapshot>) {
         let mut inner = self.inner();
         inner
             .snapshots
-            .insert(snapshot.integration.clone(), Arc::new(snapshot));
-        self.rendered.store(Arc::new(inner.render()));
+            .insert(snapshot.integration.clone(), snapshot);
+        let rendered = inner.render();
+        self.rendered.store(Arc::new(rendered));
     }
 
     /// Sets the integrations (config order) after a reload, dropping the others' snapshots.
@@ -597,10 +574,11 @@ impl SnapshotStore {
         let mut inner = self.inner();
         inner.snapshots.retain(|name, _| order.contains(name));
         inner.order = order;
-        self.rendered.store(Arc::new(inner.render()));
+        let rendered = inner.render();
+        self.rendered.store(Arc::new(rendered));
     }
 
-    /// The current rendering; a scrape clones an `Arc` and writes bytes.
+    /// The current rendering; a scrape clones an `Arc` and sends its bytes.
     pub fn rendered(&self) -> Arc<Rendered> {
         self.rendered.load_full()
     }
@@ -611,51 +589,15 @@ impl SnapshotStore {
     }
 }
 
-fn render(snapshots: &[&Arc<IntegrationSnapshot>]) -> Rendered {
-    let mut classic = String::new();
-    let mut openmetrics = String::new();
-    for (index, family) in FAMILIES.iter().enumerate() {
-        if snapshots.iter().all(|s| s.encoded[index].is_empty()) {
-            continue;
-        }
-        family.write_header(&mut classic, Format::Classic);
-        family.write_header(&mut openmetrics, Format::OpenMetrics);
-        for snapshot in snapshots {
-            classic.push_str(&snapshot.encoded[index]);
-            openmetrics.push_str(&snapshot.encoded[index]);
-        }
-    }
-    Rendered {
-        classic: Bytes::from(classic),
-        openmetrics: Bytes::from(openmetrics),
-        series: snapshots.iter().map(|s| s.series_count()).sum(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Budget;
-    use crate::cost_explorer::CostRow;
+    use chrono::NaiveDate;
+    use std::io::Read as _;
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
-    }
-
-    fn row(
-        d: NaiveDate,
-        account: &str,
-        service: &str,
-        record_type: &str,
-        amounts: &[f64],
-    ) -> CostRow {
-        CostRow {
-            day: d,
-            account_id: account.into(),
-            service: service.into(),
-            record_type: record_type.into(),
-            amounts: amounts.to_vec(),
-        }
     }
 
     fn integration(bases: &[CostBasis]) -> Integration {
@@ -664,19 +606,50 @@ mod tests {
         i
     }
 
-    fn find(samples: &[Sample], labels: &[(&str, &str)]) -> Option<f64> {
-        samples
-            .iter()
-            .find(|s| labels.iter().all(|(k, v)| s.label(k) == *v))
-            .map(|s| s.value)
+    /// The value of the first line of `text` that carries every `label="value"` pair.
+    fn find(text: &[u8], labels: &[(&str, &str)]) -> Option<f64> {
+        std::str::from_utf8(text).unwrap().lines().find_map(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+                .then(|| line.rsplit(' ').next().unwrap().parse().unwrap())
+        })
+    }
+
+    fn lines(text: &[u8]) -> usize {
+        std::str::from_utf8(text).unwrap().lines().count()
+    }
+
+    /// Costs of two bases: the data day (22nd) and the month to date through the 23rd.
+    fn sample_costs() -> CostData {
+        let mut costs = CostData::new(2);
+        costs
+            .daily
+            .add(["111111111111", "Amazon S3", "Usage"], &[0.5, 1.0]);
+        costs.daily.add(["111111111111", "Tax", "Tax"], &[0.1, 0.1]);
+        costs
+            .daily
+            .add(["222222222222", "Amazon S3", "Credit"], &[-0.25, -0.25]);
+        costs
+            .month
+            .add(["111111111111", "Amazon S3", "Usage"], &[1.75, 3.0]);
+        costs.month.add(["111111111111", "Tax", "Tax"], &[0.1, 0.1]);
+        costs
+            .month
+            .add(["222222222222", "Amazon S3", "Credit"], &[-0.25, -0.25]);
+        costs
+            .account_names
+            .insert("111111111111".into(), "Prod \"main\"".into());
+        costs.estimated_month = true;
+        costs
     }
 
     #[test]
     fn period_covers_month_and_data_day() {
         let p = Period::new(day(23), 1);
         assert_eq!(
-            (p.query_start(), p.data_day, p.query_end()),
-            (day(1), day(22), day(24))
+            (p.query_start(), p.data_day, p.data_day_end(), p.query_end()),
+            (day(1), day(22), day(23), day(24))
         );
         assert_eq!(
             p.forecast_period(),
@@ -701,45 +674,17 @@ mod tests {
         assert_eq!(Period::new(day(30), 1).forecast_period(), None);
     }
 
-    fn sample_data() -> RefreshData {
-        let mut costs = CostData {
-            rows: vec![
-                row(day(21), "111111111111", "Amazon S3", "Usage", &[1.25, 2.0]),
-                row(day(22), "111111111111", "Amazon S3", "Usage", &[0.5, 1.0]),
-                row(day(22), "111111111111", "Tax", "Tax", &[0.1, 0.1]),
-                row(
-                    day(22),
-                    "222222222222",
-                    "Amazon S3",
-                    "Credit",
-                    &[-0.25, -0.25],
-                ),
-                row(
-                    NaiveDate::from_ymd_opt(2026, 10, 31).unwrap(),
-                    "111111111111",
-                    "Amazon S3",
-                    "Usage",
-                    &[99.0, 99.0],
-                ),
-            ],
-            ..CostData::default()
-        };
-        costs
-            .account_names
-            .insert("111111111111".into(), "Prod \"main\"".into());
-        costs.estimated_days.insert(day(23));
-        RefreshData {
-            costs,
-            ..RefreshData::default()
-        }
-    }
-
     #[test]
-    fn rows_aggregate_into_daily_and_month_to_date() {
+    fn costs_encode_once_for_both_formats() {
         let i = integration(&[CostBasis::Unblended, CostBasis::Amortized]);
-        let snap = IntegrationSnapshot::build(&i, &sample_data(), Period::new(day(23), 1));
-        assert_eq!(snap.samples(&DAILY).len(), 6);
-        assert_eq!(snap.samples(&MONTH_TO_DATE).len(), 6);
+        let snap = IntegrationSnapshot::build(
+            &i,
+            &RefreshData::new(sample_costs()),
+            Period::new(day(23), 1),
+            None,
+        );
+        assert_eq!(lines(snap.text(&DAILY)), 6);
+        assert_eq!(lines(snap.text(&MONTH_TO_DATE)), 6);
         let s3 = |basis: &'static str| {
             [
                 ("account_id", "111111111111"),
@@ -747,61 +692,35 @@ mod tests {
                 ("cost_basis", basis),
             ]
         };
-        assert_eq!(find(snap.samples(&DAILY), &s3("unblended")), Some(0.5));
+        assert_eq!(find(snap.text(&DAILY), &s3("unblended")), Some(0.5));
+        assert_eq!(find(snap.text(&MONTH_TO_DATE), &s3("amortized")), Some(3.0));
         assert_eq!(
-            find(snap.samples(&MONTH_TO_DATE), &s3("unblended")),
-            Some(1.75)
-        );
-        assert_eq!(
-            find(snap.samples(&MONTH_TO_DATE), &s3("amortized")),
-            Some(3.0)
-        );
-        assert_eq!(
-            find(
-                snap.samples(&DAILY),
-                &[("account_id", "222222222222"), ("cost_basis", "amortized")]
-            ),
-            Some(-0.25)
-        );
-        assert_eq!(
-            find(snap.samples(&ESTIMATED), &[("period", "daily")]),
+            find(snap.text(&ESTIMATED), &[("period", "daily")]),
             Some(0.0)
         );
         assert_eq!(
-            find(snap.samples(&ESTIMATED), &[("period", "month_to_date")]),
+            find(snap.text(&ESTIMATED), &[("period", "month_to_date")]),
             Some(1.0)
         );
         assert_eq!(
-            find(snap.samples(&SERIES), &[("metric", "aws_cost_daily_usd")]),
+            find(snap.text(&SERIES), &[("metric", "aws_cost_daily_usd")]),
             Some(6.0)
         );
         assert_eq!(
-            snap.samples(&ACCOUNT_INFO),
-            &[
-                Sample {
-                    labels: vec![
-                        ("account_id", "111111111111".into()),
-                        ("account_name", "Prod \"main\"".into())
-                    ],
-                    value: 1.0
-                },
-                Sample {
-                    labels: vec![
-                        ("account_id", "222222222222".into()),
-                        ("account_name", "222222222222".into())
-                    ],
-                    value: 1.0
-                },
-            ],
+            std::str::from_utf8(snap.text(&ACCOUNT_INFO)).unwrap(),
+            "aws_cost_account_info{integration=\"payer\",account_id=\"111111111111\",account_name=\"Prod \\\"main\\\"\"} 1\n\
+             aws_cost_account_info{integration=\"payer\",account_id=\"222222222222\",account_name=\"222222222222\"} 1\n",
             "named accounts and accounts with cost"
         );
+        assert_eq!(snap.series_count(), 6 + 6 + 1 + 2 + 2 + 2 + 2);
 
         let store = SnapshotStore::new(vec!["payer".into()]);
-        store.publish(snap);
+        store.publish(Arc::new(snap));
         let rendered = store.rendered();
-        let text = std::str::from_utf8(&rendered.classic).unwrap();
+        let text = String::from_utf8(rendered.run(Format::Classic).plain().concat()).unwrap();
         assert!(text.contains(
-            "aws_cost_daily_usd{integration=\"payer\",account_id=\"111111111111\",account_name=\"Prod \\\"main\\\"\",aws_service=\"Amazon S3\",charge_type=\"Usage\",cost_basis=\"unblended\"} 0.5\n"
+            "# HELP aws_cost_daily_usd Cost in USD of the last complete UTC day (see aws_cost_data_day_timestamp_seconds), by account, service and charge type\n# TYPE aws_cost_daily_usd gauge\n\
+             aws_cost_daily_usd{integration=\"payer\",account_id=\"111111111111\",account_name=\"Prod \\\"main\\\"\",aws_service=\"Amazon S3\",charge_type=\"Usage\",cost_basis=\"unblended\"} 0.5\n"
         ), "{text}");
         assert!(text.contains(
             "aws_cost_month_to_date_usd{integration=\"payer\",account_id=\"222222222222\",account_name=\"222222222222\",aws_service=\"Amazon S3\",charge_type=\"Credit\",cost_basis=\"amortized\"} -0.25\n"
@@ -812,46 +731,25 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("aws_cost_estimated{integration=\"payer\",period=\"daily\"} 0\n"));
-        assert!(
-            text.contains("aws_cost_estimated{integration=\"payer\",period=\"month_to_date\"} 1\n")
-        );
         // Families without samples (forecast off, no budgets) have no header.
         assert!(!text.contains("aws_cost_budget_usd"));
-    }
-
-    #[test]
-    fn fold_keeps_the_largest_and_sums_the_rest() {
-        let mut map = Keyed::new();
-        for (id, value) in [
-            ("a", 5.0),
-            ("b", -7.0),
-            ("c", 1.0),
-            ("d", 0.5),
-            ("e", -0.25),
-        ] {
-            add(
-                &mut map,
-                vec!["acct".into(), "svc".into(), id.into()],
-                &[value, value * 2.0],
-            );
-        }
-        add(
-            &mut map,
-            vec!["acct2".into(), "svc".into(), "f".into()],
-            &[0.1, 0.2],
-        );
-        let (kept, folded) = fold(map.clone(), 2, 2);
-        assert_eq!(folded, 4);
-        let key = |a: &str, r: &str| vec![a.to_string(), "svc".to_string(), r.to_string()];
-        assert_eq!(kept[&key("acct", "b")], vec![-7.0, -14.0]);
-        assert_eq!(kept[&key("acct", "a")], vec![5.0, 10.0]);
-        assert_eq!(kept[&key("acct", OTHER)], vec![1.25, 2.5]);
-        assert_eq!(kept[&key("acct2", OTHER)], vec![0.1, 0.2]);
-        assert_eq!(kept.len(), 4);
-        let total = |m: &Keyed| m.values().map(|v| v[0]).sum::<f64>();
-        assert!((total(&kept) - total(&map)).abs() < 1e-12);
-        assert_eq!(fold(map.clone(), 10, 2), (map, 0));
+        // OpenMetrics differs only by its header lines.
+        let om = String::from_utf8(rendered.run(Format::OpenMetrics).plain().concat()).unwrap();
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(samples(&om), samples(&text));
+        assert!(om.contains("# TYPE aws_cost_daily_usd gauge\n# UNIT aws_cost_daily_usd usd\n"));
+        // The gzip member decodes to the same text.
+        let gzip = rendered.run(Format::Classic).gzip().concat();
+        let mut decoded = String::new();
+        flate2::read::GzDecoder::new(&gzip[..])
+            .read_to_string(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, text);
     }
 
     #[test]
@@ -873,10 +771,15 @@ mod tests {
                 cost_basis: CostBasis::Unblended,
             },
         ];
-        let mut data = sample_data();
-        for r in &mut data.costs.rows {
-            r.amounts.truncate(1);
-        }
+        let mut costs = CostData::new(1);
+        costs
+            .month
+            .add(["111111111111", "Amazon S3", "Usage"], &[1.75]);
+        costs.month.add(["111111111111", "Tax", "Tax"], &[0.1]);
+        costs
+            .month
+            .add(["222222222222", "Amazon S3", "Credit"], &[-0.25]);
+        let mut data = RefreshData::new(costs);
         let rest = ForecastValue {
             mean: 10.0,
             lower: Some(8.0),
@@ -885,70 +788,102 @@ mod tests {
         data.forecasts.insert(CostBasis::Unblended, Some(rest));
         data.budget_forecasts
             .insert("s3-main".into(), Some(ForecastValue { mean: 2.0, ..rest }));
-        let snap = IntegrationSnapshot::build(&i, &data, Period::new(day(23), 1));
-        // Month to date: 1.25 + 0.5 + 0.1 - 0.25 = 1.6.
-        assert_eq!(find(snap.samples(&FORECAST), &[]), Some(1.6 + 10.0));
-        assert_eq!(find(snap.samples(&FORECAST_LOWER), &[]), Some(1.6 + 8.0));
-        assert_eq!(find(snap.samples(&FORECAST_UPPER), &[]), Some(1.6 + 12.0));
+        let snap = IntegrationSnapshot::build(&i, &data, Period::new(day(23), 1), None);
+        // Month to date: 1.75 + 0.1 - 0.25 = 1.6.
+        assert_eq!(find(snap.text(&FORECAST), &[]), Some(1.6 + 10.0));
+        assert_eq!(find(snap.text(&FORECAST_LOWER), &[]), Some(1.6 + 8.0));
+        assert_eq!(find(snap.text(&FORECAST_UPPER), &[]), Some(1.6 + 12.0));
         assert_eq!(
-            find(snap.samples(&BUDGET), &[("budget", "s3-main")]),
+            find(snap.text(&BUDGET), &[("budget", "s3-main")]),
             Some(1.0)
         );
         assert_eq!(
-            find(
-                snap.samples(&BUDGET_MONTH_TO_DATE),
-                &[("budget", "s3-main")]
-            ),
+            find(snap.text(&BUDGET_MONTH_TO_DATE), &[("budget", "s3-main")]),
             Some(1.75)
         );
         assert_eq!(
-            find(snap.samples(&BUDGET_FORECAST), &[("budget", "s3-main")]),
+            find(snap.text(&BUDGET_FORECAST), &[("budget", "s3-main")]),
             Some(3.75)
         );
         assert_eq!(
-            find(snap.samples(&BUDGET_MONTH_TO_DATE), &[("budget", "all")]),
+            find(snap.text(&BUDGET_MONTH_TO_DATE), &[("budget", "all")]),
             Some(1.6)
         );
         assert_eq!(
-            find(snap.samples(&BUDGET_FORECAST), &[("budget", "all")]),
+            find(snap.text(&BUDGET_FORECAST), &[("budget", "all")]),
             Some(11.6)
         );
 
         // The last day: nothing left to forecast, the forecast is month to date.
         data.forecasts.insert(CostBasis::Unblended, None);
         data.budget_forecasts.insert("s3-main".into(), None);
-        let last = IntegrationSnapshot::build(&i, &data, Period::new(day(30), 1));
-        let mtd = find(
-            last.samples(&MONTH_TO_DATE),
-            &[("aws_service", "Amazon S3"), ("account_id", "111111111111")],
-        );
+        let last = IntegrationSnapshot::build(&i, &data, Period::new(day(30), 1), None);
         assert_eq!(
-            find(last.samples(&BUDGET_FORECAST), &[("budget", "s3-main")]),
-            mtd
+            find(last.text(&BUDGET_FORECAST), &[("budget", "s3-main")]),
+            Some(1.75)
         );
-        assert!(last.samples(&FORECAST_LOWER).is_empty());
+        assert_eq!(find(last.text(&FORECAST), &[]), Some(1.6));
+        assert!(last.text(&FORECAST_LOWER).is_empty());
+    }
+
+    #[test]
+    fn failed_parts_keep_the_last_encoded_series() {
+        let mut i = integration(&[CostBasis::Unblended]);
+        i.tags = vec!["team".into()];
+        i.max_tag_series = 1;
+        let mut tags = TagData {
+            daily: Table::new(1),
+            month: Table::new(1),
+            account_names: BTreeMap::new(),
+            requests: 2,
+        };
+        tags.daily.add(["111111111111", "team", "web"], &[2.0]);
+        tags.daily.add(["111111111111", "team", ""], &[1.0]);
+        tags.month.add(["111111111111", "team", "web"], &[5.0]);
+        let mut data = RefreshData::new(CostData::new(1));
+        data.tags = Some(tags);
+        let period = Period::new(day(23), 1);
+        let first = IntegrationSnapshot::build(&i, &data, period, None);
+        assert_eq!(
+            std::str::from_utf8(first.text(&TAG_DAILY)).unwrap(),
+            "aws_cost_tag_daily_usd{integration=\"payer\",account_id=\"111111111111\",account_name=\"111111111111\",tag_key=\"team\",tag_value=\"__other__\",cost_basis=\"unblended\"} 1\n\
+             aws_cost_tag_daily_usd{integration=\"payer\",account_id=\"111111111111\",account_name=\"111111111111\",tag_key=\"team\",tag_value=\"web\",cost_basis=\"unblended\"} 2\n"
+        );
+        let metric = [("metric", "aws_cost_tag_daily_usd")];
+        assert_eq!(find(first.text(&SERIES_DROPPED), &metric), Some(1.0));
+        // The tag queries fail next time: the last tag series stay, with their counts.
+        data.tags = None;
+        let second = IntegrationSnapshot::build(&i, &data, period, Some(&first));
+        assert_eq!(second.text(&TAG_DAILY), first.text(&TAG_DAILY));
+        assert_eq!(
+            second.text(&TAG_MONTH_TO_DATE),
+            first.text(&TAG_MONTH_TO_DATE)
+        );
+        assert_eq!(find(second.text(&SERIES), &metric), Some(2.0));
+        assert_eq!(find(second.text(&SERIES_DROPPED), &metric), Some(1.0));
+        // Without a last snapshot there is nothing to keep.
+        let alone = IntegrationSnapshot::build(&i, &data, period, None);
+        assert!(alone.text(&TAG_DAILY).is_empty());
     }
 
     #[test]
     fn families_stay_contiguous_across_integrations() {
         let store = SnapshotStore::new(vec!["a".into(), "b".into()]);
-        let data = RefreshData {
-            costs: CostData {
-                rows: vec![row(day(22), "111111111111", "S3", "Usage", &[1.0])],
-                ..CostData::default()
-            },
-            ..RefreshData::default()
-        };
+        let mut costs = CostData::new(1);
+        costs.daily.add(["111111111111", "S3", "Usage"], &[1.0]);
+        costs.month.add(["111111111111", "S3", "Usage"], &[1.0]);
+        let data = RefreshData::new(costs);
         for name in ["b", "a"] {
             let i = Integration::new(name, "111111111111");
-            store.publish(IntegrationSnapshot::build(
+            store.publish(Arc::new(IntegrationSnapshot::build(
                 &i,
                 &data,
                 Period::new(day(23), 1),
-            ));
+                None,
+            )));
         }
         let rendered = store.rendered();
-        let text = std::str::from_utf8(&rendered.openmetrics).unwrap();
+        let text = String::from_utf8(rendered.run(Format::OpenMetrics).plain().concat()).unwrap();
         let names: Vec<&str> = text
             .lines()
             .filter(|l| !l.starts_with('#'))
