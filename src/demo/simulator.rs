@@ -520,10 +520,10 @@ fn group_value(key: &GroupKey, row: &SimRow) -> String {
 
 fn dimension_value(dimension: &str, row: &SimRow) -> Option<String> {
     Some(match dimension {
-        "LINKED_ACCOUNT" => row.account_id.clone(),
-        "SERVICE" => row.service.clone(),
-        "RECORD_TYPE" => row.record_type.clone(),
-        "RESOURCE_ID" => row.resource_id.clone().unwrap_or_default(),
+        "LINKED_ACCOUNT" => row.account_id().to_string(),
+        "SERVICE" => row.service().to_string(),
+        "RECORD_TYPE" => row.record_type().to_string(),
+        "RESOURCE_ID" => row.resource_id().unwrap_or_default().to_string(),
         _ => return None,
     })
 }
