@@ -40,6 +40,9 @@ pub enum Behavior {
     Currency(String),
     /// Answers normally, but only after this long.
     Hang(Duration),
+    /// Every `GetCostAndUsage` answer is the first page with the same `NextPageToken`, so a
+    /// client that follows tokens never reaches the end.
+    LoopingToken,
 }
 
 #[derive(Debug, Clone)]
@@ -462,7 +465,11 @@ fn json_api(
                 &format!("User is not authorized to perform: ce:{operation}"),
             );
         }
-        Behavior::Normal | Behavior::Currency(_) | Behavior::Hang(_) | Behavior::Throttled(_) => {}
+        Behavior::Normal
+        | Behavior::Currency(_)
+        | Behavior::Hang(_)
+        | Behavior::Throttled(_)
+        | Behavior::LoopingToken => {}
     }
     if let Some((code, message)) = account.failures.get(operation) {
         return json_error(StatusCode::BAD_REQUEST, code, message);
@@ -1060,6 +1067,9 @@ fn get_cost_and_usage(
     if offset > entries.len() {
         return Err(validation("invalid NextPageToken"));
     }
+    // A looping account answers the first page, always with the same token.
+    let looping = !with_resources && account.behavior == Behavior::LoopingToken;
+    let offset = if looping { 0 } else { offset };
     let page_end = (offset + state.page_size).min(entries.len());
     let mut results: Vec<Value> = Vec::new();
     let mut current: Option<(usize, Vec<Value>, Option<Value>)> = None;
@@ -1119,7 +1129,7 @@ fn get_cost_and_usage(
         "ResultsByTime": results,
         "DimensionValueAttributes": attributes,
     });
-    if page_end < entries.len() {
+    if looping || page_end < entries.len() {
         response["NextPageToken"] = Value::String(format!("{page_end}.{fingerprint}"));
     }
     Ok(response)
@@ -1894,6 +1904,62 @@ mod tests {
                 .get("111111111111", &Arc::new(Dataset::default()), false, "q")
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_looping_token_never_ends_the_pages() {
+        let state = state(7, Behavior::LoopingToken);
+        let request = query(
+            "2026-11-01",
+            "2026-11-24",
+            "DAILY",
+            &[
+                ("DIMENSION", "LINKED_ACCOUNT"),
+                ("DIMENSION", "RECORD_TYPE"),
+            ],
+        );
+        let (status, first) = call(&state, "GetCostAndUsage", &request).await;
+        assert_eq!(status, 200);
+        let token = first["NextPageToken"].clone();
+        assert!(token.is_string());
+        let mut next = request.clone();
+        for _ in 0..5 {
+            next["NextPageToken"] = token.clone();
+            let (status, page) = call(&state, "GetCostAndUsage", &next).await;
+            assert_eq!(status, 200);
+            assert_eq!(page, first, "the first page again, with the same token");
+        }
+        // Even a result of one page carries the token.
+        let single = query("2026-11-01", "2026-11-24", "MONTHLY", &[]);
+        let (_, page) = call(&state, "GetCostAndUsage", &single).await;
+        let token = page["NextPageToken"].clone();
+        let mut next = single.clone();
+        next["NextPageToken"] = token.clone();
+        let (_, again) = call(&state, "GetCostAndUsage", &next).await;
+        assert_eq!(again, page);
+        // A token of another request is still refused.
+        next["Granularity"] = json!("DAILY");
+        let (status, error) = call(&state, "GetCostAndUsage", &next).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            error["Message"],
+            "NextPageToken does not belong to this request"
+        );
+        // Resource queries are not affected.
+        let mut resources = query(
+            "2026-11-20",
+            "2026-11-23",
+            "DAILY",
+            &[("DIMENSION", "RESOURCE_ID")],
+        );
+        resources["Filter"] = dimension("SERVICE", &[EC2]);
+        let resource_pages = pages(&state, "GetCostAndUsageWithResources", &resources).await;
+        assert!(resource_pages.len() > 1);
+        // Back to normal, the pages end; the looping page was the first of them.
+        set_behavior(&state, "111111111111", Behavior::Normal);
+        let normal = pages(&state, "GetCostAndUsage", &request).await;
+        assert!(normal.len() > 1);
+        assert_eq!(normal[0], first);
     }
 
     #[tokio::test]
