@@ -488,7 +488,7 @@ fn json_api(
         Behavior::Currency(unit) => unit.as_str(),
         _ => "USD",
     };
-    let result = match operation {
+    let result: Result<String, ApiError> = match operation {
         "GetCostAndUsage" => {
             get_cost_and_usage(state, &caller.account_id, &account, &request, unit, false)
         }
@@ -498,13 +498,17 @@ fn json_api(
         "GetCostAndUsageWithResources" => {
             get_cost_and_usage(state, &caller.account_id, &account, &request, unit, true)
         }
-        "GetCostForecast" => get_cost_forecast(&account.dataset, &request, unit),
-        "ListAccounts" => list_accounts(&caller.account_id, &account.dataset, &request),
+        "GetCostForecast" => {
+            get_cost_forecast(&account.dataset, &request, unit).map(|v| v.to_string())
+        }
+        "ListAccounts" => {
+            list_accounts(&caller.account_id, &account.dataset, &request).map(|v| v.to_string())
+        }
         other => Err(validation(&format!("operation {other} is not simulated"))),
     };
     match result {
-        Ok(value) => {
-            let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/x-amz-json-1.1"),
@@ -741,17 +745,6 @@ type Sums = [i128; 5];
 /// A group's labels, one per `GroupBy` key, and its sums.
 type Group = (Box<[Arc<str>]>, Sums);
 
-fn metric_map(metrics: &[(String, CostBasis)], sums: &Sums, unit: &str) -> Value {
-    let mut map = serde_json::Map::new();
-    for (name, basis) in metrics {
-        map.insert(
-            name.clone(),
-            json!({"Amount": format_units(sums[basis_index(*basis)]), "Unit": unit}),
-        );
-    }
-    Value::Object(map)
-}
-
 /// One entry of a query's result, in result order: per period, its groups in key order (or
 /// one marker for a period without groups), or its total when ungrouped.
 #[derive(Debug)]
@@ -941,7 +934,7 @@ fn get_cost_and_usage(
     request: &Value,
     unit: &str,
     with_resources: bool,
-) -> Result<Value, ApiError> {
+) -> Result<String, ApiError> {
     let dataset = &account.dataset;
     let period = request
         .get("TimePeriod")
@@ -1071,68 +1064,198 @@ fn get_cost_and_usage(
     let looping = !with_resources && account.behavior == Behavior::LoopingToken;
     let offset = if looping { 0 } else { offset };
     let page_end = (offset + state.page_size).min(entries.len());
-    let mut results: Vec<Value> = Vec::new();
-    let mut current: Option<(usize, Vec<Value>, Option<Value>)> = None;
-    let mut accounts_seen = std::collections::BTreeSet::new();
-    let flush = |current: &mut Option<(usize, Vec<Value>, Option<Value>)>,
-                 results: &mut Vec<Value>| {
-        if let Some((index, groups, total)) = current.take() {
-            let (from, to) = periods[index];
-            // A period is Estimated while any of its days is.
-            let estimated = dataset.is_estimated(to.pred_opt().unwrap_or(from));
-            results.push(json!({
-                "TimePeriod": {"Start": from.format("%Y-%m-%d").to_string(), "End": to.format("%Y-%m-%d").to_string()},
-                "Total": total.unwrap_or_else(|| json!({})),
-                "Groups": groups,
-                "Estimated": estimated,
-            }));
+    let token = (looping || page_end < entries.len()).then(|| format!("{page_end}.{fingerprint}"));
+    Ok(render_page(
+        &Page {
+            dataset,
+            periods: &periods,
+            group_keys: &group_keys,
+            metrics: &metrics,
+            unit,
+        },
+        &entries[offset..page_end],
+        token.as_deref(),
+    ))
+}
+
+/// What a page of a query's answer is written with.
+struct Page<'a> {
+    dataset: &'a Dataset,
+    periods: &'a [(NaiveDate, NaiveDate)],
+    group_keys: &'a [GroupKey],
+    metrics: &'a [(String, CostBasis)],
+    unit: &'a str,
+}
+
+/// Writes one page of a GetCostAndUsage answer: `entries`, the periods they belong to, the
+/// names of the accounts they group by, and the token of the next page.
+///
+/// The JSON is written directly rather than built as a `Value` (which took most of a page's
+/// time), exactly as serde_json writes the equivalent `Value`: object keys in sorted order,
+/// strings escaped alike.
+fn render_page(page: &Page<'_>, entries: &[Entry], token: Option<&str>) -> String {
+    // The members of a metrics object in key order, each name once, as they begin: `"Name":
+    // {"Amount":"`; the amount follows, then the unit.
+    let mut names: Vec<&(String, CostBasis)> = page.metrics.iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    names.dedup_by(|a, b| a.0 == b.0);
+    let members: Vec<(String, usize)> = names
+        .iter()
+        .map(|(name, basis)| {
+            let mut member = String::new();
+            write_json_str(&mut member, name);
+            member.push_str(":{\"Amount\":\"");
+            (member, basis_index(*basis))
+        })
+        .collect();
+    let mut unit = String::from("\",\"Unit\":");
+    write_json_str(&mut unit, page.unit);
+    unit.push('}');
+    let write_metrics = |out: &mut String, sums: &Sums| {
+        out.push('{');
+        for (n, (member, basis)) in members.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(member);
+            // Digits, '.', '-' and 'E': nothing to escape.
+            out.push_str(&format_units(sums[*basis]));
+            out.push_str(&unit);
         }
+        out.push('}');
     };
-    for entry in &entries[offset..page_end] {
-        let index = entry.period();
-        if current.as_ref().is_some_and(|(i, ..)| *i != index) {
-            flush(&mut current, &mut results);
+
+    let mut accounts_seen = std::collections::BTreeSet::new();
+    let mut results = String::new();
+    let mut start = 0;
+    while let Some(first) = entries.get(start) {
+        let index = first.period();
+        let end = entries[start..]
+            .iter()
+            .position(|e| e.period() != index)
+            .map_or(entries.len(), |n| start + n);
+        let (from, to) = page.periods[index];
+        // A period is Estimated while any of its days is.
+        let estimated = page.dataset.is_estimated(to.pred_opt().unwrap_or(from));
+        if start > 0 {
+            results.push(',');
         }
-        let slot = current.get_or_insert_with(|| (index, Vec::new(), None));
-        match entry {
-            Entry::Empty(_) => {}
-            Entry::Total(_, sums) => slot.2 = Some(metric_map(&metrics, sums, unit)),
-            Entry::Group(_, keys, sums) => {
-                for (key, value) in group_keys.iter().zip(keys) {
-                    if *key == GroupKey::Dimension(Dimension::LinkedAccount) {
-                        accounts_seen.insert(value.clone());
+        results.push_str(if estimated {
+            "{\"Estimated\":true,\"Groups\":["
+        } else {
+            "{\"Estimated\":false,\"Groups\":["
+        });
+        let mut total = None;
+        let mut groups = 0;
+        for entry in &entries[start..end] {
+            match entry {
+                Entry::Empty(_) => {}
+                Entry::Total(_, sums) => total = Some(sums),
+                Entry::Group(_, keys, sums) => {
+                    for (key, value) in page.group_keys.iter().zip(keys) {
+                        if *key == GroupKey::Dimension(Dimension::LinkedAccount) {
+                            accounts_seen.insert(&**value);
+                        }
                     }
+                    if groups > 0 {
+                        results.push(',');
+                    }
+                    groups += 1;
+                    results.push_str("{\"Keys\":[");
+                    for (n, key) in keys.iter().enumerate() {
+                        if n > 0 {
+                            results.push(',');
+                        }
+                        write_json_str(&mut results, key);
+                    }
+                    results.push_str("],\"Metrics\":");
+                    write_metrics(&mut results, sums);
+                    results.push('}');
                 }
-                let keys: Vec<&str> = keys.iter().map(|k| &**k).collect();
-                slot.1
-                    .push(json!({"Keys": keys, "Metrics": metric_map(&metrics, sums, unit)}));
             }
         }
+        results.push_str(&format!(
+            "],\"TimePeriod\":{{\"End\":\"{}\",\"Start\":\"{}\"}},\"Total\":",
+            to.format("%Y-%m-%d"),
+            from.format("%Y-%m-%d")
+        ));
+        match total {
+            Some(sums) => write_metrics(&mut results, sums),
+            None => results.push_str("{}"),
+        }
+        results.push('}');
+        start = end;
     }
-    flush(&mut current, &mut results);
-    let group_definitions: Vec<Value> = group_keys
-        .iter()
-        .map(|key| match key {
-            GroupKey::Dimension(d) => json!({"Type": "DIMENSION", "Key": d.name()}),
-            GroupKey::Tag(t) => json!({"Type": "TAG", "Key": t}),
-        })
-        .collect();
-    let attributes: Vec<Value> = accounts_seen
-        .iter()
-        .map(|id| {
-            let name = dataset.accounts.get(&**id).cloned().unwrap_or_default();
-            json!({"Value": &**id, "Attributes": {"description": name}})
-        })
-        .collect();
-    let mut response = json!({
-        "GroupDefinitions": group_definitions,
-        "ResultsByTime": results,
-        "DimensionValueAttributes": attributes,
-    });
-    if looping || page_end < entries.len() {
-        response["NextPageToken"] = Value::String(format!("{page_end}.{fingerprint}"));
+
+    let mut out = String::with_capacity(results.len() + 256);
+    out.push_str("{\"DimensionValueAttributes\":[");
+    for (n, id) in accounts_seen.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"Attributes\":{\"description\":");
+        write_json_str(
+            &mut out,
+            page.dataset.accounts.get(*id).map_or("", String::as_str),
+        );
+        out.push_str("},\"Value\":");
+        write_json_str(&mut out, id);
+        out.push('}');
     }
-    Ok(response)
+    out.push_str("],\"GroupDefinitions\":[");
+    for (n, key) in page.group_keys.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let (kind, name) = match key {
+            GroupKey::Dimension(d) => ("DIMENSION", d.name()),
+            GroupKey::Tag(t) => ("TAG", t.as_str()),
+        };
+        out.push_str("{\"Key\":");
+        write_json_str(&mut out, name);
+        out.push_str(",\"Type\":");
+        write_json_str(&mut out, kind);
+        out.push('}');
+    }
+    out.push(']');
+    if let Some(token) = token {
+        out.push_str(",\"NextPageToken\":");
+        write_json_str(&mut out, token);
+    }
+    out.push_str(",\"ResultsByTime\":[");
+    out.push_str(&results);
+    out.push_str("]}");
+    out
+}
+
+/// Writes `s` as a JSON string, escaped as serde_json escapes it: quote, backslash and
+/// control characters only.
+fn write_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Escaped bytes are ASCII, so `i` is a character boundary.
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{byte:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
 }
 
 fn get_cost_forecast(dataset: &Dataset, request: &Value, unit: &str) -> Result<Value, ApiError> {
@@ -1388,7 +1511,7 @@ mod tests {
                 ("111111111111", "Management"),
                 ("333333333333", "Production"),
                 ("444444444444", "Staging"),
-                ("555555555555", "Data \"Lake\""),
+                ("555555555555", "Data \"Lake\" \\ Analytics\nTeam\u{1} é"),
             ],
             today: today(),
             history_days: 45,
@@ -1818,7 +1941,7 @@ mod tests {
         assert_eq!(groups.len(), 4);
         assert_eq!(
             page["DimensionValueAttributes"][3],
-            json!({"Value": "555555555555", "Attributes": {"description": "Data \"Lake\""}})
+            json!({"Value": "555555555555", "Attributes": {"description": "Data \"Lake\" \\ Analytics\nTeam\u{1} é"}})
         );
         // Ungrouped: the total of each period.
         let request = query("2026-10-01", "2026-11-24", "MONTHLY", &[]);
@@ -1829,6 +1952,193 @@ mod tests {
             json!(format_units(units))
         );
         assert_eq!(page["ResultsByTime"][1]["Groups"], json!([]));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut samples: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        samples.extend(
+            [
+                "",
+                "plain",
+                "web \"frontend\"",
+                "a\\b\nc\u{7f}",
+                "é 日本 \u{2028} 🦀",
+                "\u{1}x\u{1f}",
+            ]
+            .map(String::from),
+        );
+        for sample in samples {
+            let mut written = String::new();
+            write_json_str(&mut written, &sample);
+            assert_eq!(
+                written,
+                Value::String(sample.clone()).to_string(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    /// How pages were written before: a `Value` built per group, then serialized.
+    fn reference_page(page: &Page<'_>, entries: &[Entry], token: Option<&str>) -> String {
+        let metric_map = |sums: &Sums| {
+            let mut map = serde_json::Map::new();
+            for (name, basis) in page.metrics {
+                map.insert(
+                    name.clone(),
+                    json!({"Amount": format_units(sums[basis_index(*basis)]), "Unit": page.unit}),
+                );
+            }
+            Value::Object(map)
+        };
+        let mut results: Vec<Value> = Vec::new();
+        let mut current: Option<(usize, Vec<Value>, Option<Value>)> = None;
+        let mut accounts_seen = BTreeSet::new();
+        let flush = |current: &mut Option<(usize, Vec<Value>, Option<Value>)>,
+                     results: &mut Vec<Value>| {
+            if let Some((index, groups, total)) = current.take() {
+                let (from, to) = page.periods[index];
+                let estimated = page.dataset.is_estimated(to.pred_opt().unwrap_or(from));
+                results.push(json!({
+                    "TimePeriod": {"Start": from.format("%Y-%m-%d").to_string(), "End": to.format("%Y-%m-%d").to_string()},
+                    "Total": total.unwrap_or_else(|| json!({})),
+                    "Groups": groups,
+                    "Estimated": estimated,
+                }));
+            }
+        };
+        for entry in entries {
+            let index = entry.period();
+            if current.as_ref().is_some_and(|(i, ..)| *i != index) {
+                flush(&mut current, &mut results);
+            }
+            let slot = current.get_or_insert_with(|| (index, Vec::new(), None));
+            match entry {
+                Entry::Empty(_) => {}
+                Entry::Total(_, sums) => slot.2 = Some(metric_map(sums)),
+                Entry::Group(_, keys, sums) => {
+                    for (key, value) in page.group_keys.iter().zip(keys) {
+                        if *key == GroupKey::Dimension(Dimension::LinkedAccount) {
+                            accounts_seen.insert(value.to_string());
+                        }
+                    }
+                    let keys: Vec<&str> = keys.iter().map(|k| &**k).collect();
+                    slot.1
+                        .push(json!({"Keys": keys, "Metrics": metric_map(sums)}));
+                }
+            }
+        }
+        flush(&mut current, &mut results);
+        let group_definitions: Vec<Value> = page
+            .group_keys
+            .iter()
+            .map(|key| match key {
+                GroupKey::Dimension(d) => json!({"Type": "DIMENSION", "Key": d.name()}),
+                GroupKey::Tag(t) => json!({"Type": "TAG", "Key": t}),
+            })
+            .collect();
+        let attributes: Vec<Value> = accounts_seen
+            .iter()
+            .map(|id| {
+                let name = page.dataset.accounts.get(id).cloned().unwrap_or_default();
+                json!({"Value": id, "Attributes": {"description": name}})
+            })
+            .collect();
+        let mut response = json!({
+            "GroupDefinitions": group_definitions,
+            "ResultsByTime": results,
+            "DimensionValueAttributes": attributes,
+        });
+        if let Some(token) = token {
+            response["NextPageToken"] = Value::String(token.to_string());
+        }
+        response.to_string()
+    }
+
+    #[test]
+    fn pages_are_written_as_serde_json_writes_them() {
+        let dataset = org();
+        // (start, end, granularity, group keys, metrics)
+        type Case<'a> = (&'a str, &'a str, &'a str, &'a [GroupKey], &'a [&'a str]);
+        let cases: &[Case] = &[
+            (
+                "2026-11-01",
+                "2026-11-24",
+                "DAILY",
+                &[
+                    GroupKey::Dimension(Dimension::LinkedAccount),
+                    GroupKey::Dimension(Dimension::RecordType),
+                ],
+                &["UnblendedCost", "AmortizedCost"],
+            ),
+            (
+                "2026-10-01",
+                "2026-11-24",
+                "MONTHLY",
+                &[
+                    GroupKey::Tag("team".into()),
+                    GroupKey::Dimension(Dimension::LinkedAccount),
+                ],
+                &["NetUnblendedCost", "BlendedCost", "NetUnblendedCost"],
+            ),
+            (
+                "2026-09-28",
+                "2026-10-12",
+                "DAILY",
+                &[GroupKey::Dimension(Dimension::Service)],
+                &["AmortizedCost"],
+            ),
+            (
+                "2026-09-28",
+                "2026-11-24",
+                "MONTHLY",
+                &[],
+                &["UnblendedCost", "NetAmortizedCost"],
+            ),
+            (
+                "2026-11-20",
+                "2026-11-23",
+                "DAILY",
+                &[
+                    GroupKey::Dimension(Dimension::ResourceId),
+                    GroupKey::Dimension(Dimension::LinkedAccount),
+                ],
+                &["UnblendedCost"],
+            ),
+        ];
+        for (start, end, granularity, group_keys, metric_names) in cases {
+            let periods = periods(
+                NaiveDate::parse_from_str(start, "%Y-%m-%d").unwrap(),
+                NaiveDate::parse_from_str(end, "%Y-%m-%d").unwrap(),
+                granularity,
+            )
+            .unwrap();
+            let metrics: Vec<(String, CostBasis)> = metric_names
+                .iter()
+                .map(|m| (m.to_string(), CostBasis::from_metric(m).unwrap()))
+                .collect();
+            let entries = aggregate(&dataset, &periods, None, group_keys, &metrics);
+            assert!(entries.len() >= 3);
+            for unit in ["USD", "EUR"] {
+                let page = Page {
+                    dataset: &dataset,
+                    periods: &periods,
+                    group_keys,
+                    metrics: &metrics,
+                    unit,
+                };
+                for size in [1, 7, 500] {
+                    for (n, chunk) in entries.chunks(size).enumerate() {
+                        let token = format!("{}.0123456789abcdef", (n + 1) * size);
+                        let token = (n % 2 == 0).then_some(token.as_str());
+                        assert_eq!(
+                            render_page(&page, chunk, token),
+                            reference_page(&page, chunk, token)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[tokio::test]
