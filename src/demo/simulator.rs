@@ -1489,6 +1489,7 @@ fn plain(status: StatusCode, message: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Instant;
 
     use super::*;
     use crate::demo::DatasetSpec;
@@ -2299,5 +2300,77 @@ mod tests {
         let (status, error) = call(&state, "GetCostForecast", &bad).await;
         assert_eq!(status, 400);
         assert_eq!(error["Message"], "dimension AZ is not simulated");
+    }
+
+    /// Generates the 1,500-account demo organization and times a query through the handler.
+    /// Run in release: `cargo test --release --lib -- --ignored --nocapture large_organization`.
+    #[tokio::test]
+    #[ignore = "a benchmark: run in release"]
+    async fn large_organization_benchmark() {
+        fn status_kb(field: &str) -> String {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with(field))
+                .map(|l| l.trim_start_matches(field).trim().to_string())
+                .unwrap_or_else(|| "?".into())
+        }
+        let today = chrono::Utc::now().date_naive();
+        let started = Instant::now();
+        let builder = crate::demo::demo_simulator(today, 1_500).page_size(500);
+        let generation = started.elapsed();
+        let state = builder.state;
+        let rows = state.accounts.lock().unwrap()["111111111111"]
+            .dataset
+            .rows
+            .len();
+        eprintln!("generation of 1,500 accounts: {generation:.2?}, {rows} rows of the payer");
+        eprintln!(
+            "RSS after generation: {} (peak {})",
+            status_kb("VmRSS:"),
+            status_kb("VmHWM:")
+        );
+        let month_start = today.with_day(1).unwrap();
+        let key = "AKIADEMOPAYER0000001";
+        for granularity in ["MONTHLY", "DAILY"] {
+            let mut request = json!({
+                "TimePeriod": {"Start": month_start.to_string(), "End": (today + Days::new(1)).to_string()},
+                "Granularity": granularity,
+                "Metrics": ["UnblendedCost", "AmortizedCost", "NetUnblendedCost"],
+                "Filter": dimension("RECORD_TYPE", &["Usage"]),
+                "GroupBy": [{"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"}, {"Type": "DIMENSION", "Key": "SERVICE"}],
+            });
+            let started = Instant::now();
+            let (status, first) = call_with(&state, key, "GetCostAndUsage", &request).await;
+            let cold = started.elapsed();
+            assert_eq!(status, 200, "{first}");
+            let entries = state.cache.lock().unwrap().queries[0].entries.len();
+            eprintln!(
+                "{granularity}, Usage, by LINKED_ACCOUNT and SERVICE: first page (cold) {cold:.2?}; \
+                 {entries} entries, {} pages of 500",
+                entries.div_ceil(500)
+            );
+            let mut page = first;
+            let mut warm = Vec::new();
+            while let Some(token) = page.get("NextPageToken").cloned() {
+                request["NextPageToken"] = token;
+                let started = Instant::now();
+                let (status, next) = call_with(&state, key, "GetCostAndUsage", &request).await;
+                warm.push(started.elapsed());
+                assert_eq!(status, 200);
+                page = next;
+            }
+            let mean = warm.iter().sum::<Duration>() / warm.len().max(1) as u32;
+            let max = warm.iter().max().copied().unwrap_or_default();
+            eprintln!(
+                "  later pages (warm): {} pages, mean {mean:.2?}, max {max:.2?}",
+                warm.len()
+            );
+        }
+        eprintln!(
+            "RSS at the end: {} (peak {})",
+            status_kb("VmRSS:"),
+            status_kb("VmHWM:")
+        );
     }
 }
