@@ -94,7 +94,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let _simulator;
     let config = if flags.demo {
         let today = chrono::Utc::now().date_naive();
-        let simulator = demo::start_simulator(today)
+        let simulator = demo::start_simulator(today, demo::DEMO_SCALE)
             .await
             .context("starting the simulated Cost Explorer")?;
         tracing::info!(endpoint = %simulator.endpoint(), "demo: simulated Cost Explorer, STS and Organizations started");

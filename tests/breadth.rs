@@ -90,7 +90,7 @@ async fn tag_series_are_exact_and_sum_to_the_untagged_total() {
             let value = s.label("tag_value");
             let expected = dataset.total(basis_of(s), |r| {
                 in_period(r.day)
-                    && r.account_id == s.label("account_id")
+                    && r.account_id() == s.label("account_id")
                     && r.tag(key).unwrap_or_default() == value
             });
             assert_close(s.value, expected, &format!("{metric} {:?}", s.labels));
@@ -131,7 +131,7 @@ async fn tag_series_are_exact_and_sum_to_the_untagged_total() {
             &rows,
             start,
             end,
-            |r| format!("{}|{}", r.account_id, r.tag(key).unwrap_or_default()),
+            |r| format!("{}|{}", r.account_id(), r.tag(key).unwrap_or_default()),
             60,
         );
     }
@@ -184,12 +184,12 @@ async fn tag_series_fold_into_other_without_losing_cost() {
             for value in values {
                 let total = dataset.total(CostBasis::Unblended, |r| {
                     in_month(r)
-                        && r.account_id == account
+                        && r.account_id() == account
                         && r.tag(key).unwrap_or_default() == *value
                 });
                 if dataset.rows.iter().any(|r| {
                     in_month(r)
-                        && r.account_id == account
+                        && r.account_id() == account
                         && r.tag(key).unwrap_or_default() == *value
                 }) {
                     magnitudes.push((
@@ -240,23 +240,23 @@ fn resource_totals(
     for r in dataset
         .rows
         .iter()
-        .filter(|r| r.day == day && (r.service == EC2 || r.service == RDS))
+        .filter(|r| r.day == day && (r.service() == EC2 || r.service() == RDS))
     {
         keys.insert((
-            r.account_id.clone(),
-            r.service.clone(),
-            r.resource_id.clone().unwrap_or_default(),
-            r.record_type.clone(),
+            r.account_id().to_string(),
+            r.service().to_string(),
+            r.resource_id().unwrap_or_default().to_string(),
+            r.record_type().to_string(),
         ));
     }
     keys.into_iter()
         .map(|k| {
             let total = dataset.total(basis, |r| {
                 r.day == day
-                    && r.account_id == k.0
-                    && r.service == k.1
-                    && r.resource_id.as_deref() == Some(k.2.as_str())
-                    && r.record_type == k.3
+                    && r.account_id() == k.0
+                    && r.service() == k.1
+                    && r.resource_id() == Some(k.2.as_str())
+                    && r.record_type() == k.3
             });
             (k, total)
         })
@@ -310,9 +310,9 @@ async fn resource_series_are_exact_and_fold_into_other() {
         for ((account, service, charge_type), sum) in groups {
             let expected = dataset.total(basis, |r| {
                 r.day == data_day
-                    && r.account_id == account
-                    && r.service == service
-                    && r.record_type == charge_type
+                    && r.account_id() == account
+                    && r.service() == service
+                    && r.record_type() == charge_type
             });
             assert_close(
                 sum,
@@ -353,10 +353,10 @@ async fn resource_series_are_exact_and_fold_into_other() {
         let rows: Vec<&SimRow> = dataset
             .rows
             .iter()
-            .filter(|r| r.day == data_day && r.service == service)
+            .filter(|r| r.day == data_day && r.service() == service)
             .collect();
-        let accounts: BTreeSet<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
-        let types: BTreeSet<&str> = rows.iter().map(|r| r.record_type.as_str()).collect();
+        let accounts: BTreeSet<&str> = rows.iter().map(|r| r.account_id()).collect();
+        let types: BTreeSet<&str> = rows.iter().map(|r| r.record_type()).collect();
         expected_requests += accounts.len().min(types.len());
     }
     assert_eq!(
@@ -494,7 +494,7 @@ async fn forecasts_and_budgets_are_exact() {
             "prod-ec2",
             9000.0,
             CostBasis::Unblended,
-            Box::new(|r: &SimRow| r.account_id == "333333333333" && r.service == EC2),
+            Box::new(|r: &SimRow| r.account_id() == "333333333333" && r.service() == EC2),
         ),
         (
             "total",
@@ -506,7 +506,9 @@ async fn forecasts_and_budgets_are_exact() {
             "data",
             5000.0,
             CostBasis::Unblended,
-            Box::new(|r: &SimRow| r.account_id == "444444444444" || r.account_id == "555555555555"),
+            Box::new(|r: &SimRow| {
+                r.account_id() == "444444444444" || r.account_id() == "555555555555"
+            }),
         ),
     ];
     for (name, amount, basis, filter) in &budgets {

@@ -133,9 +133,9 @@ async fn reconcile(
                 .filter(|r| in_period(r.day))
                 .map(|r| {
                     (
-                        r.account_id.clone(),
-                        r.service.clone(),
-                        r.record_type.clone(),
+                        r.account_id().to_string(),
+                        r.service().to_string(),
+                        r.record_type().to_string(),
                     )
                 })
                 .collect();
@@ -168,9 +168,9 @@ async fn reconcile(
                 assert_eq!(s.label("account_name"), name);
                 let expected = dataset.total(basis, |r| {
                     in_period(r.day)
-                        && r.account_id == account
-                        && r.service == s.label("aws_service")
-                        && r.record_type == s.label("charge_type")
+                        && r.account_id() == account
+                        && r.service() == s.label("aws_service")
+                        && r.record_type() == s.label("charge_type")
                 });
                 assert_close(
                     s.value,

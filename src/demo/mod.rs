@@ -39,13 +39,164 @@ pub fn demo_config(endpoint: &str) -> Result<Config, ConfigError> {
     })
 }
 
-/// Starts the demo's simulated AWS, with data up to `today`.
-pub async fn start_simulator(today: NaiveDate) -> std::io::Result<Simulator> {
+/// The demo organization's default size: [`DEMO_ORGANIZATION`].
+pub const DEMO_SCALE: usize = DEMO_ORGANIZATION.len();
+
+/// Days of history before today in the demo at [`DEMO_SCALE`] (two months).
+const DEMO_HISTORY_DAYS: u64 = 62;
+
+/// Days of history before today in larger demo organizations: all the exporter reads. A
+/// refresh queries from the first of the month or from its data day, whichever is earlier
+/// (`data_delay_days` is at most 31), so 31 days back; the forecast averages the 7 complete
+/// days before today, and resource-level data covers the last 14 days, both within them.
+/// Fewer days keep a 1,500-account organization's rows to a few million.
+const LARGE_DEMO_HISTORY_DAYS: u64 = crate::config::MAX_DATA_DELAY_DAYS as u64;
+
+/// Business domains and environments that generated member accounts are named after.
+const ACCOUNT_DOMAINS: &[&str] = &[
+    "payments",
+    "search",
+    "data-lake",
+    "identity",
+    "checkout",
+    "catalog",
+    "billing",
+    "analytics",
+    "ml-platform",
+    "messaging",
+    "notifications",
+    "inventory",
+    "shipping",
+    "fraud",
+    "ledger",
+    "reporting",
+    "media",
+    "streaming",
+    "recommendations",
+    "auth",
+    "api-gateway",
+    "mobile",
+    "web",
+    "crm",
+    "marketing",
+    "support",
+    "observability",
+    "logging",
+    "security",
+    "networking",
+    "edge",
+    "devtools",
+    "ci",
+    "registry",
+    "warehouse",
+    "etl",
+    "geo",
+    "pricing",
+    "orders",
+    "accounts",
+    "risk",
+    "compliance",
+    "people",
+    "finance",
+    "partners",
+    "ads",
+    "experiments",
+    "growth",
+    "content",
+    "translation",
+];
+const ACCOUNT_REGIONS: &[&str] = &["", "eu", "us", "apac", "latam", "ca", "me"];
+const ACCOUNT_ENVIRONMENTS: &[&str] = &[
+    "prod", "staging", "dev", "qa", "sandbox", "perf", "dr", "shared",
+];
+
+/// The accounts of a demo organization of `scale` accounts with cost (at least one): the
+/// accounts of [`DEMO_ORGANIZATION`] first, then generated members named like
+/// "payments-prod" or "data-lake-eu-staging", with unique 12-digit ids. Deterministic.
+pub fn demo_organization(scale: usize) -> Vec<(String, String)> {
+    let scale = scale.max(1);
+    let mut accounts: Vec<(String, String)> = DEMO_ORGANIZATION
+        .iter()
+        .take(scale)
+        .map(|(id, name)| (id.to_string(), name.to_string()))
+        .collect();
+    let members = scale - accounts.len();
+    if members == 0 {
+        return accounts;
+    }
+    let mut rng = fastrand::Rng::with_seed(1_500);
+    let mut names: Vec<String> = ACCOUNT_REGIONS
+        .iter()
+        .flat_map(|region| {
+            ACCOUNT_DOMAINS.iter().flat_map(move |domain| {
+                ACCOUNT_ENVIRONMENTS.iter().map(move |env| {
+                    if region.is_empty() {
+                        format!("{domain}-{env}")
+                    } else {
+                        format!("{domain}-{region}-{env}")
+                    }
+                })
+            })
+        })
+        .collect();
+    // Regional accounts come after the global ones; each group in a shuffled order.
+    let global = ACCOUNT_DOMAINS.len() * ACCOUNT_ENVIRONMENTS.len();
+    rng.shuffle(&mut names[..global]);
+    rng.shuffle(&mut names[global..]);
+    // Beyond the word lists, numbered accounts ("payments-prod-2"; no name ends in a digit).
+    let combinations = names.len();
+    for round in 2.. {
+        if names.len() >= members {
+            break;
+        }
+        let numbered: Vec<String> = names[..combinations]
+            .iter()
+            .map(|name| format!("{name}-{round}"))
+            .collect();
+        names.extend(numbered);
+    }
+    // Ids: 12 digits, unique, not a demo account, and unique modulo 0xfff_ffff too since
+    // instance ids are derived from the id that way.
+    let reserved = DEMO_ORGANIZATION
+        .iter()
+        .chain(DEMO_IDLE_MEMBERS)
+        .chain(DEMO_WORKLOAD)
+        .map(|(id, _)| *id)
+        .chain(["999999999999"]);
+    let mut taken: std::collections::HashSet<u64> = reserved
+        .filter_map(|id| id.parse::<u64>().ok())
+        .map(|id| id % 0xfff_ffff)
+        .collect();
+    for name in names.into_iter().take(members) {
+        let id = loop {
+            let id = rng.u64(100_000_000_000..1_000_000_000_000);
+            if taken.insert(id % 0xfff_ffff) {
+                break id;
+            }
+        };
+        accounts.push((id.to_string(), name));
+    }
+    accounts
+}
+
+/// The demo's datasets for `scale` accounts: the organization's payer's, and the workload
+/// account's.
+pub fn demo_datasets(today: NaiveDate, scale: usize) -> (Dataset, Dataset) {
+    let history_days = if scale > DEMO_SCALE {
+        LARGE_DEMO_HISTORY_DAYS
+    } else {
+        DEMO_HISTORY_DAYS
+    };
+    let accounts = demo_organization(scale);
+    let accounts: Vec<(&str, &str)> = accounts
+        .iter()
+        .map(|(id, name)| (id.as_str(), name.as_str()))
+        .collect();
     let organization = Dataset::generate(&DatasetSpec {
         seed: 20_261_123,
-        accounts: DEMO_ORGANIZATION,
+        accounts: &accounts,
         today,
-        history_days: 62,
+        history_days,
         estimated_days: 2,
         scale: 1.0,
         idle_accounts: DEMO_IDLE_MEMBERS,
@@ -54,11 +205,18 @@ pub async fn start_simulator(today: NaiveDate) -> std::io::Result<Simulator> {
         seed: 42,
         accounts: DEMO_WORKLOAD,
         today,
-        history_days: 62,
+        history_days,
         estimated_days: 2,
         scale: 0.15,
         idle_accounts: &[],
     });
+    (organization, workload)
+}
+
+/// The demo's simulated AWS, with data up to `today` for an organization of `scale`
+/// accounts, ready to start.
+pub fn demo_simulator(today: NaiveDate, scale: usize) -> SimulatorBuilder {
+    let (organization, workload) = demo_datasets(today, scale);
     Simulator::builder()
         .account("111111111111", organization)
         .account("222222222222", workload)
@@ -76,6 +234,149 @@ pub async fn start_simulator(today: NaiveDate) -> std::io::Result<Simulator> {
         .role("222222222222", "CostExporter", Some("demo-external-id"))
         .resource_level_data("111111111111")
         .page_size(DEMO_PAGE_SIZE)
-        .start()
-        .await
+}
+
+/// Starts the demo's simulated AWS on loopback, with data up to `today` for an organization
+/// of `scale` accounts ([`DEMO_SCALE`]: the demo organization).
+pub async fn start_simulator(today: NaiveDate, scale: usize) -> std::io::Result<Simulator> {
+    demo_simulator(today, scale).start().await
+}
+
+/// Like [`start_simulator`], listening on `listen` (such as "127.0.0.1:18080").
+pub async fn start_simulator_on(
+    today: NaiveDate,
+    scale: usize,
+    listen: &str,
+) -> std::io::Result<Simulator> {
+    demo_simulator(today, scale).start_on(listen).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use chrono::Days;
+
+    use super::*;
+
+    fn owned(accounts: &[(&str, &str)]) -> Vec<(String, String)> {
+        accounts
+            .iter()
+            .map(|(id, name)| (id.to_string(), name.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_default_scale_is_the_demo_organization() {
+        assert_eq!(DEMO_SCALE, 4);
+        assert_eq!(demo_organization(DEMO_SCALE), owned(DEMO_ORGANIZATION));
+        assert_eq!(demo_organization(2), owned(&DEMO_ORGANIZATION[..2]));
+        assert_eq!(demo_organization(0), owned(&DEMO_ORGANIZATION[..1]));
+    }
+
+    #[test]
+    fn large_organizations_have_unique_realistic_accounts() {
+        let accounts = demo_organization(1_500);
+        assert_eq!(accounts.len(), 1_500);
+        assert_eq!(accounts[..4], owned(DEMO_ORGANIZATION)[..]);
+        let ids: BTreeSet<&str> = accounts.iter().map(|(id, _)| id.as_str()).collect();
+        let names: BTreeSet<&str> = accounts.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(ids.len(), 1_500);
+        assert_eq!(names.len(), 1_500);
+        for (id, name) in &accounts[4..] {
+            assert!(
+                id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()),
+                "{id}"
+            );
+            assert!(
+                name.contains('-')
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{name}"
+            );
+        }
+        for (reserved, _) in DEMO_IDLE_MEMBERS.iter().chain(DEMO_WORKLOAD) {
+            assert!(!ids.contains(reserved));
+        }
+        assert!(!ids.contains("999999999999"));
+        // Instance ids derive from the account id modulo 0xfff_ffff: unique too.
+        let residues: BTreeSet<u64> = ids
+            .iter()
+            .map(|id| id.parse::<u64>().unwrap() % 0xfff_ffff)
+            .collect();
+        assert_eq!(residues.len(), 1_500);
+        assert!(names.contains("payments-prod") || names.iter().any(|n| n.ends_with("-prod")));
+        // Deterministic, and a smaller organization is the start of a larger one.
+        assert_eq!(demo_organization(1_500), accounts);
+        assert_eq!(demo_organization(100), accounts[..100]);
+        // Beyond the word lists, names are numbered.
+        let huge = demo_organization(6_000);
+        let names: BTreeSet<&str> = huge.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(names.len(), 6_000);
+        assert!(names.contains("payments-prod-2"));
+    }
+
+    #[test]
+    fn scaled_datasets_cover_every_account_and_what_the_exporter_reads() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let (organization, workload) = demo_datasets(today, 60);
+        assert_eq!(organization.accounts.len(), 60 + DEMO_IDLE_MEMBERS.len());
+        assert_eq!(organization.accounts["333333333333"], "Production");
+        let with_cost: BTreeSet<&str> = organization.rows.iter().map(|r| r.account_id()).collect();
+        assert_eq!(with_cost.len(), 60);
+        assert!(!with_cost.contains(DEMO_IDLE_MEMBERS[0].0));
+        // The days a refresh reads, with data_delay_days up to 31.
+        for dataset in [&organization, &workload] {
+            assert_eq!(
+                dataset.rows.first().map(|r| r.day),
+                Some(today - Days::new(31))
+            );
+            assert_eq!(dataset.rows.last().map(|r| r.day), Some(today));
+        }
+        // Every account runs its own 14 instances.
+        let instances: BTreeSet<&str> = organization
+            .rows
+            .iter()
+            .filter_map(|r| r.resource_id())
+            .filter(|id| id.starts_with("i-"))
+            .collect();
+        assert_eq!(instances.len(), 60 * 14);
+        // One more team for every 50 accounts.
+        let teams: BTreeSet<&str> = organization
+            .rows
+            .iter()
+            .filter_map(|r| r.tag("team"))
+            .collect();
+        assert_eq!(teams.len(), 4);
+        assert_eq!(demo_datasets(today, 60), (organization, workload));
+        // The demo itself keeps two months.
+        let (organization, _) = demo_datasets(today, DEMO_SCALE);
+        assert_eq!(
+            organization.rows.first().map(|r| r.day),
+            Some(today - Days::new(62))
+        );
+        assert_eq!(organization.accounts.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_simulator_listens_where_asked() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let sim = start_simulator_on(today, 5, &format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        assert_eq!(sim.endpoint(), format!("http://127.0.0.1:{port}"));
+        assert_eq!(sim.dataset("111111111111").unwrap().accounts.len(), 6);
+        assert!(
+            start_simulator_on(today, 5, "not an address")
+                .await
+                .is_err()
+        );
+        let sim = start_simulator(today, DEMO_SCALE).await.unwrap();
+        assert!(sim.addr().ip().is_loopback() && sim.addr().port() != 0);
+    }
 }

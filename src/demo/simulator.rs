@@ -6,9 +6,9 @@
 //! each account's own data, pages results, and records every request for the tests.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -17,7 +17,6 @@ use bytes::Bytes;
 use chrono::{Datelike, Days, NaiveDate};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -25,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::dataset::{Dataset, SimRow, format_units};
+use super::dataset::{Dataset, SimRow, basis_index, format_units};
 use crate::config::CostBasis;
 
 /// How a simulated account answers Cost Explorer.
@@ -41,6 +40,9 @@ pub enum Behavior {
     Currency(String),
     /// Answers normally, but only after this long.
     Hang(Duration),
+    /// Every `GetCostAndUsage` answer is the first page with the same `NextPageToken`, so a
+    /// client that follows tokens never reaches the end.
+    LoopingToken,
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +56,11 @@ struct AccountState {
 }
 
 impl AccountState {
-    fn new(dataset: Dataset) -> Self {
+    fn new(mut dataset: Dataset) -> Self {
+        // Queries find a day's rows by binary search.
+        if !dataset.rows.is_sorted_by_key(|r| r.day) {
+            dataset.rows.sort_by_key(|r| r.day);
+        }
         Self {
             dataset: Arc::new(dataset),
             behavior: Behavior::Normal,
@@ -98,6 +104,7 @@ struct State {
     issued: Mutex<u64>,
     in_flight: std::sync::atomic::AtomicUsize,
     session_duration: Option<Duration>,
+    cache: Mutex<QueryCache>,
 }
 
 /// Builds a [`Simulator`].
@@ -177,11 +184,16 @@ impl SimulatorBuilder {
     }
 
     /// Starts serving on 127.0.0.1 on an ephemeral port.
-    pub async fn start(mut self) -> std::io::Result<Simulator> {
+    pub async fn start(self) -> std::io::Result<Simulator> {
+        self.start_on("127.0.0.1:0").await
+    }
+
+    /// Starts serving on `addr`, such as "127.0.0.1:18080".
+    pub async fn start_on(mut self, addr: &str) -> std::io::Result<Simulator> {
         if self.state.page_size == 0 {
             self.state.page_size = 500;
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(self.state);
         let shutdown = CancellationToken::new();
@@ -287,7 +299,11 @@ struct Caller {
     account_id: String,
 }
 
-async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle<B>(state: &State, request: Request<B>) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use std::sync::atomic::Ordering;
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     let response = handle_request(state, request).await;
@@ -310,7 +326,11 @@ fn hang_for(state: &State, access_key_id: &str) -> Option<Duration> {
     }
 }
 
-async fn handle_request(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle_request<B>(state: &State, request: Request<B>) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, 1 << 20).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -445,7 +465,11 @@ fn json_api(
                 &format!("User is not authorized to perform: ce:{operation}"),
             );
         }
-        Behavior::Normal | Behavior::Currency(_) | Behavior::Hang(_) | Behavior::Throttled(_) => {}
+        Behavior::Normal
+        | Behavior::Currency(_)
+        | Behavior::Hang(_)
+        | Behavior::Throttled(_)
+        | Behavior::LoopingToken => {}
     }
     if let Some((code, message)) = account.failures.get(operation) {
         return json_error(StatusCode::BAD_REQUEST, code, message);
@@ -464,21 +488,27 @@ fn json_api(
         Behavior::Currency(unit) => unit.as_str(),
         _ => "USD",
     };
-    let result = match operation {
-        "GetCostAndUsage" => get_cost_and_usage(state, &account.dataset, &request, unit, false),
+    let result: Result<String, ApiError> = match operation {
+        "GetCostAndUsage" => {
+            get_cost_and_usage(state, &caller.account_id, &account, &request, unit, false)
+        }
         "GetCostAndUsageWithResources" if !account.resources_enabled => Err(validation(
             "Resource-level data is not enabled for this account. Opt in from the Cost Explorer Settings page.",
         )),
         "GetCostAndUsageWithResources" => {
-            get_cost_and_usage(state, &account.dataset, &request, unit, true)
+            get_cost_and_usage(state, &caller.account_id, &account, &request, unit, true)
         }
-        "GetCostForecast" => get_cost_forecast(&account.dataset, &request, unit),
-        "ListAccounts" => list_accounts(&caller.account_id, &account.dataset, &request),
+        "GetCostForecast" => {
+            get_cost_forecast(&account.dataset, &request, unit).map(|v| v.to_string())
+        }
+        "ListAccounts" => {
+            list_accounts(&caller.account_id, &account.dataset, &request).map(|v| v.to_string())
+        }
         other => Err(validation(&format!("operation {other} is not simulated"))),
     };
     match result {
-        Ok(value) => {
-            let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/x-amz-json-1.1"),
@@ -504,79 +534,179 @@ fn date_field(value: &Value, field: &str) -> Result<NaiveDate, ApiError> {
         .map_err(|_| validation(&format!("TimePeriod.{field} {text:?} is invalid")))
 }
 
+/// A dimension the simulator knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dimension {
+    LinkedAccount,
+    Service,
+    RecordType,
+    ResourceId,
+}
+
+impl Dimension {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "LINKED_ACCOUNT" => Dimension::LinkedAccount,
+            "SERVICE" => Dimension::Service,
+            "RECORD_TYPE" => Dimension::RecordType,
+            "RESOURCE_ID" => Dimension::ResourceId,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Dimension::LinkedAccount => "LINKED_ACCOUNT",
+            Dimension::Service => "SERVICE",
+            Dimension::RecordType => "RECORD_TYPE",
+            Dimension::ResourceId => "RESOURCE_ID",
+        }
+    }
+
+    /// The row's value: empty for a row without a resource.
+    fn value(self, row: &SimRow) -> &str {
+        match self {
+            Dimension::LinkedAccount => row.account_id(),
+            Dimension::Service => row.service(),
+            Dimension::RecordType => row.record_type(),
+            Dimension::ResourceId => row.resource_id().unwrap_or_default(),
+        }
+    }
+
+    /// The row's interned value (`None`: empty).
+    fn interned(self, row: &SimRow) -> Option<&Arc<str>> {
+        match self {
+            Dimension::LinkedAccount => Some(row.account_id_interned()),
+            Dimension::Service => Some(row.service_interned()),
+            Dimension::RecordType => Some(row.record_type_interned()),
+            Dimension::ResourceId => row.resource_id_interned(),
+        }
+    }
+}
+
 /// A `GroupBy` key: a dimension, or a tag key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum GroupKey {
-    Dimension(String),
+    Dimension(Dimension),
     Tag(String),
 }
 
-fn group_value(key: &GroupKey, row: &SimRow) -> String {
-    match key {
-        GroupKey::Dimension(d) => dimension_value(d, row).unwrap_or_default(),
-        GroupKey::Tag(k) => format!("{k}${}", row.tag(k).unwrap_or_default()),
+impl GroupKey {
+    /// What identifies the row's value of this key within a dataset: the address of the
+    /// interned string (0: none). Equal strings of one dataset share an address.
+    fn identity(&self, row: &SimRow) -> usize {
+        let interned = match self {
+            GroupKey::Dimension(d) => d.interned(row),
+            GroupKey::Tag(k) => row.tag_interned(k),
+        };
+        interned.map_or(0, |s| s.as_ptr() as usize)
     }
 }
 
-fn dimension_value(dimension: &str, row: &SimRow) -> Option<String> {
-    Some(match dimension {
-        "LINKED_ACCOUNT" => row.account_id.clone(),
-        "SERVICE" => row.service.clone(),
-        "RECORD_TYPE" => row.record_type.clone(),
-        "RESOURCE_ID" => row.resource_id.clone().unwrap_or_default(),
-        _ => return None,
-    })
+/// The values of a `Dimensions` expression.
+#[derive(Debug)]
+enum ValueSet {
+    Few(Vec<Box<str>>),
+    Many(HashSet<Box<str>>),
 }
 
-/// Evaluates a Cost Explorer filter `Expression` against a row.
-fn matches(expression: &Value, row: &SimRow) -> Result<bool, ApiError> {
-    let object = expression
-        .as_object()
-        .ok_or_else(|| validation("Filter must be an object"))?;
-    let present: Vec<&String> = object.keys().collect();
-    if present.len() != 1 {
-        return Err(validation(
-            "an Expression must have exactly one of And, Or, Not, Dimensions",
-        ));
+impl ValueSet {
+    fn new(values: Vec<&str>) -> Self {
+        if values.len() <= 8 {
+            ValueSet::Few(values.into_iter().map(Box::from).collect())
+        } else {
+            ValueSet::Many(values.into_iter().map(Box::from).collect())
+        }
     }
-    let (kind, inner) = object
-        .iter()
-        .next()
-        .ok_or_else(|| validation("empty Expression"))?;
-    match kind.as_str() {
-        "And" | "Or" => {
-            let items = inner
-                .as_array()
-                .ok_or_else(|| validation("And/Or takes a list"))?;
-            if items.len() < 2 {
-                return Err(validation("And/Or needs at least two expressions"));
-            }
-            let mut results = Vec::with_capacity(items.len());
-            for item in items {
-                results.push(matches(item, row)?);
-            }
-            Ok(if kind == "And" {
-                results.iter().all(|r| *r)
-            } else {
-                results.iter().any(|r| *r)
-            })
+
+    fn contains(&self, value: &str) -> bool {
+        match self {
+            ValueSet::Few(values) => values.iter().any(|v| **v == *value),
+            ValueSet::Many(values) => values.contains(value),
         }
-        "Not" => Ok(!matches(inner, row)?),
-        "Dimensions" => {
-            let key = inner
-                .get("Key")
-                .and_then(Value::as_str)
-                .ok_or_else(|| validation("Dimensions.Key is required"))?;
-            let values: Vec<&str> = inner
-                .get("Values")
-                .and_then(Value::as_array)
-                .map(|v| v.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let actual = dimension_value(key, row)
-                .ok_or_else(|| validation(&format!("dimension {key} is not simulated")))?;
-            Ok(values.contains(&actual.as_str()))
+    }
+}
+
+/// A Cost Explorer filter `Expression`, checked and compiled once per request.
+#[derive(Debug)]
+enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+    Dimension(Dimension, ValueSet),
+}
+
+impl Filter {
+    /// Checks an expression as Cost Explorer does: every error, in the order the parts appear.
+    fn compile(expression: &Value) -> Result<Filter, ApiError> {
+        let object = expression
+            .as_object()
+            .ok_or_else(|| validation("Filter must be an object"))?;
+        if object.len() != 1 {
+            return Err(validation(
+                "an Expression must have exactly one of And, Or, Not, Dimensions",
+            ));
         }
-        other => Err(validation(&format!("filter {other} is not simulated"))),
+        let (kind, inner) = object
+            .iter()
+            .next()
+            .ok_or_else(|| validation("empty Expression"))?;
+        match kind.as_str() {
+            "And" | "Or" => {
+                let items = inner
+                    .as_array()
+                    .ok_or_else(|| validation("And/Or takes a list"))?;
+                if items.len() < 2 {
+                    return Err(validation("And/Or needs at least two expressions"));
+                }
+                let filters = items
+                    .iter()
+                    .map(Filter::compile)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if kind == "And" {
+                    Filter::And(filters)
+                } else {
+                    Filter::Or(filters)
+                })
+            }
+            "Not" => Ok(Filter::Not(Box::new(Filter::compile(inner)?))),
+            "Dimensions" => {
+                let key = inner
+                    .get("Key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| validation("Dimensions.Key is required"))?;
+                let values: Vec<&str> = inner
+                    .get("Values")
+                    .and_then(Value::as_array)
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let dimension = Dimension::parse(key)
+                    .ok_or_else(|| validation(&format!("dimension {key} is not simulated")))?;
+                Ok(Filter::Dimension(dimension, ValueSet::new(values)))
+            }
+            other => Err(validation(&format!("filter {other} is not simulated"))),
+        }
+    }
+
+    /// Compiles a request's optional `Filter` for the rows it would apply to. Cost Explorer
+    /// reports a bad filter only when there is a row to apply it to, so with no rows an
+    /// invalid filter is no filter.
+    fn for_rows(request: &Value, rows: &[SimRow]) -> Result<Option<Filter>, ApiError> {
+        match request.get("Filter").map(Filter::compile) {
+            None => Ok(None),
+            Some(Ok(filter)) => Ok(Some(filter)),
+            Some(Err(err)) if !rows.is_empty() => Err(err),
+            Some(Err(_)) => Ok(None),
+        }
+    }
+
+    fn matches(&self, row: &SimRow) -> bool {
+        match self {
+            Filter::And(filters) => filters.iter().all(|f| f.matches(row)),
+            Filter::Or(filters) => filters.iter().any(|f| f.matches(row)),
+            Filter::Not(filter) => !filter.matches(row),
+            Filter::Dimension(dimension, values) => values.contains(dimension.value(row)),
+        }
     }
 }
 
@@ -609,24 +739,203 @@ fn periods(
     Ok(out)
 }
 
-fn metric_map(metrics: &[(String, CostBasis)], sums: &[i128], unit: &str) -> Value {
-    let mut map = serde_json::Map::new();
-    for ((name, _), sum) in metrics.iter().zip(sums) {
-        map.insert(
-            name.clone(),
-            json!({"Amount": format_units(*sum), "Unit": unit}),
+/// Sums in 1e-10 USD, indexed like [`CostBasis::ALL`] (only the requested bases are summed).
+type Sums = [i128; 5];
+
+/// A group's labels, one per `GroupBy` key, and its sums.
+type Group = (Box<[Arc<str>]>, Sums);
+
+/// One entry of a query's result, in result order: per period, its groups in key order (or
+/// one marker for a period without groups), or its total when ungrouped.
+#[derive(Debug)]
+enum Entry {
+    Empty(usize),
+    Group(usize, Box<[Arc<str>]>, Sums),
+    Total(usize, Sums),
+}
+
+impl Entry {
+    fn period(&self) -> usize {
+        match self {
+            Entry::Empty(i) | Entry::Group(i, ..) | Entry::Total(i, _) => *i,
+        }
+    }
+}
+
+/// A hasher for pairs of interned-string addresses.
+#[derive(Debug, Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // Addresses are aligned: mix every bit into the low ones the table indexes by.
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Computes a query's entries: only the rows of its periods' days are read; rows are grouped
+/// by the identity of their interned values, and the groups' strings made once per group.
+fn aggregate(
+    dataset: &Dataset,
+    periods: &[(NaiveDate, NaiveDate)],
+    filter: Option<&Filter>,
+    group_keys: &[GroupKey],
+    metrics: &[(String, CostBasis)],
+) -> Vec<Entry> {
+    let mut bases: Vec<usize> = metrics.iter().map(|(_, b)| basis_index(*b)).collect();
+    bases.sort_unstable();
+    bases.dedup();
+    let add = |sums: &mut Sums, row: &SimRow| {
+        for &b in &bases {
+            sums[b] += i128::from(row.amounts[b]);
+        }
+    };
+    let empty: Arc<str> = Arc::from("");
+    // "key$value" labels of tag groups, by (key, value identity).
+    let mut tag_labels: HashMap<(usize, usize), Arc<str>> = HashMap::new();
+    let mut entries = Vec::new();
+    for (index, &(from, to)) in periods.iter().enumerate() {
+        let rows = dataset
+            .day_rows(from, to)
+            .iter()
+            .filter(|r| filter.is_none_or(|f| f.matches(r)));
+        if group_keys.is_empty() {
+            let mut total = [0; 5];
+            for row in rows {
+                add(&mut total, row);
+            }
+            entries.push(Entry::Total(index, total));
+            continue;
+        }
+        let mut groups: HashMap<(usize, usize), Group, _> =
+            HashMap::with_hasher(BuildHasherDefault::<AddressHasher>::default());
+        for row in rows {
+            let first = group_keys[0].identity(row);
+            let second = group_keys.get(1).map_or(0, |k| k.identity(row));
+            let (_, sums) = groups.entry((first, second)).or_insert_with(|| {
+                let labels = group_keys
+                    .iter()
+                    .enumerate()
+                    .map(|(k, key)| match key {
+                        GroupKey::Dimension(d) => d.interned(row).unwrap_or(&empty).clone(),
+                        GroupKey::Tag(t) => tag_labels
+                            .entry((k, key.identity(row)))
+                            .or_insert_with(|| {
+                                Arc::from(format!("{t}${}", row.tag(t).unwrap_or_default()))
+                            })
+                            .clone(),
+                    })
+                    .collect();
+                (labels, [0; 5])
+            });
+            add(sums, row);
+        }
+        if groups.is_empty() {
+            entries.push(Entry::Empty(index));
+            continue;
+        }
+        let mut groups: Vec<Group> = groups.into_values().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Equal strings from different allocations (never in a generated dataset) are one group.
+        groups.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                for (k, l) in kept.1.iter_mut().zip(later.1) {
+                    *k += l;
+                }
+            }
+            same
+        });
+        entries.extend(
+            groups
+                .into_iter()
+                .map(|(keys, sums)| Entry::Group(index, keys, sums)),
         );
     }
-    Value::Object(map)
+    entries
+}
+
+/// Computed entries of recent queries, so that paging through a long result computes it
+/// once. Only the sums are kept: amounts and units are written per page.
+#[derive(Debug, Default)]
+struct QueryCache {
+    /// Most recently used first.
+    queries: VecDeque<CachedQuery>,
+}
+
+#[derive(Debug)]
+struct CachedQuery {
+    account_id: String,
+    dataset: Arc<Dataset>,
+    with_resources: bool,
+    /// The request without its NextPageToken, as fingerprinted.
+    source: String,
+    entries: Arc<Vec<Entry>>,
+}
+
+/// At most this many queries are cached...
+const CACHED_QUERIES: usize = 8;
+/// ...holding at most this many entries together.
+const CACHED_ENTRIES: usize = 1_000_000;
+
+impl QueryCache {
+    fn get(
+        &mut self,
+        account_id: &str,
+        dataset: &Arc<Dataset>,
+        with_resources: bool,
+        source: &str,
+    ) -> Option<Arc<Vec<Entry>>> {
+        let position = self.queries.iter().position(|q| {
+            q.account_id == account_id
+                && Arc::ptr_eq(&q.dataset, dataset)
+                && q.with_resources == with_resources
+                && q.source == source
+        })?;
+        let query = self.queries.remove(position)?;
+        let entries = query.entries.clone();
+        self.queries.push_front(query);
+        Some(entries)
+    }
+
+    fn insert(&mut self, query: CachedQuery) {
+        if query.entries.len() > CACHED_ENTRIES {
+            return;
+        }
+        self.queries.push_front(query);
+        self.queries.truncate(CACHED_QUERIES);
+        while self.queries.iter().map(|q| q.entries.len()).sum::<usize>() > CACHED_ENTRIES {
+            self.queries.pop_back();
+        }
+    }
 }
 
 fn get_cost_and_usage(
     state: &State,
-    dataset: &Dataset,
+    account_id: &str,
+    account: &AccountState,
     request: &Value,
     unit: &str,
     with_resources: bool,
-) -> Result<Value, ApiError> {
+) -> Result<String, ApiError> {
+    let dataset = &account.dataset;
     let period = request
         .get("TimePeriod")
         .ok_or_else(|| validation("TimePeriod is required"))?;
@@ -677,14 +986,11 @@ fn get_cost_and_usage(
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let key = group.get("Key").and_then(Value::as_str).unwrap_or_default();
-            match kind {
-                "DIMENSION" if matches!(key, "LINKED_ACCOUNT" | "SERVICE" | "RECORD_TYPE") => {
-                    group_keys.push(GroupKey::Dimension(key.to_string()));
+            match (kind, Dimension::parse(key)) {
+                ("DIMENSION", Some(d)) if d != Dimension::ResourceId || with_resources => {
+                    group_keys.push(GroupKey::Dimension(d));
                 }
-                "DIMENSION" if key == "RESOURCE_ID" && with_resources => {
-                    group_keys.push(GroupKey::Dimension(key.to_string()));
-                }
-                "TAG" if !key.is_empty() => group_keys.push(GroupKey::Tag(key.to_string())),
+                ("TAG", _) if !key.is_empty() => group_keys.push(GroupKey::Tag(key.to_string())),
                 _ => {
                     return Err(validation(&format!(
                         "GroupBy {kind} {key} is not simulated"
@@ -693,61 +999,50 @@ fn get_cost_and_usage(
             }
         }
     }
-    let filter = request.get("Filter");
     let token = request.get("NextPageToken").and_then(Value::as_str);
-
-    // Entries in result order: per period, its groups (or one empty marker).
-    enum Entry {
-        Empty(usize),
-        Group(usize, Vec<String>, Vec<i128>),
-        Total(usize, Vec<i128>),
-    }
     let periods = periods(start, end, granularity)?;
-    let mut entries = Vec::new();
-    for (index, (from, to)) in periods.iter().enumerate() {
-        let mut groups: BTreeMap<Vec<String>, Vec<i128>> = BTreeMap::new();
-        let mut total = vec![0i128; metrics.len()];
-        for row in dataset
-            .rows
-            .iter()
-            .filter(|r| r.day >= *from && r.day < *to)
-        {
-            if let Some(filter) = filter
-                && !matches(filter, row)?
-            {
-                continue;
-            }
-            let sums = if group_keys.is_empty() {
-                &mut total
-            } else {
-                let keys = group_keys.iter().map(|k| group_value(k, row)).collect();
-                groups.entry(keys).or_insert_with(|| vec![0; metrics.len()])
-            };
-            for (sum, (_, basis)) in sums.iter_mut().zip(&metrics) {
-                *sum += i128::from(row.amount(*basis));
-            }
-        }
-        if group_keys.is_empty() {
-            entries.push(Entry::Total(index, total));
-        } else if groups.is_empty() {
-            entries.push(Entry::Empty(index));
-        } else {
-            entries.extend(
-                groups
-                    .into_iter()
-                    .map(|(keys, sums)| Entry::Group(index, keys, sums)),
-            );
-        }
-    }
+    let filter = Filter::for_rows(request, dataset.day_rows(start, end))?;
 
     // Paging: a token is the offset and a fingerprint of the query it belongs to.
     let mut fingerprint_source = request.clone();
     if let Some(object) = fingerprint_source.as_object_mut() {
         object.remove("NextPageToken");
     }
+    let source = fingerprint_source.to_string();
     let mut hasher = DefaultHasher::new();
-    fingerprint_source.to_string().hash(&mut hasher);
+    source.hash(&mut hasher);
     let fingerprint = format!("{:016x}", hasher.finish());
+    let cached = state
+        .cache
+        .lock()
+        .ok()
+        .and_then(|mut cache| cache.get(account_id, dataset, with_resources, &source));
+    let entries = match cached {
+        Some(entries) => entries,
+        None => {
+            let entries = Arc::new(aggregate(
+                dataset,
+                &periods,
+                filter.as_ref(),
+                &group_keys,
+                &metrics,
+            ));
+            // A result of one page is not asked for again by token.
+            if entries.len() > state.page_size
+                && let Ok(mut cache) = state.cache.lock()
+            {
+                cache.insert(CachedQuery {
+                    account_id: account_id.to_string(),
+                    dataset: dataset.clone(),
+                    with_resources,
+                    source,
+                    entries: entries.clone(),
+                });
+            }
+            entries
+        }
+    };
+
     let offset = match token {
         None => 0,
         Some(token) => {
@@ -765,70 +1060,202 @@ fn get_cost_and_usage(
     if offset > entries.len() {
         return Err(validation("invalid NextPageToken"));
     }
+    // A looping account answers the first page, always with the same token.
+    let looping = !with_resources && account.behavior == Behavior::LoopingToken;
+    let offset = if looping { 0 } else { offset };
     let page_end = (offset + state.page_size).min(entries.len());
-    let mut results: Vec<Value> = Vec::new();
-    let mut current: Option<(usize, Vec<Value>, Option<Value>)> = None;
-    let mut accounts_seen = std::collections::BTreeSet::new();
-    let flush = |current: &mut Option<(usize, Vec<Value>, Option<Value>)>,
-                 results: &mut Vec<Value>| {
-        if let Some((index, groups, total)) = current.take() {
-            let (from, to) = periods[index];
-            // A period is Estimated while any of its days is.
-            let estimated = dataset.is_estimated(to.pred_opt().unwrap_or(from));
-            results.push(json!({
-                "TimePeriod": {"Start": from.format("%Y-%m-%d").to_string(), "End": to.format("%Y-%m-%d").to_string()},
-                "Total": total.unwrap_or_else(|| json!({})),
-                "Groups": groups,
-                "Estimated": estimated,
-            }));
+    let token = (looping || page_end < entries.len()).then(|| format!("{page_end}.{fingerprint}"));
+    Ok(render_page(
+        &Page {
+            dataset,
+            periods: &periods,
+            group_keys: &group_keys,
+            metrics: &metrics,
+            unit,
+        },
+        &entries[offset..page_end],
+        token.as_deref(),
+    ))
+}
+
+/// What a page of a query's answer is written with.
+struct Page<'a> {
+    dataset: &'a Dataset,
+    periods: &'a [(NaiveDate, NaiveDate)],
+    group_keys: &'a [GroupKey],
+    metrics: &'a [(String, CostBasis)],
+    unit: &'a str,
+}
+
+/// Writes one page of a GetCostAndUsage answer: `entries`, the periods they belong to, the
+/// names of the accounts they group by, and the token of the next page.
+///
+/// The JSON is written directly rather than built as a `Value` (which took most of a page's
+/// time), exactly as serde_json writes the equivalent `Value`: object keys in sorted order,
+/// strings escaped alike.
+fn render_page(page: &Page<'_>, entries: &[Entry], token: Option<&str>) -> String {
+    // The members of a metrics object in key order, each name once, as they begin: `"Name":
+    // {"Amount":"`; the amount follows, then the unit.
+    let mut names: Vec<&(String, CostBasis)> = page.metrics.iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    names.dedup_by(|a, b| a.0 == b.0);
+    let members: Vec<(String, usize)> = names
+        .iter()
+        .map(|(name, basis)| {
+            let mut member = String::new();
+            write_json_str(&mut member, name);
+            member.push_str(":{\"Amount\":\"");
+            (member, basis_index(*basis))
+        })
+        .collect();
+    let mut unit = String::from("\",\"Unit\":");
+    write_json_str(&mut unit, page.unit);
+    unit.push('}');
+    let write_metrics = |out: &mut String, sums: &Sums| {
+        out.push('{');
+        for (n, (member, basis)) in members.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(member);
+            // Digits, '.', '-' and 'E': nothing to escape.
+            out.push_str(&format_units(sums[*basis]));
+            out.push_str(&unit);
         }
+        out.push('}');
     };
-    for entry in &entries[offset..page_end] {
-        let index = match entry {
-            Entry::Empty(i) | Entry::Group(i, ..) | Entry::Total(i, _) => *i,
-        };
-        if current.as_ref().is_some_and(|(i, ..)| *i != index) {
-            flush(&mut current, &mut results);
+
+    let mut accounts_seen = std::collections::BTreeSet::new();
+    let mut results = String::new();
+    let mut start = 0;
+    while let Some(first) = entries.get(start) {
+        let index = first.period();
+        let end = entries[start..]
+            .iter()
+            .position(|e| e.period() != index)
+            .map_or(entries.len(), |n| start + n);
+        let (from, to) = page.periods[index];
+        // A period is Estimated while any of its days is.
+        let estimated = page.dataset.is_estimated(to.pred_opt().unwrap_or(from));
+        if start > 0 {
+            results.push(',');
         }
-        let slot = current.get_or_insert_with(|| (index, Vec::new(), None));
-        match entry {
-            Entry::Empty(_) => {}
-            Entry::Total(_, sums) => slot.2 = Some(metric_map(&metrics, sums, unit)),
-            Entry::Group(_, keys, sums) => {
-                for (key, value) in group_keys.iter().zip(keys) {
-                    if *key == GroupKey::Dimension("LINKED_ACCOUNT".into()) {
-                        accounts_seen.insert(value.clone());
+        results.push_str(if estimated {
+            "{\"Estimated\":true,\"Groups\":["
+        } else {
+            "{\"Estimated\":false,\"Groups\":["
+        });
+        let mut total = None;
+        let mut groups = 0;
+        for entry in &entries[start..end] {
+            match entry {
+                Entry::Empty(_) => {}
+                Entry::Total(_, sums) => total = Some(sums),
+                Entry::Group(_, keys, sums) => {
+                    for (key, value) in page.group_keys.iter().zip(keys) {
+                        if *key == GroupKey::Dimension(Dimension::LinkedAccount) {
+                            accounts_seen.insert(&**value);
+                        }
                     }
+                    if groups > 0 {
+                        results.push(',');
+                    }
+                    groups += 1;
+                    results.push_str("{\"Keys\":[");
+                    for (n, key) in keys.iter().enumerate() {
+                        if n > 0 {
+                            results.push(',');
+                        }
+                        write_json_str(&mut results, key);
+                    }
+                    results.push_str("],\"Metrics\":");
+                    write_metrics(&mut results, sums);
+                    results.push('}');
                 }
-                slot.1
-                    .push(json!({"Keys": keys, "Metrics": metric_map(&metrics, sums, unit)}));
             }
         }
+        results.push_str(&format!(
+            "],\"TimePeriod\":{{\"End\":\"{}\",\"Start\":\"{}\"}},\"Total\":",
+            to.format("%Y-%m-%d"),
+            from.format("%Y-%m-%d")
+        ));
+        match total {
+            Some(sums) => write_metrics(&mut results, sums),
+            None => results.push_str("{}"),
+        }
+        results.push('}');
+        start = end;
     }
-    flush(&mut current, &mut results);
-    let group_definitions: Vec<Value> = group_keys
-        .iter()
-        .map(|key| match key {
-            GroupKey::Dimension(d) => json!({"Type": "DIMENSION", "Key": d}),
-            GroupKey::Tag(t) => json!({"Type": "TAG", "Key": t}),
-        })
-        .collect();
-    let attributes: Vec<Value> = accounts_seen
-        .iter()
-        .map(|id| {
-            let name = dataset.accounts.get(id).cloned().unwrap_or_default();
-            json!({"Value": id, "Attributes": {"description": name}})
-        })
-        .collect();
-    let mut response = json!({
-        "GroupDefinitions": group_definitions,
-        "ResultsByTime": results,
-        "DimensionValueAttributes": attributes,
-    });
-    if page_end < entries.len() {
-        response["NextPageToken"] = Value::String(format!("{page_end}.{fingerprint}"));
+
+    let mut out = String::with_capacity(results.len() + 256);
+    out.push_str("{\"DimensionValueAttributes\":[");
+    for (n, id) in accounts_seen.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"Attributes\":{\"description\":");
+        write_json_str(
+            &mut out,
+            page.dataset.accounts.get(*id).map_or("", String::as_str),
+        );
+        out.push_str("},\"Value\":");
+        write_json_str(&mut out, id);
+        out.push('}');
     }
-    Ok(response)
+    out.push_str("],\"GroupDefinitions\":[");
+    for (n, key) in page.group_keys.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let (kind, name) = match key {
+            GroupKey::Dimension(d) => ("DIMENSION", d.name()),
+            GroupKey::Tag(t) => ("TAG", t.as_str()),
+        };
+        out.push_str("{\"Key\":");
+        write_json_str(&mut out, name);
+        out.push_str(",\"Type\":");
+        write_json_str(&mut out, kind);
+        out.push('}');
+    }
+    out.push(']');
+    if let Some(token) = token {
+        out.push_str(",\"NextPageToken\":");
+        write_json_str(&mut out, token);
+    }
+    out.push_str(",\"ResultsByTime\":[");
+    out.push_str(&results);
+    out.push_str("]}");
+    out
+}
+
+/// Writes `s` as a JSON string, escaped as serde_json escapes it: quote, backslash and
+/// control characters only.
+fn write_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Escaped bytes are ASCII, so `i` is a character boundary.
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{byte:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
 }
 
 fn get_cost_forecast(dataset: &Dataset, request: &Value, unit: &str) -> Result<Value, ApiError> {
@@ -864,14 +1291,8 @@ fn get_cost_forecast(dataset: &Dataset, request: &Value, unit: &str) -> Result<V
         .get("PredictionIntervalLevel")
         .and_then(Value::as_i64)
         .is_some();
-    let filter = request.get("Filter");
-    let keep = |row: &SimRow| filter.is_none_or(|f| matches(f, row).unwrap_or(false));
-    if let Some(f) = filter {
-        // Surface filter errors as AWS would.
-        if let Some(row) = dataset.rows.first() {
-            matches(f, row)?;
-        }
-    }
+    let filter = Filter::for_rows(request, &dataset.rows)?;
+    let keep = |row: &SimRow| filter.as_ref().is_none_or(|f| f.matches(row));
     let mut total = 0i128;
     let mut results = Vec::new();
     for (from, to) in periods(start, end, granularity)? {
@@ -1063,4 +1484,893 @@ fn plain(status: StatusCode, message: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(message.as_bytes())));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::demo::DatasetSpec;
+
+    const KEY: &str = "AKIATESTPAYER0000001";
+    const EC2: &str = "Amazon Elastic Compute Cloud - Compute";
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn today() -> NaiveDate {
+        day(2026, 11, 23)
+    }
+
+    fn org() -> Dataset {
+        Dataset::generate(&DatasetSpec {
+            seed: 11,
+            accounts: &[
+                ("111111111111", "Management"),
+                ("333333333333", "Production"),
+                ("444444444444", "Staging"),
+                ("555555555555", "Data \"Lake\" \\ Analytics\nTeam\u{1} é"),
+            ],
+            today: today(),
+            history_days: 45,
+            estimated_days: 2,
+            scale: 1.0,
+            idle_accounts: &[("666666666666", "Sandbox")],
+        })
+    }
+
+    /// A simulator's state, to call its HTTP handler without a socket.
+    fn state(page_size: usize, behavior: Behavior) -> State {
+        Simulator::builder()
+            .account("111111111111", org())
+            .access_key(KEY, "secret", "111111111111")
+            .resource_level_data("111111111111")
+            .behavior("111111111111", behavior)
+            .page_size(page_size)
+            .state
+    }
+
+    async fn call_with(state: &State, key: &str, operation: &str, body: &Value) -> (u16, Value) {
+        let request = Request::post("/")
+            .header(
+                header::AUTHORIZATION,
+                format!(
+                    "AWS4-HMAC-SHA256 Credential={key}/20261123/us-east-1/ce/aws4_request, \
+                     SignedHeaders=host;x-amz-target, Signature=00"
+                ),
+            )
+            .header(
+                "x-amz-target",
+                format!("AWSInsightsIndexService.{operation}"),
+            )
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = handle(state, request).await;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    async fn call(state: &State, operation: &str, body: &Value) -> (u16, Value) {
+        call_with(state, KEY, operation, body).await
+    }
+
+    /// Every page of a query, following tokens.
+    async fn pages(state: &State, operation: &str, request: &Value) -> Vec<Value> {
+        let mut request = request.clone();
+        let mut pages = Vec::new();
+        loop {
+            let (status, page) = call(state, operation, &request).await;
+            assert_eq!(status, 200, "{page}");
+            let token = page.get("NextPageToken").cloned();
+            pages.push(page);
+            match token {
+                Some(token) => request["NextPageToken"] = token,
+                None => return pages,
+            }
+            assert!(pages.len() < 10_000, "paging does not end");
+        }
+    }
+
+    fn query(start: &str, end: &str, granularity: &str, group_by: &[(&str, &str)]) -> Value {
+        let group_by: Vec<Value> = group_by
+            .iter()
+            .map(|(kind, key)| json!({"Type": kind, "Key": key}))
+            .collect();
+        json!({
+            "TimePeriod": {"Start": start, "End": end},
+            "Granularity": granularity,
+            "Metrics": ["UnblendedCost", "AmortizedCost"],
+            "GroupBy": group_by,
+        })
+    }
+
+    /// The filter semantics before filters were compiled: the expression walked per row.
+    fn reference_matches(expression: &Value, row: &SimRow) -> Result<bool, ApiError> {
+        let object = expression
+            .as_object()
+            .ok_or_else(|| validation("Filter must be an object"))?;
+        if object.len() != 1 {
+            return Err(validation(
+                "an Expression must have exactly one of And, Or, Not, Dimensions",
+            ));
+        }
+        let (kind, inner) = object.iter().next().unwrap();
+        match kind.as_str() {
+            "And" | "Or" => {
+                let items = inner
+                    .as_array()
+                    .ok_or_else(|| validation("And/Or takes a list"))?;
+                if items.len() < 2 {
+                    return Err(validation("And/Or needs at least two expressions"));
+                }
+                let mut results = Vec::new();
+                for item in items {
+                    results.push(reference_matches(item, row)?);
+                }
+                Ok(if kind == "And" {
+                    results.iter().all(|r| *r)
+                } else {
+                    results.iter().any(|r| *r)
+                })
+            }
+            "Not" => Ok(!reference_matches(inner, row)?),
+            "Dimensions" => {
+                let key = inner
+                    .get("Key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| validation("Dimensions.Key is required"))?;
+                let values: Vec<&str> = inner
+                    .get("Values")
+                    .and_then(Value::as_array)
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let actual = match key {
+                    "LINKED_ACCOUNT" => row.account_id(),
+                    "SERVICE" => row.service(),
+                    "RECORD_TYPE" => row.record_type(),
+                    "RESOURCE_ID" => row.resource_id().unwrap_or_default(),
+                    _ => return Err(validation(&format!("dimension {key} is not simulated"))),
+                };
+                Ok(values.contains(&actual))
+            }
+            other => Err(validation(&format!("filter {other} is not simulated"))),
+        }
+    }
+
+    fn dimension(key: &str, values: &[&str]) -> Value {
+        json!({"Dimensions": {"Key": key, "Values": values}})
+    }
+
+    fn filters() -> Vec<Value> {
+        let many: Vec<String> = (0..40).map(|i| format!("{i:012}")).collect();
+        let mut many: Vec<&str> = many.iter().map(String::as_str).collect();
+        many.push("444444444444");
+        vec![
+            dimension("RECORD_TYPE", &["Usage"]),
+            dimension("SERVICE", &[EC2, "Tax"]),
+            dimension("LINKED_ACCOUNT", &many),
+            dimension("RESOURCE_ID", &[""]),
+            dimension("RESOURCE_ID", &[]),
+            json!({"Dimensions": {"Key": "SERVICE", "Values": [EC2, 7, null]}}),
+            json!({"Dimensions": {"Key": "SERVICE"}}),
+            json!({"And": [dimension("LINKED_ACCOUNT", &["333333333333"]), dimension("SERVICE", &[EC2])]}),
+            json!({"Or": [dimension("RECORD_TYPE", &["Credit"]), {"Not": dimension("LINKED_ACCOUNT", &["111111111111"])}, dimension("SERVICE", &["Tax"])]}),
+            json!({"Not": {"And": [dimension("RECORD_TYPE", &["Usage", "Refund"]), {"Or": [dimension("SERVICE", &[EC2]), dimension("LINKED_ACCOUNT", &["555555555555"])]}]}}),
+            // Invalid expressions.
+            json!([1]),
+            json!({}),
+            json!({"Dimensions": {"Key": "SERVICE", "Values": []}, "Not": {}}),
+            json!({"And": 3}),
+            json!({"Or": [dimension("SERVICE", &[EC2])]}),
+            json!({"And": [dimension("SERVICE", &[EC2]), {"Tags": {}}]}),
+            json!({"And": [dimension("AZ", &["x"]), {"Tags": {}}]}),
+            json!({"Not": {"Dimensions": {"Values": ["x"]}}}),
+            json!({"Not": dimension("AZ", &["x"])}),
+            json!({"CostCategories": {}}),
+        ]
+    }
+
+    #[test]
+    fn compiled_filters_agree_with_the_expression_semantics() {
+        let dataset = org();
+        let rows = dataset.day_rows(day(2026, 11, 20), today());
+        assert!(rows.len() > 500);
+        let mut valid = 0;
+        for expression in filters() {
+            match Filter::compile(&expression) {
+                Ok(filter) => {
+                    valid += 1;
+                    let mut kept = 0;
+                    for row in rows {
+                        let expected = reference_matches(&expression, row).unwrap();
+                        assert_eq!(filter.matches(row), expected, "{expression} {row:?}");
+                        kept += usize::from(expected);
+                    }
+                    assert!(
+                        kept < rows.len() || expression.get("Not").is_some(),
+                        "{expression}"
+                    );
+                }
+                Err(err) => {
+                    for row in rows.iter().step_by(50) {
+                        assert_eq!(reference_matches(&expression, row), Err(err.clone()));
+                    }
+                }
+            }
+        }
+        assert_eq!(valid, 10);
+    }
+
+    #[test]
+    fn filter_errors_surface_only_with_rows_to_filter() {
+        let dataset = org();
+        let bad = json!({"Filter": dimension("AZ", &["x"])});
+        let err = Filter::for_rows(&bad, &dataset.rows).unwrap_err();
+        assert_eq!(err.1, "dimension AZ is not simulated");
+        assert!(Filter::for_rows(&bad, &[]).unwrap().is_none());
+        assert!(
+            Filter::for_rows(&json!({}), &dataset.rows)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// The exact result of a query, from the rows: (period start, keys) to (unblended,
+    /// amortized) units.
+    fn reference(
+        dataset: &Dataset,
+        request: &Value,
+    ) -> BTreeMap<(String, Vec<String>), (i128, i128)> {
+        let start = date_field(&request["TimePeriod"], "Start").unwrap();
+        let end = date_field(&request["TimePeriod"], "End").unwrap();
+        let granularity = request["Granularity"].as_str().unwrap();
+        let keys: Vec<(String, String)> = request["GroupBy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["Type"].as_str().unwrap().to_string(),
+                    g["Key"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for (from, to) in periods(start, end, granularity).unwrap() {
+            for row in dataset.rows.iter().filter(|r| r.day >= from && r.day < to) {
+                if let Some(filter) = request.get("Filter")
+                    && !reference_matches(filter, row).unwrap()
+                {
+                    continue;
+                }
+                let labels = keys
+                    .iter()
+                    .map(|(kind, key)| match (kind.as_str(), key.as_str()) {
+                        ("TAG", k) => format!("{k}${}", row.tag(k).unwrap_or_default()),
+                        (_, "LINKED_ACCOUNT") => row.account_id().to_string(),
+                        (_, "SERVICE") => row.service().to_string(),
+                        (_, "RECORD_TYPE") => row.record_type().to_string(),
+                        _ => row.resource_id().unwrap_or_default().to_string(),
+                    })
+                    .collect();
+                let sums = out.entry((from.to_string(), labels)).or_insert((0, 0));
+                sums.0 += i128::from(row.amount(CostBasis::Unblended));
+                sums.1 += i128::from(row.amount(CostBasis::Amortized));
+            }
+        }
+        out
+    }
+
+    /// (period start, keys) to (unblended, amortized) amounts.
+    type AnsweredGroups = BTreeMap<(String, Vec<String>), (String, String)>;
+
+    /// The groups of every page, as (period start, keys) to (unblended, amortized) amounts;
+    /// checks page sizes and that every period of the query is answered.
+    fn collect_groups(pages: &[Value], page_size: usize) -> (AnsweredGroups, BTreeSet<String>) {
+        let mut groups = BTreeMap::new();
+        let mut periods = BTreeSet::new();
+        for page in pages {
+            let mut entries = 0;
+            for result in page["ResultsByTime"].as_array().unwrap() {
+                let start = result["TimePeriod"]["Start"].as_str().unwrap().to_string();
+                periods.insert(start.clone());
+                let page_groups = result["Groups"].as_array().unwrap();
+                entries += page_groups.len().max(1);
+                for group in page_groups {
+                    let keys: Vec<String> = group["Keys"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|k| k.as_str().unwrap().to_string())
+                        .collect();
+                    let amount =
+                        |m: &str| group["Metrics"][m]["Amount"].as_str().unwrap().to_string();
+                    let previous = groups.insert(
+                        (start.clone(), keys),
+                        (amount("UnblendedCost"), amount("AmortizedCost")),
+                    );
+                    assert!(previous.is_none(), "a group answered twice");
+                }
+            }
+            assert!(
+                entries <= page_size,
+                "{entries} entries on a page of {page_size}"
+            );
+        }
+        (groups, periods)
+    }
+
+    #[tokio::test]
+    async fn grouped_results_are_the_exact_sums_of_the_rows() {
+        let page_size = 9;
+        let state = state(page_size, Behavior::Normal);
+        let dataset = org();
+        let mut filtered = query(
+            "2026-11-01",
+            "2026-11-24",
+            "MONTHLY",
+            &[("DIMENSION", "LINKED_ACCOUNT"), ("DIMENSION", "SERVICE")],
+        );
+        filtered["Filter"] = dimension("RECORD_TYPE", &["Usage"]);
+        let mut tagged = query(
+            "2026-11-10",
+            "2026-11-24",
+            "DAILY",
+            &[("TAG", "team"), ("DIMENSION", "LINKED_ACCOUNT")],
+        );
+        tagged["Filter"] = json!({"Not": dimension("SERVICE", &["Tax"])});
+        let queries = [
+            query(
+                "2026-10-01",
+                "2026-11-24",
+                "MONTHLY",
+                &[("DIMENSION", "SERVICE")],
+            ),
+            query("2026-10-01", "2026-11-24", "MONTHLY", &[("TAG", "env")]),
+            query(
+                "2026-10-01",
+                "2026-11-24",
+                "MONTHLY",
+                &[("TAG", "nonexistent")],
+            ),
+            filtered,
+            tagged,
+            query(
+                "2026-11-01",
+                "2026-11-24",
+                "DAILY",
+                &[
+                    ("DIMENSION", "LINKED_ACCOUNT"),
+                    ("DIMENSION", "RECORD_TYPE"),
+                ],
+            ),
+            query(
+                "2026-09-25",
+                "2026-10-12",
+                "DAILY",
+                &[("DIMENSION", "RECORD_TYPE")],
+            ),
+        ];
+        for request in &queries {
+            let pages = pages(&state, "GetCostAndUsage", request).await;
+            let (groups, answered) = collect_groups(&pages, page_size);
+            let expected = reference(&dataset, request);
+            assert!(!expected.is_empty());
+            let expected_groups: BTreeMap<_, _> = expected
+                .iter()
+                .map(|(k, (u, a))| (k.clone(), (format_units(*u), format_units(*a))))
+                .collect();
+            assert_eq!(groups, expected_groups, "{request}");
+            let start = date_field(&request["TimePeriod"], "Start").unwrap();
+            let end = date_field(&request["TimePeriod"], "End").unwrap();
+            let all: BTreeSet<String> =
+                periods(start, end, request["Granularity"].as_str().unwrap())
+                    .unwrap()
+                    .iter()
+                    .map(|(from, _)| from.to_string())
+                    .collect();
+            assert_eq!(answered, all, "every period is answered, empty ones too");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_group_key_and_monthly_granularity() {
+        let state = state(500, Behavior::Normal);
+        let dataset = org();
+        let request = query(
+            "2026-10-01",
+            "2026-11-24",
+            "MONTHLY",
+            &[("DIMENSION", "SERVICE")],
+        );
+        let (status, page) = call(&state, "GetCostAndUsage", &request).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.get("NextPageToken").is_none());
+        assert_eq!(
+            page["GroupDefinitions"],
+            json!([{"Type": "DIMENSION", "Key": "SERVICE"}])
+        );
+        assert_eq!(page["DimensionValueAttributes"], json!([]));
+        let results = page["ResultsByTime"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(
+            results[0]["TimePeriod"],
+            json!({"Start": "2026-10-01", "End": "2026-11-01"})
+        );
+        assert_eq!(
+            results[1]["TimePeriod"],
+            json!({"Start": "2026-11-01", "End": "2026-11-24"})
+        );
+        assert_eq!(results[0]["Estimated"], json!(false));
+        assert_eq!(results[1]["Estimated"], json!(true));
+        for (result, (from, to)) in results.iter().zip([
+            (day(2026, 10, 1), day(2026, 11, 1)),
+            (day(2026, 11, 1), day(2026, 11, 24)),
+        ]) {
+            assert_eq!(result["Total"], json!({}));
+            let groups = result["Groups"].as_array().unwrap();
+            let services: BTreeSet<&str> = dataset
+                .day_rows(from, to)
+                .iter()
+                .map(|r| r.service())
+                .collect();
+            assert_eq!(groups.len(), services.len());
+            for (group, service) in groups.iter().zip(&services) {
+                assert_eq!(group["Keys"], json!([service]));
+                let units = dataset.total_units(CostBasis::Amortized, |r| {
+                    r.day >= from && r.day < to && r.service() == *service
+                });
+                assert_eq!(
+                    group["Metrics"]["AmortizedCost"],
+                    json!({"Amount": format_units(units), "Unit": "USD"})
+                );
+            }
+        }
+        // Grouped by account alone, the accounts' names come along.
+        let request = query(
+            "2026-11-01",
+            "2026-11-24",
+            "MONTHLY",
+            &[("DIMENSION", "LINKED_ACCOUNT")],
+        );
+        let (_, page) = call(&state, "GetCostAndUsage", &request).await;
+        let groups = page["ResultsByTime"][0]["Groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 4);
+        assert_eq!(
+            page["DimensionValueAttributes"][3],
+            json!({"Value": "555555555555", "Attributes": {"description": "Data \"Lake\" \\ Analytics\nTeam\u{1} é"}})
+        );
+        // Ungrouped: the total of each period.
+        let request = query("2026-10-01", "2026-11-24", "MONTHLY", &[]);
+        let (_, page) = call(&state, "GetCostAndUsage", &request).await;
+        let units = dataset.total_units(CostBasis::Unblended, |r| r.day >= day(2026, 11, 1));
+        assert_eq!(
+            page["ResultsByTime"][1]["Total"]["UnblendedCost"]["Amount"],
+            json!(format_units(units))
+        );
+        assert_eq!(page["ResultsByTime"][1]["Groups"], json!([]));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut samples: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        samples.extend(
+            [
+                "",
+                "plain",
+                "web \"frontend\"",
+                "a\\b\nc\u{7f}",
+                "é 日本 \u{2028} 🦀",
+                "\u{1}x\u{1f}",
+            ]
+            .map(String::from),
+        );
+        for sample in samples {
+            let mut written = String::new();
+            write_json_str(&mut written, &sample);
+            assert_eq!(
+                written,
+                Value::String(sample.clone()).to_string(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    /// How pages were written before: a `Value` built per group, then serialized.
+    fn reference_page(page: &Page<'_>, entries: &[Entry], token: Option<&str>) -> String {
+        let metric_map = |sums: &Sums| {
+            let mut map = serde_json::Map::new();
+            for (name, basis) in page.metrics {
+                map.insert(
+                    name.clone(),
+                    json!({"Amount": format_units(sums[basis_index(*basis)]), "Unit": page.unit}),
+                );
+            }
+            Value::Object(map)
+        };
+        let mut results: Vec<Value> = Vec::new();
+        let mut current: Option<(usize, Vec<Value>, Option<Value>)> = None;
+        let mut accounts_seen = BTreeSet::new();
+        let flush = |current: &mut Option<(usize, Vec<Value>, Option<Value>)>,
+                     results: &mut Vec<Value>| {
+            if let Some((index, groups, total)) = current.take() {
+                let (from, to) = page.periods[index];
+                let estimated = page.dataset.is_estimated(to.pred_opt().unwrap_or(from));
+                results.push(json!({
+                    "TimePeriod": {"Start": from.format("%Y-%m-%d").to_string(), "End": to.format("%Y-%m-%d").to_string()},
+                    "Total": total.unwrap_or_else(|| json!({})),
+                    "Groups": groups,
+                    "Estimated": estimated,
+                }));
+            }
+        };
+        for entry in entries {
+            let index = entry.period();
+            if current.as_ref().is_some_and(|(i, ..)| *i != index) {
+                flush(&mut current, &mut results);
+            }
+            let slot = current.get_or_insert_with(|| (index, Vec::new(), None));
+            match entry {
+                Entry::Empty(_) => {}
+                Entry::Total(_, sums) => slot.2 = Some(metric_map(sums)),
+                Entry::Group(_, keys, sums) => {
+                    for (key, value) in page.group_keys.iter().zip(keys) {
+                        if *key == GroupKey::Dimension(Dimension::LinkedAccount) {
+                            accounts_seen.insert(value.to_string());
+                        }
+                    }
+                    let keys: Vec<&str> = keys.iter().map(|k| &**k).collect();
+                    slot.1
+                        .push(json!({"Keys": keys, "Metrics": metric_map(sums)}));
+                }
+            }
+        }
+        flush(&mut current, &mut results);
+        let group_definitions: Vec<Value> = page
+            .group_keys
+            .iter()
+            .map(|key| match key {
+                GroupKey::Dimension(d) => json!({"Type": "DIMENSION", "Key": d.name()}),
+                GroupKey::Tag(t) => json!({"Type": "TAG", "Key": t}),
+            })
+            .collect();
+        let attributes: Vec<Value> = accounts_seen
+            .iter()
+            .map(|id| {
+                let name = page.dataset.accounts.get(id).cloned().unwrap_or_default();
+                json!({"Value": id, "Attributes": {"description": name}})
+            })
+            .collect();
+        let mut response = json!({
+            "GroupDefinitions": group_definitions,
+            "ResultsByTime": results,
+            "DimensionValueAttributes": attributes,
+        });
+        if let Some(token) = token {
+            response["NextPageToken"] = Value::String(token.to_string());
+        }
+        response.to_string()
+    }
+
+    #[test]
+    fn pages_are_written_as_serde_json_writes_them() {
+        let dataset = org();
+        // (start, end, granularity, group keys, metrics)
+        type Case<'a> = (&'a str, &'a str, &'a str, &'a [GroupKey], &'a [&'a str]);
+        let cases: &[Case] = &[
+            (
+                "2026-11-01",
+                "2026-11-24",
+                "DAILY",
+                &[
+                    GroupKey::Dimension(Dimension::LinkedAccount),
+                    GroupKey::Dimension(Dimension::RecordType),
+                ],
+                &["UnblendedCost", "AmortizedCost"],
+            ),
+            (
+                "2026-10-01",
+                "2026-11-24",
+                "MONTHLY",
+                &[
+                    GroupKey::Tag("team".into()),
+                    GroupKey::Dimension(Dimension::LinkedAccount),
+                ],
+                &["NetUnblendedCost", "BlendedCost", "NetUnblendedCost"],
+            ),
+            (
+                "2026-09-28",
+                "2026-10-12",
+                "DAILY",
+                &[GroupKey::Dimension(Dimension::Service)],
+                &["AmortizedCost"],
+            ),
+            (
+                "2026-09-28",
+                "2026-11-24",
+                "MONTHLY",
+                &[],
+                &["UnblendedCost", "NetAmortizedCost"],
+            ),
+            (
+                "2026-11-20",
+                "2026-11-23",
+                "DAILY",
+                &[
+                    GroupKey::Dimension(Dimension::ResourceId),
+                    GroupKey::Dimension(Dimension::LinkedAccount),
+                ],
+                &["UnblendedCost"],
+            ),
+        ];
+        for (start, end, granularity, group_keys, metric_names) in cases {
+            let periods = periods(
+                NaiveDate::parse_from_str(start, "%Y-%m-%d").unwrap(),
+                NaiveDate::parse_from_str(end, "%Y-%m-%d").unwrap(),
+                granularity,
+            )
+            .unwrap();
+            let metrics: Vec<(String, CostBasis)> = metric_names
+                .iter()
+                .map(|m| (m.to_string(), CostBasis::from_metric(m).unwrap()))
+                .collect();
+            let entries = aggregate(&dataset, &periods, None, group_keys, &metrics);
+            assert!(entries.len() >= 3);
+            for unit in ["USD", "EUR"] {
+                let page = Page {
+                    dataset: &dataset,
+                    periods: &periods,
+                    group_keys,
+                    metrics: &metrics,
+                    unit,
+                };
+                for size in [1, 7, 500] {
+                    for (n, chunk) in entries.chunks(size).enumerate() {
+                        let token = format!("{}.0123456789abcdef", (n + 1) * size);
+                        let token = (n % 2 == 0).then_some(token.as_str());
+                        assert_eq!(
+                            render_page(&page, chunk, token),
+                            reference_page(&page, chunk, token)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_results_serve_the_same_pages() {
+        let state = state(7, Behavior::Normal);
+        let request = query(
+            "2026-11-01",
+            "2026-11-24",
+            "DAILY",
+            &[
+                ("DIMENSION", "LINKED_ACCOUNT"),
+                ("DIMENSION", "RECORD_TYPE"),
+            ],
+        );
+        let cached = pages(&state, "GetCostAndUsage", &request).await;
+        assert!(cached.len() > 20);
+        {
+            let cache = state.cache.lock().unwrap();
+            assert_eq!(cache.queries.len(), 1, "one computation for every page");
+            assert_eq!(Arc::strong_count(&cache.queries[0].entries), 1);
+        }
+        // The same pages, computed afresh for each.
+        let mut request_page = request.clone();
+        for page in &cached {
+            state.cache.lock().unwrap().queries.clear();
+            let (status, fresh) = call(&state, "GetCostAndUsage", &request_page).await;
+            assert_eq!(status, 200);
+            assert_eq!(&fresh, page);
+            if let Some(token) = page.get("NextPageToken") {
+                request_page["NextPageToken"] = token.clone();
+            }
+        }
+        // A later page from the cache, in the currency the account answers in now.
+        let (_, first) = call(&state, "GetCostAndUsage", &request).await;
+        set_behavior(&state, "111111111111", Behavior::Currency("EUR".into()));
+        let mut later = request.clone();
+        later["NextPageToken"] = first["NextPageToken"].clone();
+        let (_, page) = call(&state, "GetCostAndUsage", &later).await;
+        assert_eq!(
+            page.to_string(),
+            cached[1].to_string().replace("\"USD\"", "\"EUR\"")
+        );
+        // One page is not cached; the cache keeps a bounded number of queries.
+        state.cache.lock().unwrap().queries.clear();
+        let single = query("2026-10-01", "2026-11-24", "MONTHLY", &[]);
+        call(&state, "GetCostAndUsage", &single).await;
+        assert!(state.cache.lock().unwrap().queries.is_empty());
+        for d in 1..=12 {
+            let request = query(
+                &format!("2026-11-{d:02}"),
+                "2026-11-24",
+                "DAILY",
+                &[("DIMENSION", "SERVICE")],
+            );
+            call(&state, "GetCostAndUsage", &request).await;
+        }
+        assert_eq!(state.cache.lock().unwrap().queries.len(), CACHED_QUERIES);
+        // Another account's identical query is not served from this one's cache.
+        let mut cache = QueryCache::default();
+        let dataset = Arc::new(Dataset::default());
+        cache.insert(CachedQuery {
+            account_id: "111111111111".into(),
+            dataset: dataset.clone(),
+            with_resources: false,
+            source: "q".into(),
+            entries: Arc::new(vec![Entry::Empty(0)]),
+        });
+        assert!(cache.get("111111111111", &dataset, false, "q").is_some());
+        assert!(cache.get("222222222222", &dataset, false, "q").is_none());
+        assert!(cache.get("111111111111", &dataset, true, "q").is_none());
+        assert!(
+            cache
+                .get("111111111111", &Arc::new(Dataset::default()), false, "q")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_looping_token_never_ends_the_pages() {
+        let state = state(7, Behavior::LoopingToken);
+        let request = query(
+            "2026-11-01",
+            "2026-11-24",
+            "DAILY",
+            &[
+                ("DIMENSION", "LINKED_ACCOUNT"),
+                ("DIMENSION", "RECORD_TYPE"),
+            ],
+        );
+        let (status, first) = call(&state, "GetCostAndUsage", &request).await;
+        assert_eq!(status, 200);
+        let token = first["NextPageToken"].clone();
+        assert!(token.is_string());
+        let mut next = request.clone();
+        for _ in 0..5 {
+            next["NextPageToken"] = token.clone();
+            let (status, page) = call(&state, "GetCostAndUsage", &next).await;
+            assert_eq!(status, 200);
+            assert_eq!(page, first, "the first page again, with the same token");
+        }
+        // Even a result of one page carries the token.
+        let single = query("2026-11-01", "2026-11-24", "MONTHLY", &[]);
+        let (_, page) = call(&state, "GetCostAndUsage", &single).await;
+        let token = page["NextPageToken"].clone();
+        let mut next = single.clone();
+        next["NextPageToken"] = token.clone();
+        let (_, again) = call(&state, "GetCostAndUsage", &next).await;
+        assert_eq!(again, page);
+        // A token of another request is still refused.
+        next["Granularity"] = json!("DAILY");
+        let (status, error) = call(&state, "GetCostAndUsage", &next).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            error["Message"],
+            "NextPageToken does not belong to this request"
+        );
+        // Resource queries are not affected.
+        let mut resources = query(
+            "2026-11-20",
+            "2026-11-23",
+            "DAILY",
+            &[("DIMENSION", "RESOURCE_ID")],
+        );
+        resources["Filter"] = dimension("SERVICE", &[EC2]);
+        let resource_pages = pages(&state, "GetCostAndUsageWithResources", &resources).await;
+        assert!(resource_pages.len() > 1);
+        // Back to normal, the pages end; the looping page was the first of them.
+        set_behavior(&state, "111111111111", Behavior::Normal);
+        let normal = pages(&state, "GetCostAndUsage", &request).await;
+        assert!(normal.len() > 1);
+        assert_eq!(normal[0], first);
+    }
+
+    #[tokio::test]
+    async fn forecasts_filter_like_cost_queries() {
+        let state = state(500, Behavior::Normal);
+        let dataset = org();
+        let request = json!({
+            "TimePeriod": {"Start": "2026-11-24", "End": "2026-12-01"},
+            "Metric": "UNBLENDED_COST",
+            "Granularity": "MONTHLY",
+            "Filter": {"And": [dimension("LINKED_ACCOUNT", &["333333333333"]), dimension("SERVICE", &[EC2])]},
+        });
+        let (status, forecast) = call(&state, "GetCostForecast", &request).await;
+        assert_eq!(status, 200, "{forecast}");
+        let week = dataset.total_units(CostBasis::Unblended, |r| {
+            r.day >= day(2026, 11, 16)
+                && r.day < today()
+                && r.account_id() == "333333333333"
+                && r.service() == EC2
+        });
+        assert_eq!(
+            forecast["Total"]["Amount"],
+            json!(format_units(week * 7 / 7))
+        );
+        let mut bad = request.clone();
+        bad["Filter"] = dimension("AZ", &["x"]);
+        let (status, error) = call(&state, "GetCostForecast", &bad).await;
+        assert_eq!(status, 400);
+        assert_eq!(error["Message"], "dimension AZ is not simulated");
+    }
+
+    /// Generates the 1,500-account demo organization and times a query through the handler.
+    /// Run in release: `cargo test --release --lib -- --ignored --nocapture large_organization`.
+    #[tokio::test]
+    #[ignore = "a benchmark: run in release"]
+    async fn large_organization_benchmark() {
+        fn status_kb(field: &str) -> String {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with(field))
+                .map(|l| l.trim_start_matches(field).trim().to_string())
+                .unwrap_or_else(|| "?".into())
+        }
+        let today = chrono::Utc::now().date_naive();
+        let started = Instant::now();
+        let builder = crate::demo::demo_simulator(today, 1_500).page_size(500);
+        let generation = started.elapsed();
+        let state = builder.state;
+        let rows = state.accounts.lock().unwrap()["111111111111"]
+            .dataset
+            .rows
+            .len();
+        eprintln!("generation of 1,500 accounts: {generation:.2?}, {rows} rows of the payer");
+        eprintln!(
+            "RSS after generation: {} (peak {})",
+            status_kb("VmRSS:"),
+            status_kb("VmHWM:")
+        );
+        let month_start = today.with_day(1).unwrap();
+        let key = "AKIADEMOPAYER0000001";
+        for granularity in ["MONTHLY", "DAILY"] {
+            let mut request = json!({
+                "TimePeriod": {"Start": month_start.to_string(), "End": (today + Days::new(1)).to_string()},
+                "Granularity": granularity,
+                "Metrics": ["UnblendedCost", "AmortizedCost", "NetUnblendedCost"],
+                "Filter": dimension("RECORD_TYPE", &["Usage"]),
+                "GroupBy": [{"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"}, {"Type": "DIMENSION", "Key": "SERVICE"}],
+            });
+            let started = Instant::now();
+            let (status, first) = call_with(&state, key, "GetCostAndUsage", &request).await;
+            let cold = started.elapsed();
+            assert_eq!(status, 200, "{first}");
+            let entries = state.cache.lock().unwrap().queries[0].entries.len();
+            eprintln!(
+                "{granularity}, Usage, by LINKED_ACCOUNT and SERVICE: first page (cold) {cold:.2?}; \
+                 {entries} entries, {} pages of 500",
+                entries.div_ceil(500)
+            );
+            let mut page = first;
+            let mut warm = Vec::new();
+            while let Some(token) = page.get("NextPageToken").cloned() {
+                request["NextPageToken"] = token;
+                let started = Instant::now();
+                let (status, next) = call_with(&state, key, "GetCostAndUsage", &request).await;
+                warm.push(started.elapsed());
+                assert_eq!(status, 200);
+                page = next;
+            }
+            let mean = warm.iter().sum::<Duration>() / warm.len().max(1) as u32;
+            let max = warm.iter().max().copied().unwrap_or_default();
+            eprintln!(
+                "  later pages (warm): {} pages, mean {mean:.2?}, max {max:.2?}",
+                warm.len()
+            );
+        }
+        eprintln!(
+            "RSS at the end: {} (peak {})",
+            status_kb("VmRSS:"),
+            status_kb("VmHWM:")
+        );
+    }
 }

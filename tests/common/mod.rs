@@ -329,11 +329,11 @@ pub fn expected_requests(
         &rows,
         start,
         end,
-        |r| format!("{}|{}", r.account_id, r.record_type),
+        |r| format!("{}|{}", r.account_id(), r.record_type()),
         page_size,
     );
-    let accounts: BTreeSet<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
-    let record_types: BTreeSet<&str> = rows.iter().map(|r| r.record_type.as_str()).collect();
+    let accounts: BTreeSet<&str> = rows.iter().map(|r| r.account_id()).collect();
+    let record_types: BTreeSet<&str> = rows.iter().map(|r| r.record_type()).collect();
     // Split on the smaller dimension; each query groups by the other two.
     let split_on_accounts = accounts.len() <= record_types.len();
     let values = if split_on_accounts {
@@ -348,17 +348,17 @@ pub fn expected_requests(
             .filter(|r| {
                 value
                     == if split_on_accounts {
-                        &r.account_id
+                        r.account_id()
                     } else {
-                        &r.record_type
+                        r.record_type()
                     }
             })
             .collect();
         let key = |r: &SimRow| {
             if split_on_accounts {
-                format!("{}|{}", r.service, r.record_type)
+                format!("{}|{}", r.service(), r.record_type())
             } else {
-                format!("{}|{}", r.account_id, r.service)
+                format!("{}|{}", r.account_id(), r.service())
             }
         };
         total += pages_for(&subset, start, end, key, page_size);
