@@ -700,8 +700,8 @@ impl CostExplorer {
         pager
             .next_page(&mut collect_first_key(&mut accounts))
             .await?;
-        let mut record_types = BTreeSet::new();
-        if pager.has_more() || accounts.len() > 1 {
+        let plan = if pager.has_more() || accounts.len() > 1 {
+            let mut record_types = BTreeSet::new();
             let stats = self
                 .query(
                     &by(Dimension::RecordType),
@@ -715,11 +715,18 @@ impl CostExplorer {
                     .next_page(&mut collect_first_key(&mut accounts))
                     .await?;
             }
-        }
+            plan_split(&accounts, &record_types)
+        } else {
+            // One account (or none): its queries need no record types.
+            SplitPlan {
+                split: Dimension::LinkedAccount,
+                values: accounts.into_iter().collect(),
+            }
+        };
         let stats = pager.into_stats();
         data.requests += stats.pages;
         data.account_names.extend(stats.names);
-        Ok(plan_split(&accounts, &record_types))
+        Ok(plan)
     }
 
     /// Month-to-date and data-day cost by account and value of one cost-allocation tag key,
