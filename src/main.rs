@@ -41,6 +41,29 @@ struct Flags {
     /// (no AWS account needed); --config.file is ignored.
     #[arg(long)]
     demo: bool,
+    /// Accounts in the demo's simulated organization (with --demo or --demo.simulator).
+    #[arg(long = "demo.scale", default_value_t = demo::DEMO_SCALE, value_parser = parse_scale)]
+    demo_scale: usize,
+    /// Run only the demo's simulated Cost Explorer, STS and Organizations, on this address,
+    /// for benchmarks: point examples/demo.yaml at it with AWS_COST_EXPORTER_DEMO_ENDPOINT.
+    #[arg(
+        long = "demo.simulator",
+        value_name = "ADDRESS",
+        conflicts_with = "demo"
+    )]
+    demo_simulator: Option<String>,
+}
+
+/// The most accounts `--demo.scale` simulates (about 6.5 million cost series).
+const MAX_DEMO_SCALE: usize = 100_000;
+
+fn parse_scale(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(scale) if (1..=MAX_DEMO_SCALE).contains(&scale) => Ok(scale),
+        _ => Err(format!(
+            "expected a number of accounts from 1 to {MAX_DEMO_SCALE}"
+        )),
+    }
 }
 
 fn init_logging(flags: &Flags) {
@@ -91,13 +114,21 @@ async fn shutdown_signal() {
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
+    let today = chrono::Utc::now().date_naive();
+    if let Some(address) = &flags.demo_simulator {
+        let simulator = demo::start_simulator_on(today, flags.demo_scale, address)
+            .await
+            .with_context(|| format!("starting the simulated Cost Explorer on {address}"))?;
+        tracing::info!(endpoint = %simulator.endpoint(), accounts = flags.demo_scale, "demo: simulated Cost Explorer, STS and Organizations listening");
+        shutdown_signal().await;
+        return Ok(());
+    }
     let _simulator;
     let config = if flags.demo {
-        let today = chrono::Utc::now().date_naive();
-        let simulator = demo::start_simulator(today, demo::DEMO_SCALE)
+        let simulator = demo::start_simulator(today, flags.demo_scale)
             .await
             .context("starting the simulated Cost Explorer")?;
-        tracing::info!(endpoint = %simulator.endpoint(), "demo: simulated Cost Explorer, STS and Organizations started");
+        tracing::info!(endpoint = %simulator.endpoint(), accounts = flags.demo_scale, "demo: simulated Cost Explorer, STS and Organizations started");
         let config = demo::demo_config(&simulator.endpoint())?;
         _simulator = simulator;
         config

@@ -29,8 +29,8 @@ pub const DEMO_IDLE_MEMBERS: &[(&str, &str)] = &[("666666666666", "Sandbox (new)
 /// The standalone demo account reached through AssumeRole.
 pub const DEMO_WORKLOAD: &[(&str, &str)] = &[("222222222222", "Workload")];
 
-/// Groups per page in the demo, small enough that every refresh pages.
-pub const DEMO_PAGE_SIZE: usize = 200;
+/// Groups per page in the demo (counted across all of a result's periods).
+pub const DEMO_PAGE_SIZE: usize = 500;
 
 /// The demo configuration pointed at `endpoint`.
 pub fn demo_config(endpoint: &str) -> Result<Config, ConfigError> {
