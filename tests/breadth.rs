@@ -118,22 +118,19 @@ async fn tag_series_are_exact_and_sum_to_the_untagged_total() {
         );
         assert!(series.iter().all(|s| s.label("tag_value") != "__other__"));
     }
-    // One query per tag key (and its pages) on top of the cost queries.
-    let (start, end) = (month_start, today + Days::new(1));
-    let rows: Vec<&SimRow> = dataset
-        .rows
-        .iter()
-        .filter(|r| r.day >= start && r.day < end)
-        .collect();
-    let mut expected = expected_requests(&dataset, start, end, 60);
+    // Two queries per tag key (the month to date and the data day, and their pages) on top of
+    // the cost queries.
+    let mut expected = expected_requests(&dataset, today, 1, 60);
     for key in ["team", "env"] {
-        expected += pages_for(
-            &rows,
-            start,
-            end,
-            |r| format!("{}|{}", r.account_id(), r.tag(key).unwrap_or_default()),
-            60,
-        );
+        for period in month_and_day(today, 1) {
+            let groups = distinct(
+                &dataset,
+                period,
+                |_| true,
+                |r| format!("{}|{}", r.account_id(), r.tag(key).unwrap_or_default()),
+            );
+            expected += pages_of([groups.len()], 60);
+        }
     }
     assert_eq!(
         requests(&samples, "GetCostAndUsage"),
@@ -421,8 +418,8 @@ async fn refused_resources_and_forecasts_leave_the_other_metrics_refreshing() {
     let snapshot = store.get("payer").unwrap();
     let dataset = sim.dataset("111111111111").unwrap();
     let data_day = today - Days::new(1);
-    let daily: f64 = snapshot
-        .samples(&aws_cost_exporter::snapshot::DAILY)
+    let family = |family| parse_exposition(std::str::from_utf8(snapshot.text(family)).unwrap());
+    let daily: f64 = family(&aws_cost_exporter::snapshot::DAILY)
         .iter()
         .filter(|s| s.label("cost_basis") == "unblended")
         .map(|s| s.value)
@@ -432,21 +429,9 @@ async fn refused_resources_and_forecasts_leave_the_other_metrics_refreshing() {
         dataset.total(CostBasis::Unblended, |r| r.day == data_day),
         "daily",
     );
-    assert!(
-        !snapshot
-            .samples(&aws_cost_exporter::snapshot::TAG_DAILY)
-            .is_empty()
-    );
-    assert!(
-        snapshot
-            .samples(&aws_cost_exporter::snapshot::RESOURCE_DAILY)
-            .is_empty()
-    );
-    assert!(
-        snapshot
-            .samples(&aws_cost_exporter::snapshot::FORECAST)
-            .is_empty()
-    );
+    assert!(!family(&aws_cost_exporter::snapshot::TAG_DAILY).is_empty());
+    assert!(family(&aws_cost_exporter::snapshot::RESOURCE_DAILY).is_empty());
+    assert!(family(&aws_cost_exporter::snapshot::FORECAST).is_empty());
     let text = metrics.encode(aws_cost_exporter::exposition::Format::Classic);
     for (query, ok) in [("costs", 1), ("tags", 1), ("resources", 0), ("forecast", 0)] {
         let line =
@@ -635,6 +620,9 @@ async fn organizations_names_every_member() {
         Some(0.0)
     );
     let daily = of(&samples, "aws_cost_daily_usd");
-    assert!(!daily.is_empty() && daily.iter().all(|s| s.label("account_name") == "Solo"));
+    assert!(
+        !daily.is_empty() && daily.iter().all(|s| s.label("account_name") == "Solo"),
+        "{daily:?}"
+    );
     exporter.shutdown().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_cost_exporter::config::CostBasis;
-use aws_cost_exporter::cost_explorer::CostExplorerError;
+use aws_cost_exporter::cost_explorer::{CostExplorerError, Period};
 use aws_cost_exporter::demo::{Behavior, Simulator};
 use aws_credential_types::Credentials;
 use aws_sdk_costexplorer::types::{DateInterval, Granularity};
@@ -71,6 +71,7 @@ fn payer_yaml(sim: &Simulator, extra: &str) -> String {
 
 async fn reconcile(
     today: NaiveDate,
+    data_delay_days: u64,
     accounts: &'static [(&'static str, &'static str)],
     page: usize,
 ) {
@@ -91,9 +92,12 @@ async fn reconcile(
         .start()
         .await
         .unwrap();
-    let yaml = payer_yaml(
-        &sim,
-        "    cost_basis: [unblended, amortized, blended, net_unblended, net_amortized]\n",
+    let yaml = format!(
+        "data_delay_days: {data_delay_days}\n{}",
+        payer_yaml(
+            &sim,
+            "    cost_basis: [unblended, amortized, blended, net_unblended, net_amortized]\n",
+        )
     );
     let exporter = start_exporter(parse_config(&yaml), today).await;
     let addr = exporter.local_addr();
@@ -101,7 +105,7 @@ async fn reconcile(
     assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
 
     let dataset = sim.dataset("111111111111").unwrap();
-    let data_day = today - Days::new(1);
+    let data_day = today - Days::new(data_delay_days);
     let month_start = today.with_day(1).unwrap();
     let daily = |d: NaiveDate| d == data_day;
     let mtd = |d: NaiveDate| d >= month_start && d <= today;
@@ -156,7 +160,7 @@ async fn reconcile(
             );
             assert_eq!(keys, expected_keys, "{metric} {basis}: series keys");
             assert!(
-                series.len() > 40,
+                series.len() > 10 * accounts.len().min(4),
                 "{metric} {basis}: only {} series",
                 series.len()
             );
@@ -208,7 +212,11 @@ async fn reconcile(
     );
     assert_eq!(
         value_of(&samples, "aws_cost_estimated", &[("period", "daily")]),
-        Some(1.0)
+        Some(if dataset.is_estimated(data_day) {
+            1.0
+        } else {
+            0.0
+        })
     );
     assert_eq!(
         value_of(
@@ -237,19 +245,20 @@ async fn reconcile(
         .count();
     // The ungrouped checks above also hit the simulator: 2 periods x 5 bases.
     assert_eq!(counted as usize, exporter_requests - 10);
-    let start = month_start.min(data_day);
-    let expected = expected_requests(&dataset, start, today + Days::new(1), page);
+    let expected = expected_requests(&dataset, today, data_delay_days, page);
     assert_eq!(counted as u32, expected);
+    let queries = expected_requests(&dataset, today, data_delay_days, usize::MAX);
     assert!(
-        expected > 10,
-        "the test must span many pages, got {expected}"
+        expected > queries,
+        "the test must page: {expected} requests for {queries} queries"
     );
+
     exporter.shutdown().await;
 }
 
 #[tokio::test]
 async fn series_reconcile_with_cost_explorer_mid_month() {
-    reconcile(date(2026, 11, 23), ORG, 7).await;
+    reconcile(date(2026, 11, 23), 1, ORG, 7).await;
 }
 
 /// More accounts than record types: the plan splits on record type instead.
@@ -270,13 +279,30 @@ const LARGE_ORG: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn series_reconcile_when_the_plan_splits_on_record_type() {
-    reconcile(date(2026, 11, 23), LARGE_ORG, 150).await;
+    reconcile(date(2026, 11, 23), 1, LARGE_ORG, 60).await;
 }
 
 #[tokio::test]
 async fn series_reconcile_on_the_first_of_a_month() {
     // The daily gauge describes the last day of the previous month; month to date is one day.
-    reconcile(date(2026, 12, 1), ORG, 7).await;
+    reconcile(date(2026, 12, 1), 1, ORG, 7).await;
+}
+
+#[tokio::test]
+async fn series_reconcile_for_a_standalone_account() {
+    // One account: discovery asks for the accounts only, then the month and the day.
+    reconcile(date(2026, 11, 23), 1, &[("111111111111", "Solo")], 7).await;
+}
+
+#[tokio::test]
+async fn series_reconcile_on_the_last_day_of_a_month() {
+    reconcile(date(2026, 12, 31), 1, ORG, 7).await;
+}
+
+#[tokio::test]
+async fn series_reconcile_when_the_data_day_is_older_than_the_month() {
+    // The data day (October 29th) lies in the previous month; discovery covers both months.
+    reconcile(date(2026, 11, 23), 25, ORG, 7).await;
 }
 
 #[tokio::test]
@@ -529,11 +555,7 @@ async fn refresh_errors_say_what_went_wrong() {
     let metrics = std::sync::Arc::new(aws_cost_exporter::metrics::Metrics::new());
     let ce = aws_cost_exporter::credentials::cost_explorer(&config.integrations[0], &metrics).await;
     let err = ce
-        .daily_costs(
-            date(2026, 11, 1),
-            date(2026, 11, 24),
-            &[CostBasis::Unblended],
-        )
+        .costs(Period::new(today, 1), &[CostBasis::Unblended])
         .await
         .unwrap_err();
     assert!(
@@ -548,11 +570,7 @@ async fn refresh_errors_say_what_went_wrong() {
 
     sim.set_behavior("777777777777", Behavior::AccessDenied);
     let err = ce
-        .daily_costs(
-            date(2026, 11, 1),
-            date(2026, 11, 24),
-            &[CostBasis::Unblended],
-        )
+        .costs(Period::new(today, 1), &[CostBasis::Unblended])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("AccessDeniedException"), "{err}");
@@ -560,6 +578,30 @@ async fn refresh_errors_say_what_went_wrong() {
         err.to_string()
             .contains("not authorized to perform: ce:GetCostAndUsage"),
         "{err}"
+    );
+
+    // A token that comes back again stops the query at once, and the error names the query.
+    sim.set_behavior("777777777777", Behavior::LoopingToken);
+    let before = sim.requests().len();
+    let err = ce
+        .costs(Period::new(today, 1), &[CostBasis::Unblended])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CostExplorerError::TokenLoop { pages: 2, .. }),
+        "{err}"
+    );
+    // The accounts' first page promises more, so the record types are asked next: that query
+    // returns its first token again on its second page.
+    assert_eq!(
+        err.to_string(),
+        "Cost Explorer returned a NextPageToken it had already returned, after 2 pages of \
+         GetCostAndUsage MONTHLY 2026-11-01..2026-11-24 by RECORD_TYPE"
+    );
+    assert_eq!(
+        sim.requests().len() - before,
+        3,
+        "three pages, then it stops"
     );
 }
 
@@ -711,7 +753,12 @@ async fn both_formats_gzip_head_and_routes() {
         .read_to_string(&mut decoded)
         .unwrap();
     assert_eq!(decoded, classic_text);
-    assert!(gz.body.len() * 5 < classic.body.len(), "gzip compresses");
+    assert!(
+        gz.body.len() * 4 < classic.body.len(),
+        "gzip compresses: {} of {}",
+        gz.body.len(),
+        classic.body.len()
+    );
 
     let head = request(addr, Method::HEAD, "/metrics", &[]).await;
     assert_eq!(head.status, 200);
@@ -945,4 +992,100 @@ async fn throttling_is_retried_and_counted() {
         "daily after throttling",
     );
     exporter.shutdown().await;
+}
+
+/// The exact expected value of every (account, service, record type) of the rows `keep`
+/// selects, in 1e-10 USD, one pass over the rows.
+fn exact_series(
+    dataset: &aws_cost_exporter::demo::Dataset,
+    keep: impl Fn(NaiveDate) -> bool,
+    basis: CostBasis,
+) -> std::collections::HashMap<(String, String, String), i128> {
+    let mut sums = std::collections::HashMap::new();
+    for r in dataset.rows.iter().filter(|r| keep(r.day)) {
+        let key = (
+            r.account_id().to_string(),
+            r.service().to_string(),
+            r.record_type().to_string(),
+        );
+        *sums.entry(key).or_insert(0i128) += i128::from(r.amount(basis));
+    }
+    sums
+}
+
+/// A large organization (the demo's, at 455 accounts, 500 groups a page): every series exact,
+/// and the billed requests what the plan says and within 1.5 x the fewest full pages + 12.
+async fn large_organization(accounts: usize, today: NaiveDate) {
+    let (organization, _) = aws_cost_exporter::demo::demo_datasets(today, accounts);
+    let sim = Simulator::builder()
+        .account("111111111111", organization)
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .page_size(500)
+        .start()
+        .await
+        .unwrap();
+    let yaml = payer_yaml(&sim, "    forecast: false\n");
+    let exporter = start_exporter(parse_config(&yaml), today).await;
+    let samples = wait_for_refresh(exporter.local_addr(), &["payer"]).await;
+    assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
+    let dataset = sim.dataset("111111111111").unwrap();
+    let data_day = today - Days::new(1);
+    let month_start = today.with_day(1).unwrap();
+    type InPeriod = Box<dyn Fn(NaiveDate) -> bool>;
+    let periods: [(&str, InPeriod); 2] = [
+        ("aws_cost_daily_usd", Box::new(move |d| d == data_day)),
+        (
+            "aws_cost_month_to_date_usd",
+            Box::new(move |d| d >= month_start && d <= today),
+        ),
+    ];
+    for (metric, keep) in periods {
+        let expected = exact_series(&dataset, keep, CostBasis::Unblended);
+        let series: Vec<&Sample> = samples.iter().filter(|s| s.name == metric).collect();
+        assert_eq!(
+            series.len(),
+            expected.len(),
+            "{metric}: one series per group"
+        );
+        for s in series {
+            let key = (
+                s.label("account_id").to_string(),
+                s.label("aws_service").to_string(),
+                s.label("charge_type").to_string(),
+            );
+            let units = expected
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| panic!("{key:?}"));
+            assert_close(
+                s.value,
+                aws_cost_exporter::demo::dataset::units_to_f64(units),
+                &format!("{metric} {key:?}"),
+            );
+        }
+    }
+    let billed = sim
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "GetCostAndUsage" && r.status == 200)
+        .count() as u32;
+    assert_eq!(billed, expected_requests(&dataset, today, 1, 500));
+    let bound = lower_bound(&dataset, today, 1, 500);
+    assert!(
+        f64::from(billed) <= 1.5 * f64::from(bound) + 12.0,
+        "{billed} requests for a lower bound of {bound}"
+    );
+    eprintln!("{accounts} accounts: {billed} requests, lower bound {bound}");
+    exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_455_account_organization_costs_few_requests_and_reconciles() {
+    large_organization(455, date(2026, 11, 23)).await;
+}
+
+#[tokio::test]
+async fn a_1500_account_organization_refreshes_and_reconciles() {
+    // The month's last day: the most days, the most groups.
+    large_organization(1500, date(2026, 12, 31)).await;
 }

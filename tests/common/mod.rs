@@ -14,7 +14,7 @@ use aws_cost_exporter::demo::dataset::SimRow;
 use aws_cost_exporter::demo::{Dataset, DatasetSpec, Simulator};
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use bytes::Bytes;
-use chrono::{Days, NaiveDate, TimeZone, Utc};
+use chrono::{Datelike, Days, Months, NaiveDate, TimeZone, Utc};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -224,9 +224,13 @@ pub fn parse_exposition(text: &str) -> Vec<Sample> {
     samples
 }
 
+/// How long a test waits for the exporter (debug builds on a loaded machine are slow).
+pub const WAIT: Duration = Duration::from_secs(60);
+
 /// Polls `/metrics` until every named integration has finished a refresh attempt.
 pub async fn wait_for_refresh(addr: SocketAddr, integrations: &[&str]) -> Vec<Sample> {
-    for _ in 0..400 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
         let samples = parse_exposition(&get(addr, "/metrics").await.text());
         let done = integrations.iter().all(|name| {
             samples
@@ -238,7 +242,7 @@ pub async fn wait_for_refresh(addr: SocketAddr, integrations: &[&str]) -> Vec<Sa
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("integrations {integrations:?} did not refresh within 10 s");
+    panic!("integrations {integrations:?} did not refresh within {WAIT:?}");
 }
 
 /// Polls until `predicate` holds for the scraped samples.
@@ -247,7 +251,8 @@ pub async fn wait_for(
     what: &str,
     predicate: impl Fn(&[Sample]) -> bool,
 ) -> Vec<Sample> {
-    for _ in 0..400 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
         let samples = parse_exposition(&get(addr, "/metrics").await.text());
         if predicate(&samples) {
             return samples;
@@ -290,78 +295,148 @@ pub async fn org_simulator(today: NaiveDate, page_size: usize) -> Simulator {
         .expect("simulator starts")
 }
 
-/// Pages of one simulated query: one entry per group, or per empty day.
-pub fn pages_for(
-    rows: &[&SimRow],
-    start: NaiveDate,
-    end: NaiveDate,
-    key: impl Fn(&SimRow) -> String,
-    page_size: usize,
-) -> u32 {
-    let mut entries = 0;
-    let mut day = start;
-    while day < end {
-        let groups: BTreeSet<String> = rows
-            .iter()
-            .filter(|r| r.day == day)
-            .map(|r| key(r))
-            .collect();
-        entries += groups.len().max(1);
-        day = day + Days::new(1);
+/// The result periods of a `MONTHLY` query over `[start, end)`: months cut at month boundaries.
+pub fn monthly_periods(start: NaiveDate, end: NaiveDate) -> Vec<(NaiveDate, NaiveDate)> {
+    let mut periods = Vec::new();
+    let mut from = start;
+    while from < end {
+        let next_month = (from.with_day(1).unwrap() + Months::new(1)).min(end);
+        periods.push((from, next_month));
+        from = next_month;
     }
+    periods
+}
+
+/// Distinct keys of the rows in `[start, end)` that `keep` selects.
+pub fn distinct(
+    dataset: &Dataset,
+    (start, end): (NaiveDate, NaiveDate),
+    keep: impl Fn(&SimRow) -> bool,
+    key: impl Fn(&SimRow) -> String,
+) -> BTreeSet<String> {
+    dataset
+        .rows
+        .iter()
+        .filter(|r| r.day >= start && r.day < end && keep(r))
+        .map(key)
+        .collect()
+}
+
+/// Pages of one query whose result periods hold these many groups (an empty period is one
+/// entry, as Cost Explorer returns it).
+pub fn pages_of(groups_per_period: impl IntoIterator<Item = usize>, page_size: usize) -> u32 {
+    let entries: usize = groups_per_period.into_iter().map(|g| g.max(1)).sum();
     entries.div_ceil(page_size).max(1) as u32
 }
 
-/// The billed requests the query plan should make: discovery by account and record type, then
-/// one query per value of the smaller of the two, each paged.
+/// The month to date and the data day of a refresh on `today`.
+pub fn month_and_day(today: NaiveDate, data_delay_days: u64) -> [(NaiveDate, NaiveDate); 2] {
+    let data_day = today - Days::new(data_delay_days);
+    [
+        (today.with_day(1).unwrap(), today + Days::new(1)),
+        (data_day, data_day + Days::new(1)),
+    ]
+}
+
+/// The billed `GetCostAndUsage` requests the cost query plan makes: discovery (the accounts,
+/// and the record types when there is more than one account, accounts paged only while they
+/// could still be fewer than the record types), then per value of the smaller dimension one
+/// `MONTHLY` query over the month and one `DAILY` query over the data day, each paged.
 pub fn expected_requests(
     dataset: &Dataset,
-    start: NaiveDate,
-    end: NaiveDate,
+    today: NaiveDate,
+    data_delay_days: u64,
     page_size: usize,
 ) -> u32 {
-    let rows: Vec<&SimRow> = dataset
-        .rows
-        .iter()
-        .filter(|r| r.day >= start && r.day < end)
-        .collect();
-    let mut total = pages_for(
-        &rows,
-        start,
-        end,
-        |r| format!("{}|{}", r.account_id(), r.record_type()),
-        page_size,
-    );
-    let accounts: BTreeSet<&str> = rows.iter().map(|r| r.account_id()).collect();
-    let record_types: BTreeSet<&str> = rows.iter().map(|r| r.record_type()).collect();
-    // Split on the smaller dimension; each query groups by the other two.
-    let split_on_accounts = accounts.len() <= record_types.len();
-    let values = if split_on_accounts {
-        accounts
-    } else {
-        record_types
-    };
-    for value in values {
-        let subset: Vec<&SimRow> = rows
+    let [month, day] = month_and_day(today, data_delay_days);
+    let discovery = (month.0.min(day.0), month.1);
+    let periods = monthly_periods(discovery.0, discovery.1);
+    let per_period = |key: fn(&SimRow) -> String| -> Vec<BTreeSet<String>> {
+        periods
             .iter()
+            .map(|p| distinct(dataset, *p, |_| true, key))
+            .collect()
+    };
+    let accounts = per_period(|r| r.account_id().to_string());
+    let record_types = per_period(|r| r.record_type().to_string());
+    let all_record_types: BTreeSet<String> = record_types.iter().flatten().cloned().collect();
+    // The accounts query's entries in order: per period, its accounts (or one empty entry).
+    let entries: Vec<Option<&String>> = accounts
+        .iter()
+        .flat_map(|set| {
+            if set.is_empty() {
+                vec![None]
+            } else {
+                set.iter().map(Some).collect()
+            }
+        })
+        .collect();
+    let account_pages = entries.len().div_ceil(page_size).max(1);
+    let seen = |pages: usize| -> BTreeSet<&String> {
+        entries
+            .iter()
+            .take(pages.saturating_mul(page_size))
+            .flatten()
             .copied()
-            .filter(|r| {
-                value
-                    == if split_on_accounts {
-                        r.account_id()
-                    } else {
-                        r.record_type()
-                    }
-            })
-            .collect();
-        let key = |r: &SimRow| {
+            .collect()
+    };
+    let mut total = 0;
+    let mut fetched = 1;
+    if account_pages > 1 || seen(1).len() > 1 {
+        total += pages_of(record_types.iter().map(BTreeSet::len), page_size);
+        while fetched < account_pages && seen(fetched).len() <= all_record_types.len() {
+            fetched += 1;
+        }
+    }
+    total += fetched as u32;
+    let known_accounts = seen(fetched);
+    let split_on_accounts = known_accounts.len() <= all_record_types.len();
+    let values: Vec<String> = if split_on_accounts {
+        known_accounts.into_iter().cloned().collect()
+    } else {
+        all_record_types.into_iter().collect()
+    };
+    for value in &values {
+        let keep = |r: &SimRow| {
+            value
+                == if split_on_accounts {
+                    r.account_id()
+                } else {
+                    r.record_type()
+                }
+        };
+        let others = |r: &SimRow| {
             if split_on_accounts {
                 format!("{}|{}", r.service(), r.record_type())
             } else {
                 format!("{}|{}", r.account_id(), r.service())
             }
         };
-        total += pages_for(&subset, start, end, key, page_size);
+        for period in [month, day] {
+            total += pages_of([distinct(dataset, period, keep, others).len()], page_size);
+        }
     }
     total
+}
+
+/// The fewest pages that could carry the cost series: every daily group and every
+/// month-to-date group once, in full pages.
+pub fn lower_bound(
+    dataset: &Dataset,
+    today: NaiveDate,
+    data_delay_days: u64,
+    page_size: usize,
+) -> u32 {
+    month_and_day(today, data_delay_days)
+        .iter()
+        .map(|period| {
+            let groups = distinct(
+                dataset,
+                *period,
+                |_| true,
+                |r| format!("{}|{}|{}", r.account_id(), r.service(), r.record_type()),
+            );
+            groups.len().div_ceil(page_size) as u32
+        })
+        .sum()
 }
