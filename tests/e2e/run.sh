@@ -69,8 +69,21 @@ start() {
   NAMES+=("$name")
 }
 
+# run_fg COMMAND...: runs COMMAND in the foreground, interruptibly: bash runs traps only between
+# commands, so a long foreground command would hold off the cleanup; `wait` does not.
+FG_PID=""
+run_fg() {
+  "$@" &
+  FG_PID=$!
+  local status=0
+  wait "$FG_PID" || status=$?
+  FG_PID=""
+  return "$status"
+}
+
 stop_all() {
   local i pid
+  if [ -n "$FG_PID" ]; then kill -TERM "$FG_PID" 2>/dev/null || true; fi
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for i in "${!PIDS[@]}"; do
     pid=${PIDS[$i]}
@@ -479,7 +492,7 @@ EOF
     --storage.tsdb.path="$WORK/prometheus-data" --web.listen-address="127.0.0.1:$PROM_PORT"
   wait_for 60 "Prometheus to be ready" prometheus curl -fsS --max-time 2 "$PROM/-/ready"
   log "  Prometheus on $PROM, Alertmanager on $am, webhook on 127.0.0.1:$hook_port; waiting for the alerts"
-  "$PY" "$E2E/e2e.py" expect-alerts "$WORK/expect.json" "$WORK/webhook.jsonl" "$PROM" "$am" --timeout 180
+  run_fg "$PY" "$E2E/e2e.py" expect-alerts "$WORK/expect.json" "$WORK/webhook.jsonl" "$PROM" "$am" --timeout 180
 }
 
 # --- step 3: the dashboard's queries ----------------------------------------------------------
@@ -491,7 +504,7 @@ step_dashboard() {
   # Two scrapes of both exporters and a rule evaluation at least.
   wait_for 60 "both exporters scraped" prometheus \
     sh -c "curl -fsS --max-time 5 '$PROM/api/v1/query?query=count(up%3D%3D1)' | grep -q '\"2\"'"
-  "$PY" "$E2E/e2e.py" dashboard "$PROM" "$ROOT/deploy/grafana/aws-cost-exporter.json"
+  run_fg "$PY" "$E2E/e2e.py" dashboard "$PROM" "$ROOT/deploy/grafana/aws-cost-exporter.json"
 }
 
 # --- step 4: manifests ----------------------------------------------------------------------
