@@ -12,9 +12,11 @@
 #   2. live       the exporter in --demo mode, a second exporter on the demo's simulator with
 #                 budgets placed around its forecast, a real Prometheus with the rules, a real
 #                 Alertmanager with deploy/alertmanager's routing and a webhook receiver: the
-#                 forecast-over-budget alert must arrive with its labels and annotations
+#                 forecast-over-budget and budget-spent alerts must arrive with their labels and
+#                 annotations; the inhibited, within-budget and health alerts must not
 #   3. dashboard  every query of the Grafana dashboard, its variables resolved, against that
-#                 Prometheus: an error or an empty result fails
+#                 Prometheus: an error, an empty result or a series without the labels the
+#                 panel groups by or shows fails
 #   4. manifests  helm lint and render (with and without the optional parts, from the directory
 #                 and packaged), kubectl kustomize; every object validated offline against the
 #                 Kubernetes schemas (kubernetes-validate --strict) or the Prometheus Operator's
