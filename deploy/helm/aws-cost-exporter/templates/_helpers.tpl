@@ -1,0 +1,61 @@
+{{/* The chart's name. */}}
+{{- define "aws-cost-exporter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name: the release's name, with the chart's name unless the release has it. */}}
+{{- define "aws-cost-exporter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "aws-cost-exporter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "aws-cost-exporter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "aws-cost-exporter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "aws-cost-exporter.labels" -}}
+helm.sh/chart: {{ include "aws-cost-exporter.chart" . }}
+{{ include "aws-cost-exporter.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: exporter
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "aws-cost-exporter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "aws-cost-exporter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "aws-cost-exporter.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The configuration file's content; fails when there is nothing to run. */}}
+{{- define "aws-cost-exporter.config" -}}
+{{- if not .Values.demo }}
+{{- if not (get .Values.config "integrations") }}
+{{- fail "config.integrations is empty: give the exporter at least one integration (see values.yaml), or set demo=true" }}
+{{- end }}
+{{- toYaml .Values.config }}
+{{- end }}
+{{- end }}

