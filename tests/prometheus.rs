@@ -1,9 +1,11 @@
 //! The exposition checked by the real tools: `promtool check metrics` on the classic format,
-//! and a real Prometheus ingesting both formats (the classic one through a proxy that asks
-//! only for text/plain, since Prometheus prefers OpenMetrics).
+//! gzip decoded as exactly one member by Python's zlib and by `curl --compressed`, and a real
+//! Prometheus ingesting both formats with gzip (through proxies that note the encoding served;
+//! the classic one asks only for text/plain, since Prometheus prefers OpenMetrics).
 //!
-//! Needs `prometheus` and `promtool` (Debian's `prometheus` package). Without them the tests
-//! say so and pass, unless `AWS_COST_EXPORTER_E2E=required` (as `.ci/run` sets), when they fail.
+//! Needs `prometheus` and `promtool` (Debian's `prometheus` package), `python3` and `curl`.
+//! Without them the tests say so and pass, unless `AWS_COST_EXPORTER_E2E=required` (as
+//! `.ci/run` sets), when they fail.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_cost_exporter::config::CostBasis;
@@ -37,30 +40,60 @@ fn tool(name: &str) -> Option<String> {
         if std::env::var("AWS_COST_EXPORTER_E2E").as_deref() == Ok("required") {
             panic!("{name} is required (AWS_COST_EXPORTER_E2E=required) but not on PATH");
         }
-        eprintln!("skipping: {name} is not installed (apt-get install prometheus)");
+        eprintln!("skipping: {name} is not installed");
     }
     found
 }
 
-/// Forwards every request to `target`, asking only for the classic text format.
-async fn classic_only_proxy(target: SocketAddr) -> SocketAddr {
+/// The `Content-Encoding` of every response a proxy forwarded.
+type Encodings = Arc<Mutex<Vec<String>>>;
+
+/// Forwards every request to `target` with the client's `Accept-Encoding`, and its `Accept`
+/// unless `accept` replaces it (Prometheus prefers OpenMetrics; the classic job asks for text
+/// only), passing the response through untouched and noting its `Content-Encoding`.
+async fn proxy(target: SocketAddr, accept: Option<&'static str>) -> (SocketAddr, Encodings) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let encodings = Encodings::default();
+    let seen = encodings.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| async move {
-                    let upstream = request(
-                        target,
-                        Method::GET,
-                        req.uri().path(),
-                        &[("accept", "text/plain;version=0.0.4")],
-                    )
-                    .await;
-                    let mut response = Response::new(Full::new(upstream.body));
-                    *response.status_mut() = upstream.status;
-                    *response.headers_mut() = upstream.headers;
-                    Ok::<_, Infallible>(response)
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let header = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        let client_accept = header("accept");
+                        let encoding = header("accept-encoding");
+                        let upstream = request(
+                            target,
+                            Method::GET,
+                            req.uri().path(),
+                            &[
+                                ("accept", accept.unwrap_or(&client_accept)),
+                                ("accept-encoding", &encoding),
+                            ],
+                        )
+                        .await;
+                        let served = upstream
+                            .headers
+                            .get("content-encoding")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("identity")
+                            .to_string();
+                        seen.lock().unwrap().push(served);
+                        let mut response = Response::new(Full::new(upstream.body));
+                        *response.status_mut() = upstream.status;
+                        *response.headers_mut() = upstream.headers;
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -68,7 +101,7 @@ async fn classic_only_proxy(target: SocketAddr) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, encodings)
 }
 
 struct KillOnDrop(Child);
@@ -177,7 +210,9 @@ async fn prometheus_ingests_both_formats() {
         .iter()
         .filter(|s| s.name == "aws_cost_daily_usd")
         .count() as f64;
-    let proxy = classic_only_proxy(exporter_addr).await;
+    let (openmetrics_proxy, openmetrics_encodings) = proxy(exporter_addr, None).await;
+    let (classic_proxy, classic_encodings) =
+        proxy(exporter_addr, Some("text/plain;version=0.0.4")).await;
 
     let dir = std::env::temp_dir().join(format!("ace-prometheus-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -185,7 +220,7 @@ async fn prometheus_ingests_both_formats() {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: openmetrics\n    static_configs:\n      - targets: ['{exporter_addr}']\n  - job_name: classic\n    static_configs:\n      - targets: ['{proxy}']\n"
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: openmetrics\n    static_configs:\n      - targets: ['{openmetrics_proxy}']\n  - job_name: classic\n    static_configs:\n      - targets: ['{classic_proxy}']\n"
         ),
     )
     .unwrap();
@@ -259,7 +294,98 @@ async fn prometheus_ingests_both_formats() {
     // The counter keeps its _total name either way.
     let requests = by_job(&query(prometheus, "sum by (job) (aws_cost_api_requests_total)").await);
     assert_eq!(requests.len(), 2, "{requests:?}");
+    // Prometheus asked for gzip, and read the exporter's joined gzip member, in both formats.
+    for (job, encodings) in [
+        ("openmetrics", &openmetrics_encodings),
+        ("classic", &classic_encodings),
+    ] {
+        let encodings = encodings.lock().unwrap().clone();
+        assert!(
+            !encodings.is_empty() && encodings.iter().all(|e| e == "gzip"),
+            "{job}: {encodings:?}"
+        );
+    }
     exporter.shutdown().await;
     drop(_server);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Runs `program` with `args` off the test's runtime (which serves the exporter the program
+/// may talk to), returning its stdout; panics with its stderr on failure. Bounded: a program
+/// still running after a minute is killed.
+async fn run(program: &str, args: &[&str]) -> Vec<u8> {
+    let mut command = Command::new("timeout");
+    command.arg("60").arg(program).args(args);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Decodes gzip with Python's zlib, which must reach the end of exactly one member with no
+/// bytes left over.
+const ONE_MEMBER: &str = "import sys, zlib
+data = open(sys.argv[1], 'rb').read()
+d = zlib.decompressobj(wbits=31)
+out = d.decompress(data) + d.flush()
+assert d.eof, 'the gzip member does not end'
+assert d.unused_data == b'', f'{len(d.unused_data)} bytes after the first member'
+sys.stdout.buffer.write(out)";
+
+#[tokio::test]
+async fn gzip_is_one_member_that_python_and_curl_read() {
+    let (Some(python), Some(curl)) = (tool("python3"), tool("curl")) else {
+        return;
+    };
+    let today = date(2026, 11, 23);
+    let sim = org_simulator(today, 500).await;
+    let yaml = format!(
+        "integrations:\n  - name: payer\n    account_id: \"111111111111\"\n    access_key_id: {}\n    secret_access_key: {}\n    endpoint_url: {}\n    cost_basis: [unblended, amortized]\n    tags: [team]\n",
+        PAYER_KEY.0,
+        PAYER_KEY.1,
+        sim.endpoint()
+    );
+    let exporter = start_exporter(parse_config(&yaml), today).await;
+    let addr = exporter.local_addr();
+    wait_for_refresh(addr, &["payer"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/metrics");
+    for accept in ["text/plain", "application/openmetrics-text; version=1.0.0"] {
+        let plain = request(addr, Method::GET, "/metrics", &[("accept", accept)]).await;
+        let gzip = request(
+            addr,
+            Method::GET,
+            "/metrics",
+            &[("accept", accept), ("accept-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(gzip.headers["content-encoding"], "gzip");
+        assert_eq!(
+            gzip.headers["content-length"],
+            gzip.body.len().to_string().as_str()
+        );
+        let file = dir.path().join("body.gz");
+        std::fs::write(&file, &gzip.body).unwrap();
+        let decoded = run(&python, &["-c", ONE_MEMBER, file.to_str().unwrap()]).await;
+        assert_eq!(decoded, plain.body, "{accept}: python");
+        let curled = run(
+            &curl,
+            &[
+                "-sS",
+                "--fail",
+                "--compressed",
+                "-H",
+                &format!("Accept: {accept}"),
+                &url,
+            ],
+        )
+        .await;
+        assert_eq!(curled, plain.body, "{accept}: curl --compressed");
+    }
+    exporter.shutdown().await;
 }
