@@ -5,12 +5,14 @@
 #                 exporter binary (in place of the builder stage, as base images cannot be
 #                 pulled); inside the image: --version, --config.check, not root, the demo
 #                 served, and credentials found the standard ways (environment, a profile under
-#                 HOME, AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE)
+#                 HOME, AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE) and signing at the demo's
+#                 simulator (--demo.simulator, on the host)
 #   1. rules      promtool check/test of the alert and recording rules (each alert firing and
 #                 not firing), promtool check of the scrape config, amtool check and route tests
 #                 of the Alertmanager example
-#   2. live       the exporter in --demo mode, a second exporter on the demo's simulator with
-#                 budgets placed around its forecast, a real Prometheus with the rules, a real
+#   2. live       the demo's simulator (--demo.simulator), an exporter on it with
+#                 examples/demo.yaml, a second one with budgets placed around the demo payer's
+#                 forecast, a real Prometheus with the rules, a real
 #                 Alertmanager with deploy/alertmanager's routing and a webhook receiver: the
 #                 forecast-over-budget and budget-spent alerts must arrive with their labels and
 #                 annotations; the inhibited, within-budget and health alerts must not
@@ -247,12 +249,19 @@ setup() {
 
 free_port() { "$PY" "$E2E/e2e.py" free-port; }
 
-# --- step 0: the container image -------------------------------------------------------------
-
-# simulator_endpoint LOG: the endpoint a --demo exporter logged for its simulated AWS.
-simulator_endpoint() {
-  sed -n 's/.*message="demo: simulated Cost Explorer.*endpoint=\(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$1" | head -n 1
+# start_simulator NAME: the demo's simulated Cost Explorer, STS and Organizations alone
+# (--demo.simulator) on a free 127.0.0.1 port, as process NAME; SIMULATOR is its endpoint, for
+# examples/demo.yaml's ${AWS_COST_EXPORTER_DEMO_ENDPOINT}.
+start_simulator() {
+  local port
+  port=$(free_port)
+  SIMULATOR="http://127.0.0.1:$port"
+  start "$1" "$EXPORTER" --demo.simulator "127.0.0.1:$port"
+  # Any HTTP answer will do: it is listening.
+  wait_for 30 "the simulator ($1) on $SIMULATOR" "$1" curl -sS --max-time 2 -o /dev/null "$SIMULATOR/"
 }
+
+# --- step 0: the container image -------------------------------------------------------------
 
 # metrics_have URL TEXT: the exposition at URL contains TEXT.
 metrics_have() {
@@ -358,20 +367,20 @@ step_image() {
   log "  the image's process is not root: it cannot read a root-only (0600) file"
 
   # The demo, served from the image.
-  local port endpoint
+  local port
   port=$(free_port)
   start image-demo buildah run --isolation chroot --network host "$IMAGE_CONTAINER" -- \
     /aws-cost-exporter --demo --web.listen-address="127.0.0.1:$port"
   wait_for 60 "the demo served from the image" image-demo \
     metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
-  endpoint=$(simulator_endpoint "$WORK/image-demo.log")
-  [ -n "$endpoint" ] || fail "the demo in the image did not log its simulator's endpoint"
-  log "  the demo runs in the image and serves /metrics; its simulated AWS on $endpoint"
+  log "  the demo runs in the image and serves /metrics"
+  stop_named image-demo
 
   # Credentials the standard ways, found by the AWS SDK's default chain inside the image: an
-  # integration without keys of its own, signing as the demo's payer at its simulator (which
-  # refuses unknown keys).
-  local key secret
+  # integration without keys of its own, signing as the demo's payer at the demo's simulator
+  # (which refuses unknown keys), run on its own on the host.
+  start_simulator image-simulator
+  local endpoint=$SIMULATOR key secret
   key=$(demo_payer access_key_id)
   secret=$(demo_payer secret_access_key)
   mkdir -p "$WORK/creds-config" "$WORK/creds-home" "$WORK/creds-etc"
@@ -388,7 +397,7 @@ step_image() {
   in_image image-creds-file "$WORK/creds-config" -v "$WORK/creds-etc:/etc/aws:ro" \
     -e AWS_SHARED_CREDENTIALS_FILE=/etc/aws/credentials -e AWS_CONFIG_FILE=/etc/aws/config -e AWS_PROFILE=cost
   log "  credentials from AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE and AWS_PROFILE (the chart's layout): refreshed"
-  stop_named image-demo
+  stop_named image-simulator
 }
 
 # --- step 1: the rules ------------------------------------------------------------------------
@@ -439,17 +448,19 @@ step_live() {
   PROM="http://127.0.0.1:$PROM_PORT"
   local am="http://127.0.0.1:$AM_PORT"
 
-  start exporter-demo "$EXPORTER" --demo --web.listen-address="127.0.0.1:$demo_port"
+  # The demo's simulated AWS on its own, and the demo's configuration pointed at it.
+  start_simulator simulator
+  local endpoint=$SIMULATOR
+  AWS_COST_EXPORTER_DEMO_ENDPOINT=$endpoint "$EXPORTER" --config.file="$ROOT/examples/demo.yaml" --config.check >/dev/null
+  start exporter-demo env AWS_COST_EXPORTER_DEMO_ENDPOINT="$endpoint" \
+    "$EXPORTER" --config.file="$ROOT/examples/demo.yaml" --web.listen-address="127.0.0.1:$demo_port"
   local demo="http://127.0.0.1:$demo_port"
   wait_for 30 "the demo exporter to be ready" exporter-demo curl -fsS --max-time 2 "$demo/-/ready"
   wait_for 60 "the demo's first refresh of payer" exporter-demo \
     metrics_have "$demo/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
   wait_for 60 "the demo's first refresh of workload" exporter-demo \
     metrics_have "$demo/metrics" 'aws_cost_refresh_success{integration="workload"} 1'
-  local endpoint
-  endpoint=$(simulator_endpoint "$WORK/exporter-demo.log")
-  [ -n "$endpoint" ] || fail "the demo exporter did not log its simulator's endpoint"
-  log "  demo exporter on $demo, its simulated AWS on $endpoint"
+  log "  simulated AWS on $endpoint (--demo.simulator); exporter with examples/demo.yaml on $demo"
 
   # A second exporter, with a configuration file: the demo's payer account through the same
   # simulator, with budgets around what the demo serves for it.
