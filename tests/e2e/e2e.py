@@ -69,6 +69,11 @@ SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+def unescape(value):
+    """A label value from the exposition format with its escapes (backslash, quote, newline) undone."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
 def scrape(url):
     samples = []
     for line in http_text(url).splitlines():
@@ -77,7 +82,7 @@ def scrape(url):
         m = SAMPLE.match(line)
         if not m:
             fail(f"unparsable exposition line from {url}: {line!r}")
-        labels = dict(LABEL.findall(m.group(3) or ""))
+        labels = {k: unescape(v) for k, v in LABEL.findall(m.group(3) or "")}
         samples.append((m.group(1), labels, float(m.group(4))))
     return samples
 
