@@ -58,6 +58,11 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
             },
             _ = shutdown.cancelled() => break,
         };
+        // Responses are written as several chunks: without TCP_NODELAY, Nagle's algorithm and
+        // delayed ACKs would hold a small last chunk back for tens of milliseconds.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %peer, error = %err, "cannot set TCP_NODELAY");
+        }
         let state = state.clone();
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
