@@ -15,15 +15,17 @@
 //! Pages are parsed straight into the aggregate ([`Table`]); a page's typed response is dropped
 //! as soon as its groups are added. This module knows requests and rows, not Prometheus.
 
+mod page;
+
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use aws_sdk_costexplorer::Client;
 use aws_sdk_costexplorer::error::DisplayErrorContext;
 use aws_sdk_costexplorer::types::{
-    DateInterval, Dimension as SdkDimension, DimensionValues, DimensionValuesWithAttributes,
-    Expression, ForecastResult, Granularity as SdkGranularity, GroupDefinition,
-    GroupDefinitionType, Metric, MetricValue, ResultByTime,
+    DateInterval, Dimension as SdkDimension, DimensionValues, Expression, ForecastResult,
+    Granularity as SdkGranularity, GroupDefinition, GroupDefinitionType, Metric, MetricValue,
 };
 use chrono::{Datelike, NaiveDate};
 
@@ -389,34 +391,24 @@ pub struct ForecastValue {
 /// The prediction interval level asked of GetCostForecast, in percent.
 pub const PREDICTION_INTERVAL_LEVEL: i32 = 80;
 
-/// Requests one page of a grouped cost query. `GetCostAndUsage` and
-/// `GetCostAndUsageWithResources` take the same parameters and return the same shapes, but
-/// through distinct SDK types.
+/// Requests one page of a grouped cost query, its body taken by `raw` (see [`page`]).
+/// `GetCostAndUsage` and `GetCostAndUsageWithResources` take the same parameters and return
+/// the same shapes, but through distinct SDK types.
 macro_rules! cost_page {
-    ($builder:expr, $request:ident, $token:ident) => {{
-        let out = $builder
+    ($builder:expr, $request:ident, $token:ident, $raw:ident) => {{
+        $builder
             .time_period($request.period.clone())
             .granularity($request.granularity.clone())
             .set_metrics(Some($request.metrics.clone()))
             .set_group_by(Some($request.group_by.clone()))
             .set_filter($request.filter.clone())
             .set_next_page_token($token)
+            .customize()
+            .interceptor($raw.clone())
             .send()
             .await
             .map_err(|e| api_error($request.operation.as_str(), e))?;
-        Page {
-            results: out.results_by_time.unwrap_or_default(),
-            attributes: out.dimension_value_attributes.unwrap_or_default(),
-            next: out.next_page_token,
-        }
     }};
-}
-
-/// One page of a cost query.
-struct Page {
-    results: Vec<ResultByTime>,
-    attributes: Vec<DimensionValuesWithAttributes>,
-    next: Option<String>,
 }
 
 /// A query's parameters in the SDK's types, built once for all its pages.
@@ -492,7 +484,7 @@ impl<'a> Pager<'a> {
     /// keys, one amount per cost basis). Does nothing once the last page is in.
     pub async fn next_page(
         &mut self,
-        sink: &mut impl FnMut(NaiveDate, &[String], &[f64]) -> Result<(), CostExplorerError>,
+        sink: &mut impl FnMut(NaiveDate, &[&str], &[f64]) -> Result<(), CostExplorerError>,
     ) -> Result<(), CostExplorerError> {
         if self.done {
             return Ok(());
@@ -504,23 +496,40 @@ impl<'a> Pager<'a> {
         }
         let token = self.token.take();
         let request = &self.request;
-        let page = match request.operation {
-            Operation::CostAndUsage => cost_page!(self.client.get_cost_and_usage(), request, token),
+        let raw = page::RawBody::default();
+        match request.operation {
+            Operation::CostAndUsage => {
+                cost_page!(self.client.get_cost_and_usage(), request, token, raw)
+            }
             Operation::WithResources => cost_page!(
                 self.client.get_cost_and_usage_with_resources(),
                 request,
-                token
+                token,
+                raw
             ),
-        };
+        }
         self.stats.pages += 1;
+        let body = raw.take();
+        let page = page::parse(&body).map_err(|err| {
+            CostExplorerError::Malformed(format!(
+                "page {} of {}: {err}",
+                self.stats.pages, self.query
+            ))
+        })?;
         let keys_wanted = self.query.group_by.len();
-        for by_time in &page.results {
-            let start = parse_result_start(by_time)?;
-            if by_time.estimated() {
+        let mut keys: Vec<&str> = Vec::with_capacity(keys_wanted);
+        for result in &page.results_by_time {
+            let start = result
+                .time_period
+                .as_ref()
+                .ok_or_else(|| CostExplorerError::Malformed("a result has no TimePeriod".into()))
+                .and_then(|period| parse_date(&period.start))?;
+            if result.estimated {
                 self.stats.estimated.insert(start);
             }
-            for group in by_time.groups() {
-                let keys = group.keys();
+            for group in &result.groups {
+                keys.clear();
+                keys.extend(group.keys.iter().map(|k| k.as_ref()));
                 if keys.len() != keys_wanted {
                     return Err(CostExplorerError::Malformed(format!(
                         "a group of {} has {} keys, expected {keys_wanted}",
@@ -528,26 +537,35 @@ impl<'a> Pager<'a> {
                         keys.len()
                     )));
                 }
-                let metrics = group.metrics().ok_or_else(|| {
+                let metrics = group.metrics.as_ref().ok_or_else(|| {
                     CostExplorerError::Malformed(format!("group {keys:?} has no Metrics"))
                 })?;
-                parse_metrics_into(metrics, self.bases, &mut self.amounts)?;
-                sink(start, keys, &self.amounts)?;
+                self.amounts.clear();
+                for basis in self.bases {
+                    let amount = metrics.get(*basis).ok_or_else(|| {
+                        CostExplorerError::Malformed(format!(
+                            "a group lacks the requested metric {}",
+                            basis.metric()
+                        ))
+                    })?;
+                    self.amounts
+                        .push(check_amount(basis.metric(), &amount.amount, &amount.unit)?);
+                }
+                sink(start, &keys, &self.amounts)?;
             }
         }
-        for attribute in &page.attributes {
-            if let (Some(value), Some(name)) = (
-                attribute.value(),
-                attribute.attributes().and_then(|a| a.get("description")),
-            ) && !name.is_empty()
+        for attribute in &page.dimension_value_attributes {
+            if let (Some(value), Some(name)) =
+                (&attribute.value, attribute.attributes.get("description"))
+                && !name.is_empty()
             {
                 self.stats
                     .names
                     .entry(value.to_string())
-                    .or_insert_with(|| name.clone());
+                    .or_insert_with(|| name.to_string());
             }
         }
-        match page.next {
+        match page.next_page_token.map(Cow::into_owned) {
             Some(next) if !next.is_empty() => {
                 if !self.seen.insert(next.clone()) {
                     return Err(CostExplorerError::TokenLoop {
@@ -565,7 +583,7 @@ impl<'a> Pager<'a> {
     /// Fetches every remaining page.
     pub async fn finish(
         mut self,
-        sink: &mut impl FnMut(NaiveDate, &[String], &[f64]) -> Result<(), CostExplorerError>,
+        sink: &mut impl FnMut(NaiveDate, &[&str], &[f64]) -> Result<(), CostExplorerError>,
     ) -> Result<QueryStats, CostExplorerError> {
         while !self.done {
             self.next_page(sink).await?;
@@ -616,7 +634,7 @@ impl CostExplorer {
         &self,
         query: &Query,
         bases: &[CostBasis],
-        mut sink: impl FnMut(NaiveDate, &[String], &[f64]) -> Result<(), CostExplorerError>,
+        mut sink: impl FnMut(NaiveDate, &[&str], &[f64]) -> Result<(), CostExplorerError>,
     ) -> Result<QueryStats, CostExplorerError> {
         self.pager(query, bases)?.finish(&mut sink).await
     }
@@ -627,7 +645,7 @@ impl CostExplorer {
         &self,
         query: &Query,
         bases: &[CostBasis],
-        mut add: impl FnMut(&[String], &[f64]),
+        mut add: impl FnMut(&[&str], &[f64]),
     ) -> Result<QueryStats, CostExplorerError> {
         self.query(query, bases, |start, keys, amounts| {
             expect_period(query, start)?;
@@ -752,7 +770,7 @@ impl CostExplorer {
             let query = Query::cost(granularity, range, group_by.clone(), Vec::new());
             let stats = self
                 .query_period(&query, bases, |keys, amounts| {
-                    table.add([&keys[0], tag_key, tag_value(&keys[1])], amounts);
+                    table.add([keys[0], tag_key, tag_value(keys[1])], amounts);
                 })
                 .await?;
             into.requests += stats.pages;
@@ -798,10 +816,10 @@ impl CostExplorer {
             let stats = self
                 .query_period(&query, bases, |keys, amounts| {
                     let (account, record_type) = match plan.split {
-                        Dimension::LinkedAccount => (value.as_str(), keys[1].as_str()),
-                        _ => (keys[1].as_str(), value.as_str()),
+                        Dimension::LinkedAccount => (value.as_str(), keys[1]),
+                        _ => (keys[1], value.as_str()),
                     };
-                    into.add([account, service, &keys[0], record_type], amounts);
+                    into.add([account, service, keys[0], record_type], amounts);
                 })
                 .await?;
             pages += stats.pages;
@@ -861,10 +879,10 @@ pub fn tag_value(group_key: &str) -> &str {
 /// A sink that collects each group's first key: the values of a single-key query.
 fn collect_first_key(
     found: &mut BTreeSet<String>,
-) -> impl FnMut(NaiveDate, &[String], &[f64]) -> Result<(), CostExplorerError> + '_ {
+) -> impl FnMut(NaiveDate, &[&str], &[f64]) -> Result<(), CostExplorerError> + '_ {
     |_, keys, _| {
         if let Some(first) = keys.first() {
-            found.insert(first.clone());
+            found.insert(first.to_string());
         }
         Ok(())
     }
@@ -872,40 +890,12 @@ fn collect_first_key(
 
 /// The (account, service, record type) of a group of a split query: the filter's value, and
 /// the two group keys of the other dimensions (in [`Dimension::others`] order).
-fn place<'k>(split: Dimension, value: &'k str, keys: &'k [String]) -> [&'k str; 3] {
+fn place<'k>(split: Dimension, value: &'k str, keys: &[&'k str]) -> [&'k str; 3] {
     match split {
-        Dimension::LinkedAccount => [value, &keys[0], &keys[1]],
-        Dimension::Service => [&keys[0], value, &keys[1]],
-        Dimension::RecordType => [&keys[0], &keys[1], value],
+        Dimension::LinkedAccount => [value, keys[0], keys[1]],
+        Dimension::Service => [keys[0], value, keys[1]],
+        Dimension::RecordType => [keys[0], keys[1], value],
     }
-}
-
-/// The start date of a result period.
-fn parse_result_start(by_time: &ResultByTime) -> Result<NaiveDate, CostExplorerError> {
-    let start = by_time
-        .time_period()
-        .map(|p| p.start())
-        .ok_or_else(|| CostExplorerError::Malformed("a result has no TimePeriod".into()))?;
-    parse_date(start)
-}
-
-/// Parses the amounts for `bases`, in order, from a group's `Metrics` into `out`.
-fn parse_metrics_into(
-    metrics: &HashMap<String, MetricValue>,
-    bases: &[CostBasis],
-    out: &mut Vec<f64>,
-) -> Result<(), CostExplorerError> {
-    out.clear();
-    for basis in bases {
-        let value = metrics.get(basis.metric()).ok_or_else(|| {
-            CostExplorerError::Malformed(format!(
-                "a group lacks the requested metric {}",
-                basis.metric()
-            ))
-        })?;
-        out.push(parse_amount(basis.metric(), value)?);
-    }
-    Ok(())
 }
 
 /// The amounts for `bases`, in order, from a `Metrics` or `Total` map.
@@ -913,15 +903,31 @@ pub fn parse_metrics(
     metrics: &HashMap<String, MetricValue>,
     bases: &[CostBasis],
 ) -> Result<Vec<f64>, CostExplorerError> {
-    let mut out = Vec::with_capacity(bases.len());
-    parse_metrics_into(metrics, bases, &mut out)?;
-    Ok(out)
+    bases
+        .iter()
+        .map(|basis| {
+            let value = metrics.get(basis.metric()).ok_or_else(|| {
+                CostExplorerError::Malformed(format!(
+                    "a group lacks the requested metric {}",
+                    basis.metric()
+                ))
+            })?;
+            parse_amount(basis.metric(), value)
+        })
+        .collect()
 }
 
 /// Parses a decimal amount, refusing any unit but USD.
 pub fn parse_amount(metric: &str, value: &MetricValue) -> Result<f64, CostExplorerError> {
-    let amount = value.amount().unwrap_or_default();
-    let unit = value.unit().unwrap_or_default();
+    check_amount(
+        metric,
+        value.amount().unwrap_or_default(),
+        value.unit().unwrap_or_default(),
+    )
+}
+
+/// Parses an amount and its unit, refusing any unit but USD.
+fn check_amount(metric: &str, amount: &str, unit: &str) -> Result<f64, CostExplorerError> {
     if unit != "USD" {
         return Err(CostExplorerError::NotUsd {
             metric: metric.to_string(),

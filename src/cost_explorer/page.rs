@@ -1,0 +1,232 @@
+//! A grouped cost page, parsed from the response's own bytes.
+//!
+//! The SDK still builds, signs, sends and retries each request and parses every error; only a
+//! successful page's body is taken by [`RawBody`] (an interceptor on that one request), and the
+//! SDK's deserializer is handed an empty document in its place. The page is then parsed here,
+//! borrowing its strings, straight into the caller's aggregate: no map or string per group is
+//! built just to be thrown away, which is most of the work of a large refresh.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use serde::Deserialize;
+
+use crate::config::CostBasis;
+
+/// The body of the last successful attempt of one request.
+#[derive(Debug, Clone, Default)]
+pub struct RawBody(Arc<Mutex<Vec<u8>>>);
+
+impl RawBody {
+    /// The body read, leaving the slot empty.
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *lock(&self.0))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Intercept for RawBody {
+    fn name(&self) -> &'static str {
+        "aws-cost-exporter raw page"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = context.response_mut();
+        if !response.status().is_success() {
+            return Ok(());
+        }
+        // A retried attempt starts over.
+        lock(&self.0).clear();
+        let inner = std::mem::replace(response.body_mut(), SdkBody::taken());
+        *response.body_mut() = SdkBody::from_body_1_x(Tee {
+            inner,
+            sink: self.0.clone(),
+            finished: false,
+        });
+        Ok(())
+    }
+}
+
+/// Reads the whole response body into the sink, then yields an empty JSON document.
+struct Tee {
+    inner: SdkBody,
+    sink: Arc<Mutex<Vec<u8>>>,
+    finished: bool,
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        lock(&self.sink).extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{}")))));
+                }
+            }
+        }
+    }
+}
+
+/// A `GetCostAndUsage` (or `GetCostAndUsageWithResources`) response page.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RawPage<'a> {
+    #[serde(borrow, default)]
+    pub results_by_time: Vec<RawResult<'a>>,
+    #[serde(borrow, default)]
+    pub dimension_value_attributes: Vec<RawAttributes<'a>>,
+    #[serde(borrow, default)]
+    pub next_page_token: Option<Cow<'a, str>>,
+}
+
+/// One result period.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RawResult<'a> {
+    #[serde(borrow)]
+    pub time_period: Option<RawPeriod<'a>>,
+    #[serde(borrow, default)]
+    pub groups: Vec<RawGroup<'a>>,
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RawPeriod<'a> {
+    #[serde(borrow)]
+    pub start: Cow<'a, str>,
+}
+
+/// One group: its keys and one amount per requested cost metric.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RawGroup<'a> {
+    #[serde(borrow, default)]
+    pub keys: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub metrics: Option<RawMetrics<'a>>,
+}
+
+/// The cost metrics a group may carry, by Cost Explorer's names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RawMetrics<'a> {
+    #[serde(borrow)]
+    pub unblended_cost: Option<RawAmount<'a>>,
+    #[serde(borrow)]
+    pub amortized_cost: Option<RawAmount<'a>>,
+    #[serde(borrow)]
+    pub blended_cost: Option<RawAmount<'a>>,
+    #[serde(borrow)]
+    pub net_unblended_cost: Option<RawAmount<'a>>,
+    #[serde(borrow)]
+    pub net_amortized_cost: Option<RawAmount<'a>>,
+}
+
+impl RawMetrics<'_> {
+    pub fn get(&self, basis: CostBasis) -> Option<&RawAmount<'_>> {
+        match basis {
+            CostBasis::Unblended => self.unblended_cost.as_ref(),
+            CostBasis::Amortized => self.amortized_cost.as_ref(),
+            CostBasis::Blended => self.blended_cost.as_ref(),
+            CostBasis::NetUnblended => self.net_unblended_cost.as_ref(),
+            CostBasis::NetAmortized => self.net_amortized_cost.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RawAmount<'a> {
+    #[serde(borrow, default)]
+    pub amount: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub unit: Cow<'a, str>,
+}
+
+/// A dimension value and its attributes (an account's `description` is its name).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RawAttributes<'a> {
+    #[serde(borrow)]
+    pub value: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub attributes: HashMap<Cow<'a, str>, Cow<'a, str>>,
+}
+
+/// Parses a page.
+pub fn parse(body: &[u8]) -> Result<RawPage<'_>, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_parse_with_escapes_and_unknown_fields() {
+        let body = br#"{"GroupDefinitions":[{"Type":"DIMENSION","Key":"LINKED_ACCOUNT"}],
+            "ResultsByTime":[{"TimePeriod":{"Start":"2026-11-01","End":"2026-11-24"},"Total":{},
+            "Groups":[{"Keys":["111111111111","Amazon \"S3\""],"Metrics":{"UnblendedCost":{"Amount":"1.5","Unit":"USD"},"UsageQuantity":{"Amount":"3","Unit":"N/A"}}}],
+            "Estimated":true}],
+            "DimensionValueAttributes":[{"Value":"111111111111","Attributes":{"description":"Prod \\ main"}}],
+            "NextPageToken":"abc"}"#;
+        let page = parse(body).unwrap();
+        assert_eq!(page.next_page_token.as_deref(), Some("abc"));
+        let result = &page.results_by_time[0];
+        assert!(result.estimated);
+        assert_eq!(result.time_period.as_ref().unwrap().start, "2026-11-01");
+        let group = &result.groups[0];
+        assert_eq!(group.keys, vec!["111111111111", "Amazon \"S3\""]);
+        let metrics = group.metrics.as_ref().unwrap();
+        assert_eq!(metrics.get(CostBasis::Unblended).unwrap().amount, "1.5");
+        assert!(metrics.get(CostBasis::Amortized).is_none());
+        assert_eq!(
+            page.dimension_value_attributes[0].attributes["description"],
+            "Prod \\ main"
+        );
+        // An empty document (what the SDK is handed) and a page without groups parse too.
+        assert!(parse(b"{}").unwrap().results_by_time.is_empty());
+        assert!(parse(b"{\"ResultsByTime\":[{\"Estimated\":false}]}").is_ok());
+        assert!(parse(b"{\"ResultsByTime\":[{\"Groups\":7}]}").is_err());
+    }
+}
