@@ -355,6 +355,7 @@ pub fn deflate_piece(text: &[u8]) -> Bytes {
             Err(_) => return stored_piece(text),
         }
     }
+    out.shrink_to_fit();
     Bytes::from(out)
 }
 

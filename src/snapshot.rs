@@ -205,7 +205,9 @@ impl<'a> Lines<'a> {
         self.samples += 1;
     }
 
-    fn block(self, dropped: usize) -> Block {
+    fn block(mut self, dropped: usize) -> Block {
+        // Kept for a whole refresh interval: no spare capacity.
+        self.out.shrink_to_fit();
         Block {
             piece: Piece::new(self.out),
             samples: self.samples,
