@@ -139,7 +139,7 @@ fn parse_page(c: &mut Criterion) {
             runtime.block_on(async {
                 let mut table = Table::<3>::new(BASES.len());
                 ce.query(&query, &BASES, |_, keys, amounts| {
-                    table.add([&keys[0], &keys[1], "Usage"], amounts);
+                    table.add([keys[0], keys[1], "Usage"], amounts);
                     Ok(())
                 })
                 .await
