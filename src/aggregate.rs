@@ -3,14 +3,15 @@
 //! kept. Label values are interned, so a table holds each distinct account, service or charge
 //! type once, and a key is a few integers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 /// Interned strings: each distinct value once, addressed by a small integer.
 #[derive(Debug, Clone, Default)]
 pub struct Strings {
     values: Vec<Arc<str>>,
-    index: HashMap<Arc<str>, u32>,
+    index: FxHashMap<Arc<str>, u32>,
 }
 
 impl Strings {
@@ -30,6 +31,17 @@ impl Strings {
     pub fn get(&self, id: u32) -> &str {
         self.values.get(id as usize).map_or("", |v| v)
     }
+
+    /// Each id's rank in the order of the values: comparing ranks orders as the strings do.
+    pub fn ranks(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = (0..self.values.len() as u32).collect();
+        ids.sort_unstable_by(|a, b| self.get(*a).cmp(self.get(*b)));
+        let mut ranks = vec![0; ids.len()];
+        for (rank, id) in ids.into_iter().enumerate() {
+            ranks[id as usize] = rank as u32;
+        }
+        ranks
+    }
 }
 
 /// Amounts (one per cost basis, in the order requested) per key of `K` label values. A key
@@ -38,7 +50,7 @@ impl Strings {
 pub struct Table<const K: usize> {
     strings: Strings,
     bases: usize,
-    index: HashMap<[u32; K], u32>,
+    index: FxHashMap<[u32; K], u32>,
     keys: Vec<[u32; K]>,
     amounts: Vec<f64>,
 }
@@ -49,7 +61,7 @@ impl<const K: usize> Table<K> {
         Self {
             strings: Strings::default(),
             bases,
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             keys: Vec::new(),
             amounts: Vec::new(),
         }
@@ -105,8 +117,10 @@ impl<const K: usize> Table<K> {
 
     /// Row numbers in the order of their label values (the exposition order).
     pub fn sorted(&self) -> Vec<usize> {
+        let ranks = self.strings.ranks();
+        let ranked = |row: usize| self.keys[row].map(|id| ranks[id as usize]);
         let mut rows: Vec<usize> = (0..self.len()).collect();
-        rows.sort_unstable_by(|a, b| self.key(*a).cmp(&self.key(*b)));
+        rows.sort_unstable_by_key(|row| ranked(*row));
         rows
     }
 

@@ -7,10 +7,12 @@
 //!   data day from `DAILY` granularity over that day alone;
 //! - `GetCostAndUsage` accepts at most two `GroupBy` keys and the cost series have three
 //!   (account, service, charge type), so the plan splits on one of them: discovery asks for the
-//!   accounts, and for the record types when there is more than one account (one `MONTHLY`
-//!   query grouped by that dimension alone: a page or two), then each query filters on one value
-//!   of whichever has fewer values and groups by the other two. Every cost row lands in exactly
-//!   one query, because the filter values come from the same period's data.
+//!   accounts (a `MONTHLY` query grouped by account alone), and when there is more than one
+//!   account for the record types with their services (grouped by record type and service): a
+//!   page or two each. Then each query filters on one value of whichever has fewer queries and
+//!   groups by the other two; record types of a single service (tax, support, fees) share one
+//!   query grouped by account and record type, their service being known. Every cost row lands
+//!   in exactly one query, because the filter values come from the same period's data.
 //!
 //! Pages are parsed straight into the aggregate ([`Table`]); a page's typed response is dropped
 //! as soon as its groups are added. This module knows requests and rows, not Prometheus.
@@ -37,8 +39,9 @@ use crate::config::CostBasis;
 pub const MAX_PAGES_PER_QUERY: u32 = 100_000;
 
 /// The dimensions the cost series are broken down by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dimension {
+    #[default]
     LinkedAccount,
     Service,
     RecordType,
@@ -358,11 +361,15 @@ pub struct TagData {
 }
 
 /// The plan for the breakdown queries after discovery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SplitPlan {
     /// The dimension filtered on, one query per value and period.
     pub split: Dimension,
     pub values: Vec<String>,
+    /// Record types with a single service, asked together in one query per period grouped by
+    /// account and record type (their service is known): record type to service. Only when
+    /// splitting on record types, and only two or more of them.
+    pub single_service: BTreeMap<String, String>,
 }
 
 /// Picks the split with the fewest queries: one per account or one per record type.
@@ -371,12 +378,59 @@ pub fn plan_split(accounts: &BTreeSet<String>, record_types: &BTreeSet<String>) 
         SplitPlan {
             split: Dimension::LinkedAccount,
             values: accounts.iter().cloned().collect(),
+            ..SplitPlan::default()
         }
     } else {
         SplitPlan {
             split: Dimension::RecordType,
             values: record_types.iter().cloned().collect(),
+            ..SplitPlan::default()
         }
+    }
+}
+
+/// The cost queries' plan, from the accounts and each record type's services: record types
+/// that have a single service (tax, support, fees) need no query of their own, since a query
+/// grouped by account and record type tells their service; so splitting on record types costs
+/// one query per period for each of the others, and one for all the single-service ones.
+pub fn plan_costs(
+    accounts: &BTreeSet<String>,
+    record_types: &BTreeMap<String, BTreeSet<String>>,
+) -> SplitPlan {
+    let single: BTreeMap<String, String> = record_types
+        .iter()
+        .filter_map(|(record_type, services)| match services.len() {
+            1 => services.first().map(|s| (record_type.clone(), s.clone())),
+            _ => None,
+        })
+        .collect();
+    let merged = single.len() >= 2;
+    if accounts.len() <= record_type_queries(record_types) {
+        return SplitPlan {
+            split: Dimension::LinkedAccount,
+            values: accounts.iter().cloned().collect(),
+            ..SplitPlan::default()
+        };
+    }
+    let single_service = if merged { single } else { BTreeMap::new() };
+    SplitPlan {
+        split: Dimension::RecordType,
+        values: record_types
+            .keys()
+            .filter(|r| !single_service.contains_key(*r))
+            .cloned()
+            .collect(),
+        single_service,
+    }
+}
+
+/// How many queries per period a plan makes when it splits on these record types.
+fn record_type_queries(record_types: &BTreeMap<String, BTreeSet<String>>) -> usize {
+    let single = record_types.values().filter(|s| s.len() == 1).count();
+    if single >= 2 {
+        record_types.len() - single + 1
+    } else {
+        record_types.len()
     }
 }
 
@@ -528,15 +582,15 @@ impl<'a> Pager<'a> {
                 self.stats.estimated.insert(start);
             }
             for group in &result.groups {
-                keys.clear();
-                keys.extend(group.keys.iter().map(|k| k.as_ref()));
-                if keys.len() != keys_wanted {
+                if group.keys.count() != keys_wanted {
                     return Err(CostExplorerError::Malformed(format!(
                         "a group of {} has {} keys, expected {keys_wanted}",
                         self.query,
-                        keys.len()
+                        group.keys.count()
                     )));
                 }
+                keys.clear();
+                keys.extend(group.keys.iter());
                 let metrics = group.metrics.as_ref().ok_or_else(|| {
                     CostExplorerError::Malformed(format!("group {keys:?} has no Metrics"))
                 })?;
@@ -548,8 +602,12 @@ impl<'a> Pager<'a> {
                             basis.metric()
                         ))
                     })?;
-                    self.amounts
-                        .push(check_amount(basis.metric(), &amount.amount, &amount.unit)?);
+                    self.amounts.push(match amount {
+                        page::RawAmount::Usd(value) => *value,
+                        page::RawAmount::Refused(written) => {
+                            check_amount(basis.metric(), &written.0, &written.1)?
+                        }
+                    });
                 }
                 sink(start, &keys, &self.amounts)?;
             }
@@ -691,12 +749,49 @@ impl CostExplorer {
                 }
             }
         }
+        if !plan.single_service.is_empty() {
+            let filter = vec![(
+                Dimension::RecordType,
+                plan.single_service.keys().cloned().collect(),
+            )];
+            let group_by = vec![
+                GroupKey::Dimension(Dimension::LinkedAccount),
+                GroupKey::Dimension(Dimension::RecordType),
+            ];
+            for granularity in [Granularity::Monthly, Granularity::Daily] {
+                let (range, table, estimated) = match granularity {
+                    Granularity::Monthly => (month, &mut data.month, &mut data.estimated_month),
+                    Granularity::Daily => (day, &mut data.daily, &mut data.estimated_daily),
+                };
+                let query = Query::cost(granularity, range, group_by.clone(), filter.clone());
+                let mut unknown = None;
+                let stats = self
+                    .query_period(&query, bases, |keys, amounts| {
+                        match plan.single_service.get(keys[1]) {
+                            Some(service) => table.add([keys[0], service, keys[1]], amounts),
+                            None => unknown = Some(keys[1].to_string()),
+                        }
+                    })
+                    .await?;
+                if let Some(record_type) = unknown {
+                    return Err(CostExplorerError::Malformed(format!(
+                        "record type {record_type:?} in {query}"
+                    )));
+                }
+                *estimated |= !stats.estimated.is_empty();
+                data.requests += stats.pages;
+                for (id, name) in stats.names {
+                    data.account_names.entry(id).or_insert(name);
+                }
+            }
+        }
         Ok(data)
     }
 
-    /// Discovery: the accounts of the refresh's period, and its record types when there is more
-    /// than one account, each from a `MONTHLY` query grouped by that dimension alone. Accounts
-    /// are paged only while they could still be fewer than the record types.
+    /// Discovery: the accounts of the refresh's period (a `MONTHLY` query grouped by account
+    /// alone) and, when there is more than one account, its record types with their services
+    /// (grouped by record type and service: a page). Accounts are paged only while they could
+    /// still be fewer than the record types' queries.
     async fn discover(
         &self,
         period: Period,
@@ -719,26 +814,39 @@ impl CostExplorer {
             .next_page(&mut collect_first_key(&mut accounts))
             .await?;
         let plan = if pager.has_more() || accounts.len() > 1 {
-            let mut record_types = BTreeSet::new();
+            let mut record_types: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            let services = Query::cost(
+                Granularity::Monthly,
+                range,
+                vec![
+                    GroupKey::Dimension(Dimension::RecordType),
+                    GroupKey::Dimension(Dimension::Service),
+                ],
+                Vec::new(),
+            );
             let stats = self
-                .query(
-                    &by(Dimension::RecordType),
-                    bases,
-                    collect_first_key(&mut record_types),
-                )
+                .query(&services, bases, |_, keys, _| {
+                    record_types
+                        .entry(keys[0].to_string())
+                        .or_default()
+                        .insert(keys[1].to_string());
+                    Ok(())
+                })
                 .await?;
             data.requests += stats.pages;
-            while pager.has_more() && accounts.len() <= record_types.len() {
+            let queries = record_type_queries(&record_types);
+            while pager.has_more() && accounts.len() <= queries {
                 pager
                     .next_page(&mut collect_first_key(&mut accounts))
                     .await?;
             }
-            plan_split(&accounts, &record_types)
+            plan_costs(&accounts, &record_types)
         } else {
             // One account (or none): its queries need no record types.
             SplitPlan {
                 split: Dimension::LinkedAccount,
                 values: accounts.into_iter().collect(),
+                ..SplitPlan::default()
             }
         };
         let stats = pager.into_stats();
@@ -984,6 +1092,49 @@ mod tests {
 
         let empty = plan_split(&set(&[]), &set(&[]));
         assert!(empty.values.is_empty());
+    }
+
+    #[test]
+    fn single_service_record_types_share_a_query() {
+        let types = |pairs: &[(&str, &[&str])]| -> BTreeMap<String, BTreeSet<String>> {
+            pairs
+                .iter()
+                .map(|(rt, services)| (rt.to_string(), set(services)))
+                .collect()
+        };
+        let org = types(&[
+            ("Usage", &["EC2", "S3"]),
+            ("Credit", &["EC2", "S3"]),
+            ("Tax", &["Tax"]),
+            ("Support", &["Support (Business)"]),
+            ("RIFee", &["RDS"]),
+        ]);
+        // Five record types, three of one service: three queries per period.
+        assert_eq!(record_type_queries(&org), 3);
+        let accounts = set(&["1", "2", "3", "4"]);
+        let plan = plan_costs(&accounts, &org);
+        assert_eq!(plan.split, Dimension::RecordType);
+        assert_eq!(plan.values, vec!["Credit", "Usage"]);
+        assert_eq!(
+            plan.single_service,
+            [
+                ("RIFee", "RDS"),
+                ("Support", "Support (Business)"),
+                ("Tax", "Tax")
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .into()
+        );
+        // Fewer accounts than those queries: split on accounts, nothing merged.
+        let few = plan_costs(&set(&["1", "2", "3"]), &org);
+        assert_eq!(few.split, Dimension::LinkedAccount);
+        assert!(few.single_service.is_empty());
+        // One single-service record type alone gains nothing from merging.
+        let one = types(&[("Usage", &["EC2", "S3"]), ("Tax", &["Tax"])]);
+        assert_eq!(record_type_queries(&one), 2);
+        let plan = plan_costs(&accounts, &one);
+        assert_eq!(plan.values, vec!["Tax", "Usage"]);
+        assert!(plan.single_service.is_empty());
     }
 
     fn value(amount: &str, unit: &str) -> MetricValue {

@@ -63,6 +63,7 @@ impl Intercept for RawBody {
         *response.body_mut() = SdkBody::from_body_1_x(Tee {
             inner,
             sink: self.0.clone(),
+            frames: Vec::new(),
             finished: false,
         });
         Ok(())
@@ -73,6 +74,8 @@ impl Intercept for RawBody {
 struct Tee {
     inner: SdkBody,
     sink: Arc<Mutex<Vec<u8>>>,
+    /// The frames read so far, joined once at the end.
+    frames: Vec<Bytes>,
     finished: bool,
 }
 
@@ -93,11 +96,13 @@ impl Body for Tee {
                 Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        lock(&self.sink).extend_from_slice(&data);
+                        self.frames.push(data);
                     }
                 }
                 Poll::Ready(None) => {
                     self.finished = true;
+                    let body = std::mem::take(&mut self.frames).concat();
+                    *lock(&self.sink) = body;
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{}")))));
                 }
             }
@@ -141,29 +146,75 @@ pub struct RawPeriod<'a> {
 #[serde(rename_all = "PascalCase")]
 pub struct RawGroup<'a> {
     #[serde(borrow, default)]
-    pub keys: Vec<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub metrics: Option<RawMetrics<'a>>,
+    pub keys: Keys<'a>,
+    pub metrics: Option<RawMetrics>,
 }
+
+/// A group's keys: a query groups by one or two, so they are kept without an allocation.
+#[derive(Debug, Default)]
+pub struct Keys<'a> {
+    first: [Cow<'a, str>; 2],
+    /// How many keys the group had (only the first two are kept).
+    count: usize,
+}
+
+impl<'a> Keys<'a> {
+    /// The number of keys the group had.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The keys (at most the first two).
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.first[..self.count.min(2)].iter().map(|k| k.as_ref())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Keys<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Keys<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of group keys")
+            }
+
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<Keys<'a>, S::Error> {
+                let mut keys = Keys::default();
+                while let Some(key) = seq.next_element::<Borrowed<'a>>()? {
+                    if let Some(slot) = keys.first.get_mut(keys.count) {
+                        *slot = key.0;
+                    }
+                    keys.count += 1;
+                }
+                Ok(keys)
+            }
+        }
+        deserializer.deserialize_seq(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A string borrowed from the page where it has no escapes.
+#[derive(Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// The cost metrics a group may carry, by Cost Explorer's names.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RawMetrics<'a> {
-    #[serde(borrow)]
-    pub unblended_cost: Option<RawAmount<'a>>,
-    #[serde(borrow)]
-    pub amortized_cost: Option<RawAmount<'a>>,
-    #[serde(borrow)]
-    pub blended_cost: Option<RawAmount<'a>>,
-    #[serde(borrow)]
-    pub net_unblended_cost: Option<RawAmount<'a>>,
-    #[serde(borrow)]
-    pub net_amortized_cost: Option<RawAmount<'a>>,
+pub struct RawMetrics {
+    pub unblended_cost: Option<RawAmount>,
+    pub amortized_cost: Option<RawAmount>,
+    pub blended_cost: Option<RawAmount>,
+    pub net_unblended_cost: Option<RawAmount>,
+    pub net_amortized_cost: Option<RawAmount>,
 }
 
-impl RawMetrics<'_> {
-    pub fn get(&self, basis: CostBasis) -> Option<&RawAmount<'_>> {
+impl RawMetrics {
+    pub fn get(&self, basis: CostBasis) -> Option<&RawAmount> {
         match basis {
             CostBasis::Unblended => self.unblended_cost.as_ref(),
             CostBasis::Amortized => self.amortized_cost.as_ref(),
@@ -174,13 +225,31 @@ impl RawMetrics<'_> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct RawAmount<'a> {
-    #[serde(borrow, default)]
-    pub amount: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub unit: Cow<'a, str>,
+/// An amount as Cost Explorer writes it (`{"Amount": "1.5", "Unit": "USD"}`), parsed while the
+/// page is read: USD amounts become numbers; anything else keeps its text for the error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawAmount {
+    Usd(f64),
+    /// Not a finite number, or not in USD: (amount, unit) as written.
+    Refused(Box<(String, String)>),
+}
+
+impl<'de> Deserialize<'de> for RawAmount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Written<'a> {
+            #[serde(borrow, default)]
+            amount: Cow<'a, str>,
+            #[serde(borrow, default)]
+            unit: Cow<'a, str>,
+        }
+        let written = Written::deserialize(deserializer)?;
+        Ok(match written.amount.trim().parse::<f64>() {
+            Ok(value) if written.unit == "USD" && value.is_finite() => RawAmount::Usd(value),
+            _ => RawAmount::Refused(Box::new((written.amount.into(), written.unit.into()))),
+        })
+    }
 }
 
 /// A dimension value and its attributes (an account's `description` is its name).
@@ -193,9 +262,11 @@ pub struct RawAttributes<'a> {
     pub attributes: HashMap<Cow<'a, str>, Cow<'a, str>>,
 }
 
-/// Parses a page.
-pub fn parse(body: &[u8]) -> Result<RawPage<'_>, serde_json::Error> {
-    serde_json::from_slice(body)
+/// Parses a page. The body is checked to be UTF-8 once, as a whole, rather than string by
+/// string.
+pub fn parse(body: &[u8]) -> Result<RawPage<'_>, String> {
+    let text = std::str::from_utf8(body).map_err(|err| err.to_string())?;
+    serde_json::from_str(text).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]
@@ -216,9 +287,15 @@ mod tests {
         assert!(result.estimated);
         assert_eq!(result.time_period.as_ref().unwrap().start, "2026-11-01");
         let group = &result.groups[0];
-        assert_eq!(group.keys, vec!["111111111111", "Amazon \"S3\""]);
+        assert_eq!(
+            group.keys.iter().collect::<Vec<_>>(),
+            vec!["111111111111", "Amazon \"S3\""]
+        );
         let metrics = group.metrics.as_ref().unwrap();
-        assert_eq!(metrics.get(CostBasis::Unblended).unwrap().amount, "1.5");
+        assert_eq!(
+            metrics.get(CostBasis::Unblended),
+            Some(&RawAmount::Usd(1.5))
+        );
         assert!(metrics.get(CostBasis::Amortized).is_none());
         assert_eq!(
             page.dimension_value_attributes[0].attributes["description"],
@@ -228,5 +305,30 @@ mod tests {
         assert!(parse(b"{}").unwrap().results_by_time.is_empty());
         assert!(parse(b"{\"ResultsByTime\":[{\"Estimated\":false}]}").is_ok());
         assert!(parse(b"{\"ResultsByTime\":[{\"Groups\":7}]}").is_err());
+        // Amounts in another unit, or unparsable, keep their text for the error.
+        let refused = parse(
+            br#"{"ResultsByTime":[{"Groups":[{"Keys":["a"],"Metrics":{"UnblendedCost":{"Amount":"2","Unit":"EUR"},"BlendedCost":{"Amount":"NaN","Unit":"USD"},"AmortizedCost":{"Amount":"-2.61E-8","Unit":"USD"}}}]}]}"#,
+        )
+        .unwrap();
+        let metrics = refused.results_by_time[0].groups[0]
+            .metrics
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            metrics.get(CostBasis::Unblended),
+            Some(&RawAmount::Refused(Box::new(("2".into(), "EUR".into()))))
+        );
+        assert_eq!(
+            metrics.get(CostBasis::Blended),
+            Some(&RawAmount::Refused(Box::new(("NaN".into(), "USD".into()))))
+        );
+        assert_eq!(
+            metrics.get(CostBasis::Amortized),
+            Some(&RawAmount::Usd(-2.61e-8))
+        );
+        // A third key is counted, not kept.
+        let three = parse(br#"{"ResultsByTime":[{"Groups":[{"Keys":["a","b","c"]}]}]}"#).unwrap();
+        let keys = &three.results_by_time[0].groups[0].keys;
+        assert_eq!((keys.count(), keys.iter().count()), (3, 2));
     }
 }
