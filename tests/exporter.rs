@@ -596,7 +596,7 @@ async fn refresh_errors_say_what_went_wrong() {
     assert_eq!(
         err.to_string(),
         "Cost Explorer returned a NextPageToken it had already returned, after 2 pages of \
-         GetCostAndUsage MONTHLY 2026-11-01..2026-11-24 by RECORD_TYPE"
+         GetCostAndUsage MONTHLY 2026-11-01..2026-11-24 by RECORD_TYPE,SERVICE"
     );
     assert_eq!(
         sim.requests().len() - before,
@@ -1024,11 +1024,31 @@ async fn large_organization(accounts: usize, today: NaiveDate) {
         .start()
         .await
         .unwrap();
-    let yaml = payer_yaml(&sim, "    forecast: false\n");
+    let yaml = payer_yaml(
+        &sim,
+        &format!(
+            "    forecast: false\n    organizations: true\n    organizations_endpoint_url: {}\n",
+            sim.endpoint()
+        ),
+    );
     let exporter = start_exporter(parse_config(&yaml), today).await;
     let samples = wait_for_refresh(exporter.local_addr(), &["payer"]).await;
     assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
     let dataset = sim.dataset("111111111111").unwrap();
+    // Every member named, from Organizations' pages of 20 accounts.
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|s| s.name == "aws_cost_account_info")
+            .count(),
+        dataset.accounts.len()
+    );
+    let list_accounts = sim
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "ListAccounts")
+        .count();
+    assert_eq!(list_accounts, dataset.accounts.len().div_ceil(20));
     let data_day = today - Days::new(1);
     let month_start = today.with_day(1).unwrap();
     type InPeriod = Box<dyn Fn(NaiveDate) -> bool>;
@@ -1077,6 +1097,11 @@ async fn large_organization(accounts: usize, today: NaiveDate) {
     );
     eprintln!("{accounts} accounts: {billed} requests, lower bound {bound}");
     exporter.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_40_account_organization_costs_few_requests_and_reconciles() {
+    large_organization(40, date(2026, 11, 23)).await;
 }
 
 #[tokio::test]

@@ -339,9 +339,11 @@ pub fn month_and_day(today: NaiveDate, data_delay_days: u64) -> [(NaiveDate, Nai
 }
 
 /// The billed `GetCostAndUsage` requests the cost query plan makes: discovery (the accounts,
-/// and the record types when there is more than one account, accounts paged only while they
-/// could still be fewer than the record types), then per value of the smaller dimension one
-/// `MONTHLY` query over the month and one `DAILY` query over the data day, each paged.
+/// and the record types with their services when there is more than one account, accounts
+/// paged only while they could still be fewer than the record types' queries), then per value
+/// of the split dimension one `MONTHLY` query over the month and one `DAILY` query over the
+/// data day, each paged; record types of a single service (two or more of them) share one
+/// query per period, grouped by account and record type.
 pub fn expected_requests(
     dataset: &Dataset,
     today: NaiveDate,
@@ -358,8 +360,26 @@ pub fn expected_requests(
             .collect()
     };
     let accounts = per_period(|r| r.account_id().to_string());
-    let record_types = per_period(|r| r.record_type().to_string());
-    let all_record_types: BTreeSet<String> = record_types.iter().flatten().cloned().collect();
+    let pairs = per_period(|r| format!("{}|{}", r.record_type(), r.service()));
+    let mut services: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for pair in pairs.iter().flatten() {
+        let (record_type, service) = pair.split_once('|').unwrap();
+        services
+            .entry(record_type.to_string())
+            .or_default()
+            .insert(service.to_string());
+    }
+    let single: BTreeSet<String> = services
+        .iter()
+        .filter(|(_, s)| s.len() == 1)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let merged = single.len() >= 2;
+    let record_type_queries = if merged {
+        services.len() - single.len() + 1
+    } else {
+        services.len()
+    };
     // The accounts query's entries in order: per period, its accounts (or one empty entry).
     let entries: Vec<Option<&String>> = accounts
         .iter()
@@ -382,19 +402,24 @@ pub fn expected_requests(
     };
     let mut total = 0;
     let mut fetched = 1;
-    if account_pages > 1 || seen(1).len() > 1 {
-        total += pages_of(record_types.iter().map(BTreeSet::len), page_size);
-        while fetched < account_pages && seen(fetched).len() <= all_record_types.len() {
+    let several = account_pages > 1 || seen(1).len() > 1;
+    if several {
+        total += pages_of(pairs.iter().map(BTreeSet::len), page_size);
+        while fetched < account_pages && seen(fetched).len() <= record_type_queries {
             fetched += 1;
         }
     }
     total += fetched as u32;
     let known_accounts = seen(fetched);
-    let split_on_accounts = known_accounts.len() <= all_record_types.len();
+    let split_on_accounts = !several || known_accounts.len() <= record_type_queries;
     let values: Vec<String> = if split_on_accounts {
         known_accounts.into_iter().cloned().collect()
     } else {
-        all_record_types.into_iter().collect()
+        services
+            .keys()
+            .filter(|r| !(merged && single.contains(*r)))
+            .cloned()
+            .collect()
     };
     for value in &values {
         let keep = |r: &SimRow| {
@@ -414,6 +439,17 @@ pub fn expected_requests(
         };
         for period in [month, day] {
             total += pages_of([distinct(dataset, period, keep, others).len()], page_size);
+        }
+    }
+    if !split_on_accounts && merged {
+        for period in [month, day] {
+            let groups = distinct(
+                dataset,
+                period,
+                |r| single.contains(r.record_type()),
+                |r| format!("{}|{}", r.account_id(), r.record_type()),
+            );
+            total += pages_of([groups.len()], page_size);
         }
     }
     total

@@ -466,6 +466,7 @@ MOTO_ROWS = [
     (MOTO_MANAGEMENT, S3, "Usage", ("18.0000000001", "18.0000000001"), ("402.5519230771", "402.5519230771")),
     (MOTO_MANAGEMENT, KMS, "Usage", ("0.1", "0.1"), ("3", "3")),
     (MOTO_MANAGEMENT, "Tax", "Tax", None, ("1203.95", "1203.95")),
+    (MOTO_MANAGEMENT, "AWS Support (Business)", "Support", ("12.5", "12.5"), ("287.5", "287.5")),
     (MOTO_MANAGEMENT, EC2, "Credit", ("-25.0000000000", "-25.0000000000"), ("-575", "-575")),
     (MOTO_PRODUCTION, EC2, "Usage", ("1534.2298766501", "1288.7530963861"), ("33752.8572863017", "28352.5681204874")),
     (MOTO_PRODUCTION, RDS, "Usage", ("611.0480129944", "611.0480129944"), ("13443.0562858768", "13443.0562858768")),
@@ -585,7 +586,8 @@ def moto_pages(query_id, request, periods, group_keys, account_names):
         if n + 1 < len(chunks):
             result["NextPageToken"] = f"moto-e2e-{query_id}-page-{n + 2}"
         pages.append({"request": body, "result": result,
-                      "first_keys": sorted({keys[0] for _, keys, _ in chunk})})
+                      "first_keys": sorted({keys[0] for _, keys, _ in chunk}),
+                      "keys": [tuple(keys) for _, keys, _ in chunk]})
     return pages
 
 
@@ -598,7 +600,7 @@ def moto_request(granularity, start, end, group_keys, filter_=None):
         "GroupBy": [{"Type": "DIMENSION", "Key": k} for k in group_keys],
     }
     if filter_:
-        body["Filter"] = {"Dimensions": {"Key": filter_[0], "Values": [filter_[1]]}}
+        body["Filter"] = {"Dimensions": {"Key": filter_[0], "Values": list(filter_[1])}}
     return body
 
 
@@ -609,54 +611,67 @@ def moto_plan(account, dates):
     names = {a: MOTO_NAMES[a] for a, _, _ in list(day) + list(month)}
     index = {d: i for i, d in enumerate(DIMENSIONS)}
 
-    def grouped(table, dimension):
-        totals = {}
-        for key, amounts in table.items():
-            value = key[index[dimension]]
-            totals[value] = [a + b for a, b in zip(totals.get(value, [Decimal(0)] * len(amounts)), amounts)]
-        return [((value,), amounts) for value, amounts in totals.items()]
-
-    def discovery(dimension):
+    def discovery(dimensions):
         # MONTHLY over [min(month start, data day), tomorrow): one result per month touched. In
         # the dataset only the data day has cost before the month.
+        def grouped(table):
+            totals = {}
+            for key, amounts in table.items():
+                value = tuple(key[index[d]] for d in dimensions)
+                totals[value] = [a + b for a, b in zip(totals.get(value, [Decimal(0)] * len(amounts)), amounts)]
+            return sorted(totals.items())
         periods = []
         if dates.data_day < dates.month_start:
-            periods.append((dates.data_day, dates.month_start, False, grouped(day, dimension)))
-        periods.append((dates.month_start, dates.end, True, grouped(month, dimension)))
-        request = moto_request("MONTHLY", dates.query_start, dates.end, [dimension])
-        return moto_pages(f"discover-{dimension}", request, periods, [dimension], names)
+            periods.append((dates.data_day, dates.month_start, False, grouped(day)))
+        periods.append((dates.month_start, dates.end, True, grouped(month)))
+        request = moto_request("MONTHLY", dates.query_start, dates.end, list(dimensions))
+        return moto_pages(f"discover-{'-'.join(dimensions)}", request, periods, list(dimensions), names)
 
     steps = []
-    account_pages = discovery("LINKED_ACCOUNT")
+    account_pages = discovery(("LINKED_ACCOUNT",))
     steps.append(account_pages[0])
     accounts = set(account_pages[0]["first_keys"])
     fetched = 1
+    single = {}
     if len(account_pages) > 1 or len(accounts) > 1:
-        record_types = set()
-        for page in discovery("RECORD_TYPE"):
+        services = {}
+        for page in discovery(("RECORD_TYPE", "SERVICE")):
             steps.append(page)
-            record_types.update(page["first_keys"])
-        while fetched < len(account_pages) and len(accounts) <= len(record_types):
+            for record_type, service in page["keys"]:
+                services.setdefault(record_type, set()).add(service)
+        # Record types of a single service share one query per period (two or more of them).
+        single = {r: next(iter(s)) for r, s in services.items() if len(s) == 1}
+        if len(single) < 2:
+            single = {}
+        queries = len(services) - len(single) + (1 if single else 0)
+        while fetched < len(account_pages) and len(accounts) <= queries:
             steps.append(account_pages[fetched])
             accounts.update(account_pages[fetched]["first_keys"])
             fetched += 1
-        if len(accounts) <= len(record_types):
-            split, values = "LINKED_ACCOUNT", sorted(accounts)
+        if len(accounts) <= queries:
+            split, values, single = "LINKED_ACCOUNT", sorted(accounts), {}
         else:
-            split, values = "RECORD_TYPE", sorted(record_types)
+            split, values = "RECORD_TYPE", sorted(r for r in services if r not in single)
     else:
         split, values = "LINKED_ACCOUNT", sorted(accounts)
 
-    group_keys = list(OTHERS[split])
-    for value in values:
+    def split_queries(name, group_keys, filter_, keep):
         for granularity, table, start, end, estimated in (
                 ("MONTHLY", month, dates.month_start, dates.end, True),
                 ("DAILY", day, dates.data_day, dates.data_day_end, False)):
             groups = [(tuple(key[index[k]] for k in group_keys), amounts)
-                      for key, amounts in table.items() if key[index[split]] == value]
-            request = moto_request(granularity, start, end, group_keys, (split, value))
-            steps.extend(moto_pages(f"{split}-{value}-{granularity}", request,
+                      for key, amounts in sorted(table.items()) if keep(key)]
+            request = moto_request(granularity, start, end, group_keys, filter_)
+            steps.extend(moto_pages(f"{name}-{granularity}", request,
                                     [(start, end, estimated, groups)], group_keys, names))
+
+    for value in values:
+        split_queries(f"{split}-{value}", list(OTHERS[split]), (split, [value]),
+                      lambda key, value=value: key[index[split]] == value)
+    if single:
+        split_queries("RECORD_TYPE-single-service", ["LINKED_ACCOUNT", "RECORD_TYPE"],
+                      ("RECORD_TYPE", sorted(single)),
+                      lambda key: key[index["RECORD_TYPE"]] in single)
     return steps, split, values
 
 
