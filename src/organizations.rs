@@ -25,7 +25,13 @@ impl Organizations {
     pub async fn accounts(&self) -> Result<(BTreeMap<String, String>, u32), OrganizationsError> {
         let mut accounts = BTreeMap::new();
         let mut pages = 0;
-        let mut stream = self.client.list_accounts().into_paginator().send();
+        // The most accounts a page holds: the fewest requests.
+        let mut stream = self
+            .client
+            .list_accounts()
+            .max_results(20)
+            .into_paginator()
+            .send();
         while let Some(page) = stream.next().await {
             let page =
                 page.map_err(|err| OrganizationsError(DisplayErrorContext(&err).to_string()))?;

@@ -576,8 +576,8 @@ async fn organizations_names_every_member() {
             .iter()
             .any(|s| s.name == "aws_cost_daily_usd" && s.label("account_id") == "666666666666")
     );
-    // Five accounts, two a page.
-    assert_eq!(requests(&samples, "ListAccounts"), Some(3.0));
+    // Five accounts: one page of up to 20.
+    assert_eq!(requests(&samples, "ListAccounts"), Some(1.0));
     assert_eq!(
         requests(&samples, "GetCostForecast"),
         None,

@@ -1322,7 +1322,20 @@ fn list_accounts(caller: &str, dataset: &Dataset, request: &Value) -> Result<Val
             "Your account is not a member of an organization.".into(),
         ));
     }
-    const PAGE: usize = 2;
+    // Organizations serves at most 20 accounts a page (MaxResults, 1 to 20); without it, a
+    // smaller page.
+    let page = match request.get("MaxResults") {
+        None => 2,
+        Some(max) => match max.as_u64() {
+            Some(n @ 1..=20) => n as usize,
+            _ => {
+                return Err((
+                    "InvalidInputException".to_string(),
+                    "MaxResults must be from 1 to 20".to_string(),
+                ));
+            }
+        },
+    };
     let offset = match request.get("NextToken").and_then(Value::as_str) {
         None => 0,
         Some(token) => token
@@ -1339,7 +1352,7 @@ fn list_accounts(caller: &str, dataset: &Dataset, request: &Value) -> Result<Val
         .accounts
         .iter()
         .skip(offset)
-        .take(PAGE)
+        .take(page)
         .map(|(id, name)| {
             json!({
                 "Id": id,
@@ -1353,8 +1366,8 @@ fn list_accounts(caller: &str, dataset: &Dataset, request: &Value) -> Result<Val
         })
         .collect();
     let mut response = json!({ "Accounts": accounts });
-    if offset + PAGE < dataset.accounts.len() {
-        response["NextToken"] = Value::String(format!("accounts-{}", offset + PAGE));
+    if offset + page < dataset.accounts.len() {
+        response["NextToken"] = Value::String(format!("accounts-{}", offset + page));
     }
     Ok(response)
 }
