@@ -92,6 +92,30 @@ def proc_mem_bytes(pid):
     return rss, hwm
 
 
+def tree_cpu_seconds(pid):
+    """CPU seconds of a process and its direct children (nginx's workers)."""
+    total = proc_cpu_seconds(pid)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(rest[1]) == pid:
+            total += (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return total
+
+
+def machine_cpu_seconds():
+    """(user+nice+system, steal) CPU seconds of the whole machine, from /proc/stat; irq and
+    softirq time (loopback TCP is largely softirq) are left out, being nobody's in particular."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (fields[0] + fields[1] + fields[2]) / CLK_TCK, fields[7] / CLK_TCK
+
+
 def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -292,6 +316,24 @@ def cmd_idle_cpu(args):
     emit(args.prefix, "idle_wall_s", wall)
 
 
+def cmd_quiet(args):
+    """Waits (at most --deadline s) until the rest of the machine is quiet: its CPU
+    (user+nice+system, from /proc/stat) over one second at most --max-cores. A shared machine
+    runs other work; this keeps measurements out of its busiest moments. Prints the wait and
+    the last second's load; never fails (the load is then reported as it was)."""
+    start = time.monotonic()
+    while True:
+        busy0, _ = machine_cpu_seconds()
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        busy1, _ = machine_cpu_seconds()
+        load = (busy1 - busy0) / (time.monotonic() - t0)
+        if load <= args.max_cores or time.monotonic() - start >= args.deadline:
+            break
+    emit(args.prefix, "quiet_wait_s", time.monotonic() - start)
+    emit(args.prefix, "quiet_load_cores", load)
+
+
 # ---------------------------------------------------------------- the served page
 
 
@@ -432,14 +474,19 @@ def parse_wrk(output):
     return result
 
 
-def run_wrk(url, seconds, headers, threads, connections, log_path=None):
-    """Runs wrk (bounded: wrk's own -d, and killed by PID at -d + 30 s) and parses it."""
+def run_wrk(url, seconds, headers, threads, connections, log_path=None, server_pid=None):
+    """Runs wrk (bounded: wrk's own -d, and killed by PID at -d + 30 s) and parses it. With
+    server_pid, also measures the server's CPU and how much CPU the rest of the machine (other
+    than the server and wrk) used meanwhile, in cores: the noise of a shared machine."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
            "--timeout", "30s"]
     for h in headers:
         cmd += ["-H", h]
     cmd.append(url)
     start = time.time()
+    busy0, steal0 = machine_cpu_seconds()
+    server0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
+    children0 = os.times()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     CHILDREN.append(proc.pid)
     try:
@@ -451,11 +498,22 @@ def run_wrk(url, seconds, headers, threads, connections, log_path=None):
     finally:
         CHILDREN.remove(proc.pid)
     end = time.time()
+    busy1, steal1 = machine_cpu_seconds()
+    busy, steal = busy1 - busy0, steal1 - steal0
+    children1 = os.times()
+    wrk_cpu = (children1.children_user + children1.children_system
+               - children0.children_user - children0.children_system)
+    server_cpu = (tree_cpu_seconds(server_pid) - server0) if server_pid else 0.0
     if log_path:
         with open(log_path, "a") as f:
             f.write(f"$ {' '.join(cmd)}\n{out}\n")
     result = parse_wrk(out)
     result["start"], result["end"] = start, end
+    if server_pid:
+        result["server_cores"] = server_cpu / (end - start)
+        result["wrk_cores"] = wrk_cpu / (end - start)
+        result["other_cores"] = max(0.0, busy - server_cpu - wrk_cpu) / (end - start)
+        result["steal_cores"] = steal / (end - start)
     if proc.returncode != 0 or "rps" not in result or "p99_ms" not in result:
         fail(f"wrk failed (exit {proc.returncode}): {out[-500:]}")
     return result
@@ -464,8 +522,9 @@ def run_wrk(url, seconds, headers, threads, connections, log_path=None):
 def cmd_wrk(args):
     """One wrk run; prints rps, p50_ms, p99_ms, errors under --prefix."""
     r = run_wrk(args.url, args.seconds, args.header or [], args.threads, args.connections,
-                args.log)
-    for key in ("rps", "p50_ms", "p99_ms", "errors", "requests"):
+                args.log, args.server_pid)
+    for key in ("rps", "p50_ms", "p99_ms", "errors", "requests", "server_cores", "wrk_cores",
+                "other_cores", "steal_cores"):
         emit(args.prefix, key, r.get(key, ""))
     if r["errors"]:
         fail(f"wrk saw {r['errors']} errors against {args.url}")
@@ -527,7 +586,7 @@ def cmd_soak(args):
         time.sleep(0.01)
     if not main_events:
         fail(f"no refresh of {args.integration} in the soak")
-    w = run_wrk(args.url, args.wrk_seconds, [], 2, 8, args.log_wrk)
+    w = run_wrk(args.url, args.wrk_seconds, [], 2, 8, args.log_wrk, args.pid)
     host, port, path = split_url(args.url)
     scrapes = []
     conn = http.client.HTTPConnection(host, port, timeout=60)
@@ -578,6 +637,8 @@ def cmd_soak(args):
     emit(p, "soak_wrk_p50_ms", w["p50_ms"])
     emit(p, "soak_wrk_p99_ms", w["p99_ms"])
     emit(p, "soak_wrk_errors", w["errors"])
+    emit(p, "soak_wrk_server_cores", w["server_cores"])
+    emit(p, "soak_wrk_others_cores", w["other_cores"])
     emit(p, "soak_wrk_refresh_fraction", overlap(w["start"], w["end"]) / (w["end"] - w["start"]))
     during = [(b - a) * 1000 for a, b in scrapes if overlap(a, b) > 0]
     outside = [(b - a) * 1000 for a, b in scrapes if overlap(a, b) == 0]
@@ -731,8 +792,10 @@ def cmd_report(args):
     out.append("Per cost series and other details:\n")
     out.append("| cost series | RSS B/series after refresh / after load / peak | refresh CPU "
                "ms per 100k series | simulator RSS MB | billed requests by operation | "
-               "refresh outcomes |")
-    out.append("|---|---|---|---|---|---|")
+               "refresh outcomes | server CPU in cores, exporter / nginx (plain, gzip, OM) | "
+               "rest of the machine during the wrk runs, max: CPU / steal (cores); before "
+               "the runs, max (cores) |")
+    out.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = num(r, "series")
         per = " / ".join(fmt_int(num(r, k) / s) if num(r, k) else "—"
@@ -742,8 +805,17 @@ def cmd_report(args):
                         if k.startswith("billed_") and k.count("_") >= 2 and not k.endswith("requests")
                         and any(k.endswith(op) for op in BILLED_OPERATIONS))
         outcomes = ", ".join(f"{n} {r.get(f'refresh_{n}_outcome')}" for n in ("payer", "workload"))
+        cores = " / ".join(
+            ", ".join(fmt(num(r, f"{side}_{k}_server_cores")) for k in ("plain", "gzip", "om"))
+            for side in ("exp", "nginx"))
+        def most(suffix):
+            values = [num(r, k) for k in r if k.endswith(suffix)]
+            values = [x for x in values if x is not None]
+            return fmt(max(values)) if values else "—"
+
         out.append(f"| {fmt_int(s)} | {per} | {fmt_int(cpu100k)} | {mb(num(r, 'sim_rss'))} | "
-                   f"{ops} | {outcomes} |")
+                   f"{ops} | {outcomes} | {cores} | {most('_other_cores')} / "
+                   f"{most('_steal_cores')}; {most('quiet_load_cores')} |")
     out.append("")
     big = [r for r in rows if "soak_refreshes" in r or "idle_cpu_ms" in r]
     target = rows[-1] if rows else None
@@ -901,10 +973,12 @@ def cmd_costs_report(args):
                 if integration == "payer" and daily is not None and mtd is not None and side == "after":
                     lb = math.ceil(daily / 500) + math.ceil(mtd / 500)
                     gcu = num(v, f"billed_{integration}_GetCostAndUsage", 0)
+                    bound = 1.5 * lb + 12
                     extra = (f"; serves {fmt_int(daily)} daily and {fmt_int(mtd)} month-to-date "
-                             f"series; if each is one group, the issue's lower bound "
+                             f"series; counting each as one group, the issue's lower bound "
                              f"⌈d/500⌉ + ⌈m/500⌉ = {lb} and its bound 1.5 x {lb} + 12 = "
-                             f"{1.5 * lb + 12:g} against GetCostAndUsage {fmt_int(gcu)}")
+                             f"{bound:g}: GetCostAndUsage {fmt_int(gcu)} is "
+                             f"{'within' if gcu <= bound else 'over'} it")
                 detail.append(f"- {side}, {label}: {ops}; refresh {fmt(num(v, f'refresh_{integration}_seconds'), 2)} s{extra}")
         out.append("| " + " | ".join(cells) + " |")
     out.append("\n" + "\n".join(detail))
@@ -948,6 +1022,11 @@ def main():
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--prefix", default="")
     p.set_defaults(func=cmd_idle_cpu)
+    p = sub.add_parser("quiet")
+    p.add_argument("--max-cores", type=float, default=0.3)
+    p.add_argument("--deadline", type=float, required=True)
+    p.add_argument("--prefix", default="")
+    p.set_defaults(func=cmd_quiet)
     p = sub.add_parser("page")
     p.add_argument("--plain", required=True)
     p.add_argument("--gzip")
@@ -965,6 +1044,7 @@ def main():
     p.add_argument("--header", action="append")
     p.add_argument("--log")
     p.add_argument("--min-bytes", type=int, default=1)
+    p.add_argument("--server-pid", type=int)
     p.add_argument("--prefix", default="")
     p.set_defaults(func=cmd_wrk)
     p = sub.add_parser("soak")
