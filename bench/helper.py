@@ -947,9 +947,17 @@ def cmd_costs_report(args):
     runs = {os.path.basename(p).rsplit(".", 1)[0]: load_kv(p) for p in args.runs}
     out = ["# Cost Explorer requests per refresh (bench/run --costs)\n"]
     out.append(f"- date: {header.get('date')}; simulated today {header.get('today')} (UTC)")
-    out.append(f"- after: commit {header.get('commit')} (branch {header.get('branch')})")
+    def revision(side):
+        for name, v in sorted(runs.items()):
+            if name.startswith(side + "-") and v.get("revision"):
+                return v["revision"]
+        return "unknown"
+
+    out.append(f"- after: commit {header.get('commit')} (branch {header.get('branch')}), binary "
+               f"revision label {revision('after')}")
     if header.get("before"):
-        out.append(f"- before: {header.get('before')}")
+        out.append(f"- before: {header.get('before')}, revision label {revision('before')} "
+                   f"(aws_cost_exporter_build_info)")
     out.append("- configuration: each integration with the defaults of a plain integration: one "
                "cost basis (unblended), forecast on, no tags, resources, budgets or "
                "Organizations; the simulator's demo organization (`--demo.scale`), 500 groups "
