@@ -8,6 +8,7 @@
 //! single-member gzip stream: gzip header, the pieces, an empty final block, and the trailer
 //! with the CRC-32 combined from the pieces' own.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -334,7 +335,25 @@ pub fn deflate_piece(text: &[u8]) -> Bytes {
     if text.is_empty() {
         return Bytes::new();
     }
-    let mut compress = Compress::new(Compression::new(PIECE_LEVEL), false);
+    // A compressor's state is a few hundred kilobytes to set up: each thread keeps one, reset
+    // for each piece (a scrape compresses only a few kilobytes of its own).
+    thread_local! {
+        static COMPRESS: RefCell<Compress> =
+            RefCell::new(Compress::new(Compression::new(PIECE_LEVEL), false));
+    }
+    COMPRESS.with(|compress| match compress.try_borrow_mut() {
+        Ok(mut compress) => {
+            compress.reset();
+            deflate_with(&mut compress, text)
+        }
+        Err(_) => deflate_with(
+            &mut Compress::new(Compression::new(PIECE_LEVEL), false),
+            text,
+        ),
+    })
+}
+
+fn deflate_with(compress: &mut Compress, text: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(text.len() / 4 + 64);
     loop {
         if out.capacity() - out.len() < 64 {

@@ -62,18 +62,22 @@ pub enum StartError {
         "--web.telemetry-path must start with '/' and must not be one of /, /-/healthy, /-/ready: {0:?}"
     )]
     TelemetryPath(String),
+    #[error("cannot start the refresh runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// A running exporter: the HTTP server and one refresh task per integration.
 pub struct Exporter {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
-    server: JoinHandle<()>,
+    server: Option<JoinHandle<()>>,
     /// Running integrations by name.
     integrations: BTreeMap<String, RunningIntegration>,
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    /// Where the refresh tasks run (see [`refresh::runtime`]).
+    refresh_runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// One integration's refresh task and the settings it runs with.
@@ -107,6 +111,7 @@ impl Exporter {
                     address: options.listen_address.clone(),
                     source,
                 })?;
+        let refresh_runtime = refresh::runtime().map_err(StartError::Runtime)?;
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(SnapshotStore::new(Vec::new()));
         let shutdown = CancellationToken::new();
@@ -119,11 +124,12 @@ impl Exporter {
         let mut exporter = Exporter {
             local_addr,
             shutdown,
-            server,
+            server: Some(server),
             integrations: BTreeMap::new(),
             store,
             metrics,
             clock: options.clock.clone(),
+            refresh_runtime: Some(refresh_runtime),
         };
         exporter.reload(config).await;
         tracing::info!(address = %local_addr, telemetry_path = %options.telemetry_path, "listening");
@@ -203,7 +209,11 @@ impl Exporter {
             self.clock.clone(),
         );
         let stop = self.shutdown.child_token();
-        let task = tokio::spawn(refresher.run(stop.clone()));
+        let run = refresher.run(stop.clone());
+        let task = match &self.refresh_runtime {
+            Some(runtime) => runtime.spawn(run),
+            None => tokio::spawn(run),
+        };
         RunningIntegration {
             integration,
             data_delay_days,
@@ -226,12 +236,24 @@ impl Exporter {
     }
 
     /// Stops the refresh tasks, stops accepting connections and lets in-flight scrapes finish.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        for running in self.integrations.into_values() {
+        for running in std::mem::take(&mut self.integrations).into_values() {
             running.stop().await;
         }
-        let _ = self.server.await;
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        // Without blocking: an exporter may be dropped inside the async runtime.
+        if let Some(runtime) = self.refresh_runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

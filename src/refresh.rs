@@ -31,6 +31,33 @@ pub const ORGANIZATIONS_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::hours(2
 /// How far back AWS serves resource-level data.
 pub const RESOURCE_DAYS: u64 = 14;
 
+/// The runtime refreshes run on, apart from the one that answers scrapes: parsing pages and
+/// building snapshots is CPU work, so it gets one worker thread (and its blocking threads),
+/// at a lower scheduling priority, and a refresh never occupies a thread a scrape is waiting
+/// for. A scrape needs a fraction of a millisecond of CPU; a refresh gets all the rest.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("aws-cost-refresh")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+}
+
+/// Lowers the calling thread's scheduling priority (nice +10). Lowering needs no privilege.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: gettid and setpriority only read and set the calling thread's own niceness; a
+    // failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
 /// The wall clock, replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 

@@ -200,14 +200,25 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     let format = negotiate(header_str(header::ACCEPT));
     let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING));
     let rendered = state.store.rendered();
-    // The exporter's own lines are the only part encoded (and compressed) per scrape.
-    let mut page = Run::default();
-    page.push(&Piece::new(state.metrics.encode(format)));
-    page.append(rendered.run(format));
-    if format == Format::OpenMetrics {
-        page.push(&EOF);
-    }
-    let body = Body::new(if gzip { page.gzip() } else { page.plain() });
+    let own = state.metrics.encode(format);
+    let openmetrics = format == Format::OpenMetrics;
+    // The exporter's own lines are the only part encoded (and, for gzip, compressed) per scrape.
+    let body = if gzip {
+        let mut page = Run::default();
+        page.push(&Piece::new(own));
+        page.append(rendered.run(format));
+        if openmetrics {
+            page.push(&EOF);
+        }
+        Body::new(page.gzip())
+    } else {
+        let mut chunks = vec![Bytes::from(own)];
+        chunks.extend(rendered.run(format).plain());
+        if openmetrics {
+            chunks.push(EOF.text.clone());
+        }
+        Body::new(chunks)
+    };
     let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
