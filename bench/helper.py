@@ -941,7 +941,8 @@ def targets_section(t, rows, header):
 
 
 def cmd_costs_report(args):
-    """COSTS.md: requests per refresh and USD per day at 6h, standalone / 40 / 1,000 accounts,
+    """COSTS.md: requests per refresh and USD per day at 6h, standalone / 40 / 455 / 1,000 /
+    1,500 accounts,
     this binary and optionally the before binary."""
     header = load_kv(args.header)
     runs = {os.path.basename(p).rsplit(".", 1)[0]: load_kv(p) for p in args.runs}
@@ -966,7 +967,9 @@ def cmd_costs_report(args):
                "at the default 6h interval: requests x 4 x 0.01.\n")
     cases = [("standalone account", "s40", "workload"),
              ("40-account organization", "s40", "payer"),
-             ("1,000-account organization", "s1000", "payer")]
+             ("455-account organization", "s455", "payer"),
+             ("1,000-account organization", "s1000", "payer"),
+             ("1,500-account organization", "s1500", "payer")]
     have_before = any(k.startswith("before-") for k in runs)
     cols = ["", "requests per refresh", "USD per day at 6h"]
     if have_before:

@@ -118,10 +118,16 @@ impl<const K: usize> Table<K> {
     /// Row numbers in the order of their label values (the exposition order).
     pub fn sorted(&self) -> Vec<usize> {
         let ranks = self.strings.ranks();
-        let ranked = |row: usize| self.keys[row].map(|id| ranks[id as usize]);
-        let mut rows: Vec<usize> = (0..self.len()).collect();
-        rows.sort_unstable_by_key(|row| ranked(*row));
-        rows
+        // The ranked keys computed once, beside their rows, so that comparing is comparing
+        // integers in one array.
+        let mut rows: Vec<([u32; K], u32)> = self
+            .keys
+            .iter()
+            .zip(0u32..)
+            .map(|(key, row)| (key.map(|id| ranks[id as usize]), row))
+            .collect();
+        rows.sort_unstable();
+        rows.into_iter().map(|(_, row)| row as usize).collect()
     }
 
     /// The sum of one basis over the rows `keep` selects.
@@ -139,19 +145,24 @@ impl<const K: usize> Table<K> {
         if self.len() <= max {
             return (self.clone(), 0);
         }
-        let mut ranked: Vec<usize> = (0..self.len()).collect();
-        ranked.sort_unstable_by(|a, b| {
-            let magnitude =
-                |row: usize| self.amounts(row).first().copied().unwrap_or_default().abs();
+        let magnitude = |row: usize| self.amounts(row).first().copied().unwrap_or_default().abs();
+        let larger_first = |a: &usize, b: &usize| {
             magnitude(*b)
                 .total_cmp(&magnitude(*a))
                 .then_with(|| self.key(*a).cmp(&self.key(*b)))
-        });
+        };
+        // Only the kept rows need an order: pick them in linear time, sort just those, and fold
+        // the rest in row order.
+        let mut ranked: Vec<usize> = (0..self.len()).collect();
+        ranked.select_nth_unstable_by(max, larger_first);
+        let (top, rest) = ranked.split_at_mut(max);
+        top.sort_unstable_by(larger_first);
+        rest.sort_unstable();
         let mut kept = Table::new(self.bases);
-        for row in &ranked[..max] {
+        for row in top.iter() {
             kept.add(self.key(*row), self.amounts(*row));
         }
-        for row in &ranked[max..] {
+        for row in rest.iter() {
             let mut key = self.key(*row);
             if let Some(slot) = key.get_mut(other_at) {
                 *slot = other;

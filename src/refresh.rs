@@ -33,8 +33,8 @@ pub const RESOURCE_DAYS: u64 = 14;
 
 /// The runtime refreshes run on, apart from the one that answers scrapes: parsing pages and
 /// building snapshots is CPU work, so it gets one worker thread (and its blocking threads),
-/// at a lower scheduling priority, and a refresh never occupies a thread a scrape is waiting
-/// for. A scrape needs a fraction of a millisecond of CPU; a refresh gets all the rest.
+/// at the lowest scheduling priority (nice 19), and a refresh never occupies a thread a scrape
+/// is waiting for: when both want a core, the scrape gets it; a refresh gets all the rest.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -44,14 +44,14 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Lowers the calling thread's scheduling priority (nice +10). Lowering needs no privilege.
+/// Lowers the calling thread's scheduling priority to nice 19. Lowering needs no privilege.
 #[cfg(target_os = "linux")]
 fn lower_priority() {
     // SAFETY: gettid and setpriority only read and set the calling thread's own niceness; a
     // failure leaves the priority as it was.
     unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
     }
 }
 
@@ -442,6 +442,25 @@ pub fn next_delay(interval: Duration, consecutive_failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The refresh runtime's workers and its blocking threads (where snapshots are built) run at
+    /// nice 19; the caller's priority is untouched.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn refresh_threads_run_at_the_lowest_priority() {
+        // SAFETY: getpriority reads the calling thread's niceness.
+        let nice =
+            || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        let before = nice();
+        let runtime = runtime().unwrap();
+        let (worker, blocking) = runtime.block_on(async move {
+            let worker = tokio::spawn(async move { nice() }).await.unwrap();
+            let blocking = tokio::task::spawn_blocking(nice).await.unwrap();
+            (worker, blocking)
+        });
+        assert_eq!((worker, blocking), (19, 19));
+        assert_eq!(nice(), before);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_interval() {

@@ -242,10 +242,11 @@ fn table_block<const K: usize>(
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(K + 2);
     for row in table.sorted() {
         let key = table.key(row);
+        let account_name = names.of(key[0]);
         for (basis, value) in integration.cost_basis.iter().zip(table.amounts(row)) {
             pairs.clear();
             pairs.push((labels[0], key[0]));
-            pairs.push(("account_name", names.of(key[0])));
+            pairs.push(("account_name", account_name));
             pairs.extend(labels[1..].iter().copied().zip(key[1..].iter().copied()));
             pairs.push(("cost_basis", basis.as_str()));
             lines.sample(&pairs, *value);
