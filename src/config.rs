@@ -395,6 +395,10 @@ fn parser_error(err: serde_saphyr::Error) -> ConfigError {
     if let Some((line, column)) = location.and_then(position_of) {
         let prefix = format!("line {line} column {column}: ");
         message = message.strip_prefix(prefix.as_str()).unwrap_or(message);
+        // The scanner's errors say it at the end ("unexpected character: ... at line 2,
+        // column 1"), which repeated it (found by tests/properties.rs).
+        let suffix = format!(" at line {line}, column {column}");
+        message = message.strip_suffix(suffix.as_str()).unwrap_or(message);
     }
     ConfigError::new(None, location, message)
 }
