@@ -337,7 +337,9 @@ pub fn parse_with_env(
     let probe: Probe = from_yaml(text)?;
     match probe {
         Probe::Document(doc) if doc.backend.is_some() => parse_infrawallet(text, env),
-        Probe::Document(_) => parse_native(text, env),
+        // A document that is not a mapping (a scalar, a list) is the native shape's to refuse,
+        // with its position; see `Probe::Other`.
+        Probe::Document(_) | Probe::Other(_) => parse_native(text, env),
         Probe::Empty => Err(ConfigError::new(
             None,
             None,
@@ -352,6 +354,10 @@ pub fn parse_with_env(
 enum Probe {
     Document(ProbeDocument),
     Empty,
+    /// Anything else. Without it a scalar or a list as the whole file was refused as "data
+    /// did not match any variant of untagged enum Probe", with no position (found by
+    /// tests/properties.rs).
+    Other(serde::de::IgnoredAny),
 }
 
 #[derive(Deserialize)]
@@ -389,6 +395,10 @@ fn parser_error(err: serde_saphyr::Error) -> ConfigError {
     if let Some((line, column)) = location.and_then(position_of) {
         let prefix = format!("line {line} column {column}: ");
         message = message.strip_prefix(prefix.as_str()).unwrap_or(message);
+        // The scanner's errors say it at the end ("unexpected character: ... at line 2,
+        // column 1"), which repeated it (found by tests/properties.rs).
+        let suffix = format!(" at line {line}, column {column}");
+        message = message.strip_suffix(suffix.as_str()).unwrap_or(message);
     }
     ConfigError::new(None, location, message)
 }

@@ -563,8 +563,19 @@ impl<'a> Pager<'a> {
             ),
         }
         self.stats.pages += 1;
-        let body = raw.take();
-        let page = page::parse(&body).map_err(|err| {
+        self.take_page(&raw.take(), sink)
+    }
+
+    /// Handles one page's body as [`Pager::next_page`] does once the SDK has fetched it:
+    /// parsing, checking and handing its groups to `sink`, then taking its token. Public only
+    /// so that the property tests can feed it arbitrary bytes.
+    #[doc(hidden)]
+    pub fn take_page(
+        &mut self,
+        body: &[u8],
+        sink: &mut impl FnMut(NaiveDate, &[&str], &[f64]) -> Result<(), CostExplorerError>,
+    ) -> Result<(), CostExplorerError> {
+        let page = page::parse(body).map_err(|err| {
             CostExplorerError::Malformed(format!(
                 "page {} of {}: {err}",
                 self.stats.pages, self.query
