@@ -120,13 +120,13 @@ impl Metrics {
         let reload_success = Gauge::default();
         reload_success.set(1);
         registry.register(
-            "aws_cost_config_last_reload_successful",
+            "aws_cost_exporter_config_last_reload_successful",
             "1 if the last configuration reload (SIGHUP) succeeded, else 0",
             reload_success.clone(),
         );
         let reload_timestamp = Gauge::<f64, AtomicU64>::default();
         registry.register(
-            "aws_cost_config_last_reload_success_timestamp_seconds",
+            "aws_cost_exporter_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load",
             reload_timestamp.clone(),
         );

@@ -430,7 +430,7 @@ async fn sighup_reloads_the_configuration_file() {
     );
     let samples = wait_for_refresh(addr, &["payer", "solo"]).await;
     assert_eq!(
-        value_of(&samples, "aws_cost_config_last_reload_successful", &[]),
+        value_of(&samples, "aws_cost_exporter_config_last_reload_successful", &[]),
         Some(1.0)
     );
 
@@ -444,7 +444,7 @@ async fn sighup_reloads_the_configuration_file() {
     let line = exporter.wait_for_line(|l| l.contains("configuration reload failed"));
     assert!(line.contains("line 3 column 17"), "{line}");
     let samples = wait_for(addr, "the failed reload", |s| {
-        value_of(s, "aws_cost_config_last_reload_successful", &[]) == Some(0.0)
+        value_of(s, "aws_cost_exporter_config_last_reload_successful", &[]) == Some(0.0)
     })
     .await;
     assert_eq!(refresh_success(&samples, "solo"), Some(1.0));
