@@ -430,7 +430,11 @@ async fn sighup_reloads_the_configuration_file() {
     );
     let samples = wait_for_refresh(addr, &["payer", "solo"]).await;
     assert_eq!(
-        value_of(&samples, "aws_cost_exporter_config_last_reload_successful", &[]),
+        value_of(
+            &samples,
+            "aws_cost_exporter_config_last_reload_successful",
+            &[]
+        ),
         Some(1.0)
     );
 
