@@ -132,6 +132,39 @@ fn unset_environment_variables_are_named() {
     );
 }
 
+#[test]
+fn refresh_max_concurrency_must_be_at_least_one() {
+    let path = temp_file(
+        "concurrency",
+        "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n",
+    );
+    let run = |value: &str| {
+        Command::new(BIN)
+            .args([
+                "--config.check",
+                "--refresh.max-concurrency",
+                value,
+                "--config.file",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let refused = run("0");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--refresh.max-concurrency") && stderr.contains("at least 1"),
+        "{stderr}"
+    );
+    let accepted = run("2");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}
+
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,

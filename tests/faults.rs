@@ -278,6 +278,11 @@ async fn fault_and_recover(
             assert!(!error.contains(dump), "{dump:?} in {error}");
         }
     }
+    let page = get(addr, "/metrics").await.text();
+    assert!(
+        !page.contains(KEY.1) && !page.contains("simulated-s"),
+        "a secret in /metrics"
+    );
     for line in log_lines(name) {
         assert!(!line.contains(KEY.1), "the secret in {line}");
         assert!(

@@ -413,7 +413,6 @@ fn update_account(state: &State, account_id: &str, update: impl FnOnce(&mut Acco
 }
 
 struct Caller {
-    access_key_id: String,
     account_id: String,
 }
 
@@ -651,7 +650,6 @@ fn authenticate(
         return Err(("InvalidSignatureException".into(), "bad signature".into()));
     }
     Ok(Caller {
-        access_key_id: access_key_id.to_string(),
         account_id: key.account_id.clone(),
     })
 }
@@ -698,8 +696,8 @@ fn json_api(
             StatusCode::BAD_REQUEST,
             "AccessDeniedException",
             &format!(
-                "User: arn:aws:iam::{}:user/{} is not authorized to perform: ce:{operation}",
-                caller.account_id, caller.access_key_id
+                "User: arn:aws:iam::{}:user/cost-exporter is not authorized to perform: ce:{operation}",
+                caller.account_id
             ),
         );
     };
