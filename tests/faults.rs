@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_cost_exporter::credentials::Timeouts;
-use aws_cost_exporter::demo::{Behavior, Simulator};
+use aws_cost_exporter::demo::{Arrival, Behavior, Simulator};
 use aws_cost_exporter::refresh::RefreshOptions;
 use aws_cost_exporter::snapshot::FAMILIES;
 use common::*;
@@ -794,7 +794,7 @@ async fn a_reload_stops_the_old_refresh_before_the_new_one_queries() {
     let summary = exporter.reload(parse_config(&changed)).await;
     assert_eq!(summary.changed, vec!["restarted".to_string()]);
     let old_requests =
-        |arrivals: &[(String, String)]| arrivals.iter().filter(|(_, key)| key == KEY.0).count();
+        |arrivals: &[Arrival]| arrivals.iter().filter(|a| a.access_key_id == KEY.0).count();
     let before = old_requests(&sim.arrivals());
     assert_eq!(before, 1, "{:?}", sim.arrivals());
 
@@ -811,13 +811,19 @@ async fn a_reload_stops_the_old_refresh_before_the_new_one_queries() {
     );
     let first_new = arrivals
         .iter()
-        .position(|(_, key)| key == OTHER_KEY.0)
+        .position(|a| a.access_key_id == OTHER_KEY.0)
         .expect("the new task queried");
     assert!(
         arrivals[first_new..]
             .iter()
-            .all(|(_, key)| key == OTHER_KEY.0),
+            .all(|a| a.access_key_id == OTHER_KEY.0),
         "no request of the old task after the new one started: {arrivals:?}"
+    );
+    // The old task's hanging request was given up before the new task's first one arrived:
+    // never two requests of the integration at once.
+    assert!(
+        arrivals.iter().all(|a| a.others_in_flight == 0),
+        "{arrivals:#?}"
     );
     exporter.shutdown().await;
 }

@@ -115,6 +115,16 @@ struct RoleState {
     external_id: Option<String>,
 }
 
+/// One request as it arrived, before it was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub operation: String,
+    /// The access key that signed it (empty when unsigned).
+    pub access_key_id: String,
+    /// How many other requests were being handled when it arrived.
+    pub others_in_flight: usize,
+}
+
 /// One request the simulator received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedRequest {
@@ -137,8 +147,8 @@ struct State {
     in_flight: std::sync::atomic::AtomicUsize,
     /// The most requests ever handled at once.
     peak_in_flight: std::sync::atomic::AtomicUsize,
-    /// (operation, access key) of every request, in the order they arrived.
-    arrivals: Mutex<Vec<(String, String)>>,
+    /// Every request, in the order they arrived.
+    arrivals: Mutex<Vec<Arrival>>,
     /// Numbers the request ids.
     request_ids: std::sync::atomic::AtomicU64,
     session_duration: Option<Duration>,
@@ -319,9 +329,9 @@ impl Simulator {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// (operation, access key) of every request received, in arrival order, including those
-    /// not answered yet and those whose client went away.
-    pub fn arrivals(&self) -> Vec<(String, String)> {
+    /// Every request received, in arrival order, including those not answered yet and those
+    /// whose client went away.
+    pub fn arrivals(&self) -> Vec<Arrival> {
         self.state
             .arrivals
             .lock()
@@ -559,8 +569,13 @@ where
         .map(str::to_string);
     let id = request_id(state);
     let arrived = |operation: &str| {
+        let in_flight = state.in_flight.load(std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut arrivals) = state.arrivals.lock() {
-            arrivals.push((operation.to_string(), access_key_id.clone()));
+            arrivals.push(Arrival {
+                operation: operation.to_string(),
+                access_key_id: access_key_id.clone(),
+                others_in_flight: in_flight.saturating_sub(1),
+            });
         }
     };
     let (operation, mut response, truncate) = match target {
