@@ -8,7 +8,7 @@ use crate::failure::{AwsError, Classify, Reason};
 
 /// Why listing the organization's accounts failed.
 #[derive(Debug, thiserror::Error)]
-#[error("Organizations {0}")]
+#[error(transparent)]
 pub struct OrganizationsError(#[from] pub AwsError);
 
 impl Classify for OrganizationsError {

@@ -46,6 +46,11 @@ pub const MAX_LOGGED_ERROR: usize = 300;
 /// The largest part of a wait that jitter takes off.
 pub const JITTER: f64 = 0.1;
 
+/// How often the organization's account list is fetched again.
+pub const ORGANIZATIONS_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How far back AWS serves resource-level data.
+pub const RESOURCE_DAYS: u64 = 14;
+
 /// How refreshes are scheduled and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshOptions {
@@ -69,10 +74,6 @@ impl Default for RefreshOptions {
         }
     }
 }
-/// How often the organization's account list is fetched again.
-pub const ORGANIZATIONS_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
-/// How far back AWS serves resource-level data.
-pub const RESOURCE_DAYS: u64 = 14;
 
 /// The runtime refreshes run on, apart from the one that answers scrapes: parsing pages and
 /// building snapshots is CPU work, so it gets one worker thread (and its blocking threads),
