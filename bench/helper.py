@@ -34,7 +34,6 @@ OWN_PREFIXES = (
     "aws_cost_refresh_",
     "aws_cost_api_requests_",
     "aws_cost_query_success",
-    "aws_cost_config_",
 )
 BILLED_OPERATIONS = ("GetCostAndUsage", "GetCostAndUsageWithResources", "GetCostForecast")
 USD_PER_REQUEST = 0.01

@@ -24,7 +24,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use aws_sdk_costexplorer::Client;
-use aws_sdk_costexplorer::error::DisplayErrorContext;
+use aws_sdk_costexplorer::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_costexplorer::operation::RequestId;
 use aws_sdk_costexplorer::types::{
     DateInterval, Dimension as SdkDimension, DimensionValues, Expression, ForecastResult,
     Granularity as SdkGranularity, GroupDefinition, GroupDefinitionType, Metric, MetricValue,
@@ -33,6 +34,7 @@ use chrono::{Datelike, NaiveDate};
 
 use crate::aggregate::Table;
 use crate::config::CostBasis;
+use crate::failure::{AwsError, Classify, Reason};
 
 /// A ceiling on the pages of one query, far above any real organization: only a Cost Explorer
 /// that never stops answering with a new token reaches it.
@@ -133,11 +135,9 @@ impl Period {
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CostExplorerError {
-    #[error("Cost Explorer {operation} failed: {message}")]
-    Api {
-        operation: &'static str,
-        message: String,
-    },
+    /// AWS answered with an error, or did not answer.
+    #[error(transparent)]
+    Api(#[from] AwsError),
     #[error(
         "Cost Explorer returned {metric} in {unit:?} (amount {amount}); only USD amounts are supported"
     )]
@@ -158,6 +158,25 @@ pub enum CostExplorerError {
         "Cost Explorer kept returning a NextPageToken after {MAX_PAGES_PER_QUERY} pages of {query}"
     )]
     TooManyPages { query: String },
+    /// The daily request cap is reached: no request was made.
+    #[error(
+        "the daily cap of {limit} billed Cost Explorer requests (max_api_requests_per_day) is reached"
+    )]
+    ApiBudget { limit: u64 },
+}
+
+impl Classify for CostExplorerError {
+    fn reason(&self) -> Reason {
+        match self {
+            CostExplorerError::Api(err) => err.reason(),
+            CostExplorerError::NotUsd { .. } => Reason::UnsupportedUnit,
+            CostExplorerError::BadAmount { .. }
+            | CostExplorerError::Malformed(_)
+            | CostExplorerError::TokenLoop { .. }
+            | CostExplorerError::TooManyPages { .. } => Reason::BadResponse,
+            CostExplorerError::ApiBudget { .. } => Reason::ApiBudget,
+        }
+    }
 }
 
 /// How finely a query's results are cut in time.
@@ -461,7 +480,9 @@ macro_rules! cost_page {
             .interceptor($raw.clone())
             .send()
             .await
-            .map_err(|e| api_error($request.operation.as_str(), e))?;
+            .map_err(|e| api_error($request.operation.as_str(), e))?
+            .request_id()
+            .map(str::to_string)
     }};
 }
 
@@ -475,11 +496,14 @@ struct Request {
     filter: Option<Expression>,
 }
 
-fn api_error(operation: &'static str, err: impl std::error::Error) -> CostExplorerError {
-    CostExplorerError::Api {
-        operation,
-        message: DisplayErrorContext(&err).to_string(),
-    }
+fn api_error<E>(
+    operation: &'static str,
+    err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> CostExplorerError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    CostExplorerError::Api(AwsError::from_sdk(operation, &err))
 }
 
 fn date_interval(start: NaiveDate, end: NaiveDate) -> Result<DateInterval, CostExplorerError> {
@@ -551,7 +575,7 @@ impl<'a> Pager<'a> {
         let token = self.token.take();
         let request = &self.request;
         let raw = page::RawBody::default();
-        match request.operation {
+        let request_id = match request.operation {
             Operation::CostAndUsage => {
                 cost_page!(self.client.get_cost_and_usage(), request, token, raw)
             }
@@ -561,9 +585,9 @@ impl<'a> Pager<'a> {
                 token,
                 raw
             ),
-        }
+        };
         self.stats.pages += 1;
-        self.take_page(&raw.take(), sink)
+        self.take_page(&raw.take(), request_id.as_deref(), sink)
     }
 
     /// Handles one page's body as [`Pager::next_page`] does once the SDK has fetched it:
@@ -573,12 +597,18 @@ impl<'a> Pager<'a> {
     pub fn take_page(
         &mut self,
         body: &[u8],
+        request_id: Option<&str>,
         sink: &mut impl FnMut(NaiveDate, &[&str], &[f64]) -> Result<(), CostExplorerError>,
     ) -> Result<(), CostExplorerError> {
         let page = page::parse(body).map_err(|err| {
+            let id = request_id
+                .map(|id| format!(" (request id {id})"))
+                .unwrap_or_default();
             CostExplorerError::Malformed(format!(
-                "page {} of {}: {err}",
-                self.stats.pages, self.query
+                "page {} of {}: {}{id}",
+                self.stats.pages,
+                self.query,
+                crate::failure::shorten(&err, 120)
             ))
         })?;
         let keys_wanted = self.query.group_by.len();

@@ -17,10 +17,10 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, future};
-use aws_sdk_costexplorer::error::DisplayErrorContext;
 
 use crate::config::Integration;
 use crate::cost_explorer::CostExplorer;
+use crate::failure::AwsError;
 use crate::metrics::{Metrics, RequestCounter};
 use crate::organizations::Organizations;
 
@@ -30,6 +30,23 @@ pub const ASSUMED_SESSION_DURATION: Duration = Duration::from_secs(3600);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of a whole AWS operation, retries included.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long an AWS request may take: each attempt, and the whole operation with its retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub attempt: Duration,
+    pub operation: Duration,
+}
+
+impl Default for Timeouts {
+    /// [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`].
+    fn default() -> Self {
+        Self {
+            attempt: ATTEMPT_TIMEOUT,
+            operation: OPERATION_TIMEOUT,
+        }
+    }
+}
 
 /// Where an integration's identity comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,13 +94,17 @@ impl CredentialSource {
 }
 
 /// Builds the integration's `SdkConfig`, with the credentials its source selects.
-pub async fn sdk_config(integration: &Integration, metrics: &Arc<Metrics>) -> SdkConfig {
+pub async fn sdk_config(
+    integration: &Integration,
+    metrics: &Arc<Metrics>,
+    timeouts: Timeouts,
+) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(integration.region.clone()))
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .operation_timeout(OPERATION_TIMEOUT)
+                .operation_attempt_timeout(timeouts.attempt)
+                .operation_timeout(timeouts.operation)
                 .build(),
         );
     if let Some(keys) = &integration.static_credentials {
@@ -125,9 +146,18 @@ pub struct Clients {
     pub organizations: Option<Organizations>,
 }
 
-/// The integration's clients, each counting its requests.
+/// The integration's clients, each counting its requests, with the default timeouts.
 pub async fn clients(integration: &Integration, metrics: &Arc<Metrics>) -> Clients {
-    let sdk = sdk_config(integration, metrics).await;
+    clients_with(integration, metrics, Timeouts::default()).await
+}
+
+/// The integration's clients, each counting its requests.
+pub async fn clients_with(
+    integration: &Integration,
+    metrics: &Arc<Metrics>,
+    timeouts: Timeouts,
+) -> Clients {
+    let sdk = sdk_config(integration, metrics, timeouts).await;
     let counter = RequestCounter::new(integration.name.clone(), metrics.clone());
     let mut builder =
         aws_sdk_costexplorer::config::Builder::from(&sdk).interceptor(counter.clone());
@@ -189,12 +219,9 @@ impl AssumeRoleProvider {
             .duration_seconds(ASSUMED_SESSION_DURATION.as_secs() as i32)
             .send()
             .await
+            // AWS's own words, no secret: the error names the role, not the keys.
             .map_err(|err| {
-                CredentialsError::provider_error(format!(
-                    "assuming role {} failed: {}",
-                    self.role_arn,
-                    DisplayErrorContext(&err)
-                ))
+                CredentialsError::provider_error(AwsError::from_sdk("AssumeRole", &err))
             })?;
         let credentials = output.credentials().ok_or_else(|| {
             CredentialsError::provider_error(format!(

@@ -10,6 +10,7 @@ pub mod cost_explorer;
 pub mod credentials;
 pub mod demo;
 pub mod exposition;
+pub mod failure;
 pub mod metrics;
 pub mod organizations;
 pub mod refresh;
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Integration};
 use crate::metrics::Metrics;
-use crate::refresh::{Clock, Refresher};
+use crate::refresh::{Clock, RefreshOptions, Refresher};
 use crate::server::ServerState;
 use crate::snapshot::SnapshotStore;
 
@@ -37,6 +38,8 @@ pub struct ExporterOptions {
     pub telemetry_path: String,
     /// The wall clock (tests pin it).
     pub clock: Clock,
+    /// Schedule, SDK timeouts and concurrency of refreshes (tests shorten the timings).
+    pub refresh: RefreshOptions,
 }
 
 impl Default for ExporterOptions {
@@ -45,6 +48,7 @@ impl Default for ExporterOptions {
             listen_address: ":10067".to_string(),
             telemetry_path: "/metrics".to_string(),
             clock: refresh::system_clock(),
+            refresh: RefreshOptions::default(),
         }
     }
 }
@@ -76,6 +80,9 @@ pub struct Exporter {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    refresh_options: RefreshOptions,
+    /// Caps how many integrations refresh at once.
+    permits: Arc<tokio::sync::Semaphore>,
     /// Where the refresh tasks run (see [`refresh::runtime`]).
     refresh_runtime: Option<tokio::runtime::Runtime>,
 }
@@ -129,6 +136,10 @@ impl Exporter {
             store,
             metrics,
             clock: options.clock.clone(),
+            refresh_options: options.refresh,
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                options.refresh.max_concurrency.max(1),
+            )),
             refresh_runtime: Some(refresh_runtime),
         };
         exporter.reload(config).await;
@@ -139,6 +150,8 @@ impl Exporter {
     /// Applies a new configuration: integrations that are new or whose settings changed get a
     /// fresh refresh task (a changed one keeps serving its last snapshot until the new task
     /// publishes); removed ones stop and their series go; unchanged ones keep running untouched.
+    /// A changed integration's old task is stopped, its request in flight aborted, before the
+    /// new task starts: one integration never refreshes twice at once.
     pub async fn reload(&mut self, config: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let wanted: Vec<String> = config.integrations.iter().map(|i| i.name.clone()).collect();
@@ -202,12 +215,14 @@ impl Exporter {
         );
         let refresher = Refresher::new(
             integration.clone(),
-            credentials::clients(&integration, &self.metrics).await,
+            credentials::clients_with(&integration, &self.metrics, self.refresh_options.timeouts)
+                .await,
             data_delay_days,
             self.store.clone(),
             self.metrics.clone(),
             self.clock.clone(),
-        );
+        )
+        .with_schedule(self.refresh_options, self.permits.clone());
         let stop = self.shutdown.child_token();
         let run = refresher.run(stop.clone());
         let task = match &self.refresh_runtime {

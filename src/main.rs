@@ -37,6 +37,9 @@ struct Flags {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     log_format: LogFormat,
+    /// How many integrations refresh at once, at most.
+    #[arg(long = "refresh.max-concurrency", default_value_t = aws_cost_exporter::refresh::MAX_CONCURRENCY, value_parser = parse_concurrency)]
+    max_concurrency: usize,
     /// Serve two demo integrations fed by a simulated Cost Explorer on loopback
     /// (no AWS account needed); --config.file is ignored.
     #[arg(long)]
@@ -63,6 +66,13 @@ fn parse_scale(text: &str) -> Result<usize, String> {
         _ => Err(format!(
             "expected a number of accounts from 1 to {MAX_DEMO_SCALE}"
         )),
+    }
+}
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number of at least 1".to_string()),
     }
 }
 
@@ -153,6 +163,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         ExporterOptions {
             listen_address: flags.listen_address.clone(),
             telemetry_path: flags.telemetry_path.clone(),
+            refresh: aws_cost_exporter::refresh::RefreshOptions {
+                max_concurrency: flags.max_concurrency,
+                ..Default::default()
+            },
             ..ExporterOptions::default()
         },
     )

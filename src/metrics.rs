@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::exposition::{Format, openmetrics_to_classic};
+use crate::failure::Reason;
 
 /// The crate version, for `aws_cost_exporter_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -42,11 +43,18 @@ struct ApiRequestLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    integration: String,
+    reason: &'static str,
+}
+
 /// The exporter's own metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     refresh_success: Family<IntegrationLabels, Gauge>,
+    refresh_failures: Family<FailureLabels, Counter>,
     refresh_last_success: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     refresh_duration: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     api_requests: Family<ApiRequestLabels, Counter>,
@@ -93,6 +101,12 @@ impl Metrics {
             "1 if the integration's last refresh succeeded, else 0",
             refresh_success.clone(),
         );
+        let refresh_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "aws_cost_refresh_failures",
+            "Failed refresh attempts (a partial failure counts once, with the reason of its first failed part), by reason: access_denied, throttled, aws_error, timeout, bad_response, unsupported_unit, credentials, api_budget",
+            refresh_failures.clone(),
+        );
         let refresh_last_success = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "aws_cost_refresh_last_success_timestamp_seconds",
@@ -120,13 +134,13 @@ impl Metrics {
         let reload_success = Gauge::default();
         reload_success.set(1);
         registry.register(
-            "aws_cost_config_last_reload_successful",
+            "aws_cost_exporter_config_last_reload_successful",
             "1 if the last configuration reload (SIGHUP) succeeded, else 0",
             reload_success.clone(),
         );
         let reload_timestamp = Gauge::<f64, AtomicU64>::default();
         registry.register(
-            "aws_cost_config_last_reload_success_timestamp_seconds",
+            "aws_cost_exporter_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load",
             reload_timestamp.clone(),
         );
@@ -137,6 +151,7 @@ impl Metrics {
             reload_timestamp,
             request_totals: Mutex::new(HashMap::new()),
             refresh_success,
+            refresh_failures,
             refresh_last_success,
             refresh_duration,
             api_requests,
@@ -167,6 +182,27 @@ impl Metrics {
         }
     }
 
+    /// Starts an integration's failure counters at 0 for every reason, so that the first
+    /// failure is an increase Prometheus sees.
+    pub fn init_failures(&self, integration: &str) {
+        for reason in Reason::ALL {
+            let _ = self.refresh_failures.get_or_create(&FailureLabels {
+                integration: integration.to_string(),
+                reason: reason.as_str(),
+            });
+        }
+    }
+
+    /// Counts one failed refresh attempt.
+    pub fn record_failure(&self, integration: &str, reason: Reason) {
+        self.refresh_failures
+            .get_or_create(&FailureLabels {
+                integration: integration.to_string(),
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
     /// Records whether one part of a refresh succeeded.
     pub fn record_query(&self, integration: &str, query: &str, success: bool) {
         self.query_success
@@ -185,8 +221,9 @@ impl Metrics {
         }
     }
 
-    /// Drops the per-integration gauges of an integration that a reload removed, so that no
-    /// stale `aws_cost_refresh_success` remains. Its request counters stay: they only grow.
+    /// Drops the per-integration gauges and failure counters of an integration that a reload
+    /// removed, so that no stale `aws_cost_refresh_success` remains. Its request counters stay:
+    /// they only grow.
     pub fn forget(&self, integration: &str) {
         let labels = IntegrationLabels {
             integration: integration.to_string(),
@@ -194,6 +231,12 @@ impl Metrics {
         self.refresh_success.remove(&labels);
         self.refresh_last_success.remove(&labels);
         self.refresh_duration.remove(&labels);
+        for reason in Reason::ALL {
+            self.refresh_failures.remove(&FailureLabels {
+                integration: integration.to_string(),
+                reason: reason.as_str(),
+            });
+        }
         for query in QUERIES {
             self.forget_query(integration, query);
         }

@@ -3,12 +3,19 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_organizations::Client;
-use aws_sdk_organizations::error::DisplayErrorContext;
+
+use crate::failure::{AwsError, Classify, Reason};
 
 /// Why listing the organization's accounts failed.
 #[derive(Debug, thiserror::Error)]
-#[error("Organizations ListAccounts failed: {0}")]
-pub struct OrganizationsError(String);
+#[error(transparent)]
+pub struct OrganizationsError(#[from] pub AwsError);
+
+impl Classify for OrganizationsError {
+    fn reason(&self) -> Reason {
+        self.0.reason()
+    }
+}
 
 /// An Organizations client for one integration (its management account).
 #[derive(Debug, Clone)]
@@ -33,8 +40,7 @@ impl Organizations {
             .into_paginator()
             .send();
         while let Some(page) = stream.next().await {
-            let page =
-                page.map_err(|err| OrganizationsError(DisplayErrorContext(&err).to_string()))?;
+            let page = page.map_err(|err| AwsError::from_sdk("ListAccounts", &err))?;
             pages += 1;
             for account in page.accounts() {
                 if let (Some(id), Some(name)) = (account.id(), account.name()) {

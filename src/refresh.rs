@@ -4,15 +4,24 @@
 //! is nothing to serve: the refresh fails and the integration keeps serving its last good
 //! snapshot. The optional queries (tags, resources, forecasts, Organizations) come next; when
 //! one fails, the others still refresh, the failed one keeps its last good data, and the refresh
-//! reports the failure. Failures set `aws_cost_refresh_success` to 0, are logged, and are
+//! reports the failure. Failures set `aws_cost_refresh_success` to 0, count in
+//! `aws_cost_refresh_failures_total` under one [`Reason`], are logged in one line, and are
 //! retried with exponential backoff (from [`RETRY_MIN`], never later than the regular interval).
-//! One integration never waits on another.
+//!
+//! Scheduling: an integration's first refresh waits a random part of [`START_SPREAD`] (at most a
+//! tenth of its interval), and each later wait is shortened by a random 0-10 %
+//! ([`jittered`]), so that integrations (and exporters) started together do not stay in step.
+//! A task refreshes one integration, one refresh at a time; a reload stops an integration's
+//! task (aborting its request in flight) before its new one starts. A semaphore shared by all
+//! integrations caps how many refresh at once (`--refresh.max-concurrency`); one failing or slow
+//! integration holds at most one permit, bounded by the SDK's timeouts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, Utc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Table;
@@ -20,16 +29,51 @@ use crate::config::{CostBasis, Integration};
 use crate::cost_explorer::{
     CostData, CostExplorerError, Dimension, ForecastValue, Period, TagData,
 };
-use crate::credentials::Clients;
+use crate::credentials::{Clients, Timeouts};
+use crate::failure::{Classify, Reason};
 use crate::metrics::Metrics;
 use crate::snapshot::{IntegrationSnapshot, RefreshData, SnapshotStore};
 
 /// The first retry delay after a failed refresh.
 pub const RETRY_MIN: Duration = Duration::from_secs(60);
+/// The most an integration's first refresh waits, spreading integrations started together
+/// (never more than a tenth of the interval).
+pub const START_SPREAD: Duration = Duration::from_secs(5);
+/// How many integrations refresh at once, by default (`--refresh.max-concurrency`).
+pub const MAX_CONCURRENCY: usize = 4;
+/// The longest error a refresh's log line carries, in characters.
+pub const MAX_LOGGED_ERROR: usize = 300;
+/// The largest part of a wait that jitter takes off.
+pub const JITTER: f64 = 0.1;
+
 /// How often the organization's account list is fetched again.
 pub const ORGANIZATIONS_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// How far back AWS serves resource-level data.
 pub const RESOURCE_DAYS: u64 = 14;
+
+/// How refreshes are scheduled and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshOptions {
+    /// SDK timeouts of each AWS request.
+    pub timeouts: Timeouts,
+    /// The first retry delay after a failure ([`RETRY_MIN`]; tests shorten it).
+    pub retry_min: Duration,
+    /// The most a first refresh waits ([`START_SPREAD`]).
+    pub start_spread: Duration,
+    /// How many integrations refresh at once (at least 1).
+    pub max_concurrency: usize,
+}
+
+impl Default for RefreshOptions {
+    fn default() -> Self {
+        Self {
+            timeouts: Timeouts::default(),
+            retry_min: RETRY_MIN,
+            start_spread: START_SPREAD,
+            max_concurrency: MAX_CONCURRENCY,
+        }
+    }
+}
 
 /// The runtime refreshes run on, apart from the one that answers scrapes: parsing pages and
 /// building snapshots is CPU work, so it gets one worker thread (and its blocking threads),
@@ -78,15 +122,56 @@ pub enum RefreshError {
     /// The cost query failed: nothing new was published.
     #[error(transparent)]
     Costs(#[from] CostExplorerError),
-    /// Optional queries failed; a snapshot with everything else was published.
-    #[error("{}", .failures.join("; "))]
+    /// Optional queries failed; a snapshot with everything else was published. Said as the
+    /// first failure, naming the other parts that failed.
+    #[error("{}{}", .failures.first().map(String::as_str).unwrap_or_default(), also_failed(.parts))]
     Partial {
+        /// Each failed part's error, in refresh order.
         failures: Vec<String>,
+        /// The failed parts (`tags`, `resources`, `forecast`, `organizations`), in order.
+        parts: Vec<&'static str>,
+        /// The reason of the first failed part.
+        reason: Reason,
         summary: RefreshSummary,
     },
     /// The snapshot could not be built (the runtime is shutting down).
     #[error("building the snapshot: {0}")]
     Build(String),
+}
+
+/// " (also failed: forecast, organizations)" after the first failed part, when others failed.
+fn also_failed(parts: &[&'static str]) -> String {
+    match parts.get(1..) {
+        Some(rest) if !rest.is_empty() => format!(" (also failed: {})", rest.join(", ")),
+        _ => String::new(),
+    }
+}
+
+impl Classify for RefreshError {
+    fn reason(&self) -> Reason {
+        match self {
+            RefreshError::Costs(err) => err.reason(),
+            RefreshError::Partial { reason, .. } => *reason,
+            RefreshError::Build(_) => Reason::BadResponse,
+        }
+    }
+}
+
+/// One optional part's failure: its reason and what to log.
+#[derive(Debug)]
+struct PartError {
+    reason: Reason,
+    text: String,
+}
+
+impl PartError {
+    /// `err` under a context such as `tag "team"`.
+    fn new(context: &str, err: &(impl Classify + std::fmt::Display)) -> Self {
+        Self {
+            reason: err.reason(),
+            text: format!("{context}: {err}"),
+        }
+    }
 }
 
 /// What a refresh keeps for the next one to fall back on when an optional part fails: the
@@ -118,6 +203,9 @@ pub struct Refresher {
     last: Mutex<Last>,
     /// When the organization's accounts were last fetched.
     organizations_fetched: Mutex<Option<DateTime<Utc>>>,
+    options: RefreshOptions,
+    /// Shared by every integration: how many refresh at once.
+    permits: Option<Arc<Semaphore>>,
 }
 
 impl Refresher {
@@ -138,7 +226,17 @@ impl Refresher {
             clock,
             last: Mutex::new(Last::default()),
             organizations_fetched: Mutex::new(None),
+            options: RefreshOptions::default(),
+            permits: None,
         }
+    }
+
+    /// Schedules with `options`, each refresh holding a permit of `permits` (shared by the
+    /// integrations whose concurrent refreshes it caps).
+    pub fn with_schedule(mut self, options: RefreshOptions, permits: Arc<Semaphore>) -> Self {
+        self.options = options;
+        self.permits = Some(permits);
+        self
     }
 
     fn record(&self, query: &str, ok: bool) {
@@ -159,6 +257,7 @@ impl Refresher {
         let mut outcome = Outcome {
             refresher: self,
             failures: Vec::new(),
+            parts: Vec::new(),
         };
         if !self.integration.tags.is_empty() {
             let result = self.tags(period).await;
@@ -182,7 +281,7 @@ impl Refresher {
                         .accounts()
                         .await
                         .map(|(accounts, _pages)| accounts)
-                        .map_err(|err| err.to_string());
+                        .map_err(|err| PartError::new("organizations", &err));
                     if result.is_ok() {
                         *lock(&self.organizations_fetched) = Some(now);
                     }
@@ -194,6 +293,7 @@ impl Refresher {
                 };
         }
         let failures = outcome.failures;
+        let parts = outcome.parts;
 
         // Encoding and compressing is CPU work: off the async workers, so that no scrape waits.
         let integration = self.integration.clone();
@@ -216,15 +316,19 @@ impl Refresher {
             budget_forecasts: data.budget_forecasts,
             organization_accounts: data.organization_accounts,
         };
-        if failures.is_empty() {
-            Ok(summary)
-        } else {
-            Err(RefreshError::Partial { failures, summary })
+        match failures.first() {
+            None => Ok(summary),
+            Some(first) => Err(RefreshError::Partial {
+                reason: first.reason,
+                failures: failures.into_iter().map(|f| f.text).collect(),
+                parts,
+                summary,
+            }),
         }
     }
 
     /// Two queries per tag key: the month to date and the data day.
-    async fn tags(&self, period: Period) -> Result<TagData, String> {
+    async fn tags(&self, period: Period) -> Result<TagData, PartError> {
         let bases = &self.integration.cost_basis;
         let mut tags = TagData {
             daily: Table::new(bases.len()),
@@ -237,17 +341,20 @@ impl Refresher {
                 .cost_explorer
                 .tag_costs(period, bases, key, &mut tags)
                 .await
-                .map_err(|err| format!("tag {key:?}: {err}"))?;
+                .map_err(|err| PartError::new(&format!("tag {key:?}"), &err))?;
         }
         Ok(tags)
     }
 
     /// The data day's resource-level costs of each configured service that had cost that day.
-    async fn resources(&self, period: Period, costs: &CostData) -> Result<Table<4>, String> {
+    async fn resources(&self, period: Period, costs: &CostData) -> Result<Table<4>, PartError> {
         if period.data_day + Days::new(RESOURCE_DAYS) <= period.today {
-            return Err(format!(
-                "resource-level costs: AWS serves only the last {RESOURCE_DAYS} days; lower data_delay_days"
-            ));
+            return Err(PartError {
+                reason: Reason::AwsError,
+                text: format!(
+                    "resource-level costs: AWS serves only the last {RESOURCE_DAYS} days; lower data_delay_days"
+                ),
+            });
         }
         let mut rows = Table::new(self.integration.cost_basis.len());
         for service in &self.integration.resources {
@@ -272,19 +379,21 @@ impl Refresher {
                 )
                 .await
                 .map_err(|err| {
-                    format!(
-                        "resource-level costs of {service:?}: {err}. AWS serves them only when resource-level \
-                         data is enabled for the service in the management account (Billing and Cost Management \
-                         > Cost Management preferences > Cost Explorer > 'Resource-level data at daily \
-                         granularity', selecting the service), and only for the last {RESOURCE_DAYS} days"
-                    )
+                    let mut part = PartError::new(&format!("resources of {service:?}"), &err);
+                    if matches!(&err, CostExplorerError::Api(aws) if aws.code() == Some("ValidationException")) {
+                        // What the operator has to do, briefly.
+                        part.text.push_str(
+                            "; enable 'Resource-level data at daily granularity' for it in the management account's Cost Management preferences",
+                        );
+                    }
+                    part
                 })?;
         }
         Ok(rows)
     }
 
     /// The rest-of-month forecast per cost basis and per filtered budget (none on the last day).
-    async fn forecasts(&self, period: Period) -> Result<Forecasts, String> {
+    async fn forecasts(&self, period: Period) -> Result<Forecasts, PartError> {
         let ce = &self.clients.cost_explorer;
         let mut forecasts = BTreeMap::new();
         let mut budgets = BTreeMap::new();
@@ -302,7 +411,7 @@ impl Refresher {
             let forecast = ce
                 .forecast(start, end, *basis, &[])
                 .await
-                .map_err(|err| format!("forecast ({basis}): {err}"))?;
+                .map_err(|err| PartError::new(&format!("forecast ({basis})"), &err))?;
             forecasts.insert(*basis, Some(forecast));
         }
         for budget in filtered {
@@ -316,7 +425,9 @@ impl Refresher {
             let forecast = ce
                 .forecast(start, end, budget.cost_basis, &filter)
                 .await
-                .map_err(|err| format!("forecast for budget {:?}: {err}", budget.name))?;
+                .map_err(|err| {
+                    PartError::new(&format!("forecast of budget {:?}", budget.name), &err)
+                })?;
             budgets.insert(budget.name.clone(), Some(forecast));
         }
         Ok((forecasts, budgets))
@@ -349,47 +460,70 @@ impl Refresher {
                 );
                 true
             }
-            Err(RefreshError::Partial { failures, summary }) => {
-                tracing::warn!(
-                    integration = %name,
-                    outcome = "partial",
-                    duration_seconds = elapsed,
-                    series = summary.series,
-                    requests,
-                    error = %failures.join("; "),
-                    "refresh partly failed; the failed parts keep their last good data"
-                );
-                false
-            }
             Err(err) => {
-                tracing::warn!(
-                    integration = %name,
-                                        outcome = "failure",
-                    duration_seconds = elapsed,
-                    requests,
-                    error = %err,
-                    "refresh failed; serving the last good data"
-                );
+                let reason = err.reason();
+                self.metrics.record_failure(name, reason);
+                // One concise line: the error's own Display (operation, AWS code and message,
+                // HTTP status, request id), never a Debug dump, cut at MAX_LOGGED_ERROR.
+                let error = crate::failure::shorten(&err.to_string(), MAX_LOGGED_ERROR);
+                match &err {
+                    RefreshError::Partial { summary, .. } => tracing::warn!(
+                        integration = %name,
+                        outcome = "partial",
+                        reason = reason.as_str(),
+                        duration_seconds = elapsed,
+                        series = summary.series,
+                        requests,
+                        error = %error,
+                        "refresh partly failed"
+                    ),
+                    _ => tracing::warn!(
+                        integration = %name,
+                        outcome = "failure",
+                        reason = reason.as_str(),
+                        duration_seconds = elapsed,
+                        requests,
+                        error = %error,
+                        "refresh failed"
+                    ),
+                }
                 false
             }
         }
     }
 
-    /// Refreshes now, then on schedule, until `shutdown` is cancelled.
+    /// Refreshes soon (after a random part of the start spread), then on schedule, until
+    /// `shutdown` is cancelled. Each refresh holds a permit of the shared semaphore.
     pub async fn run(self, shutdown: CancellationToken) {
         let interval = self.integration.refresh_interval;
+        self.metrics.init_failures(&self.integration.name);
+        let spread = self.options.start_spread.min(interval / 10);
+        let mut delay = spread.mul_f64(fastrand::f64());
         let mut failures: u32 = 0;
         loop {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            let refresh = async {
+                // A closed semaphore (never closed here) would only mean no cap.
+                let _permit = match &self.permits {
+                    Some(permits) => permits.clone().acquire_owned().await.ok(),
+                    None => None,
+                };
+                self.attempt().await
+            };
             let ok = tokio::select! {
-                ok = self.attempt() => ok,
+                ok = refresh => ok,
                 _ = shutdown.cancelled() => return,
             };
             failures = if ok { 0 } else { failures.saturating_add(1) };
-            let delay = next_delay(interval, failures);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => return,
-            }
+            delay = jittered(
+                backoff(self.options.retry_min, interval, failures),
+                fastrand::f64(),
+            );
         }
     }
 }
@@ -397,7 +531,8 @@ impl Refresher {
 /// Gathers the outcome of a refresh's optional parts.
 struct Outcome<'a> {
     refresher: &'a Refresher,
-    failures: Vec<String>,
+    failures: Vec<PartError>,
+    parts: Vec<&'static str>,
 }
 
 impl Outcome<'_> {
@@ -405,8 +540,8 @@ impl Outcome<'_> {
     /// Records the part's success either way.
     fn settle<T>(
         &mut self,
-        query: &str,
-        result: Result<T, String>,
+        query: &'static str,
+        result: Result<T, PartError>,
         previous: impl FnOnce() -> T,
     ) -> T {
         self.refresher.record(query, result.is_ok());
@@ -414,6 +549,7 @@ impl Outcome<'_> {
             Ok(value) => value,
             Err(err) => {
                 self.failures.push(err);
+                self.parts.push(query);
                 previous()
             }
         }
@@ -430,13 +566,25 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The wait before the next attempt: the interval after a success, else a backoff doubling
 /// from [`RETRY_MIN`] and never longer than the interval.
 pub fn next_delay(interval: Duration, consecutive_failures: u32) -> Duration {
+    backoff(RETRY_MIN, interval, consecutive_failures)
+}
+
+/// The wait before the next attempt: the interval after a success, else a backoff doubling
+/// from `retry_min` and never longer than the interval.
+pub fn backoff(retry_min: Duration, interval: Duration, consecutive_failures: u32) -> Duration {
     if consecutive_failures == 0 {
         return interval;
     }
     let factor = 1u32
         .checked_shl(consecutive_failures - 1)
         .unwrap_or(u32::MAX);
-    RETRY_MIN.saturating_mul(factor).min(interval)
+    retry_min.saturating_mul(factor).min(interval)
+}
+
+/// `delay` shortened by `random` (from 0 to 1) times [`JITTER`]: a wait of the interval becomes
+/// a wait of 90 to 100 % of it.
+pub fn jittered(delay: Duration, random: f64) -> Duration {
+    delay.mul_f64(1.0 - JITTER * random.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -460,6 +608,25 @@ mod tests {
         });
         assert_eq!((worker, blocking), (19, 19));
         assert_eq!(nice(), before);
+    }
+
+    #[test]
+    fn jitter_takes_off_up_to_a_tenth() {
+        let six_hours = Duration::from_secs(6 * 3600);
+        assert_eq!(jittered(six_hours, 0.0), six_hours);
+        assert_eq!(
+            jittered(six_hours, 0.5),
+            Duration::from_secs(6 * 3600 - 1080)
+        );
+        assert_eq!(
+            jittered(six_hours, 1.0),
+            Duration::from_secs(6 * 3600 - 2160)
+        );
+        assert_eq!(jittered(six_hours, 7.0), jittered(six_hours, 1.0));
+        assert_eq!(
+            backoff(Duration::from_millis(100), six_hours, 3),
+            Duration::from_millis(400)
+        );
     }
 
     #[test]

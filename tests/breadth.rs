@@ -394,7 +394,10 @@ async fn refused_resources_and_forecasts_leave_the_other_metrics_refreshing() {
         std::sync::Arc::new(move || noon),
     );
     let err = refresher.refresh_once().await.unwrap_err();
-    let RefreshError::Partial { failures, summary } = &err else {
+    let RefreshError::Partial {
+        failures, summary, ..
+    } = &err
+    else {
         panic!("expected a partial failure, got {err}");
     };
     assert_eq!(failures.len(), 2, "{failures:?}");

@@ -132,6 +132,39 @@ fn unset_environment_variables_are_named() {
     );
 }
 
+#[test]
+fn refresh_max_concurrency_must_be_at_least_one() {
+    let path = temp_file(
+        "concurrency",
+        "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n",
+    );
+    let run = |value: &str| {
+        Command::new(BIN)
+            .args([
+                "--config.check",
+                "--refresh.max-concurrency",
+                value,
+                "--config.file",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let refused = run("0");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--refresh.max-concurrency") && stderr.contains("at least 1"),
+        "{stderr}"
+    );
+    let accepted = run("2");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}
+
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -430,7 +463,11 @@ async fn sighup_reloads_the_configuration_file() {
     );
     let samples = wait_for_refresh(addr, &["payer", "solo"]).await;
     assert_eq!(
-        value_of(&samples, "aws_cost_config_last_reload_successful", &[]),
+        value_of(
+            &samples,
+            "aws_cost_exporter_config_last_reload_successful",
+            &[]
+        ),
         Some(1.0)
     );
 
@@ -444,7 +481,7 @@ async fn sighup_reloads_the_configuration_file() {
     let line = exporter.wait_for_line(|l| l.contains("configuration reload failed"));
     assert!(line.contains("line 3 column 17"), "{line}");
     let samples = wait_for(addr, "the failed reload", |s| {
-        value_of(s, "aws_cost_config_last_reload_successful", &[]) == Some(0.0)
+        value_of(s, "aws_cost_exporter_config_last_reload_successful", &[]) == Some(0.0)
     })
     .await;
     assert_eq!(refresh_success(&samples, "solo"), Some(1.0));

@@ -886,7 +886,11 @@ async fn reload_adds_changes_and_removes_integrations() {
             < text.find("integration=\"payer\",account_id").unwrap()
     );
     assert_eq!(
-        value_of(&samples, "aws_cost_config_last_reload_successful", &[]),
+        value_of(
+            &samples,
+            "aws_cost_exporter_config_last_reload_successful",
+            &[]
+        ),
         Some(1.0)
     );
 

@@ -1773,7 +1773,7 @@ fn feed(
         Err(e) => return (Err(e), Vec::new(), false, Default::default()),
     };
     let mut seen = Seen::new();
-    let result = pager.take_page(body, &mut |day, keys, amounts| {
+    let result = pager.take_page(body, None, &mut |day, keys, amounts| {
         seen.push((
             day,
             keys.iter().map(|k| k.to_string()).collect(),
@@ -2255,9 +2255,9 @@ proptest! {
         let mut pager = EXPLORER.pager(&query, &[CostBasis::Unblended]).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let body = format!("{{\"ResultsByTime\":[],\"NextPageToken\":{}}}", json_str(&token, false));
         let mut sink = |_: NaiveDate, _: &[&str], _: &[f64]| Ok(());
-        prop_assert!(pager.take_page(body.as_bytes(), &mut sink).is_ok());
+        prop_assert!(pager.take_page(body.as_bytes(), None, &mut sink).is_ok());
         prop_assert!(pager.has_more());
-        let again = pager.take_page(body.as_bytes(), &mut sink);
+        let again = pager.take_page(body.as_bytes(), None, &mut sink);
         prop_assert!(matches!(again, Err(CostExplorerError::TokenLoop { .. })), "{again:?}");
     }
 }

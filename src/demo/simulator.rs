@@ -4,6 +4,10 @@
 //! ordinary SDK code path with an endpoint override. It checks who signed each request (the
 //! access key in SigV4's `Credential=` and the session token of temporary credentials), serves
 //! each account's own data, pages results, and records every request for the tests.
+//!
+//! Each account can be switched at run time ([`Simulator::set_behavior`]) to one of the faults
+//! AWS shows ([`Behavior`]), answered in AWS's own error shapes (`x-amzn-ErrorType` and
+//! `__type`, a message, an `x-amzn-RequestId` header on every answer), and back.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -16,7 +20,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use chrono::{Datelike, Days, NaiveDate};
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -27,22 +32,42 @@ use tokio_util::sync::CancellationToken;
 use super::dataset::{Dataset, SimRow, basis_index, format_units};
 use crate::config::CostBasis;
 
-/// How a simulated account answers Cost Explorer.
+/// How a simulated account answers Cost Explorer (and Organizations), or STS for its roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Behavior {
     /// Serves its dataset.
     Normal,
-    /// `AccessDeniedException` on every Cost Explorer call.
+    /// `AccessDeniedException` (HTTP 400) on every call.
     AccessDenied,
-    /// `LimitExceededException` (throttling) on the next this many calls, then normal.
+    /// `LimitExceededException` (throttling, HTTP 400) on the next this many calls, then
+    /// normal (`usize::MAX`: until the behavior changes).
     Throttled(usize),
     /// Amounts in another currency.
     Currency(String),
-    /// Answers normally, but only after this long.
+    /// Answers normally, but only after this long: a slow answer, or, longer than the client's
+    /// timeouts, a hang. A waiting answer ends early when the behavior changes.
     Hang(Duration),
     /// Every `GetCostAndUsage` answer is the first page with the same `NextPageToken`, so a
     /// client that follows tokens never reaches the end.
     LoopingToken,
+    /// HTTP 500 `InternalFailure` on every call.
+    ServerError,
+    /// HTTP 503 `ServiceUnavailable` on every call.
+    ServiceUnavailable,
+    /// HTTP 200 with a body that is not JSON.
+    MalformedJson,
+    /// HTTP 200 whose `Content-Length` promises the whole answer, but only its first half is
+    /// sent before the connection closes.
+    TruncatedBody,
+    /// `ExpiredTokenException` (HTTP 400): the caller's session has expired.
+    ExpiredToken,
+    /// `UnrecognizedClientException` (HTTP 400): the access key is not known.
+    RefusedCredentials,
+    /// `InvalidSignatureException` (HTTP 400): the signature does not match (a wrong secret).
+    InvalidSignature,
+    /// STS refuses every AssumeRole of the account's roles (`AccessDenied`, HTTP 403); its
+    /// Cost Explorer answers normally.
+    AssumeRoleDenied,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +78,11 @@ struct AccountState {
     resources_enabled: bool,
     /// Operations that fail with (code, message).
     failures: HashMap<String, (String, String)>,
+    /// How many more requests `behavior` applies to before it turns `Normal` (`None`: until it
+    /// is changed).
+    remaining: Option<usize>,
+    /// Counts the changes of `behavior`, so that a hanging answer ends when it changes.
+    generation: u64,
 }
 
 impl AccountState {
@@ -66,6 +96,8 @@ impl AccountState {
             behavior: Behavior::Normal,
             resources_enabled: false,
             failures: HashMap::new(),
+            remaining: None,
+            generation: 0,
         }
     }
 }
@@ -81,6 +113,16 @@ struct KeyState {
 #[derive(Debug, Clone)]
 struct RoleState {
     external_id: Option<String>,
+}
+
+/// One request as it arrived, before it was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub operation: String,
+    /// The access key that signed it (empty when unsigned).
+    pub access_key_id: String,
+    /// How many other requests were being handled when it arrived.
+    pub others_in_flight: usize,
 }
 
 /// One request the simulator received.
@@ -103,6 +145,12 @@ struct State {
     log: Mutex<Vec<LoggedRequest>>,
     issued: Mutex<u64>,
     in_flight: std::sync::atomic::AtomicUsize,
+    /// The most requests ever handled at once.
+    peak_in_flight: std::sync::atomic::AtomicUsize,
+    /// Every request, in the order they arrived.
+    arrivals: Mutex<Vec<Arrival>>,
+    /// Numbers the request ids.
+    request_ids: std::sync::atomic::AtomicU64,
     session_duration: Option<Duration>,
     cache: Mutex<QueryCache>,
 }
@@ -267,21 +315,101 @@ impl Simulator {
         accounts.get(account_id).map(|a| a.dataset.clone())
     }
 
-    /// Requests being handled right now.
+    /// Requests being handled right now (a request whose client went away is not).
     pub fn in_flight(&self) -> usize {
         self.state
             .in_flight
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// The most requests that were ever handled at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.state
+            .peak_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every request received, in arrival order, including those not answered yet and those
+    /// whose client went away.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.state
+            .arrivals
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
     /// Changes how an account answers Cost Explorer from now on.
     pub fn set_behavior(&self, account_id: &str, behavior: Behavior) {
         set_behavior(&self.state, account_id, behavior);
     }
+
+    /// Changes how an account answers for the next `requests` requests the behavior applies
+    /// to (its Cost Explorer and Organizations calls; for [`Behavior::AssumeRoleDenied`], the
+    /// AssumeRole calls of its roles), then turns it back to [`Behavior::Normal`]. A fault
+    /// that lasts exactly as many requests as one refresh makes (the SDK's retries included)
+    /// fails exactly one refresh.
+    pub fn set_behavior_for(&self, account_id: &str, behavior: Behavior, requests: usize) {
+        update_account(&self.state, account_id, |a| {
+            a.behavior = behavior;
+            a.remaining = Some(requests);
+            a.generation += 1;
+        });
+    }
 }
 
 fn set_behavior(state: &State, account_id: &str, behavior: Behavior) {
-    update_account(state, account_id, |a| a.behavior = behavior);
+    update_account(state, account_id, |a| {
+        a.behavior = behavior;
+        a.remaining = None;
+        a.generation += 1;
+    });
+}
+
+/// The behavior one request of `account_id` meets, counted against a limited behavior when
+/// `applies` says the behavior concerns this request; the behavior's generation.
+fn take_behavior(
+    state: &State,
+    account_id: &str,
+    applies: impl Fn(&Behavior) -> bool,
+) -> (Behavior, u64) {
+    let Ok(mut accounts) = state.accounts.lock() else {
+        return (Behavior::Normal, 0);
+    };
+    let Some(account) = accounts.get_mut(account_id) else {
+        return (Behavior::Normal, 0);
+    };
+    let behavior = account.behavior.clone();
+    let generation = account.generation;
+    if !applies(&behavior) {
+        return (Behavior::Normal, generation);
+    }
+    if let Some(remaining) = &mut account.remaining {
+        *remaining = remaining.saturating_sub(1);
+        if *remaining == 0 {
+            account.behavior = Behavior::Normal;
+            account.remaining = None;
+        }
+    }
+    (behavior, generation)
+}
+
+/// The account an access key belongs to.
+fn account_of(state: &State, access_key_id: &str) -> Option<String> {
+    Some(
+        state
+            .keys
+            .lock()
+            .ok()?
+            .get(access_key_id)?
+            .account_id
+            .clone(),
+    )
+}
+
+/// The generation of an account's behavior.
+fn generation_of(state: &State, account_id: &str) -> Option<u64> {
+    Some(state.accounts.lock().ok()?.get(account_id)?.generation)
 }
 
 fn update_account(state: &State, account_id: &str, update: impl FnOnce(&mut AccountState)) {
@@ -295,38 +423,130 @@ fn update_account(state: &State, account_id: &str, update: impl FnOnce(&mut Acco
 }
 
 struct Caller {
-    access_key_id: String,
     account_id: String,
 }
 
-async fn handle<B>(state: &State, request: Request<B>) -> Response<Full<Bytes>>
+/// A response body: whole, or cut short of its `Content-Length`.
+#[derive(Debug)]
+pub(crate) enum SimBody {
+    /// The whole body, of known length.
+    Whole(Option<Bytes>),
+    /// Part of a body whose `Content-Length` header promises more: of unknown length to the
+    /// server. After the part, a pause (so that the server sends what it has), then the end,
+    /// short of the promised length, on which the server closes the connection.
+    Truncated(Option<Bytes>, std::pin::Pin<Box<tokio::time::Sleep>>),
+}
+
+impl SimBody {
+    fn truncated(part: Bytes) -> Self {
+        SimBody::Truncated(
+            Some(part),
+            Box::pin(tokio::time::sleep(Duration::from_millis(20))),
+        )
+    }
+}
+
+impl Body for SimBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match self.get_mut() {
+            SimBody::Whole(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            SimBody::Truncated(data, pause) => match data.take() {
+                Some(part) => Poll::Ready(Some(Ok(Frame::data(part)))),
+                None => pause.as_mut().poll(cx).map(|()| None),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, SimBody::Whole(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            SimBody::Whole(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            SimBody::Truncated(..) => SizeHint::default(),
+        }
+    }
+}
+
+/// Counts a request in flight while it lives: a handler dropped because its client went away
+/// is no longer in flight.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        use std::sync::atomic::Ordering;
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn handle<B>(state: &State, request: Request<B>) -> Response<SimBody>
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    use std::sync::atomic::Ordering;
-    state.in_flight.fetch_add(1, Ordering::SeqCst);
-    let response = handle_request(state, request).await;
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    response
+    let _in_flight = InFlight::enter(state);
+    let (response, truncate) = handle_request(state, request).await;
+    let (mut parts, body) = response.into_parts();
+    if truncate && parts.status == StatusCode::OK {
+        // The whole length promised, half of it sent.
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        let half = body.slice(..body.len() / 2);
+        return Response::from_parts(parts, SimBody::truncated(half));
+    }
+    Response::from_parts(parts, SimBody::Whole(Some(body)))
 }
 
-/// How long Cost Explorer makes this caller wait, by its account's behavior.
-fn hang_for(state: &State, access_key_id: &str) -> Option<Duration> {
-    let account_id = state
-        .keys
-        .lock()
-        .ok()?
-        .get(access_key_id)?
-        .account_id
-        .clone();
-    match state.accounts.lock().ok()?.get(&account_id)?.behavior {
-        Behavior::Hang(duration) => Some(duration),
-        _ => None,
+/// Waits `duration`, or until the account's behavior is changed.
+async fn hang(state: &State, account_id: &str, duration: Duration, generation: u64) {
+    let deadline = tokio::time::Instant::now() + duration;
+    while generation_of(state, account_id) == Some(generation) {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        tokio::time::sleep((deadline - now).min(Duration::from_millis(10))).await;
     }
 }
 
-async fn handle_request<B>(state: &State, request: Request<B>) -> Response<Full<Bytes>>
+/// A request id in AWS's format, distinct for every request.
+fn request_id(state: &State) -> String {
+    let serial = state
+        .request_ids
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{serial:012x}",
+        fastrand::u32(..),
+        fastrand::u16(..),
+        fastrand::u16(..0x1000),
+        fastrand::u16(..0x1000)
+    )
+}
+
+/// The answer, and whether its body is to be cut short.
+async fn handle_request<B>(state: &State, request: Request<B>) -> (Response<Bytes>, bool)
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -334,7 +554,12 @@ where
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, 1 << 20).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        Err(_) => {
+            return (
+                plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                false,
+            );
+        }
     };
     let access_key_id = signing_key(&parts.headers).unwrap_or_default();
     let target = parts
@@ -342,23 +567,57 @@ where
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let (operation, response) = match target {
+    let id = request_id(state);
+    let arrived = |operation: &str| {
+        let in_flight = state.in_flight.load(std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut arrivals) = state.arrivals.lock() {
+            arrivals.push(Arrival {
+                operation: operation.to_string(),
+                access_key_id: access_key_id.clone(),
+                others_in_flight: in_flight.saturating_sub(1),
+            });
+        }
+    };
+    let (operation, mut response, truncate) = match target {
         Some(target) => {
-            if let Some(delay) = hang_for(state, &access_key_id) {
-                tokio::time::sleep(delay).await;
-            }
             let operation = target.rsplit('.').next().unwrap_or_default().to_string();
-            let response = json_api(state, &operation, &parts.headers, &access_key_id, &body);
-            (operation, response)
+            arrived(&operation);
+            let account_id = account_of(state, &access_key_id).unwrap_or_default();
+            let (behavior, generation) =
+                take_behavior(state, &account_id, |b| *b != Behavior::AssumeRoleDenied);
+            if let Behavior::Hang(duration) = behavior {
+                hang(state, &account_id, duration, generation).await;
+            }
+            let truncate = behavior == Behavior::TruncatedBody;
+            let response = json_api(
+                state,
+                &operation,
+                &parts.headers,
+                &access_key_id,
+                &body,
+                behavior,
+            );
+            (operation, response, truncate)
         }
         None => {
             let form: HashMap<String, String> =
                 form_urlencoded::parse(&body).into_owned().collect();
             let operation = form.get("Action").cloned().unwrap_or_default();
-            let response = sts(state, &operation, &parts.headers, &access_key_id, &form);
-            (operation, response)
+            arrived(&operation);
+            let response = sts(
+                state,
+                &operation,
+                &parts.headers,
+                &access_key_id,
+                &form,
+                &id,
+            );
+            (operation, response, false)
         }
     };
+    if let Ok(value) = http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
     if let Ok(mut log) = state.log.lock() {
         log.push(LoggedRequest {
             operation,
@@ -366,7 +625,7 @@ where
             status: response.status().as_u16(),
         });
     }
-    response
+    (response, truncate)
 }
 
 /// The access key id from a SigV4 `Authorization` header.
@@ -406,7 +665,6 @@ fn authenticate(
         return Err(("InvalidSignatureException".into(), "bad signature".into()));
     }
     Ok(Caller {
-        access_key_id: access_key_id.to_string(),
         account_id: key.account_id.clone(),
     })
 }
@@ -418,7 +676,8 @@ fn json_api(
     headers: &http::HeaderMap,
     access_key_id: &str,
     body: &[u8],
-) -> Response<Full<Bytes>> {
+    behavior: Behavior,
+) -> Response<Bytes> {
     let caller = match authenticate(state, headers, access_key_id) {
         Ok(caller) => caller,
         Err((code, message)) => return json_error(StatusCode::BAD_REQUEST, &code, &message),
@@ -447,29 +706,82 @@ fn json_api(
         .lock()
         .ok()
         .and_then(|a| a.get(&caller.account_id).cloned());
-    let Some(account) = account else {
+    let Some(mut account) = account else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "AccessDeniedException",
             &format!(
-                "User: arn:aws:iam::{}:user/{} is not authorized to perform: ce:{operation}",
-                caller.account_id, caller.access_key_id
+                "User: arn:aws:iam::{}:user/cost-exporter is not authorized to perform: ce:{operation}",
+                caller.account_id
             ),
         );
     };
+    // What this request meets (a limited behavior may have ended since).
+    account.behavior = behavior;
     match &account.behavior {
         Behavior::AccessDenied => {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "AccessDeniedException",
-                &format!("User is not authorized to perform: ce:{operation}"),
+                &format!(
+                    "User: arn:aws:iam::{0}:user/cost-exporter is not authorized to perform: ce:{operation} on resource: arn:aws:ce:us-east-1:{0}:/{operation}",
+                    caller.account_id
+                ),
             );
+        }
+        Behavior::ServerError => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                "The request processing has failed because of an unknown error, exception or failure.",
+            );
+        }
+        Behavior::ServiceUnavailable => {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The request has failed due to a temporary failure of the server.",
+            );
+        }
+        Behavior::ExpiredToken => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            );
+        }
+        Behavior::RefusedCredentials => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            );
+        }
+        Behavior::InvalidSignature => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidSignatureException",
+                "The request signature we calculated does not match the signature you provided. \
+                 Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+            );
+        }
+        Behavior::MalformedJson => {
+            let mut response = Response::new(Bytes::from_static(
+                b"{\"ResultsByTime\":[{\"Estimated\":tru<html>502 Bad Gateway</html>",
+            ));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
+            return response;
         }
         Behavior::Normal
         | Behavior::Currency(_)
         | Behavior::Hang(_)
         | Behavior::Throttled(_)
-        | Behavior::LoopingToken => {}
+        | Behavior::LoopingToken
+        | Behavior::TruncatedBody
+        | Behavior::AssumeRoleDenied => {}
     }
     if let Some((code, message)) = account.failures.get(operation) {
         return json_error(StatusCode::BAD_REQUEST, code, message);
@@ -508,7 +820,7 @@ fn json_api(
     };
     match result {
         Ok(body) => {
-            let mut response = Response::new(Full::new(Bytes::from(body)));
+            let mut response = Response::new(Bytes::from(body));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/x-amz-json-1.1"),
@@ -1378,16 +1690,20 @@ fn sts(
     headers: &http::HeaderMap,
     access_key_id: &str,
     form: &HashMap<String, String>,
-) -> Response<Full<Bytes>> {
+    request_id: &str,
+) -> Response<Bytes> {
     let caller = match authenticate(state, headers, access_key_id) {
         Ok(caller) => caller,
-        Err((code, message)) => return xml_error(StatusCode::FORBIDDEN, &code, &message),
+        Err((code, message)) => {
+            return xml_error(StatusCode::FORBIDDEN, &code, &message, request_id);
+        }
     };
     if operation != "AssumeRole" {
         return xml_error(
             StatusCode::BAD_REQUEST,
             "InvalidAction",
             &format!("{operation} is not simulated"),
+            request_id,
         );
     }
     let role_arn = form.get("RoleArn").cloned().unwrap_or_default();
@@ -1399,11 +1715,17 @@ fn sts(
                 "User: arn:aws:iam::{}:user/exporter is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
                 caller.account_id
             ),
+            request_id,
         )
     };
     let Some(role) = state.roles.get(&role_arn) else {
         return denied();
     };
+    let role_account = role_arn.split(':').nth(4).unwrap_or_default();
+    let (behavior, _) = take_behavior(state, role_account, |b| *b == Behavior::AssumeRoleDenied);
+    if behavior == Behavior::AssumeRoleDenied {
+        return denied();
+    }
     if role.external_id.is_some() && role.external_id.as_ref() != form.get("ExternalId") {
         return denied();
     }
@@ -1422,7 +1744,14 @@ fn sts(
             *issued += 1;
             *issued
         }
-        Err(_) => return xml_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "lock"),
+        Err(_) => {
+            return xml_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                "lock",
+                request_id,
+            );
+        }
     };
     let access_key = format!("ASIASIMULATED{serial:07}");
     let secret = format!("simulated-secret-{serial}-{}", fastrand::u64(..));
@@ -1446,10 +1775,10 @@ fn sts(
          <AssumedRoleId>AROASIMULATED:{session}</AssumedRoleId>\n      <Arn>arn:aws:sts::{account_id}:assumed-role/{}/{session}</Arn>\n    \
          </AssumedRoleUser>\n    <Credentials>\n      <AccessKeyId>{access_key}</AccessKeyId>\n      <SecretAccessKey>{secret}</SecretAccessKey>\n      \
          <SessionToken>{token}</SessionToken>\n      <Expiration>{expiration}</Expiration>\n    </Credentials>\n  </AssumeRoleResult>\n  \
-         <ResponseMetadata><RequestId>00000000-0000-0000-0000-{serial:012}</RequestId></ResponseMetadata>\n</AssumeRoleResponse>\n",
+         <ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>\n</AssumeRoleResponse>\n",
         role_arn.rsplit('/').next().unwrap_or_default()
     );
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Bytes::from(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/xml"),
@@ -1457,9 +1786,9 @@ fn sts(
     response
 }
 
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bytes> {
     let body = json!({"__type": code, "Message": message}).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -1472,7 +1801,7 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Full<By
     response
 }
 
-fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+fn xml_error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<Bytes> {
     let escape = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -1480,11 +1809,12 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Byt
     };
     let body = format!(
         "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  <Error>\n    <Type>Sender</Type>\n    \
-         <Code>{}</Code>\n    <Message>{}</Message>\n  </Error>\n  <RequestId>00000000-0000-0000-0000-000000000000</RequestId>\n</ErrorResponse>\n",
+         <Code>{}</Code>\n    <Message>{}</Message>\n  </Error>\n  <RequestId>{}</RequestId>\n</ErrorResponse>\n",
         escape(code),
-        escape(message)
+        escape(message),
+        escape(request_id)
     );
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1493,8 +1823,8 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Byt
     response
 }
 
-fn plain(status: StatusCode, message: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(message.as_bytes())));
+fn plain(status: StatusCode, message: &'static str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(message.as_bytes()));
     *response.status_mut() = status;
     response
 }
@@ -1506,6 +1836,7 @@ mod tests {
 
     use super::*;
     use crate::demo::DatasetSpec;
+    use http_body_util::Full;
 
     const KEY: &str = "AKIATESTPAYER0000001";
     const EC2: &str = "Amazon Elastic Compute Cloud - Compute";

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use aws_cost_exporter::demo::dataset::SimRow;
 use aws_cost_exporter::demo::{Dataset, DatasetSpec, Simulator};
+use aws_cost_exporter::refresh::RefreshOptions;
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use bytes::Bytes;
 use chrono::{Datelike, Days, Months, NaiveDate, TimeZone, Utc};
@@ -59,8 +60,26 @@ pub fn single_dataset(account: &'static str, today: NaiveDate, seed: u64) -> Dat
     })
 }
 
-/// Starts the exporter on 127.0.0.1:0 with a clock pinned to noon UTC of `today`.
+/// Starts the exporter on 127.0.0.1:0 with a clock pinned to noon UTC of `today`, first
+/// refreshes at once.
 pub async fn start_exporter(config: Config, today: NaiveDate) -> Exporter {
+    start_exporter_with(config, today, test_refresh_options()).await
+}
+
+/// Refresh options for tests: the first refresh at once, the rest as in production.
+pub fn test_refresh_options() -> RefreshOptions {
+    RefreshOptions {
+        start_spread: Duration::ZERO,
+        ..RefreshOptions::default()
+    }
+}
+
+/// [`start_exporter`] with these refresh options.
+pub async fn start_exporter_with(
+    config: Config,
+    today: NaiveDate,
+    refresh: RefreshOptions,
+) -> Exporter {
     let noon = Utc.from_utc_datetime(&today.and_hms_opt(12, 0, 0).unwrap());
     Exporter::start(
         config,
@@ -68,6 +87,7 @@ pub async fn start_exporter(config: Config, today: NaiveDate) -> Exporter {
             listen_address: "127.0.0.1:0".into(),
             telemetry_path: "/metrics".into(),
             clock: Arc::new(move || noon),
+            refresh,
         },
     )
     .await
