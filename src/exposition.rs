@@ -98,7 +98,7 @@ fn escape_help(help: &str, format: Format) -> String {
 
 /// Appends a label value escaped as both formats require: `\`, `"` and line feed.
 pub fn push_label_value(out: &mut String, value: &str) {
-    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+    if memchr::memchr3(b'\\', b'"', b'\n', value.as_bytes()).is_none() {
         out.push_str(value);
         return;
     }

@@ -15,7 +15,7 @@ use crate::aggregate::Table;
 use crate::config::{CostBasis, Integration};
 pub use crate::cost_explorer::Period;
 use crate::cost_explorer::{CostData, ForecastValue, TagData};
-use crate::exposition::{FamilyDesc, Format, MetricType, Piece, Run, push_sample};
+use crate::exposition::{FamilyDesc, Format, MetricType, Piece, Run, push_label_value, push_value};
 
 const fn gauge(name: &'static str, help: &'static str, unit: Option<&'static str>) -> FamilyDesc {
     FamilyDesc {
@@ -197,12 +197,56 @@ impl<'a> Lines<'a> {
         }
     }
 
-    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 1);
-        all.push(("integration", self.integration));
-        all.extend_from_slice(labels);
-        push_sample(&mut self.out, self.name, &all, value);
+    /// Writes `name{integration="...",label="value",...` (no closing brace).
+    fn open(&mut self, labels: &[(&str, &str)]) {
+        self.out.push_str(self.name);
+        self.out.push_str("{integration=\"");
+        push_label_value(&mut self.out, self.integration);
+        self.out.push('"');
+        for (label, value) in labels {
+            self.out.push(',');
+            self.out.push_str(label);
+            self.out.push_str("=\"");
+            push_label_value(&mut self.out, value);
+            self.out.push('"');
+        }
+    }
+
+    /// Ends a sample opened by [`Lines::open`].
+    fn close(&mut self, value: f64) {
+        self.out.push_str("} ");
+        push_value(&mut self.out, value);
+        self.out.push('\n');
         self.samples += 1;
+    }
+
+    /// One sample: `integration` first, then `labels`, in the exposition's sample-line form.
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.open(labels);
+        self.close(value);
+    }
+
+    /// One sample per cost basis of a row whose other labels are `labels`: the same lines as
+    /// [`Lines::sample`] with `cost_basis` last, the shared part escaped once and copied.
+    fn samples_by_basis(&mut self, labels: &[(&str, &str)], bases: &[CostBasis], values: &[f64]) {
+        let start = self.out.len();
+        self.open(labels);
+        self.out.push_str(",cost_basis=\"");
+        let prefix = start..self.out.len();
+        let mut written = 0;
+        for (basis, value) in bases.iter().zip(values) {
+            if written > 0 {
+                self.out.extend_from_within(prefix.clone());
+            }
+            // Cost basis names need no escaping.
+            self.out.push_str(basis.as_str());
+            self.out.push('"');
+            self.close(*value);
+            written += 1;
+        }
+        if written == 0 {
+            self.out.truncate(start);
+        }
     }
 
     fn block(mut self, dropped: usize) -> Block {
@@ -239,18 +283,14 @@ fn table_block<const K: usize>(
     lines
         .out
         .reserve(table.len() * integration.cost_basis.len() * 200);
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(K + 2);
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(K + 1);
     for row in table.sorted() {
         let key = table.key(row);
-        let account_name = names.of(key[0]);
-        for (basis, value) in integration.cost_basis.iter().zip(table.amounts(row)) {
-            pairs.clear();
-            pairs.push((labels[0], key[0]));
-            pairs.push(("account_name", account_name));
-            pairs.extend(labels[1..].iter().copied().zip(key[1..].iter().copied()));
-            pairs.push(("cost_basis", basis.as_str()));
-            lines.sample(&pairs, *value);
-        }
+        pairs.clear();
+        pairs.push((labels[0], key[0]));
+        pairs.push(("account_name", names.of(key[0])));
+        pairs.extend(labels[1..].iter().copied().zip(key[1..].iter().copied()));
+        lines.samples_by_basis(&pairs, &integration.cost_basis, table.amounts(row));
     }
     lines.block(dropped * integration.cost_basis.len())
 }
@@ -598,6 +638,44 @@ mod tests {
     use crate::config::Budget;
     use chrono::NaiveDate;
     use std::io::Read as _;
+
+    /// A row's samples, written with the shared part once, are exactly the lines the general
+    /// sample writer makes, escapes included.
+    #[test]
+    fn samples_by_basis_match_single_samples() {
+        let labels = [
+            ("account_id", "111111111111"),
+            ("account_name", "Ops \"east\"\\ \n team"),
+            ("aws_service", "Amazon S3"),
+        ];
+        let bases = [
+            CostBasis::Unblended,
+            CostBasis::Amortized,
+            CostBasis::NetUnblended,
+        ];
+        let values = [1.5, -0.25, 3.0];
+        let mut rows = Lines::new(&DAILY, "pay\"er");
+        rows.samples_by_basis(&labels, &bases, &values);
+        let mut single = Lines::new(&DAILY, "pay\"er");
+        for (basis, value) in bases.iter().zip(values) {
+            let mut all = labels.to_vec();
+            all.push(("cost_basis", basis.as_str()));
+            single.sample(&all, value);
+        }
+        let mut expected = String::new();
+        for (basis, value) in bases.iter().zip(values) {
+            let mut all = vec![("integration", "pay\"er")];
+            all.extend_from_slice(&labels);
+            all.push(("cost_basis", basis.as_str()));
+            crate::exposition::push_sample(&mut expected, DAILY.name, &all, value);
+        }
+        assert_eq!(rows.out, expected);
+        assert_eq!(single.out, expected);
+        assert_eq!((rows.samples, single.samples), (3, 3));
+        let mut none = Lines::new(&DAILY, "payer");
+        none.samples_by_basis(&labels, &[], &[]);
+        assert_eq!((none.out.as_str(), none.samples), ("", 0));
+    }
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
