@@ -159,7 +159,8 @@ async fn serve_connection(
         None => None,
     };
     let Some(tls) = tls else {
-        serve_http1(TokioIo::new(stream), peer, state, watcher).await;
+        let io = IdleTimeout::new(stream, state.limits.read_timeout);
+        serve_http1(TokioIo::new(io), peer, state, watcher).await;
         return;
     };
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
@@ -174,10 +175,12 @@ async fn serve_connection(
             return;
         }
     };
-    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_http2(TokioIo::new(stream), peer, state, watcher).await;
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(IdleTimeout::new(stream, state.limits.read_timeout));
+    if h2 {
+        serve_http2(io, peer, state, watcher).await;
     } else {
-        serve_http1(TokioIo::new(stream), peer, state, watcher).await;
+        serve_http1(io, peer, state, watcher).await;
     }
 }
 
@@ -208,14 +211,12 @@ async fn serve_http2<I>(io: I, peer: SocketAddr, state: Arc<ServerState>, watche
 where
     I: Read + Write + Unpin + Send + 'static,
 {
-    let read_timeout = state.limits.read_timeout;
+    // No keep-alive pings: their answers would keep an idle connection from ever timing out
+    // (see IdleTimeout).
     let connection = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(MAX_HTTP2_STREAMS)
-        // A peer that stops answering pings is gone.
-        .keep_alive_interval(read_timeout)
-        .keep_alive_timeout(read_timeout)
         .serve_connection(
             io,
             service_fn(move |request| {
@@ -225,6 +226,118 @@ where
         );
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(peer = %peer, error = %err, "HTTP/2 connection ended with an error");
+    }
+}
+
+/// A connection on which no byte moved, either way, for `timeout` fails with `TimedOut` and is
+/// closed: an idle keep-alive or HTTP/2 connection, and a client that stops reading its
+/// response, cannot hold one of the `--web.max-connections` slots for longer than that. A slow
+/// client that keeps reading is not cut off.
+struct IdleTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> IdleTimeout<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn progressed(&mut self) {
+        let next = tokio::time::Instant::now() + self.timeout;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Called when the inner stream is pending: an error once the deadline has passed.
+    fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no bytes moved within the read timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        match poll {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.progressed();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => self.pending(cx),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.progressed();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.written(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.written(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.pending(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -657,6 +770,35 @@ mod tests {
         let large = handle_request(&s, request(Method::POST, "/-/reload", &LARGE)).await;
         assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(large.headers()[header::CONNECTION], "close");
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_peer_stops_reading_times_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(server, Duration::from_millis(200));
+        // Writes progress while the peer reads.
+        io.write_all(&[1; 1024]).await.unwrap();
+        let mut received = [0; 1024];
+        client.read_exact(&mut received).await.unwrap();
+        io.write_all(&[2; 1024]).await.unwrap();
+        // The peer stops reading: the write stalls, then fails.
+        let stalled = tokio::time::timeout(Duration::from_secs(60), io.write_all(&[3; 1]))
+            .await
+            .expect("the stalled write ends");
+        assert_eq!(
+            stalled.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
+        // A read with nothing to read fails the same way.
+        let mut byte = [0; 1];
+        let idle = tokio::time::timeout(Duration::from_secs(60), io.read(&mut byte))
+            .await
+            .expect("the idle read ends");
+        assert_eq!(
+            idle.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
     }
 
     #[test]

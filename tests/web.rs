@@ -647,7 +647,8 @@ async fn slow_and_idle_clients_are_disconnected() {
 
     // A TLS client that never starts its handshake: closed too.
     let dir = temp_dir();
-    let server = Ca::new("test CA").leaf("server", false);
+    let server_ca = Ca::new("test CA");
+    let server = server_ca.leaf("server", false);
     let exporter = start_with(
         Some(&tls_web_config(dir.path(), &server, "")),
         short_timeout(),
@@ -656,6 +657,32 @@ async fn slow_and_idle_clients_are_disconnected() {
     .unwrap();
     let mut silent = TcpStream::connect(exporter.local_addr()).await.unwrap();
     assert_eq!(read_to_close(&mut silent).await, b"");
+
+    // An HTTP/2 connection left idle after a request: the server ends it.
+    let ca_roots = client_config(&[&server_ca.der], None, rustls::ALL_VERSIONS, &[b"h2"]);
+    let tcp = TcpStream::connect(exporter.local_addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(ca_roots)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::get("https://localhost/-/healthy")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    timeout(WAIT, connection)
+        .await
+        .expect("the server ends the idle HTTP/2 connection")
+        .unwrap()
+        .ok();
+    assert!(sender.is_closed());
     exporter.shutdown().await;
 }
 
