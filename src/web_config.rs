@@ -458,6 +458,14 @@ fn tls_version(
     }
 }
 
+/// Go's names of the TLS 1.3 suites: accepted in `cipher_suites`, and, as in Go, without
+/// effect (TLS 1.3's suites are always on).
+const GO_TLS13_SUITES: &[&str] = &[
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
+
 /// Go's curve names and rustls' groups.
 const CURVES: &[(&str, NamedGroup)] = &[
     ("CurveP256", NamedGroup::secp256r1),
@@ -478,6 +486,9 @@ fn provider(raw: &RawTls) -> Result<CryptoProvider, WebConfigError> {
             .copied()
             .collect();
         for name in names {
+            if GO_TLS13_SUITES.contains(&name.value.as_str()) {
+                continue;
+            }
             let found = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES
                 .iter()
                 .find(|s| suite_name(s.suite()) == name.value);
@@ -1125,6 +1136,59 @@ mod tests {
         assert!(
             e.message.starts_with("cannot read /nonexistent/c.pem"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn cipher_suites_and_curves_pick_from_the_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.path().join("c.pem"), generated.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("k.pem"),
+            generated.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        let config = parse(
+            b"tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n  curve_preferences: [CurveP384, X25519]\n  prefer_server_cipher_suites: false\n  client_auth_type: RequireAnyClientCert\n",
+            dir.path(),
+        )
+        .expect("valid");
+        let tls = config.tls.expect("TLS");
+        let provider = tls.crypto_provider();
+        let suites: Vec<String> = provider
+            .cipher_suites
+            .iter()
+            .map(|s| suite_name(s.suite()))
+            .collect();
+        assert_eq!(
+            suites,
+            [
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS13_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            ]
+        );
+        let groups: Vec<NamedGroup> = provider.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(groups, [NamedGroup::secp384r1, NamedGroup::X25519]);
+        assert!(!tls.ignore_client_order);
+        assert_eq!(tls.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        // A key that does not belong to the certificate is refused without quoting it.
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join("k.pem"), other.serialize_pem()).unwrap();
+        let e = match parse(
+            b"tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n",
+            dir.path(),
+        ) {
+            Ok(_) => panic!("a mismatched key was accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(e.key.as_deref(), Some("tls_server_config.key_file"));
+        assert_eq!(
+            e.message,
+            "the certificate and key cannot be used: the private key does not belong to the certificate"
         );
     }
 
