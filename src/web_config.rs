@@ -864,14 +864,20 @@ impl WebConfigSource {
         if unchanged {
             return current;
         }
-        // A file that cannot be read or no longer validates was logged by `reload`.
-        let _ = self.reload();
+        // A file that cannot be read or no longer validates is logged by `load_again`.
+        let _ = self.load_again(false);
         self.current.load_full()
     }
 
-    /// Re-reads and re-validates the file now (SIGHUP, `POST /-/reload`, or a change seen by
-    /// a request or handshake). On error the previous configuration stays in force.
+    /// Re-reads and re-validates the file now (SIGHUP, `POST /-/reload`): on error the previous
+    /// configuration stays in force, and the error is logged and returned.
     pub fn reload(&self) -> Result<(), WebConfigError> {
+        self.load_again(true)
+    }
+
+    /// Re-reads the file; a problem is logged always when `explicit`, otherwise once until the
+    /// problem changes (requests would repeat it for every scrape).
+    fn load_again(&self, explicit: bool) -> Result<(), WebConfigError> {
         let mut last_problem = match self.reloading.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -903,7 +909,7 @@ impl WebConfigSource {
             }
             Err(err) => {
                 let message = err.to_string();
-                if last_problem.as_deref() != Some(message.as_str()) {
+                if explicit || last_problem.as_deref() != Some(message.as_str()) {
                     tracing::error!(error = %message, "web configuration refused; keeping the previous one");
                     *last_problem = Some(message);
                 }
@@ -1190,6 +1196,42 @@ mod tests {
             e.message,
             "the certificate and key cannot be used: the private key does not belong to the certificate"
         );
+    }
+
+    #[test]
+    fn a_source_keeps_the_last_good_file_and_its_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: {}\n", hash())).unwrap();
+        let source = WebConfigSource::load(&path).expect("valid");
+        assert!(source.for_request().requires_auth());
+        // Adding TLS needs a restart: refused, the running file stays.
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.path().join("c.pem"), generated.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("k.pem"),
+            generated.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        std::fs::write(
+            &path,
+            "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n",
+        )
+        .unwrap();
+        let e = source.reload().expect_err("TLS added while running");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid web configuration {}: tls_server_config: cannot be added while running: restart the exporter to serve HTTPS",
+                path.display()
+            )
+        );
+        let current = source.for_handshake();
+        assert!(current.tls.is_none() && current.requires_auth());
+        // A valid change applies.
+        std::fs::write(&path, "").unwrap();
+        assert!(!source.for_request().requires_auth());
+        assert!(source.reload().is_ok());
     }
 
     #[test]
