@@ -333,6 +333,45 @@ async fn mtls_requires_a_client_certificate_from_the_client_ca() {
 }
 
 #[tokio::test]
+async fn the_other_client_auth_types_behave_as_in_go() {
+    let dir = temp_dir();
+    let ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let server = ca.leaf("server", false);
+    write(dir.path(), "client-ca.pem", &client_ca.pem);
+    let good = client_ca.leaf("prometheus", true);
+    let stranger = Ca::new("stranger CA").leaf("stranger", true);
+    let served = |auth: &'static str, identity: Option<&Leaf>| {
+        let config = client_config(&[&ca.der], identity, rustls::ALL_VERSIONS, &[]);
+        let dir = dir.path().to_path_buf();
+        let server = &server;
+        async move {
+            let web = tls_web_config(
+                &dir,
+                server,
+                &format!("  client_auth_type: {auth}\n  client_ca_file: client-ca.pem\n"),
+            );
+            let exporter = start(&web).await;
+            let outcome = https(exporter.local_addr(), config, "/-/healthy", &[])
+                .await
+                .map(|(response, _, _)| response.status);
+            exporter.shutdown().await;
+            outcome.is_ok_and(|status| status == StatusCode::OK)
+        }
+    };
+    // A certificate when given, verified when given.
+    assert!(served("VerifyClientCertIfGiven", None).await);
+    assert!(served("VerifyClientCertIfGiven", Some(&good)).await);
+    assert!(!served("VerifyClientCertIfGiven", Some(&stranger)).await);
+    // Any certificate, not verified (insecure, as in Go), but one is needed.
+    assert!(!served("RequireAnyClientCert", None).await);
+    assert!(served("RequireAnyClientCert", Some(&stranger)).await);
+    // Asked for, neither needed nor verified.
+    assert!(served("RequestClientCert", None).await);
+    assert!(served("RequestClientCert", Some(&stranger)).await);
+}
+
+#[tokio::test]
 async fn min_version_tls13_refuses_a_tls12_client() {
     let dir = temp_dir();
     let ca = Ca::new("test CA");
