@@ -205,11 +205,7 @@ fn state(series: usize) -> ServerState {
         Period::new(today(), 1),
         None,
     )));
-    ServerState {
-        store,
-        metrics: Arc::new(Metrics::new()),
-        telemetry_path: "/metrics".into(),
-    }
+    ServerState::new(store, Arc::new(Metrics::new()), "/metrics".into())
 }
 
 fn gzip_join(c: &mut Criterion) {

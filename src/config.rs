@@ -366,7 +366,7 @@ struct ProbeDocument {
 }
 
 /// Deserializes YAML, keeping the parser's line and column and the path of the failing key.
-fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     let mut path = None;
     let result = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|err| {

@@ -16,19 +16,23 @@ pub mod organizations;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
+pub mod web_config;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Integration};
 use crate::metrics::Metrics;
 use crate::refresh::{Clock, RefreshOptions, Refresher};
-use crate::server::ServerState;
+use crate::server::{Limits, ReloadRequest, ServerState};
 use crate::snapshot::SnapshotStore;
+use crate::web_config::{WebConfigError, WebConfigSource};
 
 /// How to serve.
 #[derive(Clone)]
@@ -40,6 +44,13 @@ pub struct ExporterOptions {
     pub clock: Clock,
     /// Schedule, SDK timeouts and concurrency of refreshes (tests shorten the timings).
     pub refresh: RefreshOptions,
+    /// `--web.config.file`: TLS, basic authentication and response headers.
+    pub web_config_file: Option<PathBuf>,
+    /// `--web.read-timeout` and `--web.max-connections`.
+    pub limits: Limits,
+    /// `--web.enable-lifecycle`: `POST /-/reload` asks for a reload (see
+    /// [`Exporter::take_reload_requests`]).
+    pub enable_lifecycle: bool,
 }
 
 impl Default for ExporterOptions {
@@ -49,6 +60,9 @@ impl Default for ExporterOptions {
             telemetry_path: "/metrics".to_string(),
             clock: refresh::system_clock(),
             refresh: RefreshOptions::default(),
+            web_config_file: None,
+            limits: Limits::default(),
+            enable_lifecycle: false,
         }
     }
 }
@@ -63,9 +77,11 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(
-        "--web.telemetry-path must start with '/' and must not be one of /, /-/healthy, /-/ready: {0:?}"
+        "--web.telemetry-path must start with '/' and must not be one of /, /-/healthy, /-/ready, /-/reload: {0:?}"
     )]
     TelemetryPath(String),
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
     #[error("cannot start the refresh runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -85,6 +101,10 @@ pub struct Exporter {
     permits: Arc<tokio::sync::Semaphore>,
     /// Where the refresh tasks run (see [`refresh::runtime`]).
     refresh_runtime: Option<tokio::runtime::Runtime>,
+    /// `--web.config.file`, re-read by the server as it needs it.
+    web: Option<Arc<WebConfigSource>>,
+    /// `POST /-/reload` requests, until taken.
+    reload_requests: Option<mpsc::Receiver<ReloadRequest>>,
 }
 
 /// One integration's refresh task and the settings it runs with.
@@ -108,9 +128,15 @@ impl Exporter {
     /// Binds the listener, builds each integration's clients and starts the refresh tasks.
     pub async fn start(config: Config, options: ExporterOptions) -> Result<Exporter, StartError> {
         let path = &options.telemetry_path;
-        if !path.starts_with('/') || matches!(path.as_str(), "/" | "/-/healthy" | "/-/ready") {
+        if !path.starts_with('/')
+            || matches!(path.as_str(), "/" | "/-/healthy" | "/-/ready" | "/-/reload")
+        {
             return Err(StartError::TelemetryPath(path.clone()));
         }
+        let web = match &options.web_config_file {
+            Some(file) => Some(Arc::new(WebConfigSource::load(file)?)),
+            None => None,
+        };
         let (listener, local_addr) =
             server::bind(&options.listen_address)
                 .await
@@ -122,10 +148,20 @@ impl Exporter {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(SnapshotStore::new(Vec::new()));
         let shutdown = CancellationToken::new();
+        let (reload_sender, reload_requests) = match options.enable_lifecycle {
+            true => {
+                let (sender, receiver) = mpsc::channel(8);
+                (Some(sender), Some(receiver))
+            }
+            false => (None, None),
+        };
         let state = Arc::new(ServerState {
             store: store.clone(),
             metrics: metrics.clone(),
             telemetry_path: options.telemetry_path.clone(),
+            web: web.clone(),
+            reload: reload_sender,
+            limits: options.limits,
         });
         let server = tokio::spawn(server::serve(listener, state, shutdown.clone()));
         let mut exporter = Exporter {
@@ -141,9 +177,17 @@ impl Exporter {
                 options.refresh.max_concurrency.max(1),
             )),
             refresh_runtime: Some(refresh_runtime),
+            web,
+            reload_requests,
         };
         exporter.reload(config).await;
-        tracing::info!(address = %local_addr, telemetry_path = %options.telemetry_path, "listening");
+        tracing::info!(
+            address = %local_addr,
+            telemetry_path = %options.telemetry_path,
+            tls = exporter.web.as_ref().is_some_and(|w| w.for_request().tls.is_some()),
+            basic_auth = exporter.web.as_ref().is_some_and(|w| w.for_request().requires_auth()),
+            "listening"
+        );
         Ok(exporter)
     }
 
@@ -197,6 +241,21 @@ impl Exporter {
         let now = (self.clock)().timestamp_millis() as f64 / 1000.0;
         self.metrics.record_config_load(true, now);
         summary
+    }
+
+    /// `POST /-/reload` requests (with `--web.enable-lifecycle`): whoever reloads on SIGHUP
+    /// answers them the same way. `None` without the flag, or once taken.
+    pub fn take_reload_requests(&mut self) -> Option<mpsc::Receiver<ReloadRequest>> {
+        self.reload_requests.take()
+    }
+
+    /// Re-reads `--web.config.file` (on SIGHUP or `POST /-/reload`); on error the previous web
+    /// configuration stays in force.
+    pub fn reload_web_config(&self) -> Result<(), WebConfigError> {
+        match &self.web {
+            Some(web) => web.reload(),
+            None => Ok(()),
+        }
     }
 
     /// Records a configuration that failed to load on reload (the running one stays).

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_cost_exporter::{Exporter, ExporterOptions, config, demo};
+use aws_cost_exporter::server::{self, Limits};
+use aws_cost_exporter::{Exporter, ExporterOptions, config, demo, web_config};
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +33,19 @@ struct Flags {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", default_value = "/metrics")]
     telemetry_path: String,
+    /// Web configuration file (exporter-toolkit format): TLS, basic authentication, headers.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
+    /// How long a client may take to send a request (and a TLS handshake), and how long an
+    /// idle keep-alive connection stays open.
+    #[arg(long = "web.read-timeout", default_value = "30s", value_parser = parse_timeout)]
+    read_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[arg(long = "web.max-connections", default_value_t = server::DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections)]
+    max_connections: usize,
+    /// Enable POST /-/reload, which reloads the configuration as SIGHUP does.
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     log_level: String,
@@ -73,6 +88,21 @@ fn parse_concurrency(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("expected a whole number of at least 1".to_string()),
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be greater than zero".into()),
+        Err(err) => Err(format!("expected a duration such as 30s or 2m: {err}")),
+    }
+}
+
+fn parse_max_connections(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a number of connections, at least 1".into()),
     }
 }
 
@@ -146,6 +176,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         config::load_file(&flags.config_file)?
     };
     if flags.config_check {
+        if let Some(file) = &flags.web_config_file {
+            web_config::load(file)?;
+            println!("web configuration OK: {}", file.display());
+        }
         println!(
             "configuration OK: {} integration(s): {}",
             config.integrations.len(),
@@ -167,6 +201,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 max_concurrency: flags.max_concurrency,
                 ..Default::default()
             },
+            web_config_file: flags.web_config_file.clone(),
+            limits: Limits {
+                read_timeout: flags.read_timeout,
+                max_connections: flags.max_connections,
+            },
+            enable_lifecycle: flags.enable_lifecycle,
             ..ExporterOptions::default()
         },
     )
@@ -174,36 +214,61 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut hangup = Hangup::install();
+    let mut reload_requests = exporter.take_reload_requests();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = hangup.recv() => {
-                if flags.demo {
-                    tracing::warn!("SIGHUP ignored: --demo has no configuration file to reload");
-                    continue;
-                }
-                match config::load_file(&flags.config_file) {
-                    Ok(config) => {
-                        let summary = exporter.reload(config).await;
-                        tracing::info!(
-                            added = %summary.added.join(","),
-                            changed = %summary.changed.join(","),
-                            removed = %summary.removed.join(","),
-                            unchanged = %summary.unchanged.join(","),
-                            "configuration reloaded"
-                        );
-                    }
-                    Err(err) => {
-                        exporter.reload_failed();
-                        tracing::error!(error = %err, "configuration reload failed; keeping the running configuration");
-                    }
-                }
+                // The outcome is logged by reload itself.
+                let _ = reload(&mut exporter, &flags).await;
+            }
+            Some(request) = next_reload_request(&mut reload_requests) => {
+                let outcome = reload(&mut exporter, &flags).await;
+                // The client may have gone; the reload happened all the same.
+                let _ = request.reply.send(outcome);
             }
         }
     }
     tracing::info!("shutting down");
     exporter.shutdown().await;
     Ok(())
+}
+
+async fn next_reload_request(
+    requests: &mut Option<tokio::sync::mpsc::Receiver<server::ReloadRequest>>,
+) -> Option<server::ReloadRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What SIGHUP and `POST /-/reload` both do: reload `--config.file` (a file that fails
+/// validation is refused and the running configuration stays) and re-read
+/// `--web.config.file`. The error says why the configuration was refused.
+async fn reload(exporter: &mut Exporter, flags: &Flags) -> Result<(), String> {
+    let web = exporter.reload_web_config().map_err(|err| err.to_string());
+    if flags.demo {
+        tracing::warn!("reload: --demo has no configuration file to reload");
+        return web.and(Err("--demo has no configuration file to reload".into()));
+    }
+    let config = match config::load_file(&flags.config_file) {
+        Ok(config) => config,
+        Err(err) => {
+            exporter.reload_failed();
+            tracing::error!(error = %err, "configuration reload failed; keeping the running configuration");
+            return Err(err.to_string());
+        }
+    };
+    let summary = exporter.reload(config).await;
+    tracing::info!(
+        added = %summary.added.join(","),
+        changed = %summary.changed.join(","),
+        removed = %summary.removed.join(","),
+        unchanged = %summary.unchanged.join(","),
+        "configuration reloaded"
+    );
+    web
 }
 
 /// SIGHUP, which asks for a configuration reload.

@@ -1,5 +1,7 @@
 //! The HTTP server: `/metrics` (or `--web.telemetry-path`), the landing page, `/-/healthy`,
-//! `/-/ready`; content negotiation, gzip, HEAD, and graceful shutdown.
+//! `/-/ready`, `/-/reload`; content negotiation, gzip, HEAD, graceful shutdown; TLS and basic
+//! authentication from `--web.config.file` ([`crate::web_config`]); limits on connections,
+//! request heads and bodies, and slow clients ([`Limits`]).
 //!
 //! A scrape loads the current rendering (an `Arc`), encodes the exporter's own few metrics, and
 //! writes bytes: it never calls AWS and takes the same time whatever AWS is doing.
@@ -14,24 +16,61 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::rt::{Read, Write};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::exposition::{Format, Piece, Run, accepts_gzip, negotiate};
 use crate::metrics::{Metrics, REVISION, VERSION};
 use crate::snapshot::SnapshotStore;
+use crate::web_config::{WebConfig, WebConfigSource};
 
-/// How long a client may take to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default of `--web.read-timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `--web.max-connections`, as Prometheus.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// The largest request head (request line and headers) accepted; larger ones get 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The largest request body accepted; no endpoint needs one. Larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+/// Concurrent requests on one HTTP/2 connection.
+pub const MAX_HTTP2_STREAMS: u32 = 64;
+
+/// What protects the server from slow and numerous clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers (and its body, and a TLS
+    /// handshake), and how long an idle keep-alive connection stays open.
+    pub read_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// A `POST /-/reload`: the reply is `Ok` once the reload is applied, or the reason it was
+/// refused.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
 
 /// What the HTTP layer serves from: snapshots and self metrics, never AWS.
 #[derive(Debug)]
@@ -39,13 +78,42 @@ pub struct ServerState {
     pub store: Arc<SnapshotStore>,
     pub metrics: Arc<Metrics>,
     pub telemetry_path: String,
+    /// `--web.config.file`, when given.
+    pub web: Option<Arc<WebConfigSource>>,
+    /// Where `POST /-/reload` asks for a reload; `None` without `--web.enable-lifecycle`.
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    pub limits: Limits,
+}
+
+impl ServerState {
+    /// Plain HTTP, no authentication, no lifecycle API, default limits.
+    pub fn new(store: Arc<SnapshotStore>, metrics: Arc<Metrics>, telemetry_path: String) -> Self {
+        Self {
+            store,
+            metrics,
+            telemetry_path,
+            web: None,
+            reload: None,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` is cancelled, then lets in-flight requests finish
-/// (for at most [`SHUTDOWN_GRACE`]).
+/// (for at most [`SHUTDOWN_GRACE`]). At most `limits.max_connections` connections are served
+/// at once: the next one is accepted when one closes, and waits in the kernel's accept queue
+/// until then (as Prometheus' own listener does).
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -64,27 +132,212 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
             tracing::debug!(peer = %peer, error = %err, "cannot set TCP_NODELAY");
         }
         let state = state.clone();
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, &request)) }
-                }),
-            );
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
-            }
+            serve_connection(stream, peer, state, watcher).await;
+            drop(slot);
         });
     }
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::debug!("all connections closed"),
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing connections"),
+    }
+}
+
+/// One connection: the TLS handshake when the web configuration has TLS (its files re-read
+/// first, so that rotated certificates apply to new connections), then HTTP/1.1, or HTTP/2
+/// when TLS negotiated it.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    watcher: Watcher,
+) {
+    let tls = match &state.web {
+        Some(web) => web.for_handshake().tls.clone(),
+        None => None,
+    };
+    let Some(tls) = tls else {
+        let io = IdleTimeout::new(stream, state.limits.read_timeout);
+        serve_http1(TokioIo::new(io), peer, state, watcher).await;
+        return;
+    };
+    let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let stream = match tokio::time::timeout(state.limits.read_timeout, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(IdleTimeout::new(stream, state.limits.read_timeout));
+    if h2 {
+        serve_http2(io, peer, state, watcher).await;
+    } else {
+        serve_http1(io, peer, state, watcher).await;
+    }
+}
+
+async fn serve_http1<I>(io: I, peer: SocketAddr, state: Arc<ServerState>, watcher: Watcher)
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let read_timeout = state.limits.read_timeout;
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Also bounds an idle keep-alive connection: hyper starts this clock as soon as it
+        // waits for the next request.
+        .header_read_timeout(read_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .serve_connection(
+            io,
+            service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle_request(&state, request).await) }
+            }),
+        );
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+    }
+}
+
+async fn serve_http2<I>(io: I, peer: SocketAddr, state: Arc<ServerState>, watcher: Watcher)
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    // No keep-alive pings: their answers would keep an idle connection from ever timing out
+    // (see IdleTimeout).
+    let connection = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(MAX_HTTP2_STREAMS)
+        .serve_connection(
+            io,
+            service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle_request(&state, request).await) }
+            }),
+        );
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!(peer = %peer, error = %err, "HTTP/2 connection ended with an error");
+    }
+}
+
+/// A connection on which no byte moved, either way, for `timeout` fails with `TimedOut` and is
+/// closed: an idle keep-alive or HTTP/2 connection, and a client that stops reading its
+/// response, cannot hold one of the `--web.max-connections` slots for longer than that. A slow
+/// client that keeps reading is not cut off.
+struct IdleTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> IdleTimeout<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn progressed(&mut self) {
+        let next = tokio::time::Instant::now() + self.timeout;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Called when the inner stream is pending: an error once the deadline has passed.
+    fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no bytes moved within the read timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        match poll {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.progressed();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => self.pending(cx),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.progressed();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.written(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.written(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.pending(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -148,14 +401,118 @@ impl http_body::Body for Body {
 /// OpenMetrics' closing line, as a piece.
 static EOF: LazyLock<Piece> = LazyLock::new(|| Piece::from_static("# EOF\n"));
 
-/// Routes one request.
-pub fn handle(state: &ServerState, request: &Request<Incoming>) -> Response<Body> {
-    respond(
-        state,
-        request.method(),
-        request.uri().path(),
-        request.headers(),
-    )
+/// Serves one request: the body cap, the web configuration's authentication and headers,
+/// `/-/reload`, then the routes of [`respond`].
+pub async fn handle_request<B>(state: &ServerState, request: Request<B>) -> Response<Body>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let web = state.web.as_ref().map(|web| web.for_request());
+    let mut response = route(state, web.as_deref(), request).await;
+    // exporter-toolkit sets the configured headers on every response, 401 included.
+    if let Some(web) = &web {
+        for (name, value) in &web.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+async fn route<B>(
+    state: &ServerState,
+    web: Option<&WebConfig>,
+    request: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = request.into_parts();
+    if let Err(status) = read_small_body(body, state.limits.read_timeout).await {
+        let message = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "413 request body too large\n",
+            StatusCode::REQUEST_TIMEOUT => "408 request body not received in time\n",
+            _ => "400 bad request body\n",
+        };
+        let mut response = text(status, message);
+        // The rest of the body is not read: the connection cannot carry another request.
+        if parts.version < Version::HTTP_2 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return response;
+    }
+    // exporter-toolkit exempts no path: the landing page and health endpoints need the
+    // credentials too (TLS client certificates, checked in the handshake, likewise).
+    if let (Some(source), Some(web)) = (&state.web, web)
+        && !source
+            .authorized(web, parts.headers.get(header::AUTHORIZATION))
+            .await
+    {
+        let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+        return response;
+    }
+    if parts.uri.path() == "/-/reload" {
+        return reload(state, &parts.method).await;
+    }
+    respond(state, &parts.method, parts.uri.path(), &parts.headers)
+}
+
+/// Reads (and drops) a request body of at most [`MAX_BODY_BYTES`] within `timeout`.
+async fn read_small_body<B>(body: B, timeout: Duration) -> Result<(), StatusCode>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if body.is_end_stream() {
+        return Ok(());
+    }
+    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        Ok(Err(_)) => Err(StatusCode::BAD_REQUEST),
+        Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
+    }
+}
+
+/// `/-/reload`, as Prometheus: POST or PUT with `--web.enable-lifecycle`, 403 without it;
+/// answers once the reload was applied (200) or refused (500, with the reason).
+async fn reload(state: &ServerState, method: &Method) -> Response<Body> {
+    if method != Method::POST && method != Method::PUT {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This endpoint requires a POST request.\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
+        return response;
+    }
+    let Some(requests) = &state.reload else {
+        return text(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n");
+    };
+    let (reply, outcome) = oneshot::channel();
+    if requests.send(ReloadRequest { reply }).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    match outcome.await {
+        Ok(Ok(())) => text(StatusCode::OK, "configuration reloaded\n"),
+        Ok(Err(reason)) => owned_text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {reason}\n"),
+        ),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+    }
 }
 
 /// The response to a request for `path`: every route, without I/O.
@@ -259,7 +616,15 @@ fn html_escape(text: &str) -> String {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Body::from(Bytes::from_static(body.as_bytes())));
+    with_text(status, Bytes::from_static(body.as_bytes()))
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Body> {
+    with_text(status, Bytes::from(body))
+}
+
+fn with_text(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -307,11 +672,11 @@ mod tests {
     use super::*;
 
     fn state() -> ServerState {
-        ServerState {
-            store: Arc::new(SnapshotStore::new(vec![])),
-            metrics: Arc::new(Metrics::new()),
-            telemetry_path: "/metrics".into(),
-        }
+        ServerState::new(
+            Arc::new(SnapshotStore::new(vec![])),
+            Arc::new(Metrics::new()),
+            "/metrics".into(),
+        )
     }
 
     #[test]
@@ -341,6 +706,98 @@ mod tests {
         assert_eq!(
             respond(&s, &Method::DELETE, "/nope", &h).status(),
             StatusCode::NOT_FOUND
+        );
+    }
+
+    fn request(
+        method: Method,
+        path: &str,
+        body: &'static [u8],
+    ) -> Request<http_body_util::Full<Bytes>> {
+        let mut request = Request::new(http_body_util::Full::new(Bytes::from_static(body)));
+        *request.method_mut() = method;
+        *request.uri_mut() = path.parse().unwrap();
+        request
+    }
+
+    async fn body_text(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn reload_needs_the_lifecycle_flag_and_post() {
+        let s = state();
+        let response = handle_request(&s, request(Method::POST, "/-/reload", b"")).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(body_text(response).await, "Lifecycle API is not enabled.\n");
+        let response = handle_request(&s, request(Method::GET, "/-/reload", b"")).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST, PUT");
+
+        // With the flag, the reply of whoever reloads is the answer.
+        let (sender, mut requests) = mpsc::channel(1);
+        let s = ServerState {
+            reload: Some(sender),
+            ..state()
+        };
+        let answer = tokio::spawn(async move {
+            let first: ReloadRequest = requests.recv().await.unwrap();
+            first.reply.send(Ok(())).unwrap();
+            let second: ReloadRequest = requests.recv().await.unwrap();
+            second
+                .reply
+                .send(Err("invalid configuration x".into()))
+                .unwrap();
+        });
+        let ok = handle_request(&s, request(Method::POST, "/-/reload", b"")).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        let refused = handle_request(&s, request(Method::PUT, "/-/reload", b"")).await;
+        assert_eq!(refused.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body_text(refused).await,
+            "failed to reload config: invalid configuration x\n"
+        );
+        answer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_capped() {
+        let s = state();
+        let small = handle_request(&s, request(Method::GET, "/metrics", b"x")).await;
+        assert_eq!(small.status(), StatusCode::OK);
+        static LARGE: [u8; MAX_BODY_BYTES + 1] = [b'x'; MAX_BODY_BYTES + 1];
+        let large = handle_request(&s, request(Method::POST, "/-/reload", &LARGE)).await;
+        assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(large.headers()[header::CONNECTION], "close");
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_peer_stops_reading_times_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(server, Duration::from_millis(200));
+        // Writes progress while the peer reads.
+        io.write_all(&[1; 1024]).await.unwrap();
+        let mut received = [0; 1024];
+        client.read_exact(&mut received).await.unwrap();
+        io.write_all(&[2; 1024]).await.unwrap();
+        // The peer stops reading: the write stalls, then fails.
+        let stalled = tokio::time::timeout(Duration::from_secs(60), io.write_all(&[3; 1]))
+            .await
+            .expect("the stalled write ends");
+        assert_eq!(
+            stalled.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
+        // A read with nothing to read fails the same way.
+        let mut byte = [0; 1];
+        let idle = tokio::time::timeout(Duration::from_secs(60), io.read(&mut byte))
+            .await
+            .expect("the idle read ends");
+        assert_eq!(
+            idle.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
         );
     }
 

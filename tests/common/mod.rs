@@ -88,6 +88,7 @@ pub async fn start_exporter_with(
             telemetry_path: "/metrics".into(),
             clock: Arc::new(move || noon),
             refresh,
+            ..ExporterOptions::default()
         },
     )
     .await

@@ -59,3 +59,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toYaml .Values.config }}
 {{- end }}
 {{- end }}
+
+{{/* A probe from values; httpGet probes use HTTPS when the web configuration has TLS. */}}
+{{- define "aws-cost-exporter.probe" -}}
+{{- $root := index . 0 }}
+{{- $probe := deepCopy (index . 1) }}
+{{- if and $root.Values.webConfig.tls $probe.httpGet }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
