@@ -17,6 +17,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, future};
+use aws_sdk_costexplorer::config::SharedInterceptor;
 use aws_sdk_costexplorer::error::DisplayErrorContext;
 
 use crate::config::Integration;
@@ -127,10 +128,23 @@ pub struct Clients {
 
 /// The integration's clients, each counting its requests.
 pub async fn clients(integration: &Integration, metrics: &Arc<Metrics>) -> Clients {
+    clients_with(integration, metrics, None).await
+}
+
+/// The integration's clients, each counting its requests, with `cost_explorer_interceptor`
+/// (the daily request cap, [`crate::api_budget`]) on every Cost Explorer request.
+pub async fn clients_with(
+    integration: &Integration,
+    metrics: &Arc<Metrics>,
+    cost_explorer_interceptor: Option<SharedInterceptor>,
+) -> Clients {
     let sdk = sdk_config(integration, metrics).await;
     let counter = RequestCounter::new(integration.name.clone(), metrics.clone());
     let mut builder =
         aws_sdk_costexplorer::config::Builder::from(&sdk).interceptor(counter.clone());
+    if let Some(interceptor) = cost_explorer_interceptor {
+        builder.push_interceptor(interceptor);
+    }
     if let Some(url) = &integration.endpoint_url {
         builder = builder.endpoint_url(url.clone());
     }
