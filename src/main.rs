@@ -37,6 +37,10 @@ struct Flags {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     log_format: LogFormat,
+    /// Directory where each integration's last snapshot and its day's count of billed Cost
+    /// Explorer requests survive restarts (created if missing). Off when not given.
+    #[arg(long = "storage.path", value_name = "DIR")]
+    storage_path: Option<PathBuf>,
     /// Serve two demo integrations fed by a simulated Cost Explorer on loopback
     /// (no AWS account needed); --config.file is ignored.
     #[arg(long)]
@@ -153,6 +157,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         ExporterOptions {
             listen_address: flags.listen_address.clone(),
             telemetry_path: flags.telemetry_path.clone(),
+            storage_path: flags.storage_path.clone(),
             ..ExporterOptions::default()
         },
     )

@@ -68,6 +68,7 @@ pub async fn start_exporter(config: Config, today: NaiveDate) -> Exporter {
             listen_address: "127.0.0.1:0".into(),
             telemetry_path: "/metrics".into(),
             clock: Arc::new(move || noon),
+            ..ExporterOptions::default()
         },
     )
     .await
