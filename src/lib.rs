@@ -126,11 +126,12 @@ impl Exporter {
                     address: options.listen_address.clone(),
                     source,
                 })?;
-        let refresh_runtime = refresh::runtime().map_err(StartError::Runtime)?;
+        // Before the refresh runtime exists: dropping it on an error here would panic.
         let storage = match &options.storage_path {
             Some(path) => Some(Storage::open(path)?),
             None => None,
         };
+        let refresh_runtime = refresh::runtime().map_err(StartError::Runtime)?;
         let metrics = Arc::new(Metrics::with_clock(options.clock.clone()));
         let store = Arc::new(SnapshotStore::new(Vec::new()));
         let shutdown = CancellationToken::new();
