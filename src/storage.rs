@@ -40,11 +40,11 @@ const TEMP_PREFIX: &str = ".tmp-";
 
 /// Why the storage directory cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("--storage.path {path}: {source}")]
+#[error("--storage.path {path}: {error}")]
 pub struct StorageError {
     pub path: String,
-    #[source]
-    pub source: io::Error,
+    /// Part of the message rather than a source, so that a chain prints it once.
+    pub error: io::Error,
 }
 
 /// Why a stored file was not used.
@@ -95,9 +95,9 @@ impl Storage {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let dir = dir.into();
         let shown = dir.display().to_string();
-        let error = |source| StorageError {
+        let error = |error| StorageError {
             path: shown.clone(),
-            source,
+            error,
         };
         fs::create_dir_all(&dir).map_err(error)?;
         for entry in fs::read_dir(&dir).map_err(error)? {

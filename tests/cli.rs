@@ -128,9 +128,18 @@ fn an_unusable_storage_path_stops_the_start_and_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
     assert!(
-        stderr.contains(&format!("error: --storage.path {}: ", file.display())),
+        message.starts_with(&format!("error: --storage.path {}: ", file.display())),
         "{stderr}"
+    );
+    assert_eq!(
+        message.matches("os error").count(),
+        1,
+        "said once: {message}"
     );
 }
 
