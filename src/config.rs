@@ -74,6 +74,8 @@ pub struct Integration {
     pub organizations: bool,
     /// Organizations endpoint override.
     pub organizations_endpoint_url: Option<String>,
+    /// A hard cap on billed Cost Explorer requests per UTC day (see [`crate::api_budget`]).
+    pub max_api_requests_per_day: u64,
 }
 
 /// A monthly budget in USD over an integration's costs, optionally filtered.
@@ -103,6 +105,9 @@ impl Budget {
 
 /// Default of `max_resource_series` and `max_tag_series`.
 pub const DEFAULT_MAX_SERIES: usize = 500;
+/// Default of `max_api_requests_per_day`: 50 USD a day at most (see the README for the
+/// measurement it is based on).
+pub const DEFAULT_MAX_API_REQUESTS_PER_DAY: u64 = 5000;
 
 impl Integration {
     /// An integration with every optional setting at its default.
@@ -126,6 +131,7 @@ impl Integration {
             budgets: Vec::new(),
             organizations: false,
             organizations_endpoint_url: None,
+            max_api_requests_per_day: DEFAULT_MAX_API_REQUESTS_PER_DAY,
         }
     }
 
@@ -435,6 +441,7 @@ struct NativeIntegration {
     budgets: Option<Vec<RawBudget>>,
     organizations: Option<bool>,
     organizations_endpoint_url: Option<Text>,
+    max_api_requests_per_day: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -814,6 +821,17 @@ fn validate_integration(
         &key("organizations_endpoint_url"),
         &raw.organizations_endpoint_url,
     )?;
+    let max_api_requests_per_day = match &raw.max_api_requests_per_day {
+        None => DEFAULT_MAX_API_REQUESTS_PER_DAY,
+        Some(v) if v.value >= 1 => v.value,
+        Some(v) => {
+            return Err(ConfigError::new(
+                Some(key("max_api_requests_per_day")),
+                Some(v.referenced),
+                "must be a positive number of requests",
+            ));
+        }
+    };
     Ok(Integration {
         name,
         account_id,
@@ -833,6 +851,7 @@ fn validate_integration(
         budgets,
         organizations: raw.organizations.unwrap_or(false),
         organizations_endpoint_url,
+        max_api_requests_per_day,
     })
 }
 
@@ -994,6 +1013,7 @@ fn parse_infrawallet(
             budgets: None,
             organizations: None,
             organizations_endpoint_url: None,
+            max_api_requests_per_day: None,
         });
     }
     const DEPRECATED_SPELLING: KeyNames = KeyNames {
@@ -1227,6 +1247,33 @@ integrations:
     }
 
     #[test]
+    fn max_api_requests_per_day() {
+        let yaml = |value: &str| {
+            format!(
+                "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    max_api_requests_per_day: {value}\n"
+            )
+        };
+        let config = parse(&yaml("120")).unwrap();
+        assert_eq!(config.integrations[0].max_api_requests_per_day, 120);
+        let defaults =
+            parse("integrations:\n  - name: a\n    account_id: \"123456789012\"\n").unwrap();
+        assert_eq!(
+            defaults.integrations[0].max_api_requests_per_day,
+            DEFAULT_MAX_API_REQUESTS_PER_DAY
+        );
+        for bad in ["0", "-3", "many", "1.5", "[1]"] {
+            let e = err(&yaml(bad));
+            assert_eq!(
+                e.key.as_deref(),
+                Some("integrations[0].max_api_requests_per_day"),
+                "{bad}: {e}"
+            );
+            assert_eq!(e.position, Some((4, 31)), "{bad}: {e}");
+        }
+        assert!(err(&yaml("0")).message.contains("positive"));
+    }
+
+    #[test]
     fn duplicate_names() {
         let e = err(
             "integrations:\n  - name: a\n    account_id: \"123456789012\"\n  - name: a\n    account_id: \"210987654321\"\n",
@@ -1435,6 +1482,12 @@ backend:
         );
         assert!(config.integrations[2].static_credentials.is_none());
         assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
+        assert!(
+            config
+                .integrations
+                .iter()
+                .all(|i| i.max_api_requests_per_day == DEFAULT_MAX_API_REQUESTS_PER_DAY)
+        );
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub enum CostExplorerError {
         "Cost Explorer kept returning a NextPageToken after {MAX_PAGES_PER_QUERY} pages of {query}"
     )]
     TooManyPages { query: String },
-    /// The daily request cap is reached: no request was made.
+    /// `max_api_requests_per_day` refused the next billed request (see [`crate::api_budget`]).
     #[error(
         "the daily cap of {limit} billed Cost Explorer requests (max_api_requests_per_day) is reached"
     )]

@@ -17,6 +17,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, future};
+use aws_sdk_costexplorer::config::SharedInterceptor;
 
 use crate::config::Integration;
 use crate::cost_explorer::CostExplorer;
@@ -148,19 +149,25 @@ pub struct Clients {
 
 /// The integration's clients, each counting its requests, with the default timeouts.
 pub async fn clients(integration: &Integration, metrics: &Arc<Metrics>) -> Clients {
-    clients_with(integration, metrics, Timeouts::default()).await
+    clients_with(integration, metrics, Timeouts::default(), None).await
 }
 
-/// The integration's clients, each counting its requests.
+/// The integration's clients, each counting its requests, with these SDK timeouts and
+/// `cost_explorer_interceptor` (the daily request cap, [`crate::api_budget`]) on every Cost
+/// Explorer request.
 pub async fn clients_with(
     integration: &Integration,
     metrics: &Arc<Metrics>,
     timeouts: Timeouts,
+    cost_explorer_interceptor: Option<SharedInterceptor>,
 ) -> Clients {
     let sdk = sdk_config(integration, metrics, timeouts).await;
     let counter = RequestCounter::new(integration.name.clone(), metrics.clone());
     let mut builder =
         aws_sdk_costexplorer::config::Builder::from(&sdk).interceptor(counter.clone());
+    if let Some(interceptor) = cost_explorer_interceptor {
+        builder.push_interceptor(interceptor);
+    }
     if let Some(url) = &integration.endpoint_url {
         builder = builder.endpoint_url(url.clone());
     }

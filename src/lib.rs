@@ -5,6 +5,7 @@
 //! snapshot that is swapped in atomically; scrapes answer from memory and never call AWS.
 
 pub mod aggregate;
+pub mod api_budget;
 pub mod config;
 pub mod cost_explorer;
 pub mod credentials;
@@ -16,6 +17,7 @@ pub mod organizations;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
+pub mod storage;
 pub mod web_config;
 
 use std::collections::BTreeMap;
@@ -23,15 +25,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use aws_sdk_costexplorer::config::SharedInterceptor;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api_budget::{ApiBudget, CapInterceptor};
 use crate::config::{Config, Integration};
 use crate::metrics::Metrics;
 use crate::refresh::{Clock, RefreshOptions, Refresher};
 use crate::server::{Limits, ReloadRequest, ServerState};
 use crate::snapshot::SnapshotStore;
+use crate::storage::Storage;
 use crate::web_config::{WebConfigError, WebConfigSource};
 
 /// How to serve.
@@ -51,6 +56,8 @@ pub struct ExporterOptions {
     /// `--web.enable-lifecycle`: `POST /-/reload` asks for a reload (see
     /// [`Exporter::take_reload_requests`]).
     pub enable_lifecycle: bool,
+    /// `--storage.path`: where snapshots and request counts survive restarts.
+    pub storage_path: Option<PathBuf>,
 }
 
 impl Default for ExporterOptions {
@@ -63,6 +70,7 @@ impl Default for ExporterOptions {
             web_config_file: None,
             limits: Limits::default(),
             enable_lifecycle: false,
+            storage_path: None,
         }
     }
 }
@@ -84,6 +92,8 @@ pub enum StartError {
     WebConfig(#[from] WebConfigError),
     #[error("cannot start the refresh runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
 }
 
 /// A running exporter: the HTTP server and one refresh task per integration.
@@ -105,6 +115,10 @@ pub struct Exporter {
     web: Option<Arc<WebConfigSource>>,
     /// `POST /-/reload` requests, until taken.
     reload_requests: Option<mpsc::Receiver<ReloadRequest>>,
+    /// `--storage.path`.
+    storage: Option<Storage>,
+    /// Each integration's daily request cap, kept across reloads that change it.
+    budgets: BTreeMap<String, Arc<ApiBudget>>,
 }
 
 /// One integration's refresh task and the settings it runs with.
@@ -144,8 +158,13 @@ impl Exporter {
                     address: options.listen_address.clone(),
                     source,
                 })?;
+        // Before the refresh runtime exists: dropping it on an error here would panic.
+        let storage = match &options.storage_path {
+            Some(path) => Some(Storage::open(path)?),
+            None => None,
+        };
         let refresh_runtime = refresh::runtime().map_err(StartError::Runtime)?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_clock(options.clock.clone()));
         let store = Arc::new(SnapshotStore::new(Vec::new()));
         let shutdown = CancellationToken::new();
         let (reload_sender, reload_requests) = match options.enable_lifecycle {
@@ -179,6 +198,8 @@ impl Exporter {
             refresh_runtime: Some(refresh_runtime),
             web,
             reload_requests,
+            storage,
+            budgets: BTreeMap::new(),
         };
         exporter.reload(config).await;
         tracing::info!(
@@ -209,6 +230,7 @@ impl Exporter {
             if let Some(running) = self.integrations.remove(&name) {
                 running.stop().await;
             }
+            self.budgets.remove(&name);
             self.metrics.forget(&name);
             tracing::info!(integration = %name, "integration removed");
             summary.removed.push(name);
@@ -235,7 +257,8 @@ impl Exporter {
                 }
                 None => summary.added.push(name.clone()),
             }
-            let running = self.spawn(integration, config.data_delay_days).await;
+            let added = summary.added.last() == Some(&name);
+            let running = self.spawn(integration, config.data_delay_days, added).await;
             self.integrations.insert(name, running);
         }
         let now = (self.clock)().timestamp_millis() as f64 / 1000.0;
@@ -263,7 +286,14 @@ impl Exporter {
         self.metrics.record_config_load(false, 0.0);
     }
 
-    async fn spawn(&self, integration: Integration, data_delay_days: u32) -> RunningIntegration {
+    /// Starts an integration's refresh task; a new one (`load_stored`) first serves its
+    /// stored snapshot, if `--storage.path` has a good one.
+    async fn spawn(
+        &mut self,
+        integration: Integration,
+        data_delay_days: u32,
+        load_stored: bool,
+    ) -> RunningIntegration {
         tracing::info!(
             integration = %integration.name,
             account_id = %integration.account_id,
@@ -272,16 +302,44 @@ impl Exporter {
             cost_basis = %integration.cost_basis.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
             "integration configured"
         );
-        let refresher = Refresher::new(
+        let budget = self.budget(&integration).await;
+        let clients = credentials::clients_with(
+            &integration,
+            &self.metrics,
+            self.refresh_options.timeouts,
+            Some(SharedInterceptor::new(CapInterceptor(budget.clone()))),
+        )
+        .await;
+        let mut refresher = Refresher::new(
             integration.clone(),
-            credentials::clients_with(&integration, &self.metrics, self.refresh_options.timeouts)
-                .await,
+            clients,
             data_delay_days,
             self.store.clone(),
             self.metrics.clone(),
             self.clock.clone(),
         )
-        .with_schedule(self.refresh_options, self.permits.clone());
+        .with_schedule(self.refresh_options, self.permits.clone())
+        .with_budget(budget);
+        if let Some(storage) = &self.storage {
+            let fingerprint = storage::fingerprint(&integration, data_delay_days);
+            refresher = refresher.with_storage(storage.clone(), fingerprint);
+            if load_stored
+                && let Some(stored) =
+                    load_stored_snapshot(storage, &integration.name, fingerprint).await
+            {
+                let snapshot = Arc::new(stored.snapshot);
+                self.store.publish(snapshot.clone());
+                self.metrics
+                    .record_data_fetched(&integration.name, snapshot.fetched_at);
+                tracing::info!(
+                    integration = %integration.name,
+                    fetched_at = %snapshot.fetched_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    series = snapshot.series_count(),
+                    "serving the stored snapshot until the next refresh is due"
+                );
+                refresher = refresher.with_stored(snapshot, stored.fallback);
+            }
+        }
         let stop = self.shutdown.child_token();
         let run = refresher.run(stop.clone());
         let task = match &self.refresh_runtime {
@@ -294,6 +352,42 @@ impl Exporter {
             stop,
             task,
         }
+    }
+
+    /// The integration's daily request cap: the running one (with the new limit), or a new one
+    /// that starts from the count stored for today.
+    async fn budget(&mut self, integration: &Integration) -> Arc<ApiBudget> {
+        let limit = integration.max_api_requests_per_day;
+        if let Some(budget) = self.budgets.get(&integration.name) {
+            budget.set_limit(limit);
+            return budget.clone();
+        }
+        let (name, clock, storage, metrics) = (
+            integration.name.clone(),
+            self.clock.clone(),
+            self.storage.clone(),
+            self.metrics.clone(),
+        );
+        let budget = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                ApiBudget::new(&name, limit, clock, storage, metrics)
+            })
+            .await
+            .unwrap_or_else(|_| {
+                // Reading the count panicked: start counting from zero, and say so.
+                tracing::warn!(integration = %integration.name, "cannot read the stored count of Cost Explorer requests");
+                ApiBudget::new(
+                    &integration.name,
+                    limit,
+                    self.clock.clone(),
+                    None,
+                    self.metrics.clone(),
+                )
+            }),
+        );
+        self.budgets
+            .insert(integration.name.clone(), budget.clone());
+        budget
     }
 
     /// The address the server listens on.
@@ -329,6 +423,30 @@ impl Drop for Exporter {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Reads an integration's stored snapshot off the async workers; a file that cannot be used
+/// is reported in one log line and ignored.
+async fn load_stored_snapshot(
+    storage: &Storage,
+    integration: &str,
+    fingerprint: u64,
+) -> Option<storage::Stored> {
+    let (reader, name) = (storage.clone(), integration.to_string());
+    let result =
+        tokio::task::spawn_blocking(move || reader.load_snapshot(&name, fingerprint)).await;
+    let error = match result {
+        Ok(Ok(stored)) => return stored,
+        Ok(Err(err)) => err.to_string(),
+        Err(err) => err.to_string(),
+    };
+    tracing::warn!(
+        integration = %integration,
+        file = %storage.snapshot_path(integration).display(),
+        error = %error,
+        "ignoring the stored snapshot; refreshing at once"
+    );
+    None
 }
 
 impl RunningIntegration {

@@ -55,6 +55,10 @@ struct Flags {
     /// How many integrations refresh at once, at most.
     #[arg(long = "refresh.max-concurrency", default_value_t = aws_cost_exporter::refresh::MAX_CONCURRENCY, value_parser = parse_concurrency)]
     max_concurrency: usize,
+    /// Directory where each integration's last snapshot and its day's count of billed Cost
+    /// Explorer requests survive restarts (created if missing). Off when not given.
+    #[arg(long = "storage.path", value_name = "DIR")]
+    storage_path: Option<PathBuf>,
     /// Serve two demo integrations fed by a simulated Cost Explorer on loopback
     /// (no AWS account needed); --config.file is ignored.
     #[arg(long)]
@@ -207,6 +211,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 max_connections: flags.max_connections,
             },
             enable_lifecycle: flags.enable_lifecycle,
+            storage_path: flags.storage_path.clone(),
             ..ExporterOptions::default()
         },
     )

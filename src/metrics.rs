@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 
 use crate::exposition::{Format, openmetrics_to_classic};
 use crate::failure::Reason;
+use crate::refresh::{Clock, system_clock};
 
 /// The crate version, for `aws_cost_exporter_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -63,6 +64,27 @@ pub struct Metrics {
     reload_timestamp: Gauge<f64, AtomicU64>,
     /// Request attempts per integration, for the refresh log line.
     request_totals: Mutex<HashMap<String, u64>>,
+    data_age: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    api_budget_exhausted: Family<IntegrationLabels, Gauge>,
+    /// What the scrape-time gauges are computed from, with the clock they are computed by.
+    scrape_time: Mutex<ScrapeTime>,
+    clock: ScrapeClock,
+}
+
+/// Per integration: when its served data was fetched, and the UTC day its daily request cap
+/// ran out (if it did).
+#[derive(Debug, Default)]
+struct ScrapeTime {
+    fetched_at: HashMap<String, chrono::DateTime<chrono::Utc>>,
+    exhausted_on: HashMap<String, Option<chrono::NaiveDate>>,
+}
+
+struct ScrapeClock(Clock);
+
+impl std::fmt::Debug for ScrapeClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 /// The parts of a refresh, as `aws_cost_query_success` names them.
@@ -82,6 +104,12 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_clock(system_clock())
+    }
+
+    /// Metrics whose scrape-time gauges (`aws_cost_data_age_seconds`,
+    /// `aws_cost_api_budget_exhausted`) read `clock`.
+    pub fn with_clock(clock: Clock) -> Self {
         let mut registry = Registry::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -144,8 +172,24 @@ impl Metrics {
             "Unix time of the last successful configuration load",
             reload_timestamp.clone(),
         );
+        let data_age = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "aws_cost_data_age_seconds",
+            "How old the integration's served data is: now minus when it was fetched from AWS (computed at scrape time)",
+            data_age.clone(),
+        );
+        let api_budget_exhausted = Family::<IntegrationLabels, Gauge>::default();
+        registry.register(
+            "aws_cost_api_budget_exhausted",
+            "1 while the integration's daily cap of billed Cost Explorer requests (max_api_requests_per_day) is reached, until the next UTC day; else 0",
+            api_budget_exhausted.clone(),
+        );
         Self {
             registry,
+            data_age,
+            api_budget_exhausted,
+            scrape_time: Mutex::new(ScrapeTime::default()),
+            clock: ScrapeClock(clock),
             query_success,
             reload_success,
             reload_timestamp,
@@ -237,6 +281,13 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
+        // Under the lock a scrape sets them under, so that no scrape brings them back.
+        let mut scrape_time = self.scrape_time();
+        scrape_time.fetched_at.remove(integration);
+        scrape_time.exhausted_on.remove(integration);
+        self.data_age.remove(&labels);
+        self.api_budget_exhausted.remove(&labels);
+        drop(scrape_time);
         for query in QUERIES {
             self.forget_query(integration, query);
         }
@@ -275,8 +326,51 @@ impl Metrics {
         totals.get(integration).copied().unwrap_or_default()
     }
 
+    fn scrape_time(&self) -> std::sync::MutexGuard<'_, ScrapeTime> {
+        match self.scrape_time.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Records when the data an integration now serves was fetched from AWS.
+    pub fn record_data_fetched(&self, integration: &str, at: chrono::DateTime<chrono::Utc>) {
+        self.scrape_time()
+            .fetched_at
+            .insert(integration.to_string(), at);
+    }
+
+    /// Records the UTC day an integration's daily request cap ran out (`None`: it has not).
+    pub fn record_api_budget_exhausted(&self, integration: &str, day: Option<chrono::NaiveDate>) {
+        self.scrape_time()
+            .exhausted_on
+            .insert(integration.to_string(), day);
+    }
+
+    /// Sets the gauges that depend on the time of the scrape.
+    fn update_scrape_time_gauges(&self) {
+        let now = (self.clock.0)();
+        let scrape_time = self.scrape_time();
+        for (integration, fetched_at) in &scrape_time.fetched_at {
+            let age = (now - *fetched_at).num_milliseconds() as f64 / 1000.0;
+            self.data_age
+                .get_or_create(&IntegrationLabels {
+                    integration: integration.clone(),
+                })
+                .set(age);
+        }
+        for (integration, day) in &scrape_time.exhausted_on {
+            self.api_budget_exhausted
+                .get_or_create(&IntegrationLabels {
+                    integration: integration.clone(),
+                })
+                .set(i64::from(*day == Some(now.date_naive())));
+        }
+    }
+
     /// Encodes the metrics in `format`, without OpenMetrics' closing `# EOF`.
     pub fn encode(&self, format: Format) -> String {
+        self.update_scrape_time_gauges();
         let mut openmetrics = String::with_capacity(2048);
         // Writing into a String cannot fail.
         let _ =

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Table;
+use crate::api_budget::{self, ApiBudget};
 use crate::config::{CostBasis, Integration};
 use crate::cost_explorer::{
     CostData, CostExplorerError, Dimension, ForecastValue, Period, TagData,
@@ -33,6 +34,7 @@ use crate::credentials::{Clients, Timeouts};
 use crate::failure::{Classify, Reason};
 use crate::metrics::Metrics;
 use crate::snapshot::{IntegrationSnapshot, RefreshData, SnapshotStore};
+use crate::storage::{Fallback, Storage};
 
 /// The first retry delay after a failed refresh.
 pub const RETRY_MIN: Duration = Duration::from_secs(60);
@@ -206,6 +208,13 @@ pub struct Refresher {
     options: RefreshOptions,
     /// Shared by every integration: how many refresh at once.
     permits: Option<Arc<Semaphore>>,
+    /// The daily cap on billed requests, applied by the Cost Explorer client's interceptor.
+    budget: Option<Arc<ApiBudget>>,
+    /// Where each published snapshot is written (`--storage.path`), with the fingerprint of
+    /// the configuration that shaped it.
+    storage: Option<(Storage, u64)>,
+    /// When a stored snapshot is served: when the first refresh is due.
+    first_due: Option<DateTime<Utc>>,
 }
 
 impl Refresher {
@@ -228,6 +237,9 @@ impl Refresher {
             organizations_fetched: Mutex::new(None),
             options: RefreshOptions::default(),
             permits: None,
+            budget: None,
+            storage: None,
+            first_due: None,
         }
     }
 
@@ -250,9 +262,11 @@ impl Refresher {
         let bases = &self.integration.cost_basis;
         let ce = &self.clients.cost_explorer;
         let last = lock(&self.last).clone();
+        let refusals = self.check_budget(None)?;
 
         let costs = ce.costs(period, bases).await;
         self.record("costs", costs.is_ok());
+        self.check_budget(Some(refusals))?;
         let mut data = RefreshData::new(costs?);
         let mut outcome = Outcome {
             refresher: self,
@@ -262,16 +276,19 @@ impl Refresher {
         if !self.integration.tags.is_empty() {
             let result = self.tags(period).await;
             data.tags = outcome.settle("tags", result.map(Some), || None);
+            self.check_budget(Some(refusals))?;
         }
         if !self.integration.resources.is_empty() {
             let result = self.resources(period, &data.costs).await;
             data.resources = outcome.settle("resources", result.map(Some), || None);
+            self.check_budget(Some(refusals))?;
         }
         if self.integration.forecast {
             let result = self.forecasts(period).await;
             (data.forecasts, data.budget_forecasts) = outcome.settle("forecast", result, || {
                 (last.forecasts.clone(), last.budget_forecasts.clone())
             });
+            self.check_budget(Some(refusals))?;
         }
         if let Some(organizations) = &self.clients.organizations {
             let fetched = *lock(&self.organizations_fetched);
@@ -305,17 +322,20 @@ impl Refresher {
         })
         .await
         .map_err(|err| RefreshError::Build(err.to_string()))?;
-        let snapshot = Arc::new(snapshot);
+        let snapshot = Arc::new(snapshot.fetched(now));
         let summary = RefreshSummary {
             series: snapshot.series_count(),
         };
         self.store.publish(snapshot.clone());
+        self.metrics
+            .record_data_fetched(&self.integration.name, now);
         *lock(&self.last) = Last {
             snapshot: Some(snapshot),
             forecasts: data.forecasts,
             budget_forecasts: data.budget_forecasts,
             organization_accounts: data.organization_accounts,
         };
+        self.persist().await;
         match failures.first() {
             None => Ok(summary),
             Some(first) => Err(RefreshError::Partial {
@@ -492,9 +512,16 @@ impl Refresher {
         }
     }
 
-    /// Refreshes soon (after a random part of the start spread), then on schedule, until
-    /// `shutdown` is cancelled. Each refresh holds a permit of the shared semaphore.
+    /// Refreshes soon (after a random part of the start spread; serving a stored snapshot,
+    /// when it is due), then on schedule, until `shutdown` is cancelled. Each refresh holds a
+    /// permit of the shared semaphore.
     pub async fn run(self, shutdown: CancellationToken) {
+        if let Some(due) = self.first_due {
+            tokio::select! {
+                _ = api_budget::sleep_until(&self.clock, due) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
         let interval = self.integration.refresh_interval;
         self.metrics.init_failures(&self.integration.name);
         let spread = self.options.start_spread.min(interval / 10);
@@ -524,7 +551,117 @@ impl Refresher {
                 backoff(self.options.retry_min, interval, failures),
                 fastrand::f64(),
             );
+            if let Some(at) = self.budget_wait(ok, delay) {
+                // The day's cap is spent: nothing until the next UTC day.
+                tokio::select! {
+                    _ = api_budget::sleep_until(&self.clock, at) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                delay = Duration::ZERO;
+            }
         }
+    }
+}
+
+/// `--storage.path` and `max_api_requests_per_day` (see [`crate::storage`] and
+/// [`crate::api_budget`]).
+impl Refresher {
+    /// Applies the daily request cap (installed as the Cost Explorer client's interceptor).
+    pub fn with_budget(mut self, budget: Arc<ApiBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Writes every published snapshot to `storage`.
+    pub fn with_storage(mut self, storage: Storage, fingerprint: u64) -> Self {
+        self.storage = Some((storage, fingerprint));
+        self
+    }
+
+    /// Starts from a stored snapshot (already published): its parts are what failed parts
+    /// fall back on, and the first refresh is due a refresh interval after its data was
+    /// fetched (at once when that is past).
+    pub fn with_stored(self, snapshot: Arc<IntegrationSnapshot>, fallback: Fallback) -> Self {
+        let due = chrono::TimeDelta::from_std(self.integration.refresh_interval)
+            .ok()
+            .and_then(|interval| snapshot.fetched_at.checked_add_signed(interval));
+        *lock(&self.last) = Last {
+            snapshot: Some(snapshot),
+            forecasts: fallback.forecasts,
+            budget_forecasts: fallback.budget_forecasts,
+            organization_accounts: fallback.organization_accounts,
+        };
+        Self {
+            first_due: due,
+            ..self
+        }
+    }
+
+    /// Fails the refresh when the daily cap refused a request since `refusals_before` (or,
+    /// with `None`, when today's allowance is already spent); returns the refusals so far.
+    fn check_budget(&self, refusals_before: Option<u64>) -> Result<u64, RefreshError> {
+        let Some(budget) = &self.budget else {
+            return Ok(0);
+        };
+        let refusals = budget.refusals();
+        let stop = match refusals_before {
+            Some(before) => refusals > before,
+            None => budget.exhausted(),
+        };
+        if stop {
+            return Err(CostExplorerError::ApiBudget {
+                limit: budget.limit(),
+            }
+            .into());
+        }
+        Ok(refusals)
+    }
+
+    /// With today's allowance spent: when to try again (the next UTC day, and after a
+    /// success not before the regular delay either).
+    fn budget_wait(&self, ok: bool, delay: Duration) -> Option<DateTime<Utc>> {
+        let budget = self.budget.as_ref().filter(|b| b.exhausted())?;
+        let next_day = budget.next_day();
+        let regular = chrono::TimeDelta::from_std(delay)
+            .ok()
+            .and_then(|delay| (self.clock)().checked_add_signed(delay));
+        Some(match regular {
+            Some(regular) if ok => regular.max(next_day),
+            _ => next_day,
+        })
+    }
+
+    /// Writes the published snapshot to `--storage.path`, off the async workers. A failure
+    /// is logged; the refresh stands.
+    async fn persist(&self) {
+        let Some((storage, fingerprint)) = self.storage.clone() else {
+            return;
+        };
+        let last = lock(&self.last).clone();
+        let Some(snapshot) = last.snapshot else {
+            return;
+        };
+        let fallback = Fallback {
+            forecasts: last.forecasts,
+            budget_forecasts: last.budget_forecasts,
+            organization_accounts: last.organization_accounts,
+        };
+        let path = storage.snapshot_path(&self.integration.name);
+        let result = tokio::task::spawn_blocking(move || {
+            storage.save_snapshot(&snapshot, fingerprint, &fallback)
+        })
+        .await;
+        let error = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        tracing::warn!(
+            integration = %self.integration.name,
+            file = %path.display(),
+            error = %error,
+            "cannot store the snapshot; a restart will refresh at once"
+        );
     }
 }
 

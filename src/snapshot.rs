@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::aggregate::Table;
 use crate::config::{CostBasis, Integration};
@@ -175,8 +177,19 @@ struct Block {
 pub struct IntegrationSnapshot {
     pub integration: String,
     pub period: Period,
+    /// When its data was fetched from AWS (set by the refresh; `aws_cost_data_age_seconds`
+    /// is computed from it at scrape time).
+    pub fetched_at: DateTime<Utc>,
     /// One block per family of [`FAMILIES`].
     blocks: Vec<Block>,
+}
+
+/// One family's encoded sample lines of one integration, as `--storage.path` keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBlock {
+    pub text: Bytes,
+    pub samples: usize,
+    pub dropped: usize,
 }
 
 /// Writes one family's sample lines of one integration.
@@ -488,8 +501,54 @@ impl IntegrationSnapshot {
         Self {
             integration: integration.name.clone(),
             period,
+            fetched_at: Utc::now(),
             blocks,
         }
+    }
+
+    /// The same snapshot, its data fetched at `at`.
+    pub fn fetched(mut self, at: DateTime<Utc>) -> Self {
+        self.fetched_at = at;
+        self
+    }
+
+    /// Each family's encoded block, in [`FAMILIES`] order.
+    pub fn encoded_blocks(&self) -> Vec<EncodedBlock> {
+        self.blocks
+            .iter()
+            .map(|b| EncodedBlock {
+                text: b.piece.text.clone(),
+                samples: b.samples,
+                dropped: b.dropped,
+            })
+            .collect()
+    }
+
+    /// Rebuilds a snapshot from [`Self::encoded_blocks`] (compressing each block again);
+    /// `None` unless there is one block per family.
+    pub fn from_encoded(
+        integration: String,
+        period: Period,
+        fetched_at: DateTime<Utc>,
+        blocks: Vec<EncodedBlock>,
+    ) -> Option<Self> {
+        if blocks.len() != FAMILIES.len() {
+            return None;
+        }
+        let blocks = blocks
+            .into_iter()
+            .map(|b| Block {
+                piece: Piece::new(b.text),
+                samples: b.samples,
+                dropped: b.dropped,
+            })
+            .collect();
+        Some(Self {
+            integration,
+            period,
+            fetched_at,
+            blocks,
+        })
     }
 
     /// The sample lines of one family.

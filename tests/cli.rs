@@ -111,6 +111,39 @@ fn bad_config_is_refused_with_file_line_column_and_key() {
 }
 
 #[test]
+fn an_unusable_storage_path_stops_the_start_and_is_named() {
+    let config = temp_file(
+        "storage",
+        "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n    endpoint_url: http://127.0.0.1:9\n",
+    );
+    // A file where the directory should be.
+    let file = config.with_file_name("not-a-directory");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(BIN)
+        .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
+        .arg(&config)
+        .arg("--storage.path")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        message.starts_with(&format!("error: --storage.path {}: ", file.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        message.matches("os error").count(),
+        1,
+        "said once: {message}"
+    );
+}
+
+#[test]
 fn unset_environment_variables_are_named() {
     let path = temp_file(
         "env",

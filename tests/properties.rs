@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_cost_exporter::config::{
-    Budget, Config, ConfigError, ConfigFormat, CostBasis, DEFAULT_MAX_SERIES, DEFAULT_REGION,
-    Integration, Secret, StaticCredentials, expand_env, parse_with_env,
+    Budget, Config, ConfigError, ConfigFormat, CostBasis, DEFAULT_MAX_API_REQUESTS_PER_DAY,
+    DEFAULT_MAX_SERIES, DEFAULT_REGION, Integration, Secret, StaticCredentials, expand_env,
+    parse_with_env,
 };
 use aws_cost_exporter::cost_explorer::{
     CostExplorer, CostExplorerError, Dimension, Granularity, GroupKey, Query, parse_date, tag_value,
@@ -746,6 +747,8 @@ impl GenIntegration {
             max_resource_series: self.max_resource_series.unwrap_or(DEFAULT_MAX_SERIES),
             tags: list(&self.tags),
             max_tag_series: self.max_tag_series.unwrap_or(DEFAULT_MAX_SERIES),
+            // Not generated: the default (tests/storage.rs and config's unit tests set it).
+            max_api_requests_per_day: DEFAULT_MAX_API_REQUESTS_PER_DAY,
             forecast: self.forecast.unwrap_or(true),
             budgets: self
                 .budgets
