@@ -235,7 +235,7 @@ def cmd_run(args):
         "checks": {"plain": 0, "gzip": 0, "openmetrics": 0}, "failed": 0,
         "inconsistent": 0, "examples": [], "cost_series": [], "budgets_checked": 0,
         "reloads_sent": 0, "rss": [], "refreshes": {}, "reloads_done": 0,
-        "reloads_failed": 0, "exited": False,
+        "reloads_failed": 0, "exited": False, "durations": {},
     }
 
     def note(kind, text):
@@ -253,7 +253,11 @@ def cmd_run(args):
             kind, headers = kinds[i % 2]
             seconds = max(1, min(args.wrk_seconds, int(left)))
             try:
-                r = helper.run_wrk(args.url, seconds, headers, 2, 8, args.wrk_log)
+                # At nice 19, like the simulator: both stand for other machines. At nice 0, wrk
+                # alone takes a core and, with the scrapes it asks for, starves the refreshes
+                # (nice 19 themselves): in the first run of this soak, the payer's refresh took
+                # 121 s instead of 1.2 s.
+                r = helper.run_wrk(args.url, seconds, headers, 2, 8, args.wrk_log, nice=19)
             except SystemExit:
                 with lock:
                     state["wrk_failures"].append(f"{kind}: wrk failed (see {args.wrk_log})")
@@ -339,8 +343,14 @@ def cmd_run(args):
                     elif message.startswith("configuration reload failed"):
                         state["reloads_failed"] += 1
                     elif message.startswith("refresh") and "outcome" in fields:
-                        key = (str(fields.get("integration", "")), str(fields["outcome"]))
+                        name = str(fields.get("integration", ""))
+                        key = (name, str(fields["outcome"]))
                         state["refreshes"][key] = state["refreshes"].get(key, 0) + 1
+                        try:
+                            seconds = float(fields.get("duration_seconds", "nan"))
+                        except (TypeError, ValueError):
+                            seconds = float("nan")
+                        state["durations"].setdefault(name, []).append(seconds)
             if stop.is_set() and not data:
                 break
             time.sleep(0.05)
@@ -413,6 +423,8 @@ def report(args, s):
     w(f"| budget invariants checked | {s['budgets_checked']:,} |")
     w(f"| refreshes done | {succeeded:,} successful; "
       f"{'; '.join(f'{n}: ' + ', '.join(v) for n, v in per_integration.items()) or 'none'} |")
+    for name, values in sorted(s["durations"].items()):
+        w(f"| {name} refresh seconds (median / max) | {median(values):.3g} / {max(values):.3g} |")
     w(f"| reloads | {s['reloads_sent']} SIGHUPs sent, {s['reloads_done']} done, "
       f"{s['reloads_failed']} failed |")
     w(f"| RSS first / median of last third / max | {helper.mb(rss[0]) if rss else '-'} / "
