@@ -376,7 +376,7 @@ pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T,
     let mut path = None;
     let result = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|err| {
-            path = Some(err.path().to_string());
+            path = Some(key_path(err.path()));
             err.into_inner()
         })
     });
@@ -389,6 +389,43 @@ pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T,
             .filter(|p| !p.is_empty() && p != "." && p != "?");
         error
     })
+}
+
+/// Keys whose values are secrets, in both file shapes.
+const SECRET_KEYS: [&str; 5] = [
+    "secret_access_key",
+    "secretAccessKey",
+    "accessKeySecret",
+    "external_id",
+    "externalId",
+];
+
+/// The failing key's path as serde_path_to_error writes it (`a.b[0].c`), but ending at a
+/// secret's key: below it, the parser's steps are made of the secret's own text (a secret
+/// written as `[secret: {` is a flow mapping whose key is the secret; found by
+/// tests/secrets.rs).
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        if !out.is_empty() && !matches!(segment, Segment::Seq { .. }) {
+            out.push('.');
+        }
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push_str(key);
+                if SECRET_KEYS.contains(&key.as_str()) {
+                    break;
+                }
+            }
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
 }
 
 fn parser_error(err: serde_saphyr::Error) -> ConfigError {
@@ -1060,6 +1097,24 @@ mod tests {
         match parse(text) {
             Ok(config) => panic!("accepted: {config:?}"),
             Err(err) => err,
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_inside_a_secret_does_not_show_it() {
+        for (key, value) in [
+            ("secret_access_key", "[s3cret-text-1: {"),
+            ("external_id", "{s3cret-text-2: [1"),
+        ] {
+            let text = format!(
+                "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n    access_key_id: AKIAEXAMPLE\n    {key}: {value}\n"
+            );
+            let e = err(&text);
+            assert_eq!(
+                e.key.as_deref(),
+                Some(format!("integrations[0].{key}").as_str())
+            );
+            assert!(!e.to_string().contains("s3cret-text"), "{e}");
         }
     }
 

@@ -9,6 +9,9 @@ use aws_cost_exporter::server::{self, Limits};
 use aws_cost_exporter::{Exporter, ExporterOptions, config, demo, web_config};
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -110,6 +113,13 @@ fn parse_max_connections(text: &str) -> Result<usize, String> {
     }
 }
 
+/// The most verbose level other crates (the AWS SDK, hyper) may log at, whatever `RUST_LOG`
+/// asks: at trace level the SDK's orchestrator dumps whole client configurations with `Debug`,
+/// and the assume-role credentials provider's dump includes the external id (tests/secrets.rs
+/// finds it there). Their debug lines name access key ids (identifiers, not secrets) but no
+/// secret, session token or external id.
+const OTHER_CRATES_MAX_LEVEL: LevelFilter = LevelFilter::DEBUG;
+
 fn init_logging(flags: &Flags) {
     // Our own level from --log.level; the AWS crates stay at warn unless RUST_LOG says otherwise.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -118,18 +128,26 @@ fn init_logging(flags: &Flags) {
             flags.log_level
         ))
     });
+    // Applied after the filter above, so RUST_LOG cannot lift it.
+    let cap = Targets::new()
+        .with_default(OTHER_CRATES_MAX_LEVEL)
+        .with_target("aws_cost_exporter", LevelFilter::TRACE);
     match flags.log_format {
         LogFormat::Logfmt => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .event_format(tracing_logfmt::EventsFormatter::default())
             .fmt_fields(tracing_logfmt::FieldsFormatter::default())
             .with_writer(std::io::stderr)
+            .finish()
+            .with(cap)
             .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .json()
             .flatten_event(true)
             .with_writer(std::io::stderr)
+            .finish()
+            .with(cap)
             .init(),
     }
 }

@@ -431,7 +431,11 @@ async fn the_daily_cap_stops_refreshes_until_the_next_utc_day() {
     );
     let failures = log_lines("capped", "refresh failed");
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert!(failures[0].contains("reason=\"api_budget\""), "{}", failures[0]);
+    assert!(
+        failures[0].contains("reason=\"api_budget\""),
+        "{}",
+        failures[0]
+    );
     for reason in ["api_budget", "access_denied", "aws_error", "throttled"] {
         assert_eq!(
             value_of(

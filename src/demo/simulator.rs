@@ -339,6 +339,21 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// Every temporary credential the simulated STS has issued so far, in no particular order:
+    /// (access key id, secret access key, session token). Tests look for them in the
+    /// exporter's output.
+    pub fn issued_sessions(&self) -> Vec<(String, String, String)> {
+        let Ok(keys) = self.state.keys.lock() else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|(id, key)| {
+                let token = key.session_token.clone()?;
+                Some((id.clone(), key.secret.clone(), token))
+            })
+            .collect()
+    }
+
     /// Changes how an account answers Cost Explorer from now on.
     pub fn set_behavior(&self, account_id: &str, behavior: Behavior) {
         set_behavior(&self.state, account_id, behavior);
