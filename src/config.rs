@@ -295,20 +295,38 @@ impl ConfigError {
     }
 
     fn render(&self) -> String {
-        let mut out = String::from("invalid configuration");
-        if let Some(file) = &self.file {
-            out.push_str(&format!(" {}", file.display()));
-        }
-        if let Some((line, column)) = self.position {
-            out.push_str(&format!(" at line {line} column {column}"));
-        }
-        if let Some(key) = &self.key {
-            out.push_str(&format!(": {key}"));
-        }
-        out.push_str(": ");
-        out.push_str(&self.message);
-        out
+        render_problem(
+            "invalid configuration",
+            self.file.as_deref(),
+            self.position,
+            self.key.as_deref(),
+            &self.message,
+        )
     }
+}
+
+/// `WHAT [FILE] [at line L column C]: [KEY: ]MESSAGE`, the shape of every configuration error
+/// (this file's and `--web.config.file`'s).
+pub(crate) fn render_problem(
+    what: &str,
+    file: Option<&std::path::Path>,
+    position: Option<(u64, u64)>,
+    key: Option<&str>,
+    message: &str,
+) -> String {
+    let mut out = String::from(what);
+    if let Some(file) = file {
+        out.push_str(&format!(" {}", file.display()));
+    }
+    if let Some((line, column)) = position {
+        out.push_str(&format!(" at line {line} column {column}"));
+    }
+    if let Some(key) = key {
+        out.push_str(&format!(": {key}"));
+    }
+    out.push_str(": ");
+    out.push_str(message);
+    out
 }
 
 fn position_of(location: Location) -> Option<(u64, u64)> {

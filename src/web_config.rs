@@ -29,7 +29,7 @@ use serde::de::IgnoredAny;
 use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConfigError, from_yaml};
+use crate::config::{ConfigError, from_yaml, render_problem};
 
 /// A problem with the web configuration: where it is and what is wrong. Never contains a key,
 /// a password or a password hash.
@@ -57,19 +57,13 @@ impl WebConfigError {
     }
 
     fn render(&self) -> String {
-        let mut out = String::from("invalid web configuration");
-        if let Some(file) = &self.file {
-            out.push_str(&format!(" {}", file.display()));
-        }
-        if let Some((line, column)) = self.position {
-            out.push_str(&format!(" at line {line} column {column}"));
-        }
-        if let Some(key) = &self.key {
-            out.push_str(&format!(": {key}"));
-        }
-        out.push_str(": ");
-        out.push_str(&self.message);
-        out
+        render_problem(
+            "invalid web configuration",
+            self.file.as_deref(),
+            self.position,
+            self.key.as_deref(),
+            &self.message,
+        )
     }
 }
 
