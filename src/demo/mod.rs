@@ -2,13 +2,16 @@
 //! points the exporter at it through the real SDK code path (endpoint override). Used by
 //! `--demo` and by the tests.
 
+pub mod commitments;
 pub mod dataset;
 pub mod simulator;
 
 use chrono::NaiveDate;
 
 pub use dataset::{Dataset, DatasetSpec};
-pub use simulator::{Arrival, Behavior, LoggedRequest, Simulator, SimulatorBuilder};
+pub use simulator::{
+    Arrival, BILLED_OPERATIONS, Behavior, LoggedRequest, Simulator, SimulatorBuilder,
+};
 
 use crate::config::{self, Config, ConfigError};
 

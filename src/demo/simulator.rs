@@ -5,6 +5,18 @@
 //! access key in SigV4's `Credential=` and the session token of temporary credentials), serves
 //! each account's own data, pages results, and records every request for the tests.
 //!
+//! Cost Explorer's commitment and anomaly operations (Savings Plans and reservation
+//! utilisation and coverage, anomalies and monitors) are served by [`super::commitments`].
+//! Their data is *derived from the cost rows*, not added to them: the Savings Plans' recurring
+//! commitment is the `SavingsPlanRecurringFee` rows, the commitment they used and the usage
+//! they covered the `SavingsPlanCoveredUsage` rows; a reservation is a resource with `RIFee`
+//! rows (its fee), whose used hours' on-demand cost is its `DiscountedUsage` rows; anomalies
+//! measure `Usage` rows. So the cost data, and every figure computed from it, is unchanged,
+//! and the commitment figures agree with the cost rows exactly; the formulas are in
+//! [`super::commitments`]. Every Cost Explorer operation ([`BILLED_OPERATIONS`]) is billed,
+//! each page a request, so [`Simulator::billed_requests`] counts them all; the faults of
+//! [`Behavior`] apply to them as to every Cost Explorer operation.
+//!
 //! Each account can be switched at run time ([`Simulator::set_behavior`]) to one of the faults
 //! AWS shows ([`Behavior`]), answered in AWS's own error shapes (`x-amzn-ErrorType` and
 //! `__type`, a message, an `x-amzn-RequestId` header on every answer), and back.
@@ -32,6 +44,21 @@ use tokio_util::sync::CancellationToken;
 use super::dataset::{Dataset, SimRow, basis_index, format_units};
 use crate::config::CostBasis;
 
+/// The billed Cost Explorer operations the simulator serves: every one of them costs 0.01
+/// USD a request (a page). Organizations and STS are free.
+pub const BILLED_OPERATIONS: &[&str] = &[
+    "GetCostAndUsage",
+    "GetCostAndUsageWithResources",
+    "GetCostForecast",
+    "GetSavingsPlansUtilization",
+    "GetSavingsPlansUtilizationDetails",
+    "GetSavingsPlansCoverage",
+    "GetReservationUtilization",
+    "GetReservationCoverage",
+    "GetAnomalies",
+    "GetAnomalyMonitors",
+];
+
 /// How a simulated account answers Cost Explorer (and Organizations), or STS for its roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Behavior {
@@ -47,8 +74,9 @@ pub enum Behavior {
     /// Answers normally, but only after this long: a slow answer, or, longer than the client's
     /// timeouts, a hang. A waiting answer ends early when the behavior changes.
     Hang(Duration),
-    /// Every `GetCostAndUsage` answer is the first page with the same `NextPageToken`, so a
-    /// client that follows tokens never reaches the end.
+    /// Every `GetCostAndUsage` answer (and every answer of the paged commitment and anomaly
+    /// operations) is the first page with the same `NextPageToken` (`NextToken`), so a client
+    /// that follows tokens never reaches the end.
     LoopingToken,
     /// HTTP 500 `InternalFailure` on every call.
     ServerError,
@@ -307,6 +335,15 @@ impl Simulator {
     /// Every request received so far.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.state.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The billed Cost Explorer requests received so far: every request of
+    /// [`BILLED_OPERATIONS`], whatever its answer.
+    pub fn billed_requests(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| BILLED_OPERATIONS.contains(&r.operation.as_str()))
+            .count()
     }
 
     /// An account's dataset.
@@ -828,6 +865,17 @@ fn json_api(
         "GetCostForecast" => {
             get_cost_forecast(&account.dataset, &request, unit).map(|v| v.to_string())
         }
+        other if super::commitments::OPERATIONS.contains(&other) => super::commitments::serve(
+            other,
+            &super::commitments::Context {
+                caller: &caller.account_id,
+                dataset: &account.dataset,
+                page_size: state.page_size,
+                looping: account.behavior == Behavior::LoopingToken,
+            },
+            &request,
+        )
+        .map(|v| v.to_string()),
         "ListAccounts" => {
             list_accounts(&caller.account_id, &account.dataset, &request).map(|v| v.to_string())
         }
@@ -846,13 +894,13 @@ fn json_api(
     }
 }
 
-type ApiError = (String, String);
+pub(super) type ApiError = (String, String);
 
-fn validation(message: &str) -> ApiError {
+pub(super) fn validation(message: &str) -> ApiError {
     ("ValidationException".to_string(), message.to_string())
 }
 
-fn date_field(value: &Value, field: &str) -> Result<NaiveDate, ApiError> {
+pub(super) fn date_field(value: &Value, field: &str) -> Result<NaiveDate, ApiError> {
     let text = value
         .get(field)
         .and_then(Value::as_str)
@@ -1038,7 +1086,7 @@ impl Filter {
 }
 
 /// The result periods for `[start, end)`: days, or months cut at month boundaries.
-fn periods(
+pub(super) fn periods(
     start: NaiveDate,
     end: NaiveDate,
     granularity: &str,
