@@ -875,10 +875,14 @@ fn reservations(
     // Per reservation and day: (fee, discounted usage).
     let mut days: BTreeMap<(ReservationKey, NaiveDate), (i128, i128, bool)> = BTreeMap::new();
     for row in dataset.day_rows(from, to) {
-        let (Some(resource), true) = (
-            row.resource_id(),
-            services.contains(row.service()) && keeps(filter, "LINKED_ACCOUNT", row.account_id()),
-        ) else {
+        // Only reservation rows (large organizations have millions of others).
+        if !matches!(row.record_type(), "RIFee" | "DiscountedUsage")
+            || !services.contains(row.service())
+            || !keeps(filter, "LINKED_ACCOUNT", row.account_id())
+        {
+            continue;
+        }
+        let Some(resource) = row.resource_id() else {
             continue;
         };
         let key = (
