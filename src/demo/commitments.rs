@@ -85,7 +85,7 @@ use chrono::{Datelike, Days, Months, NaiveDate};
 use serde_json::{Map, Value, json};
 
 use super::dataset::{Dataset, SimRow, format_units, units_to_f64};
-use super::simulator::{ApiError, date_field, periods, validation};
+use super::simulator::{self, ApiError, date_field, periods, validation};
 use crate::config::CostBasis;
 
 /// The operations this module serves (each billed like every Cost Explorer request).
@@ -329,16 +329,7 @@ fn ymd(day: NaiveDate) -> String {
 
 /// The request's `TimePeriod`, checked: Start before End, at most 13 months back.
 fn time_period(request: &Value, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), ApiError> {
-    let period = request
-        .get("TimePeriod")
-        .ok_or_else(|| validation("TimePeriod is required"))?;
-    let start = date_field(period, "Start")?;
-    let end = date_field(period, "End")?;
-    if start >= end {
-        return Err(validation(
-            "Start date (inclusive) must be before End date (exclusive)",
-        ));
-    }
+    let (start, end) = simulator::time_period(request)?;
     let earliest = today
         .with_day(1)
         .and_then(|first| first.checked_sub_months(Months::new(12)))

@@ -900,6 +900,21 @@ pub(super) fn validation(message: &str) -> ApiError {
     ("ValidationException".to_string(), message.to_string())
 }
 
+/// A request's required `TimePeriod` as `[Start, End)`, Start before End.
+pub(super) fn time_period(request: &Value) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let period = request
+        .get("TimePeriod")
+        .ok_or_else(|| validation("TimePeriod is required"))?;
+    let start = date_field(period, "Start")?;
+    let end = date_field(period, "End")?;
+    if start >= end {
+        return Err(validation(
+            "Start date (inclusive) must be before End date (exclusive)",
+        ));
+    }
+    Ok((start, end))
+}
+
 pub(super) fn date_field(value: &Value, field: &str) -> Result<NaiveDate, ApiError> {
     let text = value
         .get(field)
@@ -1311,16 +1326,7 @@ fn get_cost_and_usage(
     with_resources: bool,
 ) -> Result<String, ApiError> {
     let dataset = &account.dataset;
-    let period = request
-        .get("TimePeriod")
-        .ok_or_else(|| validation("TimePeriod is required"))?;
-    let start = date_field(period, "Start")?;
-    let end = date_field(period, "End")?;
-    if start >= end {
-        return Err(validation(
-            "Start date (inclusive) must be before End date (exclusive)",
-        ));
-    }
+    let (start, end) = time_period(request)?;
     if with_resources {
         let today = dataset.today.unwrap_or(start);
         if start < today - Days::new(13) {
