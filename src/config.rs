@@ -76,6 +76,13 @@ pub struct Integration {
     pub organizations_endpoint_url: Option<String>,
     /// A hard cap on billed Cost Explorer requests per UTC day (see [`crate::api_budget`]).
     pub max_api_requests_per_day: u64,
+    /// Whether to export Savings Plans and reservation utilisation, coverage and expiry
+    /// (fetched once a UTC day; see [`crate::commitments`]).
+    pub commitments: bool,
+    /// Whether to export AWS Cost Anomaly Detection's anomalies of the last 90 days.
+    pub anomalies: bool,
+    /// Anomaly series kept (the largest by impact); the rest are counted as dropped.
+    pub max_anomaly_series: usize,
 }
 
 /// A monthly budget in USD over an integration's costs, optionally filtered.
@@ -105,6 +112,8 @@ impl Budget {
 
 /// Default of `max_resource_series` and `max_tag_series`.
 pub const DEFAULT_MAX_SERIES: usize = 500;
+/// Default of `max_anomaly_series`.
+pub const DEFAULT_MAX_ANOMALY_SERIES: usize = 200;
 /// Default of `max_api_requests_per_day`: 50 USD a day at most (see the README for the
 /// measurement it is based on).
 pub const DEFAULT_MAX_API_REQUESTS_PER_DAY: u64 = 5000;
@@ -132,6 +141,9 @@ impl Integration {
             organizations: false,
             organizations_endpoint_url: None,
             max_api_requests_per_day: DEFAULT_MAX_API_REQUESTS_PER_DAY,
+            commitments: false,
+            anomalies: false,
+            max_anomaly_series: DEFAULT_MAX_ANOMALY_SERIES,
         }
     }
 
@@ -149,6 +161,12 @@ impl Integration {
         }
         if self.organizations {
             queries.push("organizations");
+        }
+        if self.commitments {
+            queries.push("commitments");
+        }
+        if self.anomalies {
+            queries.push("anomalies");
         }
         queries
     }
@@ -497,6 +515,9 @@ struct NativeIntegration {
     organizations: Option<bool>,
     organizations_endpoint_url: Option<Text>,
     max_api_requests_per_day: Option<Spanned<u64>>,
+    commitments: Option<bool>,
+    anomalies: Option<bool>,
+    max_anomaly_series: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -820,8 +841,17 @@ fn validate_integration(
     };
     let resources = x.unique_list(&key("resources"), &raw.resources)?;
     let tags = x.unique_list(&key("tags"), &raw.tags)?;
-    let max_resource_series = positive(&key("max_resource_series"), &raw.max_resource_series)?;
-    let max_tag_series = positive(&key("max_tag_series"), &raw.max_tag_series)?;
+    let max_resource_series = positive(
+        &key("max_resource_series"),
+        &raw.max_resource_series,
+        DEFAULT_MAX_SERIES,
+    )?;
+    let max_tag_series = positive(&key("max_tag_series"), &raw.max_tag_series, DEFAULT_MAX_SERIES)?;
+    let max_anomaly_series = positive(
+        &key("max_anomaly_series"),
+        &raw.max_anomaly_series,
+        DEFAULT_MAX_ANOMALY_SERIES,
+    )?;
     let mut budgets: Vec<Budget> = Vec::new();
     for (i, budget) in raw.budgets.iter().flatten().enumerate() {
         let budget_key = |field: &str| format!("{}[{i}].{field}", key("budgets"));
@@ -907,13 +937,20 @@ fn validate_integration(
         organizations: raw.organizations.unwrap_or(false),
         organizations_endpoint_url,
         max_api_requests_per_day,
+        commitments: raw.commitments.unwrap_or(false),
+        anomalies: raw.anomalies.unwrap_or(false),
+        max_anomaly_series,
     })
 }
 
-/// A count that must be at least 1 (absent: [`DEFAULT_MAX_SERIES`]).
-fn positive(key: &str, value: &Option<Spanned<usize>>) -> Result<usize, ConfigError> {
+/// A count that must be at least 1 (absent: `default`).
+fn positive(
+    key: &str,
+    value: &Option<Spanned<usize>>,
+    default: usize,
+) -> Result<usize, ConfigError> {
     match value {
-        None => Ok(DEFAULT_MAX_SERIES),
+        None => Ok(default),
         Some(v) if v.value >= 1 => Ok(v.value),
         Some(v) => Err(ConfigError::new(
             Some(key.to_string()),
@@ -1069,6 +1106,9 @@ fn parse_infrawallet(
             organizations: None,
             organizations_endpoint_url: None,
             max_api_requests_per_day: None,
+            commitments: None,
+            anomalies: None,
+            max_anomaly_series: None,
         });
     }
     const DEPRECATED_SPELLING: KeyNames = KeyNames {

@@ -496,7 +496,7 @@ struct Request {
     filter: Option<Expression>,
 }
 
-fn api_error<E>(
+pub(crate) fn api_error<E>(
     operation: &'static str,
     err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
 ) -> CostExplorerError
@@ -506,7 +506,7 @@ where
     CostExplorerError::Api(AwsError::from_sdk(operation, &err))
 }
 
-fn date_interval(start: NaiveDate, end: NaiveDate) -> Result<DateInterval, CostExplorerError> {
+pub(crate) fn date_interval(start: NaiveDate, end: NaiveDate) -> Result<DateInterval, CostExplorerError> {
     DateInterval::builder()
         .start(start.format("%Y-%m-%d").to_string())
         .end(end.format("%Y-%m-%d").to_string())
@@ -708,6 +708,51 @@ fn expect_period(query: &Query, start: NaiveDate) -> Result<(), CostExplorerErro
     }
 }
 
+/// The tokens of one paged operation: refuses a token seen before (a loop that would be
+/// billed forever) and more than [`MAX_PAGES_PER_QUERY`] pages.
+#[derive(Debug)]
+pub struct Tokens {
+    query: String,
+    seen: HashSet<String>,
+    pages: u32,
+}
+
+impl Tokens {
+    pub fn new(query: impl Into<String>) -> Self {
+        Self {
+            query: query.into(),
+            seen: HashSet::new(),
+            pages: 0,
+        }
+    }
+
+    /// Takes a page's token (absent or empty: the last page) and returns the token to ask
+    /// for next, if any.
+    pub fn next(&mut self, token: Option<&str>) -> Result<Option<String>, CostExplorerError> {
+        self.pages += 1;
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        if !self.seen.insert(token.to_string()) {
+            return Err(CostExplorerError::TokenLoop {
+                query: self.query.clone(),
+                pages: self.pages,
+            });
+        }
+        if self.pages >= MAX_PAGES_PER_QUERY {
+            return Err(CostExplorerError::TooManyPages {
+                query: self.query.clone(),
+            });
+        }
+        Ok(Some(token.to_string()))
+    }
+
+    /// Pages taken so far.
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+}
+
 /// A Cost Explorer client for one integration.
 #[derive(Debug, Clone)]
 pub struct CostExplorer {
@@ -717,6 +762,11 @@ pub struct CostExplorer {
 impl CostExplorer {
     pub fn new(client: Client) -> Self {
         Self { client }
+    }
+
+    /// The SDK client, for the operations other modules own.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// A pager over `query`'s results.
@@ -1088,7 +1138,7 @@ fn check_amount(metric: &str, amount: &str, unit: &str) -> Result<f64, CostExplo
 }
 
 /// Parses a finite decimal number as Cost Explorer writes it.
-fn parse_number(metric: &str, amount: &str) -> Result<f64, CostExplorerError> {
+pub(crate) fn parse_number(metric: &str, amount: &str) -> Result<f64, CostExplorerError> {
     match amount.trim().parse::<f64>() {
         Ok(parsed) if parsed.is_finite() => Ok(parsed),
         _ => Err(CostExplorerError::BadAmount {

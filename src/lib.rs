@@ -5,7 +5,9 @@
 //! snapshot that is swapped in atomically; scrapes answer from memory and never call AWS.
 
 pub mod aggregate;
+pub mod anomalies;
 pub mod api_budget;
+pub mod commitments;
 pub mod config;
 pub mod cost_explorer;
 pub mod credentials;

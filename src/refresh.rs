@@ -20,11 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Days, Utc};
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Table;
+use crate::anomalies::AnomalyData;
+use crate::commitments::{self, Wanted};
 use crate::api_budget::{self, ApiBudget};
 use crate::config::{CostBasis, Integration};
 use crate::cost_explorer::{
@@ -187,6 +189,14 @@ struct Last {
     organization_accounts: BTreeMap<String, String>,
 }
 
+/// The anomaly monitors' names as last fetched.
+#[derive(Debug, Clone)]
+struct Monitors {
+    day: NaiveDate,
+    names: BTreeMap<String, String>,
+    known: BTreeSet<String>,
+}
+
 /// Rest-of-month forecasts per cost basis and per filtered budget.
 type Forecasts = (
     BTreeMap<CostBasis, Option<ForecastValue>>,
@@ -205,6 +215,11 @@ pub struct Refresher {
     last: Mutex<Last>,
     /// When the organization's accounts were last fetched.
     organizations_fetched: Mutex<Option<DateTime<Utc>>>,
+    /// The UTC day the published commitments were fetched, and what the cost rows then showed.
+    commitments_fetched: Mutex<Option<(NaiveDate, Wanted)>>,
+    /// The anomaly monitors' names, the UTC day they were fetched, and every monitor ARN known
+    /// then (named or not): a new ARN fetches them again.
+    monitors: Mutex<Option<Monitors>>,
     options: RefreshOptions,
     /// Shared by every integration: how many refresh at once.
     permits: Option<Arc<Semaphore>>,
@@ -235,6 +250,8 @@ impl Refresher {
             clock,
             last: Mutex::new(Last::default()),
             organizations_fetched: Mutex::new(None),
+            commitments_fetched: Mutex::new(None),
+            monitors: Mutex::new(None),
             options: RefreshOptions::default(),
             permits: None,
             budget: None,
@@ -309,6 +326,34 @@ impl Refresher {
                     last.organization_accounts.clone()
                 };
         }
+        // Commitment data changes once a day: fetched on the first refresh of a UTC day, or
+        // when the cost rows show commitments they did not before.
+        let mut commitments_fetched = None;
+        if self.integration.commitments {
+            let wanted = Wanted::from_costs(&data.costs);
+            let today = now.date_naive();
+            let due = lock(&self.commitments_fetched)
+                .as_ref()
+                .is_none_or(|(day, last)| *day != today || *last != wanted);
+            if due {
+                let result = self
+                    .clients
+                    .cost_explorer
+                    .commitments(&wanted, commitments::window(period))
+                    .await
+                    .map_err(|err| PartError::new("commitments", &err));
+                if result.is_ok() {
+                    commitments_fetched = Some((today, wanted));
+                }
+                data.commitments = outcome.settle("commitments", result.map(Some), || None);
+                self.check_budget(Some(refusals))?;
+            }
+        }
+        if self.integration.anomalies {
+            let result = self.anomalies(now.date_naive()).await;
+            data.anomalies = outcome.settle("anomalies", result.map(Some), || None);
+            self.check_budget(Some(refusals))?;
+        }
         let failures = outcome.failures;
         let parts = outcome.parts;
 
@@ -335,6 +380,10 @@ impl Refresher {
             budget_forecasts: data.budget_forecasts,
             organization_accounts: data.organization_accounts,
         };
+        if commitments_fetched.is_some() {
+            // Only once they are published: a refresh that stops before fetches them again.
+            *lock(&self.commitments_fetched) = commitments_fetched;
+        }
         self.persist().await;
         match failures.first() {
             None => Ok(summary),
@@ -451,6 +500,44 @@ impl Refresher {
             budgets.insert(budget.name.clone(), Some(forecast));
         }
         Ok((forecasts, budgets))
+    }
+
+    /// The anomalies of the last 90 days, and the names of their monitors (asked once a day,
+    /// or again when an anomaly names a monitor not known then).
+    async fn anomalies(&self, today: NaiveDate) -> Result<AnomalyData, PartError> {
+        let ce = &self.clients.cost_explorer;
+        let anomalies = ce
+            .anomalies(today)
+            .await
+            .map_err(|err| PartError::new("anomalies", &err))?;
+        let cached = lock(&self.monitors).clone().filter(|cached| {
+            cached.day == today
+                && anomalies
+                    .iter()
+                    .all(|a| cached.known.contains(&a.monitor_arn))
+        });
+        let names = match cached {
+            Some(cached) => cached.names,
+            None => {
+                let names = ce
+                    .anomaly_monitors()
+                    .await
+                    .map_err(|err| PartError::new("anomaly monitors", &err))?;
+                let mut known: BTreeSet<String> = names.keys().cloned().collect();
+                known.extend(anomalies.iter().map(|a| a.monitor_arn.clone()));
+                *lock(&self.monitors) = Some(Monitors {
+                    day: today,
+                    names: names.clone(),
+                    known,
+                });
+                names
+            }
+        };
+        Ok(AnomalyData {
+            today,
+            anomalies,
+            monitors: names,
+        })
     }
 
     /// One attempt, with its metrics and its log line. Returns whether it fully succeeded.

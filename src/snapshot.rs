@@ -13,7 +13,19 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+mod commitments;
+
+pub use commitments::{
+    ANOMALIES, ANOMALY_FAMILIES, ANOMALY_IMPACT, ANOMALY_MAX_SCORE, ANOMALY_OPEN, ANOMALY_START,
+    COMMITMENT_FAMILIES, COMMITMENTS_DATA_DAY, PLAN_END, PLAN_INFO, PLAN_UTILIZATION,
+    RESERVATION_END, RESERVATION_INFO, RESERVATION_UTILIZATION, RI_COVERAGE, RI_NET_SAVINGS,
+    RI_ON_DEMAND, RI_UNUSED_HOURS, RI_UTILIZATION, SP_COMMITMENT, SP_COVERAGE, SP_COVERED,
+    SP_NET_SAVINGS, SP_ON_DEMAND, SP_UTILIZATION,
+};
+
 use crate::aggregate::Table;
+use crate::anomalies::AnomalyData;
+use crate::commitments::CommitmentData;
 use crate::config::{CostBasis, Integration};
 pub use crate::cost_explorer::Period;
 use crate::cost_explorer::{CostData, ForecastValue, TagData};
@@ -110,7 +122,7 @@ pub const SERIES_DROPPED: FamilyDesc = gauge(
 );
 
 /// The cost families, in exposition order.
-pub const FAMILIES: [FamilyDesc; 16] = [
+pub const FAMILIES: [FamilyDesc; 39] = [
     DAILY,
     MONTH_TO_DATE,
     DATA_DAY,
@@ -125,6 +137,29 @@ pub const FAMILIES: [FamilyDesc; 16] = [
     BUDGET_MONTH_TO_DATE,
     BUDGET_FORECAST,
     ACCOUNT_INFO,
+    SP_UTILIZATION,
+    SP_COMMITMENT,
+    SP_NET_SAVINGS,
+    SP_COVERAGE,
+    SP_COVERED,
+    SP_ON_DEMAND,
+    PLAN_UTILIZATION,
+    PLAN_END,
+    PLAN_INFO,
+    RI_UTILIZATION,
+    RI_UNUSED_HOURS,
+    RI_NET_SAVINGS,
+    RI_COVERAGE,
+    RI_ON_DEMAND,
+    RESERVATION_UTILIZATION,
+    RESERVATION_END,
+    RESERVATION_INFO,
+    COMMITMENTS_DATA_DAY,
+    ANOMALY_IMPACT,
+    ANOMALY_OPEN,
+    ANOMALY_MAX_SCORE,
+    ANOMALY_START,
+    ANOMALIES,
     SERIES,
     SERIES_DROPPED,
 ];
@@ -147,6 +182,11 @@ pub struct RefreshData {
     pub budget_forecasts: BTreeMap<String, Option<ForecastValue>>,
     /// Account id to name from AWS Organizations (empty unless `organizations: true`).
     pub organization_accounts: BTreeMap<String, String>,
+    /// Commitments; `None` when not fetched this refresh (fetched once a day) or failed: the
+    /// last snapshot's commitment series stay.
+    pub commitments: Option<CommitmentData>,
+    /// Anomalies; `None` when they failed (the last snapshot's anomaly series stay).
+    pub anomalies: Option<AnomalyData>,
 }
 
 impl RefreshData {
@@ -159,6 +199,8 @@ impl RefreshData {
             forecasts: BTreeMap::new(),
             budget_forecasts: BTreeMap::new(),
             organization_accounts: BTreeMap::new(),
+            commitments: None,
+            anomalies: None,
         }
     }
 }
@@ -469,6 +511,34 @@ impl IntegrationSnapshot {
         set(&BUDGET_MONTH_TO_DATE, spent.block(0));
         set(&BUDGET_FORECAST, forecast.block(0));
 
+        if integration.commitments {
+            match &data.commitments {
+                Some(commitments) => {
+                    commitments::encode_commitments(name, commitments, &mut set);
+                }
+                None => {
+                    for family in &COMMITMENT_FAMILIES {
+                        set(family, keep(family));
+                    }
+                }
+            }
+        }
+        if integration.anomalies {
+            match &data.anomalies {
+                Some(anomalies) => commitments::encode_anomalies(
+                    name,
+                    anomalies,
+                    integration.max_anomaly_series,
+                    &mut set,
+                ),
+                None => {
+                    for family in &ANOMALY_FAMILIES {
+                        set(family, keep(family));
+                    }
+                }
+            }
+        }
+
         // Every account with a name or with cost.
         let mut known: BTreeSet<&str> = names.0.keys().map(String::as_str).collect();
         for table in [&costs.daily, &costs.month] {
@@ -486,6 +556,9 @@ impl IntegrationSnapshot {
         }
         if !integration.resources.is_empty() {
             counted.push(RESOURCE_DAILY);
+        }
+        if integration.anomalies {
+            counted.push(ANOMALY_IMPACT);
         }
         let mut series = Lines::new(&SERIES, name);
         let mut dropped = Lines::new(&SERIES_DROPPED, name);

@@ -30,7 +30,7 @@ use crate::snapshot::{EncodedBlock, IntegrationSnapshot};
 /// The first bytes of every file this module writes.
 pub const MAGIC: &[u8; 8] = b"AWSCOSTX";
 /// The format version of snapshot files.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 /// The format version of request count files.
 pub const COUNT_VERSION: u32 = 1;
 const KIND_SNAPSHOT: u8 = 1;
@@ -280,6 +280,9 @@ pub fn fingerprint(integration: &Integration, data_delay_days: u32) -> u64 {
     w.u64(integration.max_resource_series as u64);
     w.u8(u8::from(integration.forecast));
     w.u8(u8::from(integration.organizations));
+    w.u8(u8::from(integration.commitments));
+    w.u8(u8::from(integration.anomalies));
+    w.u64(integration.max_anomaly_series as u64);
     w.u64(integration.budgets.len() as u64);
     for budget in &integration.budgets {
         w.str(&budget.name);

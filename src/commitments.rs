@@ -1,0 +1,633 @@
+//! Savings Plans and reservations: utilisation, coverage, savings and expiry, month to date.
+//!
+//! # What is asked, and when
+//!
+//! Only what exists: the cost rows of the refresh (the month to date and the data day) say
+//! which commitments the integration has. Savings Plans are asked about only when some row's
+//! charge type starts with `SavingsPlan`, and reservations only for the services whose rows
+//! carry `RIFee` or `DiscountedUsage` charges, each with its own `SERVICE` filter (without
+//! one, the reservation operations answer for EC2 only). An integration without commitments
+//! makes no request at all.
+//!
+//! - Savings Plans: `GetSavingsPlansUtilizationDetails` (one row per plan, and the aggregate
+//!   `Total`, so `GetSavingsPlansUtilization` is not needed) and `GetSavingsPlansCoverage`
+//!   grouped by `SERVICE`; both page with `NextToken`.
+//! - Per service with reservations: `GetReservationUtilization` grouped by `SUBSCRIPTION_ID`
+//!   (one row per reservation, and the service's `Total`) and `GetReservationCoverage`
+//!   grouped by `LINKED_ACCOUNT`; both page with `NextPageToken`.
+//!
+//! With a `GroupBy`, no `Granularity` is sent (three of these operations refuse both), so
+//! each answer is one aggregate over the window.
+//!
+//! # The window
+//!
+//! `[first of the month, end)`, where `end` is the day after the data day, but at most
+//! yesterday: Savings Plans utilisation needs an `End` before today. The same window serves
+//! every commitment figure, so that they describe the same days; its last day is exported as
+//! `aws_cost_commitments_data_day_timestamp_seconds`.
+//!
+//! # Attributes
+//!
+//! The keys inside the free-form `Attributes` maps are not part of the API model; they are
+//! looked up without regard to case or punctuation (`endDateTime`, `EndDateTime`,
+//! `end_date_time` are one key), and a missing attribute is an empty label, never an error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_costexplorer::types::{
+    DimensionValues, Expression, GroupDefinition, GroupDefinitionType, ReservationAggregates,
+    SavingsPlansUtilization,
+};
+use chrono::{DateTime, Datelike, NaiveDate};
+
+use crate::cost_explorer::{
+    CostData, CostExplorer, CostExplorerError, Dimension, Period, Tokens, api_error,
+    date_interval, parse_date, parse_number,
+};
+
+/// Charge types (`RECORD_TYPE`) that mean a service has reservations.
+pub const RESERVATION_CHARGES: [&str; 2] = ["RIFee", "DiscountedUsage"];
+/// The prefix of the charge types that mean Savings Plans exist.
+pub const SAVINGS_PLAN_CHARGE_PREFIX: &str = "SavingsPlan";
+
+/// What the commitment queries are about: derived from the cost rows, free to compute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub savings_plans: bool,
+    /// Services with reservation charges, as the `SERVICE` dimension names them.
+    pub reservation_services: BTreeSet<String>,
+}
+
+impl Wanted {
+    /// What the cost rows of a refresh show.
+    pub fn from_costs(costs: &CostData) -> Self {
+        let mut wanted = Wanted::default();
+        for table in [&costs.month, &costs.daily] {
+            for (key, _) in table.iter() {
+                let (service, charge) = (key[1], key[2]);
+                if charge.starts_with(SAVINGS_PLAN_CHARGE_PREFIX) {
+                    wanted.savings_plans = true;
+                }
+                if RESERVATION_CHARGES.contains(&charge)
+                    && !wanted.reservation_services.contains(service)
+                {
+                    wanted.reservation_services.insert(service.to_string());
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Requests (first pages) a fetch of these costs at least.
+    pub fn queries(&self) -> usize {
+        2 * usize::from(self.savings_plans) + 2 * self.reservation_services.len()
+    }
+}
+
+/// The window commitment figures describe: `[start, end)`, see the module documentation.
+pub fn window(period: Period) -> (NaiveDate, NaiveDate) {
+    let yesterday = period.today.pred_opt().unwrap_or(period.today);
+    let end = period.data_day_end().min(yesterday);
+    let last = end.pred_opt().unwrap_or(end);
+    (last.with_day(1).unwrap_or(last), end)
+}
+
+/// Everything one fetch of the commitments found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitmentData {
+    /// The last day the figures cover.
+    pub through: NaiveDate,
+    /// `None`: the integration has no Savings Plans charges (nothing was asked).
+    pub savings_plans: Option<SavingsPlans>,
+    /// One per service with reservation charges.
+    pub reservations: Vec<ServiceReservations>,
+}
+
+/// The Savings Plans of an integration over the window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SavingsPlans {
+    /// Used over total commitment, 0–1; `None` when AWS reports no commitment.
+    pub utilization: Option<f64>,
+    pub used_usd: f64,
+    pub unused_usd: f64,
+    pub net_savings_usd: f64,
+    /// Per service: spend covered by Savings Plans and on-demand spend.
+    pub coverage: Vec<SavingsPlansCoverage>,
+    pub plans: Vec<SavingsPlan>,
+}
+
+/// Savings Plans coverage of one service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SavingsPlansCoverage {
+    pub service: String,
+    pub covered_usd: f64,
+    pub on_demand_usd: f64,
+}
+
+impl SavingsPlansCoverage {
+    /// Covered over total eligible spend, 0–1; `None` without eligible spend.
+    pub fn ratio(&self) -> Option<f64> {
+        let total = self.covered_usd + self.on_demand_usd;
+        (total > 0.0).then(|| self.covered_usd / total)
+    }
+}
+
+/// One Savings Plan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SavingsPlan {
+    pub arn: String,
+    pub utilization: Option<f64>,
+    /// Its end, in seconds since the epoch, when AWS says.
+    pub end: Option<i64>,
+    pub account_id: String,
+    pub plan_type: String,
+    pub region: String,
+    pub instance_family: String,
+    pub payment_option: String,
+    pub term: String,
+}
+
+/// The reservations of one service over the window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceReservations {
+    pub service: String,
+    /// Used over purchased hours, 0–1; `None` when AWS reports none.
+    pub utilization: Option<f64>,
+    pub unused_hours: f64,
+    pub net_savings_usd: f64,
+    pub coverage: Vec<ReservationCoverage>,
+    pub reservations: Vec<Reservation>,
+}
+
+/// Reservation coverage of one service in one account, in hours.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReservationCoverage {
+    pub account_id: String,
+    pub reserved_hours: f64,
+    pub on_demand_hours: f64,
+    pub on_demand_usd: f64,
+}
+
+impl ReservationCoverage {
+    /// Reserved over running hours, 0–1; `None` without running hours.
+    pub fn ratio(&self) -> Option<f64> {
+        let total = self.reserved_hours + self.on_demand_hours;
+        (total > 0.0).then(|| self.reserved_hours / total)
+    }
+}
+
+/// One reservation (subscription).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reservation {
+    pub subscription_id: String,
+    pub utilization: Option<f64>,
+    pub end: Option<i64>,
+    pub account_id: String,
+    pub region: String,
+    pub instance_type: String,
+}
+
+type Attributes = HashMap<String, String>;
+
+/// An attribute by name, whatever its case and punctuation.
+fn attribute<'a>(attributes: Option<&'a Attributes>, name: &str) -> &'a str {
+    let wanted = normalized(name);
+    attributes
+        .and_then(|map| map.iter().find(|(key, _)| normalized(key) == wanted))
+        .map_or("", |(_, value)| value.as_str())
+}
+
+fn normalized(key: &str) -> String {
+    key.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// A point in time as AWS writes it in attributes (RFC 3339, or a date), in seconds since the
+/// epoch; `None` when absent or unparsable (an attribute is informative, never fatal).
+pub fn timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Some(at.timestamp());
+    }
+    parse_date(text)
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// A decimal figure that may be absent (absent: `None`; unparsable: an error).
+fn figure(name: &str, text: Option<&str>) -> Result<Option<f64>, CostExplorerError> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(text) => parse_number(name, text).map(Some),
+    }
+}
+
+/// A percentage as a ratio.
+fn ratio(name: &str, percent: Option<&str>) -> Result<Option<f64>, CostExplorerError> {
+    Ok(figure(name, percent)?.map(|p| p / 100.0))
+}
+
+fn service_filter(service: &str) -> Expression {
+    Expression::builder()
+        .dimensions(
+            DimensionValues::builder()
+                .key(Dimension::Service.as_str().into())
+                .values(service)
+                .build(),
+        )
+        .build()
+}
+
+fn group(key: &str) -> GroupDefinition {
+    GroupDefinition::builder()
+        .r#type(GroupDefinitionType::Dimension)
+        .key(key)
+        .build()
+}
+
+impl CostExplorer {
+    /// Fetches everything `wanted` names over `window`.
+    pub async fn commitments(
+        &self,
+        wanted: &Wanted,
+        (start, end): (NaiveDate, NaiveDate),
+    ) -> Result<CommitmentData, CostExplorerError> {
+        let mut data = CommitmentData {
+            through: end.pred_opt().unwrap_or(end),
+            ..CommitmentData::default()
+        };
+        if wanted.savings_plans {
+            let mut plans = self.savings_plans_utilization(start, end).await?;
+            plans.coverage = self.savings_plans_coverage(start, end).await?;
+            data.savings_plans = Some(plans);
+        }
+        for service in &wanted.reservation_services {
+            let mut reservations = self.reservation_utilization(service, start, end).await?;
+            reservations.coverage = self.reservation_coverage(service, start, end).await?;
+            data.reservations.push(reservations);
+        }
+        Ok(data)
+    }
+
+    /// Every plan's utilisation and attributes, and the aggregate over the plans.
+    async fn savings_plans_utilization(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<SavingsPlans, CostExplorerError> {
+        const OP: &str = "GetSavingsPlansUtilizationDetails";
+        let mut plans = SavingsPlans::default();
+        let mut total: Option<SavingsPlansUtilization> = None;
+        let (mut used, mut unused, mut committed, mut net) = (0.0, 0.0, 0.0, 0.0);
+        let mut tokens = Tokens::new(OP);
+        let mut token = None;
+        loop {
+            let out = self
+                .client()
+                .get_savings_plans_utilization_details()
+                .time_period(date_interval(start, end)?)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| api_error(OP, e))?;
+            if total.is_none() {
+                total = out
+                    .total()
+                    .and_then(|t| t.utilization())
+                    .cloned()
+                    .filter(|u| u.total_commitment().is_some());
+                if let Some(savings) = out.total().and_then(|t| t.savings()) {
+                    net = figure("NetSavings", savings.net_savings())?.unwrap_or(0.0);
+                }
+            }
+            for detail in out.savings_plans_utilization_details() {
+                let attributes = detail.attributes();
+                let utilization = detail.utilization();
+                if total.is_none() {
+                    // No aggregate in the answer: the sum of the plans.
+                    used += figure(
+                        "UsedCommitment",
+                        utilization.and_then(|u| u.used_commitment()),
+                    )?
+                    .unwrap_or(0.0);
+                    unused += figure(
+                        "UnusedCommitment",
+                        utilization.and_then(|u| u.unused_commitment()),
+                    )?
+                    .unwrap_or(0.0);
+                    committed += figure(
+                        "TotalCommitment",
+                        utilization.and_then(|u| u.total_commitment()),
+                    )?
+                    .unwrap_or(0.0);
+                    net += figure(
+                        "NetSavings",
+                        detail.savings().and_then(|s| s.net_savings()),
+                    )?
+                    .unwrap_or(0.0);
+                }
+                plans.plans.push(SavingsPlan {
+                    arn: detail.savings_plan_arn().unwrap_or_default().to_string(),
+                    utilization: utilization_ratio(utilization)?,
+                    end: timestamp(attribute(attributes, "EndDateTime")),
+                    account_id: attribute(attributes, "AccountId").to_string(),
+                    plan_type: attribute(attributes, "SavingsPlansType").to_string(),
+                    region: attribute(attributes, "Region").to_string(),
+                    instance_family: attribute(attributes, "InstanceFamily").to_string(),
+                    payment_option: attribute(attributes, "PaymentOption").to_string(),
+                    term: attribute(attributes, "PurchaseTerm").to_string(),
+                });
+            }
+            match tokens.next(out.next_token())? {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        match &total {
+            Some(total) => {
+                plans.used_usd = figure("UsedCommitment", total.used_commitment())?.unwrap_or(0.0);
+                plans.unused_usd =
+                    figure("UnusedCommitment", total.unused_commitment())?.unwrap_or(0.0);
+                plans.utilization = utilization_ratio(Some(total))?;
+            }
+            None => {
+                plans.used_usd = used;
+                plans.unused_usd = unused;
+                plans.utilization = (committed > 0.0).then(|| used / committed);
+            }
+        }
+        plans.net_savings_usd = net;
+        plans.plans.sort_by(|a, b| a.arn.cmp(&b.arn));
+        Ok(plans)
+    }
+
+    /// Savings Plans coverage per service.
+    async fn savings_plans_coverage(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<SavingsPlansCoverage>, CostExplorerError> {
+        const OP: &str = "GetSavingsPlansCoverage";
+        let mut services: BTreeMap<String, SavingsPlansCoverage> = BTreeMap::new();
+        let mut tokens = Tokens::new(OP);
+        let mut token = None;
+        loop {
+            let out = self
+                .client()
+                .get_savings_plans_coverage()
+                .time_period(date_interval(start, end)?)
+                .group_by(group(Dimension::Service.as_str()))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| api_error(OP, e))?;
+            for coverage in out.savings_plans_coverages() {
+                let service = attribute(coverage.attributes(), "SERVICE");
+                let data = coverage.coverage();
+                let slot = services
+                    .entry(service.to_string())
+                    .or_insert_with(|| SavingsPlansCoverage {
+                        service: service.to_string(),
+                        ..SavingsPlansCoverage::default()
+                    });
+                slot.covered_usd += figure(
+                    "SpendCoveredBySavingsPlans",
+                    data.and_then(|d| d.spend_covered_by_savings_plans()),
+                )?
+                .unwrap_or(0.0);
+                slot.on_demand_usd +=
+                    figure("OnDemandCost", data.and_then(|d| d.on_demand_cost()))?.unwrap_or(0.0);
+            }
+            match tokens.next(out.next_token())? {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        Ok(services.into_values().collect())
+    }
+
+    /// One service's reservations: each one's utilisation and the service's aggregate.
+    async fn reservation_utilization(
+        &self,
+        service: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<ServiceReservations, CostExplorerError> {
+        const OP: &str = "GetReservationUtilization";
+        let mut found = ServiceReservations {
+            service: service.to_string(),
+            ..ServiceReservations::default()
+        };
+        let mut total: Option<ReservationAggregates> = None;
+        let mut tokens = Tokens::new(format!("{OP} of {service}"));
+        let mut token = None;
+        loop {
+            let out = self
+                .client()
+                .get_reservation_utilization()
+                .time_period(date_interval(start, end)?)
+                .filter(service_filter(service))
+                .group_by(group("SUBSCRIPTION_ID"))
+                .set_next_page_token(token)
+                .send()
+                .await
+                .map_err(|e| api_error(OP, e))?;
+            if total.is_none() {
+                total = out.total().cloned();
+            }
+            for period in out.utilizations_by_time() {
+                for reservation in period.groups() {
+                    let attributes = reservation.attributes();
+                    let id = match reservation.value() {
+                        Some(value) if !value.is_empty() => value,
+                        _ => attribute(attributes, "subscriptionId"),
+                    };
+                    found.reservations.push(Reservation {
+                        subscription_id: id.to_string(),
+                        utilization: ratio(
+                            "UtilizationPercentage",
+                            reservation
+                                .utilization()
+                                .and_then(|u| u.utilization_percentage()),
+                        )?,
+                        end: timestamp(attribute(attributes, "endDateTime")),
+                        account_id: attribute(attributes, "accountId").to_string(),
+                        region: attribute(attributes, "region").to_string(),
+                        instance_type: attribute(attributes, "instanceType").to_string(),
+                    });
+                }
+            }
+            match tokens.next(out.next_page_token())? {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        if let Some(total) = &total {
+            found.utilization = ratio("UtilizationPercentage", total.utilization_percentage())?;
+            found.unused_hours = figure("UnusedHours", total.unused_hours())?.unwrap_or(0.0);
+            found.net_savings_usd = figure("NetRISavings", total.net_ri_savings())?.unwrap_or(0.0);
+        }
+        found
+            .reservations
+            .sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
+        Ok(found)
+    }
+
+    /// One service's reservation coverage per account.
+    async fn reservation_coverage(
+        &self,
+        service: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<ReservationCoverage>, CostExplorerError> {
+        const OP: &str = "GetReservationCoverage";
+        let mut accounts: BTreeMap<String, ReservationCoverage> = BTreeMap::new();
+        let mut tokens = Tokens::new(format!("{OP} of {service}"));
+        let mut token = None;
+        loop {
+            let out = self
+                .client()
+                .get_reservation_coverage()
+                .time_period(date_interval(start, end)?)
+                .filter(service_filter(service))
+                .group_by(group(Dimension::LinkedAccount.as_str()))
+                .set_next_page_token(token)
+                .send()
+                .await
+                .map_err(|e| api_error(OP, e))?;
+            for period in out.coverages_by_time() {
+                for coverage in period.groups() {
+                    let account = attribute(coverage.attributes(), "LINKED_ACCOUNT");
+                    let hours = coverage.coverage().and_then(|c| c.coverage_hours());
+                    let cost = coverage.coverage().and_then(|c| c.coverage_cost());
+                    let slot = accounts.entry(account.to_string()).or_insert_with(|| {
+                        ReservationCoverage {
+                            account_id: account.to_string(),
+                            ..ReservationCoverage::default()
+                        }
+                    });
+                    slot.reserved_hours +=
+                        figure("ReservedHours", hours.and_then(|h| h.reserved_hours()))?
+                            .unwrap_or(0.0);
+                    slot.on_demand_hours +=
+                        figure("OnDemandHours", hours.and_then(|h| h.on_demand_hours()))?
+                            .unwrap_or(0.0);
+                    slot.on_demand_usd +=
+                        figure("OnDemandCost", cost.and_then(|c| c.on_demand_cost()))?
+                            .unwrap_or(0.0);
+                }
+            }
+            match tokens.next(out.next_page_token())? {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        Ok(accounts.into_values().collect())
+    }
+}
+
+/// A Savings Plans utilisation as a ratio: AWS's percentage, else used over total.
+fn utilization_ratio(
+    utilization: Option<&SavingsPlansUtilization>,
+) -> Result<Option<f64>, CostExplorerError> {
+    let Some(u) = utilization else {
+        return Ok(None);
+    };
+    if let Some(r) = ratio("UtilizationPercentage", u.utilization_percentage())? {
+        return Ok(Some(r));
+    }
+    let used = figure("UsedCommitment", u.used_commitment())?;
+    let total = figure("TotalCommitment", u.total_commitment())?;
+    Ok(match (used, total) {
+        (Some(used), Some(total)) if total > 0.0 => Some(used / total),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn the_window_ends_before_today_and_starts_on_the_first() {
+        // Data day yesterday: Savings Plans utilisation needs an End before today.
+        let w = window(Period::new(date(2026, 11, 23), 1));
+        assert_eq!(w, (date(2026, 11, 1), date(2026, 11, 22)));
+        // Data two days back: through it.
+        let w = window(Period::new(date(2026, 11, 23), 2));
+        assert_eq!(w, (date(2026, 11, 1), date(2026, 11, 22)));
+        let w = window(Period::new(date(2026, 11, 23), 3));
+        assert_eq!(w, (date(2026, 11, 1), date(2026, 11, 21)));
+        // Early in a month, the whole of the last one.
+        let w = window(Period::new(date(2026, 12, 2), 1));
+        assert_eq!(w, (date(2026, 11, 1), date(2026, 12, 1)));
+        let w = window(Period::new(date(2026, 12, 1), 0));
+        assert_eq!(w, (date(2026, 11, 1), date(2026, 11, 30)));
+        let w = window(Period::new(date(2027, 1, 3), 1));
+        assert_eq!(w, (date(2027, 1, 1), date(2027, 1, 2)));
+    }
+
+    #[test]
+    fn attributes_are_found_whatever_their_spelling() {
+        let map: Attributes = [
+            ("endDateTime".to_string(), "2027-01-01T00:00:00.000Z".to_string()),
+            ("Region".to_string(), "us-east-1".to_string()),
+        ]
+        .into();
+        assert_eq!(attribute(Some(&map), "EndDateTime"), "2027-01-01T00:00:00.000Z");
+        assert_eq!(attribute(Some(&map), "end_date_time"), "2027-01-01T00:00:00.000Z");
+        assert_eq!(attribute(Some(&map), "region"), "us-east-1");
+        assert_eq!(attribute(Some(&map), "instanceType"), "");
+        assert_eq!(attribute(None, "region"), "");
+    }
+
+    #[test]
+    fn timestamps_are_read_in_every_shape_aws_writes() {
+        assert_eq!(timestamp("2027-01-01T00:00:00.000Z"), Some(1_798_761_600));
+        assert_eq!(timestamp("2027-01-01T00:00:00Z"), Some(1_798_761_600));
+        assert_eq!(timestamp("2027-01-01"), Some(1_798_761_600));
+        assert_eq!(timestamp("2027-01-01T01:00:00+01:00"), Some(1_798_761_600));
+        assert_eq!(timestamp(""), None);
+        assert_eq!(timestamp("soon"), None);
+    }
+
+    #[test]
+    fn figures_may_be_absent_but_not_garbled() {
+        assert_eq!(figure("X", None).unwrap(), None);
+        assert_eq!(figure("X", Some(" ")).unwrap(), None);
+        assert_eq!(figure("X", Some("12.5")).unwrap(), Some(12.5));
+        assert!(matches!(
+            figure("X", Some("twelve")),
+            Err(CostExplorerError::BadAmount { .. })
+        ));
+        assert_eq!(ratio("X", Some("96")).unwrap(), Some(0.96));
+    }
+
+    #[test]
+    fn coverage_ratios_are_part_over_whole() {
+        let sp = SavingsPlansCoverage {
+            service: "s".into(),
+            covered_usd: 30.0,
+            on_demand_usd: 10.0,
+        };
+        assert_eq!(sp.ratio(), Some(0.75));
+        assert_eq!(SavingsPlansCoverage::default().ratio(), None);
+        let ri = ReservationCoverage {
+            account_id: "1".into(),
+            reserved_hours: 24.0,
+            on_demand_hours: 72.0,
+            on_demand_usd: 72.0,
+        };
+        assert_eq!(ri.ratio(), Some(0.25));
+    }
+}
