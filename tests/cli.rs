@@ -323,26 +323,50 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
     )
     .unwrap();
     assert!(payer_requests > 5.0, "the demo pages: {payer_requests}");
-    // Every feature is on show.
-    for metric in [
-        "aws_cost_tag_daily_usd",
-        "aws_cost_tag_month_to_date_usd",
-        "aws_cost_resource_daily_usd",
-        "aws_cost_month_forecast_usd",
-        "aws_cost_month_forecast_lower_usd",
-        "aws_cost_month_forecast_upper_usd",
-        "aws_cost_budget_usd",
-        "aws_cost_budget_month_to_date_usd",
-        "aws_cost_budget_month_forecast_usd",
-        "aws_cost_account_info",
-        "aws_cost_series",
-        "aws_cost_series_dropped",
-    ] {
+    // Every feature is on show: every cost family has samples.
+    for family in aws_cost_exporter::snapshot::FAMILIES {
         assert!(
-            samples.iter().any(|s| s.name == metric),
-            "{metric} missing from the demo"
+            samples.iter().any(|s| s.name == family.name),
+            "{} missing from the demo",
+            family.name
         );
     }
+    // Commitments: a plan ending within 30 days and one far from it, an under-used plan and
+    // reservation; anomalies: an open one and a closed one.
+    let now = chrono::Utc::now().timestamp() as f64;
+    let days_left = |name: &str| -> Vec<f64> {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| (s.value - now) / 86_400.0)
+            .collect()
+    };
+    for name in [
+        "aws_cost_savings_plan_end_timestamp_seconds",
+        "aws_cost_reservation_end_timestamp_seconds",
+    ] {
+        let days = days_left(name);
+        assert!(
+            days.iter().any(|d| *d > 0.0 && *d < 30.0),
+            "{name}: {days:?}"
+        );
+        assert!(days.iter().any(|d| *d > 365.0), "{name}: {days:?}");
+    }
+    for name in [
+        "aws_cost_savings_plan_utilization_ratio",
+        "aws_cost_reservation_subscription_utilization_ratio",
+    ] {
+        assert!(
+            samples.iter().any(|s| s.name == name && s.value < 0.8),
+            "{name}: no under-used commitment"
+        );
+    }
+    let open: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.name == "aws_cost_anomaly_open")
+        .map(|s| s.value)
+        .collect();
+    assert!(open.contains(&1.0) && open.contains(&0.0), "{open:?}");
     assert!(
         samples
             .iter()
@@ -362,6 +386,12 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
         "GetCostForecast",
         "ListAccounts",
         "AssumeRole",
+        "GetSavingsPlansUtilizationDetails",
+        "GetSavingsPlansCoverage",
+        "GetReservationUtilization",
+        "GetReservationCoverage",
+        "GetAnomalies",
+        "GetAnomalyMonitors",
     ] {
         assert!(
             samples
