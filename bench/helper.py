@@ -35,7 +35,13 @@ OWN_PREFIXES = (
     "aws_cost_api_requests_",
     "aws_cost_query_success",
 )
-BILLED_OPERATIONS = ("GetCostAndUsage", "GetCostAndUsageWithResources", "GetCostForecast")
+COST_OPERATIONS = ("GetCostAndUsage", "GetCostAndUsageWithResources", "GetCostForecast")
+# Asked once a UTC day (commitments: true).
+COMMITMENT_OPERATIONS = ("GetSavingsPlansUtilizationDetails", "GetSavingsPlansCoverage",
+                         "GetReservationUtilization", "GetReservationCoverage")
+# GetAnomalies every refresh, GetAnomalyMonitors once a day (anomalies: true).
+ANOMALY_OPERATIONS = ("GetAnomalies", "GetAnomalyMonitors")
+BILLED_OPERATIONS = COST_OPERATIONS + COMMITMENT_OPERATIONS + ANOMALY_OPERATIONS
 USD_PER_REQUEST = 0.01
 REFRESHES_PER_DAY_AT_6H = 4
 
@@ -942,6 +948,40 @@ def targets_section(t, rows, header):
     return out
 
 
+def commitments_table(runs):
+    """The requests `commitments: true` and `anomalies: true` add: the `commitments`
+    integration (the payer with both on) against `payer` (the same without), per day at 6h:
+    cost requests and GetAnomalies every refresh, commitments and monitors once a day."""
+    out = ["\n## Commitments and anomalies\n",
+           "The integration `commitments` is the payer with `commitments: true` and "
+           "`anomalies: true`; the simulated organization has Savings Plans (3 plans, in the "
+           "payer) and RDS reservations (one per database). Per day at 6h: the cost requests "
+           "and GetAnomalies 4 times, the commitment operations and GetAnomalyMonitors once.\n",
+           "| organization | cost requests per refresh | commitment requests per day | anomaly "
+           "requests per day | requests per day, without | with | USD per day, without | with |",
+           "|---|---|---|---|---|---|---|---|"]
+    for label, run in [("40 accounts", "s40"), ("455 accounts", "s455"),
+                       ("1,000 accounts", "s1000"), ("1,500 accounts", "s1500")]:
+        v = runs.get(f"after-{run}", {})
+        if v.get("refresh_commitments_outcome") != "success":
+            out.append(f"| {label} | not run or failed: {v.get('refresh_commitments_error', '')} |")
+            continue
+        costs = sum(num(v, f"billed_commitments_{op}", 0) for op in COST_OPERATIONS)
+        commit = sum(num(v, f"billed_commitments_{op}", 0) for op in COMMITMENT_OPERATIONS)
+        anomalies = num(v, "billed_commitments_GetAnomalies", 0)
+        monitors = num(v, "billed_commitments_GetAnomalyMonitors", 0)
+        without = costs * REFRESHES_PER_DAY_AT_6H
+        anomaly_day = anomalies * REFRESHES_PER_DAY_AT_6H + monitors
+        with_ = without + commit + anomaly_day
+        ops = ", ".join(f"{op} {fmt_int(num(v, f'billed_commitments_{op}', 0))}"
+                        for op in COMMITMENT_OPERATIONS + ANOMALY_OPERATIONS)
+        out.append(f"| {label} | {fmt_int(costs)} | {fmt_int(commit)} | {fmt_int(anomaly_day)} | "
+                   f"{fmt_int(without)} | {fmt_int(with_)} | {fmt(without * USD_PER_REQUEST)} | "
+                   f"{fmt(with_ * USD_PER_REQUEST)} |")
+        out.append(f"|  | first refresh: {ops} | | | | | | |")
+    return "\n".join(out)
+
+
 def cmd_costs_report(args):
     """COSTS.md: requests per refresh and USD per day at 6h, standalone / 40 / 455 / 1,000 /
     1,500 accounts,
@@ -996,7 +1036,7 @@ def cmd_costs_report(args):
             else:
                 cells += [fmt_int(req), fmt(req * 4 * 0.01)]
             if v:
-                ops = ", ".join(f"{op} {v[f'billed_{integration}_{op}']}" for op in BILLED_OPERATIONS
+                ops = ", ".join(f"{op} {v[f'billed_{integration}_{op}']}" for op in COST_OPERATIONS
                                 if f"billed_{integration}_{op}" in v)
                 daily = num(v, f"family_{integration}_aws_cost_daily_usd")
                 mtd = num(v, f"family_{integration}_aws_cost_month_to_date_usd")
@@ -1013,6 +1053,7 @@ def cmd_costs_report(args):
                 detail.append(f"- {side}, {label}: {ops}; refresh {fmt(num(v, f'refresh_{integration}_seconds'), 2)} s{extra}")
         out.append("| " + " | ".join(cells) + " |")
     out.append("\n" + "\n".join(detail))
+    out.append(commitments_table(runs))
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:

@@ -4,8 +4,8 @@
 //! An interceptor on the integration's Cost Explorer client ([`CapInterceptor`]) takes one
 //! request from the day's allowance before every attempt (retries included), and refuses the
 //! attempt before it is signed or sent once the allowance is spent. Every Cost Explorer
-//! operation is billed (`GetCostAndUsage`, `GetCostAndUsageWithResources`,
-//! `GetCostForecast`); Organizations and STS have their own clients and are free. Nothing that
+//! operation is billed (costs, resources, forecasts, commitments, anomalies, each page);
+//! Organizations and STS have their own clients and are free. Nothing that
 //! loops (paging, retries, refreshes, reloads) can pass the cap, because the check sits on the
 //! only path to the wire.
 //!
