@@ -5,7 +5,8 @@
 //! Only what exists: the cost rows of the refresh (the month to date and the data day) say
 //! which commitments the integration has. Savings Plans are asked about only when some row's
 //! charge type starts with `SavingsPlan`, and reservations only for the services whose rows
-//! carry `RIFee` or `DiscountedUsage` charges, each with its own `SERVICE` filter (without
+//! carry `RIFee` or `DiscountedUsage` charges (of those the reservation reports cover,
+//! [`RESERVATION_SERVICES`]), each with its own `SERVICE` filter (without
 //! one, the reservation operations answer for EC2 only). An integration without commitments
 //! makes no request at all.
 //!
@@ -47,6 +48,17 @@ use crate::cost_explorer::{
 
 /// Charge types (`RECORD_TYPE`) that mean a service has reservations.
 pub const RESERVATION_CHARGES: [&str; 2] = ["RIFee", "DiscountedUsage"];
+/// The services Cost Explorer's reservation reports cover, as the `SERVICE` dimension names
+/// them. Reservation charges of any other service (DynamoDB reserved capacity, for one) are
+/// not asked about: the operations would refuse the filter.
+pub const RESERVATION_SERVICES: [&str; 6] = [
+    "Amazon Elastic Compute Cloud - Compute",
+    "Amazon Relational Database Service",
+    "Amazon ElastiCache",
+    "Amazon Redshift",
+    "Amazon OpenSearch Service",
+    "Amazon Elasticsearch Service",
+];
 /// The prefix of the charge types that mean Savings Plans exist.
 pub const SAVINGS_PLAN_CHARGE_PREFIX: &str = "SavingsPlan";
 
@@ -69,6 +81,7 @@ impl Wanted {
                     wanted.savings_plans = true;
                 }
                 if RESERVATION_CHARGES.contains(&charge)
+                    && RESERVATION_SERVICES.contains(&service)
                     && !wanted.reservation_services.contains(service)
                 {
                     wanted.reservation_services.insert(service.to_string());
@@ -573,6 +586,34 @@ mod tests {
         assert_eq!(w, (date(2026, 11, 1), date(2026, 11, 30)));
         let w = window(Period::new(date(2027, 1, 3), 1));
         assert_eq!(w, (date(2027, 1, 1), date(2027, 1, 2)));
+    }
+
+    #[test]
+    fn only_commitments_the_cost_rows_show_are_wanted() {
+        const RDS: &str = "Amazon Relational Database Service";
+        let mut costs = CostData::new(1);
+        costs.month.add(["1", "AWS Lambda", "Usage"], &[1.0]);
+        costs.month.add(["1", "Amazon DynamoDB", "RIFee"], &[1.0]);
+        assert_eq!(Wanted::from_costs(&costs), Wanted::default());
+        assert_eq!(Wanted::default().queries(), 0);
+        // The data day alone is enough (early in a month it is in the last one).
+        costs.daily.add(["2", RDS, "DiscountedUsage"], &[1.0]);
+        costs.month.add(["3", RDS, "RIFee"], &[1.0]);
+        costs.month.add(
+            [
+                "3",
+                "Savings Plans for AWS Compute usage",
+                "SavingsPlanRecurringFee",
+            ],
+            &[1.0],
+        );
+        let wanted = Wanted::from_costs(&costs);
+        assert!(wanted.savings_plans);
+        assert_eq!(
+            wanted.reservation_services,
+            BTreeSet::from([RDS.to_string()])
+        );
+        assert_eq!(wanted.queries(), 4);
     }
 
     #[test]
