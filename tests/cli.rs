@@ -381,23 +381,25 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
         Some(1.0),
         "the idle member is named by Organizations"
     );
+    // Every commitment and anomaly operation but GetSavingsPlansUtilization, whose aggregate
+    // the per-plan answer carries.
+    let commitment_operations = aws_cost_exporter::demo::commitments::OPERATIONS
+        .iter()
+        .filter(|op| **op != "GetSavingsPlansUtilization");
     for operation in [
         "GetCostAndUsageWithResources",
         "GetCostForecast",
         "ListAccounts",
         "AssumeRole",
-        "GetSavingsPlansUtilizationDetails",
-        "GetSavingsPlansCoverage",
-        "GetReservationUtilization",
-        "GetReservationCoverage",
-        "GetAnomalies",
-        "GetAnomalyMonitors",
-    ] {
+    ]
+    .iter()
+    .chain(commitment_operations)
+    {
         assert!(
             samples
                 .iter()
                 .any(|s| s.name == "aws_cost_api_requests_total"
-                    && s.label("operation") == operation),
+                    && s.label("operation") == *operation),
             "{operation}"
         );
     }
