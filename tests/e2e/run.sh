@@ -451,6 +451,9 @@ step_rules() {
 finops alertname=AwsCostBudgetForecastOverBudget severity=warning category=budget
 finops alertname=AwsCostBudgetExceeded severity=critical category=budget
 finops alertname=AwsCostServiceDailySpike severity=warning category=spend
+finops alertname=AwsCostSavingsPlanExpiring severity=warning category=commitment
+finops alertname=AwsCostReservationUtilizationLow severity=warning category=commitment
+finops alertname=AwsCostAnomalyOpen severity=warning category=anomaly
 platform alertname=AwsCostRefreshFailing severity=warning category=exporter
 platform alertname=SomethingElse
 EOF
