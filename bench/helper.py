@@ -960,6 +960,7 @@ def commitments_table(runs):
            "| organization | cost requests per refresh | commitment requests per day | anomaly "
            "requests per day | requests per day, without | with | USD per day, without | with |",
            "|---|---|---|---|---|---|---|---|"]
+    details = []
     for label, run in [("40 accounts", "s40"), ("455 accounts", "s455"),
                        ("1,000 accounts", "s1000"), ("1,500 accounts", "s1500")]:
         v = runs.get(f"after-{run}", {})
@@ -978,8 +979,8 @@ def commitments_table(runs):
         out.append(f"| {label} | {fmt_int(costs)} | {fmt_int(commit)} | {fmt_int(anomaly_day)} | "
                    f"{fmt_int(without)} | {fmt_int(with_)} | {fmt(without * USD_PER_REQUEST)} | "
                    f"{fmt(with_ * USD_PER_REQUEST)} |")
-        out.append(f"|  | first refresh: {ops} | | | | | | |")
-    return "\n".join(out)
+        details.append(f"- {label}, first refresh: {ops}")
+    return "\n".join(out + [""] + details)
 
 
 def cmd_costs_report(args):
@@ -1004,8 +1005,8 @@ def cmd_costs_report(args):
     out.append("- configuration: each integration with the defaults of a plain integration: one "
                "cost basis (unblended), forecast on, no tags, resources, budgets or "
                "Organizations; the simulator's demo organization (`--demo.scale`), 500 groups "
-               "a page. Billed: GetCostAndUsage + GetCostAndUsageWithResources + "
-               "GetCostForecast, from aws_cost_api_requests_total (all outcomes). USD per day "
+               "a page. Billed: every Cost Explorer operation, from aws_cost_api_requests_total "
+               "(all outcomes). USD per day "
                "at the default 6h interval: requests x 4 x 0.01.\n")
     cases = [("standalone account", "s40", "workload"),
              ("40-account organization", "s40", "payer"),
