@@ -171,7 +171,7 @@ mod tests {
     fn cause(service: &str, contribution: Option<f64>) -> RootCause {
         let mut b = RootCause::builder().service(service);
         if let Some(c) = contribution {
-            b = b.impact(RootCauseImpact::builder().contribution(c).build().unwrap());
+            b = b.impact(RootCauseImpact::builder().contribution(c).build());
         }
         b.build()
     }
