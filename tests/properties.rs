@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_cost_exporter::config::{
-    Budget, Config, ConfigError, ConfigFormat, CostBasis, DEFAULT_MAX_API_REQUESTS_PER_DAY,
-    DEFAULT_MAX_SERIES, DEFAULT_REGION, Integration, Secret, StaticCredentials, expand_env,
-    parse_with_env,
+    Budget, Config, ConfigError, ConfigFormat, CostBasis, DEFAULT_MAX_ANOMALY_SERIES,
+    DEFAULT_MAX_API_REQUESTS_PER_DAY, DEFAULT_MAX_SERIES, DEFAULT_REGION, Integration, Secret,
+    StaticCredentials, expand_env, parse_with_env,
 };
 use aws_cost_exporter::cost_explorer::{
     CostExplorer, CostExplorerError, Dimension, Granularity, GroupKey, Query, parse_date, tag_value,
@@ -330,6 +330,9 @@ struct GenIntegration {
     organizations: Option<bool>,
     organizations_endpoint_url: Option<String>,
     budgets: Option<Vec<GenBudget>>,
+    commitments: Option<bool>,
+    anomalies: Option<bool>,
+    max_anomaly_series: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -439,7 +442,12 @@ fn integration() -> impl Strategy<Value = GenIntegration> {
         proptest::option::of(url()),
         proptest::option::of(vec(budget(), 0..3)),
     );
-    (identity, breadth).prop_map(
+    let commitments = (
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(1usize..100_000),
+    );
+    (identity, breadth, commitments).prop_map(
         |(
             (name, account_id, role, keys, region, endpoint_url, sts_endpoint_url),
             (
@@ -454,6 +462,7 @@ fn integration() -> impl Strategy<Value = GenIntegration> {
                 organizations_endpoint_url,
                 budgets,
             ),
+            (commitments, anomalies, max_anomaly_series),
         )| GenIntegration {
             name,
             account_id,
@@ -472,6 +481,9 @@ fn integration() -> impl Strategy<Value = GenIntegration> {
             organizations,
             organizations_endpoint_url,
             budgets,
+            commitments,
+            anomalies,
+            max_anomaly_series,
         },
     )
 }
@@ -698,6 +710,15 @@ impl GenIntegration {
         if let Some(b) = self.organizations {
             put("organizations", Node::Scalar(b.to_string()));
         }
+        if let Some(b) = self.commitments {
+            put("commitments", Node::Scalar(b.to_string()));
+        }
+        if let Some(b) = self.anomalies {
+            put("anomalies", Node::Scalar(b.to_string()));
+        }
+        if let Some(n) = self.max_anomaly_series {
+            put("max_anomaly_series", Node::Scalar(n.to_string()));
+        }
         if let Some(budgets) = &self.budgets {
             let bases = self.bases();
             let items = budgets
@@ -764,6 +785,11 @@ impl GenIntegration {
                 .collect(),
             organizations: self.organizations.unwrap_or(false),
             organizations_endpoint_url: self.organizations_endpoint_url.clone(),
+            commitments: self.commitments.unwrap_or(false),
+            anomalies: self.anomalies.unwrap_or(false),
+            max_anomaly_series: self
+                .max_anomaly_series
+                .unwrap_or(DEFAULT_MAX_ANOMALY_SERIES),
         }
     }
 }
