@@ -154,8 +154,7 @@ enum Want {
 /// The family holds exactly these series, with these values.
 fn assert_family(samples: &[Sample], name: &str, integration: &str, want: &[(Labels, Want)]) {
     let got = family(samples, name, integration);
-    let expected_keys: Vec<&Labels> = want.iter().map(|(l, _)| l).collect();
-    let mut sorted = expected_keys.clone();
+    let mut sorted: Vec<&Labels> = want.iter().map(|(l, _)| l).collect();
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), want.len(), "{name}: duplicate expectations");
