@@ -58,14 +58,17 @@ impl AnomalyData {
 
 /// The root cause that explains most of an anomaly.
 fn main_cause(causes: &[RootCause]) -> Option<&RootCause> {
-    causes.iter().enumerate().max_by(|(i, a), (j, b)| {
-        let contribution = |c: &RootCause| c.impact().map_or(0.0, |i| i.contribution());
-        contribution(a)
-            .total_cmp(&contribution(b))
-            // The first of equals wins.
-            .then(j.cmp(i))
-    })
-    .map(|(_, cause)| cause)
+    causes
+        .iter()
+        .enumerate()
+        .max_by(|(i, a), (j, b)| {
+            let contribution = |c: &RootCause| c.impact().map_or(0.0, |i| i.contribution());
+            contribution(a)
+                .total_cmp(&contribution(b))
+                // The first of equals wins.
+                .then(j.cmp(i))
+        })
+        .map(|(_, cause)| cause)
 }
 
 impl CostExplorer {
@@ -178,7 +181,11 @@ mod tests {
 
     #[test]
     fn the_main_cause_contributes_most_and_the_first_wins_ties() {
-        let causes = [cause("a", Some(1.0)), cause("b", Some(5.0)), cause("c", Some(2.0))];
+        let causes = [
+            cause("a", Some(1.0)),
+            cause("b", Some(5.0)),
+            cause("c", Some(2.0)),
+        ];
         assert_eq!(main_cause(&causes).and_then(|c| c.service()), Some("b"));
         let causes = [cause("a", None), cause("b", None)];
         assert_eq!(main_cause(&causes).and_then(|c| c.service()), Some("a"));

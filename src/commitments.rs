@@ -41,8 +41,8 @@ use aws_sdk_costexplorer::types::{
 use chrono::{DateTime, Datelike, NaiveDate};
 
 use crate::cost_explorer::{
-    CostData, CostExplorer, CostExplorerError, Dimension, Period, Tokens, api_error,
-    date_interval, parse_date, parse_number,
+    CostData, CostExplorer, CostExplorerError, Dimension, Period, Tokens, api_error, date_interval,
+    parse_date, parse_number,
 };
 
 /// Charge types (`RECORD_TYPE`) that mean a service has reservations.
@@ -326,11 +326,8 @@ impl CostExplorer {
                         utilization.and_then(|u| u.total_commitment()),
                     )?
                     .unwrap_or(0.0);
-                    net += figure(
-                        "NetSavings",
-                        detail.savings().and_then(|s| s.net_savings()),
-                    )?
-                    .unwrap_or(0.0);
+                    net += figure("NetSavings", detail.savings().and_then(|s| s.net_savings()))?
+                        .unwrap_or(0.0);
                 }
                 plans.plans.push(SavingsPlan {
                     arn: detail.savings_plan_arn().unwrap_or_default().to_string(),
@@ -390,12 +387,13 @@ impl CostExplorer {
             for coverage in out.savings_plans_coverages() {
                 let service = attribute(coverage.attributes(), "SERVICE");
                 let data = coverage.coverage();
-                let slot = services
-                    .entry(service.to_string())
-                    .or_insert_with(|| SavingsPlansCoverage {
-                        service: service.to_string(),
-                        ..SavingsPlansCoverage::default()
-                    });
+                let slot =
+                    services
+                        .entry(service.to_string())
+                        .or_insert_with(|| SavingsPlansCoverage {
+                            service: service.to_string(),
+                            ..SavingsPlansCoverage::default()
+                        });
                 slot.covered_usd += figure(
                     "SpendCoveredBySavingsPlans",
                     data.and_then(|d| d.spend_covered_by_savings_plans()),
@@ -580,12 +578,21 @@ mod tests {
     #[test]
     fn attributes_are_found_whatever_their_spelling() {
         let map: Attributes = [
-            ("endDateTime".to_string(), "2027-01-01T00:00:00.000Z".to_string()),
+            (
+                "endDateTime".to_string(),
+                "2027-01-01T00:00:00.000Z".to_string(),
+            ),
             ("Region".to_string(), "us-east-1".to_string()),
         ]
         .into();
-        assert_eq!(attribute(Some(&map), "EndDateTime"), "2027-01-01T00:00:00.000Z");
-        assert_eq!(attribute(Some(&map), "end_date_time"), "2027-01-01T00:00:00.000Z");
+        assert_eq!(
+            attribute(Some(&map), "EndDateTime"),
+            "2027-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            attribute(Some(&map), "end_date_time"),
+            "2027-01-01T00:00:00.000Z"
+        );
         assert_eq!(attribute(Some(&map), "region"), "us-east-1");
         assert_eq!(attribute(Some(&map), "instanceType"), "");
         assert_eq!(attribute(None, "region"), "");

@@ -846,7 +846,11 @@ fn validate_integration(
         &raw.max_resource_series,
         DEFAULT_MAX_SERIES,
     )?;
-    let max_tag_series = positive(&key("max_tag_series"), &raw.max_tag_series, DEFAULT_MAX_SERIES)?;
+    let max_tag_series = positive(
+        &key("max_tag_series"),
+        &raw.max_tag_series,
+        DEFAULT_MAX_SERIES,
+    )?;
     let max_anomaly_series = positive(
         &key("max_anomaly_series"),
         &raw.max_anomaly_series,

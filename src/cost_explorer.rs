@@ -506,7 +506,10 @@ where
     CostExplorerError::Api(AwsError::from_sdk(operation, &err))
 }
 
-pub(crate) fn date_interval(start: NaiveDate, end: NaiveDate) -> Result<DateInterval, CostExplorerError> {
+pub(crate) fn date_interval(
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<DateInterval, CostExplorerError> {
     DateInterval::builder()
         .start(start.format("%Y-%m-%d").to_string())
         .end(end.format("%Y-%m-%d").to_string())

@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Table;
 use crate::anomalies::AnomalyData;
-use crate::commitments::{self, Wanted};
 use crate::api_budget::{self, ApiBudget};
+use crate::commitments::{self, Wanted};
 use crate::config::{CostBasis, Integration};
 use crate::cost_explorer::{
     CostData, CostExplorerError, Dimension, ForecastValue, Period, TagData,
