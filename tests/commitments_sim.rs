@@ -5,26 +5,24 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use aws_config::{BehaviorVersion, Region};
-use aws_cost_exporter::config::CostBasis;
 use aws_cost_exporter::demo::commitments::{
-    ANOMALIES, HOURS_PER_DAY, HOURS_TODAY, MONITORS, SAVINGS_PLANS, monitor_arn,
-    reservation_profile, savings_plan_arn, subscription_id,
+    ANOMALIES, MONITORS, SAVINGS_PLANS, monitor_arn, reservation_profile, savings_plan_arn,
+    subscription_id,
 };
 use aws_cost_exporter::demo::dataset::{SimRow, format_units, units_to_f64};
-use aws_cost_exporter::demo::{Behavior, Dataset, Simulator};
+use aws_cost_exporter::demo::{Behavior, Simulator};
 use aws_credential_types::Credentials;
 use aws_sdk_costexplorer::types::{
     AnomalyDateInterval, DateInterval, DimensionValues, Expression, Granularity, GroupDefinition,
     GroupDefinitionType,
 };
 use chrono::{Days, NaiveDate};
+use common::commitments::*;
 use common::*;
 
-const RDS: &str = "Amazon Relational Database Service";
-const EC2: &str = "Amazon Elastic Compute Cloud - Compute";
 /// Bounds every paging loop.
 const MAX_PAGES: usize = 100;
 
@@ -86,82 +84,6 @@ where
         meta.code().unwrap_or_default().to_string(),
         meta.message().unwrap_or_default().to_string(),
     )
-}
-
-fn unblended(row: &SimRow) -> i128 {
-    i128::from(row.amount(CostBasis::Unblended))
-}
-
-fn rows_of(dataset: &Dataset, day: NaiveDate) -> impl Iterator<Item = &SimRow> {
-    dataset.rows.iter().filter(move |r| r.day == day)
-}
-
-fn days(start: NaiveDate, end: NaiveDate) -> impl Iterator<Item = NaiveDate> {
-    start.iter_days().take_while(move |d| *d < end)
-}
-
-fn percent(part: i128, whole: i128) -> String {
-    if whole == 0 {
-        "0".to_string()
-    } else {
-        format!("{}", part as f64 * 100.0 / whole as f64)
-    }
-}
-
-/// Per plan: (recurring, upfront, total, used, on demand) over `[start, end)`, as documented.
-fn expected_plans(dataset: &Dataset, start: NaiveDate, end: NaiveDate) -> Vec<[i128; 5]> {
-    let mut out = vec![[0i128; 5]; SAVINGS_PLANS.len()];
-    for day in days(start, end) {
-        let fee: i128 = rows_of(dataset, day)
-            .filter(|r| r.record_type() == "SavingsPlanRecurringFee")
-            .map(unblended)
-            .sum();
-        let covered: Vec<&SimRow> = rows_of(dataset, day)
-            .filter(|r| r.record_type() == "SavingsPlanCoveredUsage")
-            .collect();
-        let on_demand: i128 = covered.iter().map(|r| unblended(r)).sum();
-        let amortized: i128 = covered
-            .iter()
-            .map(|r| i128::from(r.amount(CostBasis::Amortized)))
-            .sum();
-        let mut taken = [0i128; 3];
-        for (k, plan) in SAVINGS_PLANS.iter().enumerate() {
-            let last = k + 1 == SAVINGS_PLANS.len();
-            let parts: Vec<i128> = [fee, amortized, on_demand]
-                .iter()
-                .zip(taken)
-                .map(|(x, t)| {
-                    if last {
-                        x - t
-                    } else {
-                        x * plan.share_percent / 100
-                    }
-                })
-                .collect();
-            let (recurring, used, od) = (parts[0], parts[1], parts[2]);
-            let total = (used * 100 / plan.utilization_percent).max(recurring);
-            taken[0] += recurring;
-            taken[1] += used;
-            taken[2] += od;
-            for (slot, v) in out[k]
-                .iter_mut()
-                .zip([recurring, total - recurring, total, used, od])
-            {
-                *slot += v;
-            }
-        }
-    }
-    out
-}
-
-fn sum_plans(plans: &[[i128; 5]]) -> [i128; 5] {
-    let mut s = [0; 5];
-    for p in plans {
-        for i in 0..5 {
-            s[i] += p[i];
-        }
-    }
-    s
 }
 
 fn assert_sp_utilization(
@@ -416,17 +338,7 @@ async fn savings_plans_coverage_groups_pages_and_refuses_granularity_with_group_
         }
     }
     // (covered, on demand) per account.
-    let mut expected: BTreeMap<&str, (i128, i128)> = BTreeMap::new();
-    for row in dataset.rows.iter().filter(|r| {
-        r.day >= start && r.day < end && (r.service() == EC2 || r.service() == "AWS Lambda")
-    }) {
-        let slot = expected.entry(row.account_id()).or_default();
-        match row.record_type() {
-            "SavingsPlanCoveredUsage" => slot.0 += unblended(row),
-            "Usage" => slot.1 += unblended(row),
-            _ => {}
-        }
-    }
+    let expected = expected_sp_coverage(&dataset, (start, end), SimRow::account_id);
     assert_eq!(expected.len(), 4);
     assert_eq!(pages, 2, "4 accounts, 2 a page");
     assert_eq!(coverages.len(), 4);
@@ -518,54 +430,6 @@ async fn savings_plans_coverage_groups_pages_and_refuses_granularity_with_group_
     assert_eq!(code, "ValidationException");
 }
 
-/// Per reservation (account, resource) of `service`: [purchased, actual, fee, on demand,
-/// unused cost, potential], as documented.
-fn expected_reservations(
-    dataset: &Dataset,
-    service: &str,
-    start: NaiveDate,
-    end: NaiveDate,
-) -> BTreeMap<(String, String), [i128; 6]> {
-    let mut out: BTreeMap<(String, String), [i128; 6]> = BTreeMap::new();
-    for day in days(start, end) {
-        let fees: Vec<&SimRow> = rows_of(dataset, day)
-            .filter(|r| r.service() == service && r.record_type() == "RIFee")
-            .collect();
-        for fee_row in fees {
-            let resource = fee_row.resource_id().unwrap();
-            let on_demand: i128 = rows_of(dataset, day)
-                .filter(|r| {
-                    r.record_type() == "DiscountedUsage"
-                        && r.account_id() == fee_row.account_id()
-                        && r.resource_id() == Some(resource)
-                })
-                .map(unblended)
-                .sum();
-            let fee = unblended(fee_row);
-            let (u, _, _) = reservation_profile(resource);
-            let purchased = if day == dataset.today.unwrap() {
-                HOURS_TODAY
-            } else {
-                HOURS_PER_DAY
-            };
-            let slot = out
-                .entry((fee_row.account_id().to_string(), resource.to_string()))
-                .or_default();
-            for (s, v) in slot.iter_mut().zip([
-                purchased,
-                purchased * u / 100,
-                fee,
-                on_demand,
-                fee * (100 - u) / 100,
-                on_demand * 100 / u - fee,
-            ]) {
-                *s += v;
-            }
-        }
-    }
-    out
-}
-
 fn assert_aggregates(a: &aws_sdk_costexplorer::types::ReservationAggregates, f: [i128; 6]) {
     let [purchased, actual, fee, on_demand, unused_cost, potential] = f;
     let net = on_demand - fee;
@@ -603,12 +467,6 @@ fn assert_aggregates(a: &aws_sdk_costexplorer::types::ReservationAggregates, f: 
         a.unrealized_savings(),
         Some(format_units(potential - net).as_str())
     );
-}
-
-fn add6(a: &mut [i128; 6], b: &[i128; 6]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x += y;
-    }
 }
 
 #[tokio::test]
@@ -661,10 +519,7 @@ async fn reservation_utilization_serves_each_service_its_own_data_and_pages() {
             .await
             .unwrap();
         pages += 1;
-        let mut all = [0; 6];
-        for f in expected.values() {
-            add6(&mut all, f);
-        }
+        let all = sum_reservations(&expected);
         assert_aggregates(out.total().unwrap(), all);
         for period in out.utilizations_by_time() {
             assert_aggregates(period.total().unwrap(), all);
@@ -746,20 +601,9 @@ async fn reservation_coverage_counts_reserved_and_on_demand_hours_per_account() 
     let dataset = sim.dataset("111111111111").unwrap();
     let ce = client(&sim);
     let (start, end) = (date(2026, 11, 1), date(2026, 11, 24));
-    let reservations = expected_reservations(&dataset, RDS, start, end);
     for (service, reserved_accounts) in [(RDS, 3), (EC2, 0)] {
         // (reserved hours, on-demand cost) per account.
-        let mut expected: BTreeMap<String, (i128, i128)> = BTreeMap::new();
-        if service == RDS {
-            for ((account, _), f) in &reservations {
-                expected.entry(account.clone()).or_default().0 += f[1];
-            }
-        }
-        for row in dataset.rows.iter().filter(|r| {
-            r.day >= start && r.day < end && r.service() == service && r.record_type() == "Usage"
-        }) {
-            expected.entry(row.account_id().to_string()).or_default().1 += unblended(row);
-        }
+        let expected = expected_ri_coverage(&dataset, service, start, end);
         let mut groups = Vec::new();
         let mut token: Option<String> = None;
         let mut pages = 0;
@@ -850,13 +694,6 @@ async fn anomalies_and_monitors_page_and_keep_to_ninety_days() {
     let sim = org_simulator(today(), 1).await;
     let dataset = sim.dataset("111111111111").unwrap();
     let ce = client(&sim);
-    let accounts: Vec<&str> = dataset
-        .rows
-        .iter()
-        .map(|r| r.account_id())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let anomaly_interval = |start: NaiveDate| {
         AnomalyDateInterval::builder()
             .start_date(start.to_string())
@@ -883,27 +720,11 @@ async fn anomalies_and_monitors_page_and_keep_to_ninety_days() {
     }
     assert_eq!(pages, ANOMALIES.len());
     let mut open = 0;
-    for (anomaly, spec) in anomalies.iter().zip(ANOMALIES) {
-        let account = accounts[spec.account_index];
-        let first = today() - Days::new(spec.start_days_ago);
-        let last = spec
-            .end_days_ago
-            .map_or(today(), |d| today() - Days::new(d));
-        let (mut actual, mut expected, mut max) = (0i128, 0i128, 0i128);
-        for day in days(first, last + Days::new(1)) {
-            let spent: i128 = rows_of(&dataset, day)
-                .filter(|r| {
-                    r.service() == spec.service
-                        && r.account_id() == account
-                        && r.record_type() == "Usage"
-                })
-                .map(unblended)
-                .sum();
-            let normal = spent * spec.expected_percent / 100;
-            actual += spent;
-            expected += normal;
-            max = max.max(spent - normal);
-        }
+    let expected_anomalies = expected_anomalies(&dataset);
+    assert_eq!(expected_anomalies.len(), ANOMALIES.len());
+    for (anomaly, e) in anomalies.iter().zip(&expected_anomalies) {
+        let (spec, account, first, last) = (e.spec, e.account.as_str(), e.first, e.last);
+        let (actual, expected, max) = (e.actual, e.expected, e.max_impact);
         assert!(actual > 0, "{}", spec.id);
         let impact = actual - expected;
         assert_eq!(anomaly.anomaly_id(), spec.id);

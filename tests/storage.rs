@@ -114,17 +114,10 @@ fn yaml(sim: &Simulator, name: &str, top: &str, extra: &str) -> Config {
     ))
 }
 
-/// Requests the simulator billed (every Cost Explorer request it answered).
+/// Requests the simulator billed (every Cost Explorer request it answered, of every billed
+/// operation: the commitment and anomaly ones too).
 fn billed(sim: &Simulator) -> usize {
-    sim.requests()
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.operation.as_str(),
-                "GetCostAndUsage" | "GetCostAndUsageWithResources" | "GetCostForecast"
-            )
-        })
-        .count()
+    sim.billed_requests()
 }
 
 /// The cost families of a scrape (everything after the exporter's own metrics), in the

@@ -21,6 +21,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+pub mod commitments;
+
 pub const ORG: &[(&str, &str)] = &[
     ("111111111111", "Management"),
     ("333333333333", "Production"),
