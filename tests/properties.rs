@@ -2119,6 +2119,7 @@ fn check_page_error(e: &CostExplorerError) -> Result<(), TestCaseError> {
         matches!(
             e,
             CostExplorerError::Malformed(_)
+                | CostExplorerError::MalformedPage { .. }
                 | CostExplorerError::NotUsd { .. }
                 | CostExplorerError::BadAmount { .. }
         ),
