@@ -204,6 +204,15 @@ def split_url(url):
 # ---------------------------------------------------------------- the exporter's log
 
 
+# The messages of the refresh-end lines and the outcome each stands for (the lines carry no
+# outcome field: their message says it).
+REFRESH_OUTCOMES = {
+    "refresh finished": "success",
+    "refresh partly failed": "partial",
+    "refresh failed": "failure",
+}
+
+
 class LogFollower:
     """Reads the exporter's JSON log (stderr redirected to a file) as it grows and yields the
     refresh-end lines: 'refresh finished', 'refresh partly failed ...', 'refresh failed ...'."""
@@ -232,9 +241,10 @@ class LogFollower:
             except ValueError:
                 continue
             fields = record.get("fields", record)
-            message = str(fields.get("message", ""))
-            if message.startswith("refresh") and "outcome" in fields and "integration" in fields:
+            outcome = REFRESH_OUTCOMES.get(str(fields.get("message", "")))
+            if outcome and "integration" in fields:
                 fields = dict(fields)
+                fields["outcome"] = outcome
                 fields["_seen"] = now
                 fields["_end"] = parse_ts(record.get("timestamp")) or now
                 events.append(fields)

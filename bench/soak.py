@@ -342,9 +342,9 @@ def cmd_run(args):
                         state["reloads_done"] += 1
                     elif message.startswith("configuration reload failed"):
                         state["reloads_failed"] += 1
-                    elif message.startswith("refresh") and "outcome" in fields:
+                    elif message in helper.REFRESH_OUTCOMES:
                         name = str(fields.get("integration", ""))
-                        key = (name, str(fields["outcome"]))
+                        key = (name, helper.REFRESH_OUTCOMES[message])
                         state["refreshes"][key] = state["refreshes"].get(key, 0) + 1
                         try:
                             seconds = float(fields.get("duration_seconds", "nan"))
