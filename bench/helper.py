@@ -483,8 +483,7 @@ def parse_wrk(output):
     return result
 
 
-def run_wrk(url, seconds, headers, threads, connections, log_path=None, server_pid=None,
-            nice=None):
+def run_wrk(url, seconds, headers, threads, connections, log_path=None, server_pid=None):
     """Runs wrk (bounded: wrk's own -d, and killed by PID at -d + 30 s) and parses it. With
     server_pid, also measures the server's CPU and how much CPU the rest of the machine (other
     than the server and wrk) used meanwhile, in cores: the noise of a shared machine."""
@@ -493,8 +492,6 @@ def run_wrk(url, seconds, headers, threads, connections, log_path=None, server_p
     for h in headers:
         cmd += ["-H", h]
     cmd.append(url)
-    if nice is not None:  # bench/soak: wrk at the simulator's priority
-        cmd = ["nice", "-n", str(nice)] + cmd
     start = time.time()
     busy0, steal0 = machine_cpu_seconds()
     server0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
