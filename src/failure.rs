@@ -311,6 +311,10 @@ pub fn shorten(text: &str, max: usize) -> String {
 /// What marks the text an elision took out.
 pub const ELLIPSIS: char = '…';
 
+/// The fewest characters a piece of text cut by [`Concise::within`] keeps: fewer say nothing,
+/// and the piece is reduced to an ellipsis instead.
+pub const MIN_CUT: usize = 16;
+
 /// `text` as it is if its characters cost at most `max` (each `cost(c)`, at least 1), else its
 /// head and tail around an [`ELLIPSIS`], costing at most `max` in all: two thirds of the room
 /// for the head (what an AWS message says first: the identity, the action) and the rest for
@@ -380,9 +384,11 @@ impl Concise {
 
     /// The whole text if its characters cost at most `max` (each `cost(c)`, at least 1, such as
     /// its length once escaped in a log line); else the elidable pieces are cut in their middle
-    /// ([`elide`]), the longest first, each to the same cost at most, until the text fits. The
-    /// fixed pieces are never cut: when they alone cost more than `max`, the text is longer
-    /// than `max` (every elidable piece then reduced to an ellipsis).
+    /// ([`elide`]) to the same cost at most, the longest first, until the text fits. A piece
+    /// that would keep fewer than [`MIN_CUT`] characters says nothing: the longest such piece
+    /// is reduced to an ellipsis instead, so that shorter ones (the name of a failed part) can
+    /// stay whole. The fixed pieces are never cut: when they alone cost more than `max`, the
+    /// text is longer than `max` (every elidable piece then an ellipsis).
     pub fn within(&self, max: usize, cost: impl Fn(char) -> usize) -> String {
         let cost = |c: char| cost(c).max(1);
         let costs: Vec<usize> = self
@@ -393,33 +399,60 @@ impl Concise {
         if costs.iter().sum::<usize>() <= max {
             return self.to_string();
         }
-        let fixed: usize = self
+        let least = cost(ELLIPSIS);
+        // Each piece's cap: `None` for a fixed piece, the piece's own cost when it stays whole.
+        let mut caps: Vec<Option<usize>> = self
             .pieces
             .iter()
             .zip(&costs)
-            .filter(|((_, elidable), _)| !elidable)
-            .map(|(_, c)| c)
+            .map(|((_, elidable), &c)| elidable.then_some(c))
+            .collect();
+        let fixed: usize = costs
+            .iter()
+            .zip(&caps)
+            .filter(|(_, cap)| cap.is_none())
+            .map(|(c, _)| c)
             .sum();
-        let elided_cost = |cap: usize| -> usize {
-            self.pieces
-                .iter()
-                .zip(&costs)
-                .filter(|((_, elidable), _)| *elidable)
-                .map(|(_, &c)| c.min(cap))
-                .sum()
-        };
-        // The largest cap on each elidable piece that fits; an ellipsis each at the least.
-        let longest = costs.iter().copied().max().unwrap_or(0);
-        let least = cost(ELLIPSIS);
-        let cap = (least..=longest)
-            .rev()
-            .find(|&cap| fixed + elided_cost(cap) <= max)
-            .unwrap_or(least);
+        let mut collapsed = vec![false; costs.len()];
+        loop {
+            // The largest cap on the pieces not reduced to an ellipsis that fits.
+            let spent = |cap: usize| -> usize {
+                (0..costs.len())
+                    .filter(|&i| self.pieces[i].1)
+                    .map(|i| match collapsed[i] {
+                        true => least.min(costs[i]),
+                        false => costs[i].min(cap),
+                    })
+                    .sum()
+            };
+            let longest = costs.iter().copied().max().unwrap_or(0);
+            let cap = (least..=longest)
+                .rev()
+                .find(|&cap| fixed + spent(cap) <= max)
+                .unwrap_or(least);
+            let cut = (0..costs.len())
+                .filter(|&i| self.pieces[i].1 && !collapsed[i] && costs[i] > cap)
+                .max_by_key(|&i| (costs[i], std::cmp::Reverse(i)));
+            match cut {
+                Some(longest) if cap < MIN_CUT && costs[longest] > least => {
+                    collapsed[longest] = true;
+                }
+                _ => {
+                    for (i, slot) in caps.iter_mut().enumerate() {
+                        if let Some(own) = slot {
+                            *slot = Some(if collapsed[i] { least } else { (*own).min(cap) });
+                        }
+                    }
+                    break;
+                }
+            }
+        }
         self.pieces
             .iter()
-            .map(|(text, elidable)| match elidable {
-                true => elide(text, cap, cost),
-                false => text.clone(),
+            .zip(&caps)
+            .map(|((text, _), cap)| match cap {
+                Some(cap) => elide(text, *cap, cost),
+                None => text.clone(),
             })
             .collect()
     }
@@ -577,14 +610,18 @@ mod tests {
                         .ends_with(" (HTTP 400, request id c3fbaf66-bc1f-42fb-80a8-3a5e1b6f0d24)"),
                 "{max}: {told}"
             );
-            // At most the budget (an ellipsis at the least); one less when a space next to the
-            // ellipsis was dropped.
+            // At most the budget, one less when a space next to the ellipsis was dropped; an
+            // ellipsis alone when the message would keep fewer than MIN_CUT characters.
             let length = told.chars().count();
-            let expected = max.clamp(fixed + 1, whole.chars().count());
-            assert!(
-                length == expected || length + 1 == expected,
-                "{max}: {told}"
-            );
+            if max < fixed + MIN_CUT {
+                assert_eq!(length, fixed + 1, "{max}: {told}");
+            } else {
+                let expected = max.min(whole.chars().count());
+                assert!(
+                    length == expected || length + 1 == expected,
+                    "{max}: {told}"
+                );
+            }
         }
     }
 
@@ -620,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn elidable_pieces_are_cut_longest_first_to_one_length() {
+    fn elidable_pieces_are_cut_longest_first() {
         let told = Concise::default()
             .elidable("forecast (unblended)")
             .fixed(": ")
@@ -636,10 +673,24 @@ mod tests {
                 "x".repeat(24)
             )
         );
-        // Both pieces cut to 10 at most.
+        // Both would keep 10 characters, too few to say anything: the longest goes, the other
+        // keeps what is left.
+        assert_eq!(told.within(27, |_| 1), "forecast (un…ended): … [id]");
+        assert_eq!(told.within(29, |_| 1), "forecast (unblended): … [id]");
+        // Two long pieces share the room.
+        let two = Concise::default()
+            .elidable("a".repeat(40))
+            .fixed(" | ")
+            .elidable("b".repeat(60));
         assert_eq!(
-            told.within(27, |_| 1),
-            format!("foreca…ed): {}…{} [id]", "x".repeat(6), "x".repeat(3))
+            two.within(63, |_| 1),
+            format!(
+                "{}…{} | {}…{}",
+                "a".repeat(20),
+                "a".repeat(9),
+                "b".repeat(20),
+                "b".repeat(9)
+            )
         );
         // Fixed pieces alone are longer: every elidable piece is an ellipsis.
         assert_eq!(told.within(3, |_| 1), "…: … [id]");

@@ -653,9 +653,11 @@ async fn a_partial_failure_counts_the_reason_of_its_first_failed_part() {
         "access_denied",
         &[": GetCostForecast: AccessDeniedException: "],
         Answered::Status(400),
-        " (also failed: organizations)",
+        " (also failed: ",
     );
-    assert!(error.starts_with("fo"), "{error}");
+    // Little room is left in a partial failure's line: AWS's message, and here the part's name,
+    // are down to an ellipsis; the other failed part's name stays.
+    assert!(error.ends_with(" (also failed: organizations)"), "{error}");
     assert!(logfmt_field(&line, "series").is_some(), "{line}");
     exporter.shutdown().await;
 }

@@ -539,14 +539,16 @@ pub enum Answered {
 /// Checks one refresh failure's logfmt line: at most [`MAX_FAILURE_LINE`] characters, at
 /// warn level, without the exporter's module as target or an `outcome` (the message says it),
 /// with `reason`, and an error that holds each of `parts` in order (the operation, AWS's error
-/// code: what a budget never cuts), ends as `answered` says and then with `suffix`, and holds no
-/// debug dump. Returns the error.
+/// code: what a budget never cuts), ends as `answered` says, and holds no debug dump. After
+/// AWS's status and request id comes nothing when `then` is empty, else `then` and a last
+/// `)` (a partial failure's other failed parts, whose names may lose their middle). Returns the
+/// error.
 pub fn check_failure_line(
     line: &str,
     reason: &str,
     parts: &[&str],
     answered: Answered,
-    suffix: &str,
+    then: &str,
 ) -> String {
     assert!(
         line.chars().count() <= MAX_FAILURE_LINE,
@@ -579,28 +581,42 @@ pub fn check_failure_line(
             .unwrap_or_else(|| panic!("{part:?} not in {error:?} (in order)"));
         rest = &rest[at + part.len()..];
     }
-    let told = error
-        .strip_suffix(suffix)
-        .unwrap_or_else(|| panic!("{error:?} does not end with {suffix:?}"));
+    let check_rest = |rest: &str| {
+        if then.is_empty() {
+            assert_eq!(rest, "", "after the request id in {error:?}");
+        } else {
+            assert!(
+                rest.starts_with(then) && rest.ends_with(')'),
+                "{then:?}...) does not end {error:?}"
+            );
+        }
+    };
+    // What follows `prefix`: AWS's request id, whole, then `)` and the rest.
     let request_id = |prefix: &str| {
-        let at = told
+        let at = error
             .rfind(prefix)
             .unwrap_or_else(|| panic!("{prefix:?} not in {error:?}"));
-        let id = told[at + prefix.len()..]
-            .strip_suffix(')')
-            .unwrap_or_else(|| panic!("no ')' after the request id: {error:?}"));
+        let after = &error[at + prefix.len()..];
+        let id: String = after.chars().take(36).collect();
         // AWS's form, as the simulator gives it: 8-4-4-4-12 hexadecimal digits.
         let groups: Vec<usize> = id.split('-').map(str::len).collect();
         assert!(
             groups == [8, 4, 4, 4, 12] && id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
             "a request id cut or missing: {id:?} in {error:?}"
         );
+        let rest = after[id.len()..]
+            .strip_prefix(')')
+            .unwrap_or_else(|| panic!("no ')' after the request id: {error:?}"));
+        check_rest(rest);
     };
     match answered {
-        Answered::Nothing => assert!(
-            !told.contains("request id") && !told.contains("(HTTP "),
-            "{error:?}"
-        ),
+        Answered::Nothing => {
+            assert!(
+                !error.contains("request id") && !error.contains("(HTTP "),
+                "{error:?}"
+            );
+            assert!(then.is_empty());
+        }
         Answered::RequestId => request_id(" (request id "),
         Answered::Status(status) => request_id(&format!(" (HTTP {status}, request id ")),
     }
