@@ -210,6 +210,15 @@ def split_url(url):
 # ---------------------------------------------------------------- the exporter's log
 
 
+# The messages of the refresh-end lines and the outcome each stands for (the lines carry no
+# outcome field: their message says it).
+REFRESH_OUTCOMES = {
+    "refresh finished": "success",
+    "refresh partly failed": "partial",
+    "refresh failed": "failure",
+}
+
+
 class LogFollower:
     """Reads the exporter's JSON log (stderr redirected to a file) as it grows and yields the
     refresh-end lines: 'refresh finished', 'refresh partly failed ...', 'refresh failed ...'."""
@@ -238,9 +247,10 @@ class LogFollower:
             except ValueError:
                 continue
             fields = record.get("fields", record)
-            message = str(fields.get("message", ""))
-            if message.startswith("refresh") and "outcome" in fields and "integration" in fields:
+            outcome = REFRESH_OUTCOMES.get(str(fields.get("message", "")))
+            if outcome and "integration" in fields:
                 fields = dict(fields)
+                fields["outcome"] = outcome
                 fields["_seen"] = now
                 fields["_end"] = parse_ts(record.get("timestamp")) or now
                 events.append(fields)
@@ -479,8 +489,7 @@ def parse_wrk(output):
     return result
 
 
-def run_wrk(url, seconds, headers, threads, connections, log_path=None, server_pid=None,
-            nice=None):
+def run_wrk(url, seconds, headers, threads, connections, log_path=None, server_pid=None):
     """Runs wrk (bounded: wrk's own -d, and killed by PID at -d + 30 s) and parses it. With
     server_pid, also measures the server's CPU and how much CPU the rest of the machine (other
     than the server and wrk) used meanwhile, in cores: the noise of a shared machine."""
@@ -489,8 +498,6 @@ def run_wrk(url, seconds, headers, threads, connections, log_path=None, server_p
     for h in headers:
         cmd += ["-H", h]
     cmd.append(url)
-    if nice is not None:  # bench/soak: wrk at the simulator's priority
-        cmd = ["nice", "-n", str(nice)] + cmd
     start = time.time()
     busy0, steal0 = machine_cpu_seconds()
     server0 = tree_cpu_seconds(server_pid) if server_pid else 0.0

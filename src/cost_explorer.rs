@@ -34,7 +34,7 @@ use chrono::{Datelike, NaiveDate};
 
 use crate::aggregate::Table;
 use crate::config::CostBasis;
-use crate::failure::{AwsError, Classify, Reason};
+use crate::failure::{AwsError, Classify, Concise, Reason, ToConcise};
 
 /// A ceiling on the pages of one query, far above any real organization: only a Cost Explorer
 /// that never stops answering with a new token reaches it.
@@ -150,6 +150,19 @@ pub enum CostExplorerError {
     BadAmount { metric: String, amount: String },
     #[error("malformed Cost Explorer response: {0}")]
     Malformed(String),
+    /// A page that could not be parsed, with the request id of the answer that carried it.
+    #[error(
+        "malformed Cost Explorer response: page {page} of {query}: {error}{}",
+        in_request(.request_id)
+    )]
+    MalformedPage {
+        page: u32,
+        /// The query's operation, which `query` starts with.
+        operation: &'static str,
+        query: String,
+        error: String,
+        request_id: Option<String>,
+    },
     #[error(
         "Cost Explorer returned a NextPageToken it had already returned, after {pages} pages of {query}"
     )]
@@ -172,9 +185,44 @@ impl Classify for CostExplorerError {
             CostExplorerError::NotUsd { .. } => Reason::UnsupportedUnit,
             CostExplorerError::BadAmount { .. }
             | CostExplorerError::Malformed(_)
+            | CostExplorerError::MalformedPage { .. }
             | CostExplorerError::TokenLoop { .. }
             | CostExplorerError::TooManyPages { .. } => Reason::BadResponse,
             CostExplorerError::ApiBudget { .. } => Reason::ApiBudget,
+        }
+    }
+}
+
+/// " (request id ...)" when there is one.
+fn in_request(request_id: &Option<String>) -> String {
+    request_id
+        .as_ref()
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default()
+}
+
+/// AWS errors and malformed pages keep their operation and request id whole; other errors (a
+/// page token that loops, an amount in another unit, the daily cap) are short sentences that
+/// may lose their middle.
+impl ToConcise for CostExplorerError {
+    fn concise(&self) -> Concise {
+        match self {
+            CostExplorerError::Api(err) => err.concise(),
+            CostExplorerError::MalformedPage {
+                page,
+                operation,
+                query,
+                error,
+                request_id,
+            } => Concise::default()
+                .fixed(format!(
+                    "malformed Cost Explorer response: page {page} of {operation}"
+                ))
+                .elidable(query.strip_prefix(operation).unwrap_or(query))
+                .fixed(": ")
+                .elidable(error)
+                .fixed(in_request(request_id)),
+            other => Concise::default().elidable(other.to_string()),
         }
     }
 }
@@ -603,16 +651,12 @@ impl<'a> Pager<'a> {
         request_id: Option<&str>,
         sink: &mut impl FnMut(NaiveDate, &[&str], &[f64]) -> Result<(), CostExplorerError>,
     ) -> Result<(), CostExplorerError> {
-        let page = page::parse(body).map_err(|err| {
-            let id = request_id
-                .map(|id| format!(" (request id {id})"))
-                .unwrap_or_default();
-            CostExplorerError::Malformed(format!(
-                "page {} of {}: {}{id}",
-                self.stats.pages,
-                self.query,
-                crate::failure::shorten(&err, 120)
-            ))
+        let page = page::parse(body).map_err(|err| CostExplorerError::MalformedPage {
+            page: self.stats.pages,
+            operation: self.query.operation.as_str(),
+            query: self.query.to_string(),
+            error: crate::failure::shorten(&err, 120),
+            request_id: request_id.map(str::to_string),
         })?;
         let keys_wanted = self.query.group_by.len();
         let mut keys: Vec<&str> = Vec::with_capacity(keys_wanted);

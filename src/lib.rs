@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod demo;
 pub mod exposition;
 pub mod failure;
+pub mod logfmt;
 pub mod metrics;
 pub mod organizations;
 pub mod refresh;

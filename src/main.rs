@@ -135,8 +135,8 @@ fn init_logging(flags: &Flags) {
     match flags.log_format {
         LogFormat::Logfmt => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .event_format(tracing_logfmt::EventsFormatter::default())
-            .fmt_fields(tracing_logfmt::FieldsFormatter::default())
+            .event_format(aws_cost_exporter::logfmt::Logfmt)
+            .fmt_fields(aws_cost_exporter::logfmt::Logfmt)
             .with_writer(std::io::stderr)
             .finish()
             .with(cap)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_organizations::Client;
 
-use crate::failure::{AwsError, Classify, Reason};
+use crate::failure::{AwsError, Classify, Concise, Reason, ToConcise};
 
 /// Why listing the organization's accounts failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,12 @@ pub struct OrganizationsError(#[from] pub AwsError);
 impl Classify for OrganizationsError {
     fn reason(&self) -> Reason {
         self.0.reason()
+    }
+}
+
+impl ToConcise for OrganizationsError {
+    fn concise(&self) -> Concise {
+        self.0.concise()
     }
 }
 

@@ -33,7 +33,8 @@ use crate::cost_explorer::{
     CostData, CostExplorerError, Dimension, ForecastValue, Period, TagData,
 };
 use crate::credentials::{Clients, Timeouts};
-use crate::failure::{Classify, Reason};
+use crate::failure::{Classify, Concise, Reason, ToConcise};
+use crate::logfmt;
 use crate::metrics::Metrics;
 use crate::snapshot::{IntegrationSnapshot, RefreshData, SnapshotStore};
 use crate::storage::{Fallback, Storage};
@@ -45,8 +46,11 @@ pub const RETRY_MIN: Duration = Duration::from_secs(60);
 pub const START_SPREAD: Duration = Duration::from_secs(5);
 /// How many integrations refresh at once, by default (`--refresh.max-concurrency`).
 pub const MAX_CONCURRENCY: usize = 4;
-/// The longest error a refresh's log line carries, in characters.
-pub const MAX_LOGGED_ERROR: usize = 300;
+/// The longest line a refresh failure is logged in (`--log.format logfmt`), in characters: the
+/// error's elidable parts (AWS's message, an error chain, the name of a failed part) lose their
+/// middle to fit; its operation, AWS error code, HTTP status and request id never do, so only
+/// absurdly long integration names or fixed parts make a line longer.
+pub const MAX_LOG_LINE: usize = 300;
 /// The largest part of a wait that jitter takes off.
 pub const JITTER: f64 = 0.1;
 
@@ -79,10 +83,22 @@ impl Default for RefreshOptions {
     }
 }
 
+/// The niceness of the refresh threads: 10, where scrapes run at the process's own (0).
+///
+/// Linux's scheduler shares a contested core by weight: 1024 at nice 0, 110 at nice 10, 15 at
+/// nice 19. Against one busy thread at nice 0 a refresh thread gets 110/1134, about 10 % of the
+/// core, and a scrape thread the rest: a refresh slows a scrape it competes with by at most
+/// about a tenth of one core, and a flood of scrapes (at most one busy serving thread per core)
+/// slows a refresh by a bounded factor, about ten, without starving it. At nice 19 the refresh
+/// got 15/1039, 1.4 %: under a flood that kept both cores of the soak busy, a refresh of 1.2 s
+/// of CPU took two minutes. Other busy programs at nice 0 on the same cores each add their
+/// weight, and slow a refresh further.
+pub const REFRESH_NICENESS: i32 = 10;
+
 /// The runtime refreshes run on, apart from the one that answers scrapes: parsing pages and
 /// building snapshots is CPU work, so it gets one worker thread (and its blocking threads),
-/// at the lowest scheduling priority (nice 19), and a refresh never occupies a thread a scrape
-/// is waiting for: when both want a core, the scrape gets it; a refresh gets all the rest.
+/// at [`REFRESH_NICENESS`], and a refresh never occupies a thread a scrape is waiting for: when
+/// both want a core, the scrape gets about nine tenths of it; a refresh gets all the rest.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -92,14 +108,18 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Lowers the calling thread's scheduling priority to nice 19. Lowering needs no privilege.
+/// Lowers the calling thread's scheduling priority to [`REFRESH_NICENESS`] (never raises it: a
+/// process started at a higher niceness keeps its own). Lowering needs no privilege.
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    // SAFETY: gettid and setpriority only read and set the calling thread's own niceness; a
-    // failure leaves the priority as it was.
+    // SAFETY: gettid, getpriority and setpriority only read and set the calling thread's own
+    // niceness; a failure leaves the priority as it was (getpriority's -1 on a failure only
+    // means the niceness is set).
     unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        let tid = libc::gettid() as libc::id_t;
+        if libc::getpriority(libc::PRIO_PROCESS, tid) < REFRESH_NICENESS {
+            libc::setpriority(libc::PRIO_PROCESS, tid, REFRESH_NICENESS);
+        }
     }
 }
 
@@ -128,10 +148,10 @@ pub enum RefreshError {
     Costs(#[from] CostExplorerError),
     /// Optional queries failed; a snapshot with everything else was published. Said as the
     /// first failure, naming the other parts that failed.
-    #[error("{}{}", .failures.first().map(String::as_str).unwrap_or_default(), also_failed(.parts))]
+    #[error("{}{}", .failures.first().map(ToString::to_string).unwrap_or_default(), also_failed(.parts))]
     Partial {
         /// Each failed part's error, in refresh order.
-        failures: Vec<String>,
+        failures: Vec<Concise>,
         /// The failed parts (`tags`, `resources`, `forecast`, `organizations`), in order.
         parts: Vec<&'static str>,
         /// The reason of the first failed part.
@@ -161,19 +181,43 @@ impl Classify for RefreshError {
     }
 }
 
+impl ToConcise for RefreshError {
+    fn concise(&self) -> Concise {
+        match self {
+            RefreshError::Costs(err) => err.concise(),
+            RefreshError::Partial {
+                failures, parts, ..
+            } => {
+                let first = failures.first().cloned().unwrap_or_default();
+                match parts.get(1..) {
+                    Some(rest) if !rest.is_empty() => first
+                        .fixed(" (also failed: ")
+                        .elidable(rest.join(", "))
+                        .fixed(")"),
+                    _ => first,
+                }
+            }
+            RefreshError::Build(_) => Concise::default().elidable(self.to_string()),
+        }
+    }
+}
+
 /// One optional part's failure: its reason and what to log.
 #[derive(Debug)]
 struct PartError {
     reason: Reason,
-    text: String,
+    text: Concise,
 }
 
 impl PartError {
     /// `err` under a context such as `tag "team"`.
-    fn new(context: &str, err: &(impl Classify + std::fmt::Display)) -> Self {
+    fn new(context: &str, err: &(impl Classify + ToConcise)) -> Self {
         Self {
             reason: err.reason(),
-            text: format!("{context}: {err}"),
+            text: Concise::default()
+                .elidable(context)
+                .fixed(": ")
+                .then(err.concise()),
         }
     }
 }
@@ -420,9 +464,9 @@ impl Refresher {
         if period.data_day + Days::new(RESOURCE_DAYS) <= period.today {
             return Err(PartError {
                 reason: Reason::AwsError,
-                text: format!(
+                text: Concise::default().elidable(format!(
                     "resource-level costs: AWS serves only the last {RESOURCE_DAYS} days; lower data_delay_days"
-                ),
+                )),
             });
         }
         let mut rows = Table::new(self.integration.cost_basis.len());
@@ -451,7 +495,7 @@ impl Refresher {
                     let mut part = PartError::new(&format!("resources of {service:?}"), &err);
                     if matches!(&err, CostExplorerError::Api(aws) if aws.code() == Some("ValidationException")) {
                         // What the operator has to do, briefly.
-                        part.text.push_str(
+                        part.text = part.text.elidable(
                             "; enable 'Resource-level data at daily granularity' for it in the management account's Cost Management preferences",
                         );
                     }
@@ -555,12 +599,13 @@ impl Refresher {
             .saturating_sub(requests_before);
         self.metrics
             .record_refresh(name, result.is_ok(), elapsed, finished);
+        // Milliseconds are enough in a log line (the duration metric has the rest).
+        let duration_seconds = (elapsed * 1000.0).round() / 1000.0;
         match result {
             Ok(summary) => {
                 tracing::info!(
                     integration = %name,
-                    outcome = "success",
-                    duration_seconds = elapsed,
+                    duration_seconds,
                     series = summary.series,
                     requests,
                     "refresh finished"
@@ -570,30 +615,7 @@ impl Refresher {
             Err(err) => {
                 let reason = err.reason();
                 self.metrics.record_failure(name, reason);
-                // One concise line: the error's own Display (operation, AWS code and message,
-                // HTTP status, request id), never a Debug dump, cut at MAX_LOGGED_ERROR.
-                let error = crate::failure::shorten(&err.to_string(), MAX_LOGGED_ERROR);
-                match &err {
-                    RefreshError::Partial { summary, .. } => tracing::warn!(
-                        integration = %name,
-                        outcome = "partial",
-                        reason = reason.as_str(),
-                        duration_seconds = elapsed,
-                        series = summary.series,
-                        requests,
-                        error = %error,
-                        "refresh partly failed"
-                    ),
-                    _ => tracing::warn!(
-                        integration = %name,
-                        outcome = "failure",
-                        reason = reason.as_str(),
-                        duration_seconds = elapsed,
-                        requests,
-                        error = %error,
-                        "refresh failed"
-                    ),
-                }
+                log_failure(name, &err, duration_seconds, requests);
                 false
             }
         }
@@ -780,6 +802,63 @@ impl Outcome<'_> {
     }
 }
 
+/// Logs a refresh failure in one line (`refresh failed`, or `refresh partly failed` with the
+/// series still published) of at most [`MAX_LOG_LINE`] characters in logfmt: see
+/// [`logged_error`].
+fn log_failure(name: &str, err: &RefreshError, duration_seconds: f64, requests: u64) {
+    let reason = err.reason();
+    let series = match err {
+        RefreshError::Partial { summary, .. } => Some(summary.series),
+        _ => None,
+    };
+    let message = match series {
+        Some(_) => "refresh partly failed",
+        None => "refresh failed",
+    };
+    let mut fields = vec![
+        ("integration", name.to_string()),
+        ("reason", reason.as_str().to_string()),
+        ("duration_seconds", format!("{duration_seconds:?}")),
+        ("requests", requests.to_string()),
+    ];
+    fields.extend(series.map(|series| ("series", series.to_string())));
+    let error = logged_error(err, message, &fields);
+    match series {
+        Some(series) => tracing::warn!(
+            integration = %name,
+            reason = reason.as_str(),
+            duration_seconds,
+            series,
+            requests,
+            error = %error,
+            "refresh partly failed"
+        ),
+        None => tracing::warn!(
+            integration = %name,
+            reason = reason.as_str(),
+            duration_seconds,
+            requests,
+            error = %error,
+            "refresh failed"
+        ),
+    }
+}
+
+/// A refresh failure's error as its log line carries it: the error's own words (operation, AWS
+/// code and message, HTTP status, request id; never a `Debug` dump), its elidable parts cut in
+/// their middle so that the whole logfmt line, with its `message` and other `fields`, takes at
+/// most [`MAX_LOG_LINE`] characters.
+fn logged_error(err: &RefreshError, message: &str, fields: &[(&str, String)]) -> String {
+    let others = logfmt::head_len(tracing::Level::WARN, message)
+        + fields
+            .iter()
+            .map(|(key, value)| logfmt::entry_len(key, value))
+            .sum::<usize>();
+    // ` error=""`: an error always holds a space, so it is quoted.
+    let room = MAX_LOG_LINE.saturating_sub(others + logfmt::entry_len("error", ""));
+    err.concise().within(room, logfmt::quoted_char_len)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
@@ -814,12 +893,144 @@ pub fn jittered(delay: Duration, random: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::{AwsError, AwsErrorKind};
+
+    /// The lines `log` writes through the binary's logfmt formatter.
+    fn logfmt_lines(log: impl FnOnce()) -> Vec<String> {
+        let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(logfmt::Logfmt)
+            .fmt_fields(logfmt::Logfmt)
+            .with_writer(move || Sink(writer.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let text = String::from_utf8(lock(&buffer).clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn denied(operation: &'static str, action: &str, id: &str) -> AwsError {
+        AwsError {
+            operation,
+            kind: AwsErrorKind::Service {
+                code: "AccessDeniedException".into(),
+                message: format!(
+                    "User: arn:aws:iam::123456789012:user/platform/cost-exporter is not authorized to perform: ce:{action} on resource: arn:aws:ce:us-east-1:123456789012:/{action} because no identity-based policy allows the ce:{action} action"
+                ),
+            },
+            status: Some(400),
+            request_id: Some(id.into()),
+        }
+    }
+
+    const ID: &str = "c3fbaf66-bc1f-42fb-80a8-3a5e1b6f0d24";
+
+    #[test]
+    fn a_failure_is_logged_in_300_characters_with_its_code_status_and_request_id() {
+        let err = RefreshError::Costs(CostExplorerError::Api(denied(
+            "GetCostAndUsage",
+            "GetCostAndUsage",
+            ID,
+        )));
+        let lines = logfmt_lines(|| log_failure("payer", &err, 0.032, 1));
+        let line = &lines[0];
+        assert_eq!(
+            line.split_at(3 + logfmt::TIMESTAMP_LEN).1,
+            " level=warn msg=\"refresh failed\" integration=payer reason=access_denied \
+             duration_seconds=0.032 requests=1 error=\"GetCostAndUsage: AccessDeniedException: \
+             User: arn:aws:iam::123456789012:user/pl…CostAndUsage action (HTTP 400, request id \
+             c3fbaf66-bc1f-42fb-80a8-3a5e1b6f0d24)\""
+        );
+        assert_eq!(line.chars().count(), MAX_LOG_LINE);
+    }
+
+    #[test]
+    fn a_partial_failure_of_several_parts_fits_too() {
+        let part = |context: &str, err: AwsError| {
+            PartError::new(context, &CostExplorerError::Api(err)).text
+        };
+        let resources = AwsError {
+            operation: "GetCostAndUsageWithResources",
+            kind: AwsErrorKind::Service {
+                code: "ValidationException".into(),
+                message:
+                    "Resource-level data is not enabled for Amazon Elastic Compute Cloud - Compute"
+                        .into(),
+            },
+            status: Some(400),
+            request_id: Some("5d2e1c7a-0b44-4c1e-9a51-6f0e2d3c4b5a".into()),
+        };
+        let err = RefreshError::Partial {
+            failures: vec![
+                part(
+                    "resources of \"Amazon Elastic Compute Cloud - Compute\"",
+                    resources,
+                )
+                .elidable("; enable 'Resource-level data at daily granularity' for it in the management account's Cost Management preferences"),
+                part("forecast (unblended)", denied("GetCostForecast", "GetCostForecast", ID)),
+            ],
+            parts: vec!["resources", "forecast", "organizations"],
+            reason: Reason::AwsError,
+            summary: RefreshSummary { series: 99_921 },
+        };
+        let lines = logfmt_lines(|| log_failure("payer", &err, 1.685, 60));
+        let line = &lines[0];
+        assert!(line.chars().count() <= MAX_LOG_LINE, "{line}");
+        assert!(
+            line.contains(
+                " msg=\"refresh partly failed\" integration=payer reason=aws_error \
+                 duration_seconds=1.685 series=99921 requests=60 error=\""
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains(": GetCostAndUsageWithResources: ValidationException: ")
+                && line.contains(" (HTTP 400, request id 5d2e1c7a-0b44-4c1e-9a51-6f0e2d3c4b5a)")
+                && line.ends_with(")\""),
+            "{line}"
+        );
+        assert!(line.contains(" (also failed: "), "{line}");
+    }
+
+    #[test]
+    fn only_a_very_long_name_makes_a_failure_line_longer() {
+        let err = RefreshError::Costs(CostExplorerError::Api(denied(
+            "GetCostAndUsage",
+            "GetCostAndUsage",
+            ID,
+        )));
+        let name = "n".repeat(200);
+        let lines = logfmt_lines(|| log_failure(&name, &err, 0.032, 1));
+        // The message is down to an ellipsis; the operation, code, status and request id stay.
+        assert!(
+            lines[0].ends_with(
+                " error=\"GetCostAndUsage: AccessDeniedException: … (HTTP 400, request id \
+                 c3fbaf66-bc1f-42fb-80a8-3a5e1b6f0d24)\""
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].chars().count() > MAX_LOG_LINE);
+    }
 
     /// The refresh runtime's workers and its blocking threads (where snapshots are built) run at
-    /// nice 19; the caller's priority is untouched.
+    /// nice 10 (or the caller's, when higher); the caller's priority is untouched.
     #[cfg(target_os = "linux")]
     #[test]
-    fn refresh_threads_run_at_the_lowest_priority() {
+    fn refresh_threads_run_at_nice_10() {
         // SAFETY: getpriority reads the calling thread's niceness.
         let nice =
             || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
@@ -830,7 +1041,9 @@ mod tests {
             let blocking = tokio::task::spawn_blocking(nice).await.unwrap();
             (worker, blocking)
         });
-        assert_eq!((worker, blocking), (19, 19));
+        let expected = before.max(REFRESH_NICENESS);
+        assert_eq!(REFRESH_NICENESS, 10);
+        assert_eq!((worker, blocking), (expected, expected));
         assert_eq!(nice(), before);
     }
 

@@ -402,17 +402,21 @@ async fn refused_resources_and_forecasts_leave_the_other_metrics_refreshing() {
     };
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(
-        failures[0].contains("Resource-level data is not enabled"),
+        failures[0]
+            .to_string()
+            .contains("Resource-level data is not enabled"),
         "{}",
         failures[0]
     );
     assert!(
-        failures[0].contains("Resource-level data at daily granularity"),
+        failures[0]
+            .to_string()
+            .contains("Resource-level data at daily granularity"),
         "says what to enable: {}",
         failures[0]
     );
     assert!(
-        failures[1].contains("DataUnavailableException"),
+        failures[1].to_string().contains("DataUnavailableException"),
         "{}",
         failures[1]
     );

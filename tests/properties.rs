@@ -2145,6 +2145,7 @@ fn check_page_error(e: &CostExplorerError) -> Result<(), TestCaseError> {
         matches!(
             e,
             CostExplorerError::Malformed(_)
+                | CostExplorerError::MalformedPage { .. }
                 | CostExplorerError::NotUsd { .. }
                 | CostExplorerError::BadAmount { .. }
         ),

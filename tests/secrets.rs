@@ -79,9 +79,10 @@ impl Output {
                 return line.1.clone();
             }
             if tokio::time::Instant::now() >= deadline {
+                // The exporter's own lines name no target; other crates' do.
                 let ours: Vec<String> = self.0.lock().unwrap()[from..]
                     .iter()
-                    .filter(|(_, l)| l.contains("target=aws_cost_exporter"))
+                    .filter(|(_, l)| l.starts_with("ts=") && !l.contains(" target="))
                     .map(|(_, l)| l.clone())
                     .collect();
                 panic!(
@@ -157,7 +158,7 @@ async fn pages(addr: SocketAddr) -> Vec<(String, String)> {
     out
 }
 
-/// Waits for a refresh of each integration in `names` whose log line starts with `message`
+/// Waits for a refresh of each integration in `names` whose log line says `message`
 /// ("refresh failed" or "refresh finished"), after line `from`.
 async fn wait_refresh(output: &Output, from: usize, names: &[&str], message: &str) {
     for name in names {
@@ -165,15 +166,80 @@ async fn wait_refresh(output: &Output, from: usize, names: &[&str], message: &st
             .wait_for(
                 from,
                 &[
-                    "target=aws_cost_exporter::refresh",
-                    &format!("message=\"{message}"),
-                    &format!("integration={name} "),
+                    &format!(" msg=\"{message}\" "),
+                    &format!(" integration={name} "),
                 ],
             )
             .await;
-        if message == "refresh finished" {
-            assert!(line.contains("outcome=success"), "{line}");
-        }
+        assert!(!line.contains(" target="), "{line}");
+    }
+}
+
+/// What each fault's refresh failure line must say: its reason, the parts of its error that a
+/// budget never cuts (the operation, AWS's error code), and how it ends.
+fn expected_failure(fault: &Behavior) -> (&'static str, &'static [&'static str], Answered) {
+    match fault {
+        Behavior::AccessDenied => (
+            "access_denied",
+            &["GetCostAndUsage: AccessDeniedException: User: arn:aws:iam::"],
+            Answered::Status(400),
+        ),
+        Behavior::Throttled(_) => (
+            "throttled",
+            &["GetCostAndUsage: LimitExceededException: "],
+            Answered::Status(400),
+        ),
+        Behavior::Currency(_) => (
+            "unsupported_unit",
+            &["Cost Explorer returned ", " in \"EUR\""],
+            Answered::Nothing,
+        ),
+        Behavior::LoopingToken => (
+            "bad_response",
+            &["Cost Explorer returned a NextPageToken it had already returned"],
+            Answered::Nothing,
+        ),
+        Behavior::ServerError => (
+            "aws_error",
+            &["GetCostAndUsage: InternalFailure: "],
+            Answered::Status(500),
+        ),
+        Behavior::ServiceUnavailable => (
+            "aws_error",
+            &["GetCostAndUsage: ServiceUnavailable: "],
+            Answered::Status(503),
+        ),
+        Behavior::MalformedJson => (
+            "bad_response",
+            &["malformed Cost Explorer response: page 1 of GetCostAndUsage"],
+            Answered::RequestId,
+        ),
+        Behavior::TruncatedBody => (
+            "bad_response",
+            &["GetCostAndUsage: unreadable response: "],
+            Answered::Status(200),
+        ),
+        Behavior::ExpiredToken => (
+            "credentials",
+            &["GetCostAndUsage: ExpiredTokenException: "],
+            Answered::Status(400),
+        ),
+        Behavior::RefusedCredentials => (
+            "credentials",
+            &["GetCostAndUsage: UnrecognizedClientException: "],
+            Answered::Status(400),
+        ),
+        Behavior::InvalidSignature => (
+            "credentials",
+            &["GetCostAndUsage: InvalidSignatureException: "],
+            Answered::Status(400),
+        ),
+        Behavior::AssumeRoleDenied => (
+            "credentials",
+            &["GetCostAndUsage: no credentials: AssumeRole: AccessDenied: "],
+            Answered::Status(403),
+        ),
+        other => panic!("no refresh failure expected of {other:?}"),
     }
 }
 
@@ -223,9 +289,8 @@ async fn no_secret_in_any_output_at_trace_level_through_every_fault() {
     let exporter = Exporter { child, output };
     let output = exporter.output.clone();
 
-    let listening = output
-        .wait_for(0, &["target=aws_cost_exporter", "message=listening"])
-        .await;
+    let listening = output.wait_for(0, &[" msg=listening "]).await;
+    assert!(!listening.contains(" target="), "{listening}");
     let addr: SocketAddr = listening
         .split(' ')
         .find_map(|part| part.strip_prefix("address="))
@@ -235,6 +300,7 @@ async fn no_secret_in_any_output_at_trace_level_through_every_fault() {
     let both = ["payer", "workload"];
     wait_refresh(&output, 0, &both, "refresh finished").await;
     let mut served = pages(addr).await;
+    let mut failure_lines = Vec::new();
 
     // Every fault mode of the simulator, on both accounts (STS's refusal concerns the assumed
     // role only). A hang longer than the SDK's timeouts (60 s a try) would take minutes to
@@ -281,12 +347,36 @@ async fn no_secret_in_any_output_at_trace_level_through_every_fault() {
             wait_refresh(&output, from, names, "refresh failed").await;
             served.extend(pages(addr).await);
         }
-        let from = output.len();
+        let during = output.len();
         for account in accounts {
             sim.set_behavior(account, Behavior::Normal);
         }
-        wait_refresh(&output, from, names, "refresh finished").await;
+        wait_refresh(&output, during, names, "refresh finished").await;
+        // Every failure the fault caused is one line of at most 300 characters that names the
+        // operation, AWS's error code, the HTTP status and the whole request id.
+        if !matches!(fault, Behavior::Hang(_)) {
+            let (reason, parts, answered) = expected_failure(&fault);
+            let failed: Vec<String> = output.lines()[from..]
+                .iter()
+                .filter(|(_, l)| l.contains(" msg=\"refresh failed\" "))
+                .map(|(_, l)| l.clone())
+                .collect();
+            assert!(failed.len() >= names.len(), "{fault:?}: {failed:#?}");
+            for line in &failed {
+                check_failure_line(line, reason, parts, answered, "");
+            }
+            failure_lines.extend(failed);
+        }
     }
+    let longest = failure_lines
+        .iter()
+        .max_by_key(|l| l.chars().count())
+        .expect("failure lines");
+    eprintln!(
+        "{} refresh failure lines, the longest ({} characters):\n{longest}",
+        failure_lines.len(),
+        longest.chars().count()
+    );
     served.extend(pages(addr).await);
 
     // Bad reloads with a secret in the file: a validation error and a YAML syntax error on the
@@ -309,14 +399,14 @@ async fn no_secret_in_any_output_at_trace_level_through_every_fault() {
         let from = output.len();
         exporter.signal("HUP");
         output
-            .wait_for(from, &["message=\"configuration reload failed"])
+            .wait_for(from, &[" msg=\"configuration reload failed"])
             .await;
     }
     std::fs::write(&path, &good).unwrap();
     let from = output.len();
     exporter.signal("HUP");
     output
-        .wait_for(from, &["message=\"configuration reloaded\""])
+        .wait_for(from, &[" msg=\"configuration reloaded\""])
         .await;
     let from = output.len();
     wait_refresh(&output, from, &both, "refresh finished").await;
@@ -426,7 +516,7 @@ async fn no_secret_in_any_output_at_trace_level_through_every_fault() {
     let foreign_trace: Vec<&String> = lines
         .iter()
         .map(|(_, l)| l)
-        .filter(|l| l.contains(" level=trace ") && !l.contains(" target=aws_cost_exporter"))
+        .filter(|l| l.contains(" level=trace ") && l.contains(" target="))
         .collect();
     assert_eq!(
         foreign_trace.len(),

@@ -816,7 +816,7 @@ impl Running {
     }
 
     fn address(&mut self) -> SocketAddr {
-        let line = self.wait_for_line(|l| l.contains("message=listening"));
+        let line = self.wait_for_line(|l| l.contains(" msg=listening "));
         line.split(' ')
             .find_map(|part| part.strip_prefix("address="))
             .unwrap()

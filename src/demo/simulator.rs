@@ -775,8 +775,10 @@ fn json_api(
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "AccessDeniedException",
+                // As AWS words it today: the identity, the action, the resource, and which kind
+                // of policy is missing (long enough that a log line has to cut it).
                 &format!(
-                    "User: arn:aws:iam::{0}:user/cost-exporter is not authorized to perform: ce:{operation} on resource: arn:aws:ce:us-east-1:{0}:/{operation}",
+                    "User: arn:aws:iam::{0}:user/cost-exporter is not authorized to perform: ce:{operation} on resource: arn:aws:ce:us-east-1:{0}:/{operation} because no identity-based policy allows the ce:{operation} action",
                     caller.account_id
                 ),
             );

@@ -499,3 +499,137 @@ pub fn lower_bound(
         })
         .sum()
 }
+
+/// A logfmt field's value as `--log.format logfmt` writes it, unquoted and unescaped.
+pub fn logfmt_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return Some(rest.split(' ').next()?.to_string());
+    };
+    let mut value = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                'n' => value.push('\n'),
+                'r' => value.push('\r'),
+                't' => value.push('\t'),
+                c => value.push(c),
+            },
+            '"' => return Some(value),
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// The longest line a refresh failure may be logged in (`refresh::MAX_LOG_LINE`).
+pub const MAX_FAILURE_LINE: usize = 300;
+
+/// What a logged refresh error ends with, after its words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Nothing: no answer to name (a timeout, a page token that loops, another currency).
+    Nothing,
+    /// ` (request id <id>)`: AWS's request id, whole.
+    RequestId,
+    /// ` (HTTP <status>, request id <id>)`: the HTTP status and AWS's request id, whole.
+    Status(u16),
+}
+
+/// Checks one refresh failure's logfmt line: at most [`MAX_FAILURE_LINE`] characters, at
+/// warn level, without the exporter's module as target or an `outcome` (the message says it),
+/// with `reason`, and an error that holds each of `parts` in order (the operation, AWS's error
+/// code: what a budget never cuts), ends as `answered` says, and holds no debug dump. After
+/// AWS's status and request id comes nothing when `then` is empty, else `then` and a last
+/// `)` (a partial failure's other failed parts, whose names may lose their middle). Returns the
+/// error.
+pub fn check_failure_line(
+    line: &str,
+    reason: &str,
+    parts: &[&str],
+    answered: Answered,
+    then: &str,
+) -> String {
+    assert!(
+        line.chars().count() <= MAX_FAILURE_LINE,
+        "{} characters: {line}",
+        line.chars().count()
+    );
+    assert!(line.starts_with("ts="), "{line}");
+    assert!(
+        line.contains(" msg=\"refresh failed\" ")
+            || line.contains(" msg=\"refresh partly failed\" "),
+        "{line}"
+    );
+    assert_eq!(
+        logfmt_field(line, "level").as_deref(),
+        Some("warn"),
+        "{line}"
+    );
+    assert_eq!(logfmt_field(line, "target"), None, "{line}");
+    assert_eq!(logfmt_field(line, "outcome"), None, "{line}");
+    assert_eq!(
+        logfmt_field(line, "reason").as_deref(),
+        Some(reason),
+        "{line}"
+    );
+    let error = logfmt_field(line, "error").unwrap_or_else(|| panic!("no error in {line}"));
+    let mut rest = error.as_str();
+    for part in parts {
+        let at = rest
+            .find(part)
+            .unwrap_or_else(|| panic!("{part:?} not in {error:?} (in order)"));
+        rest = &rest[at + part.len()..];
+    }
+    let check_rest = |rest: &str| {
+        if then.is_empty() {
+            assert_eq!(rest, "", "after the request id in {error:?}");
+        } else {
+            assert!(
+                rest.starts_with(then) && rest.ends_with(')'),
+                "{then:?}...) does not end {error:?}"
+            );
+        }
+    };
+    // What follows `prefix`: AWS's request id, whole, then `)` and the rest.
+    let request_id = |prefix: &str| {
+        let at = error
+            .rfind(prefix)
+            .unwrap_or_else(|| panic!("{prefix:?} not in {error:?}"));
+        let after = &error[at + prefix.len()..];
+        let id: String = after.chars().take(36).collect();
+        // AWS's form, as the simulator gives it: 8-4-4-4-12 hexadecimal digits.
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert!(
+            groups == [8, 4, 4, 4, 12] && id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+            "a request id cut or missing: {id:?} in {error:?}"
+        );
+        let rest = after[id.len()..]
+            .strip_prefix(')')
+            .unwrap_or_else(|| panic!("no ')' after the request id: {error:?}"));
+        check_rest(rest);
+    };
+    match answered {
+        Answered::Nothing => {
+            assert!(
+                !error.contains("request id") && !error.contains("(HTTP "),
+                "{error:?}"
+            );
+            assert!(then.is_empty());
+        }
+        Answered::RequestId => request_id(" (request id "),
+        Answered::Status(status) => request_id(&format!(" (HTTP {status}, request id ")),
+    }
+    for dump in [
+        "ServiceError {",
+        "raw: Response",
+        "headers:",
+        "Unhandled(",
+        "{ source",
+    ] {
+        assert!(!error.contains(dump), "{dump:?} in {error}");
+    }
+    error
+}
