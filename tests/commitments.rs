@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_cost_exporter::credentials::{self, Timeouts};
@@ -20,7 +19,7 @@ use aws_cost_exporter::demo::commitments::{
 use aws_cost_exporter::demo::dataset::{SimRow, units_to_f64};
 use aws_cost_exporter::demo::{Behavior, Dataset, Simulator};
 use aws_cost_exporter::metrics::Metrics;
-use aws_cost_exporter::refresh::{Clock, Refresher};
+use aws_cost_exporter::refresh::Refresher;
 use aws_cost_exporter::server::{self, ServerState};
 use aws_cost_exporter::snapshot::{COMMITMENT_FAMILIES, SnapshotStore};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -619,27 +618,6 @@ async fn an_integration_without_commitment_charges_asks_nothing_about_commitment
     );
     assert_eq!(served[0].value, midnight(date(2026, 11, 21)));
     exporter.shutdown().await;
-}
-
-/// A clock the test sets.
-#[derive(Clone)]
-struct TestClock(Arc<AtomicI64>);
-
-impl TestClock {
-    fn at(time: DateTime<Utc>) -> Self {
-        Self(Arc::new(AtomicI64::new(time.timestamp_millis())))
-    }
-
-    fn clock(&self) -> Clock {
-        let millis = self.0.clone();
-        Arc::new(move || {
-            DateTime::from_timestamp_millis(millis.load(Ordering::SeqCst)).unwrap_or_default()
-        })
-    }
-
-    fn set(&self, time: DateTime<Utc>) {
-        self.0.store(time.timestamp_millis(), Ordering::SeqCst);
-    }
 }
 
 /// On the Cost Explorer client: right before the next attempt of the armed operation goes

@@ -8,38 +8,15 @@ mod common;
 
 use std::io::Read as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_cost_exporter::api_budget::{CLOCK_POLL, RESERVE_BLOCK};
 use aws_cost_exporter::config::Config;
 use aws_cost_exporter::demo::Simulator;
-use aws_cost_exporter::refresh::Clock;
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone as _, Utc};
 use common::*;
-
-/// A clock the test sets.
-#[derive(Clone)]
-struct TestClock(Arc<AtomicI64>);
-
-impl TestClock {
-    fn at(time: DateTime<Utc>) -> Self {
-        Self(Arc::new(AtomicI64::new(time.timestamp_millis())))
-    }
-
-    fn clock(&self) -> Clock {
-        let millis = self.0.clone();
-        Arc::new(move || {
-            DateTime::from_timestamp_millis(millis.load(Ordering::SeqCst)).unwrap_or_default()
-        })
-    }
-
-    fn set(&self, time: DateTime<Utc>) {
-        self.0.store(time.timestamp_millis(), Ordering::SeqCst);
-    }
-}
 
 fn noon(day: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap())

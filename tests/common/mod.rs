@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use aws_cost_exporter::config::{self, Config};
@@ -12,10 +13,10 @@ use std::collections::BTreeSet;
 
 use aws_cost_exporter::demo::dataset::SimRow;
 use aws_cost_exporter::demo::{Dataset, DatasetSpec, Simulator};
-use aws_cost_exporter::refresh::RefreshOptions;
+use aws_cost_exporter::refresh::{Clock, RefreshOptions};
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use bytes::Bytes;
-use chrono::{Datelike, Days, Months, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, TimeZone, Utc};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -632,4 +633,25 @@ pub fn check_failure_line(
         assert!(!error.contains(dump), "{dump:?} in {error}");
     }
     error
+}
+
+/// A clock the test sets.
+#[derive(Clone)]
+pub struct TestClock(Arc<AtomicI64>);
+
+impl TestClock {
+    pub fn at(time: DateTime<Utc>) -> Self {
+        Self(Arc::new(AtomicI64::new(time.timestamp_millis())))
+    }
+
+    pub fn clock(&self) -> Clock {
+        let millis = self.0.clone();
+        Arc::new(move || {
+            DateTime::from_timestamp_millis(millis.load(Ordering::SeqCst)).unwrap_or_default()
+        })
+    }
+
+    pub fn set(&self, time: DateTime<Utc>) {
+        self.0.store(time.timestamp_millis(), Ordering::SeqCst);
+    }
 }
