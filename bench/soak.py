@@ -45,7 +45,8 @@ BUDGETS = {
 }
 # Families counted by aws_cost_series{metric=...}.
 COUNTED = ("aws_cost_daily_usd", "aws_cost_month_to_date_usd", "aws_cost_tag_daily_usd",
-           "aws_cost_tag_month_to_date_usd", "aws_cost_resource_daily_usd")
+           "aws_cost_tag_month_to_date_usd", "aws_cost_resource_daily_usd",
+           "aws_cost_anomaly_impact_usd")
 # RSS is flat when the median of the last third is within this of the median of the first
 # third, both after the warm-up.
 FLAT_TOLERANCE = 0.15
