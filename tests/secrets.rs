@@ -19,9 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_cost_exporter::demo::{Behavior, Simulator};
+use common::running::BIN;
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_aws-cost-exporter");
 
 const PAYER_ACCOUNT: &str = "111111111111";
 const WORKLOAD_ACCOUNT: &str = "222222222222";

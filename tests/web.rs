@@ -4,16 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_cost_exporter::server::Limits;
 use aws_cost_exporter::{Exporter, ExporterOptions, StartError};
 use bytes::Bytes;
+use common::running::{BIN, Running};
 use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -29,7 +29,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aws-cost-exporter");
 const PASSWORD: &str = "correct-horse-battery-staple-7";
 const WRONG_PASSWORD: &str = "wrong-password-never-logged-3";
 
@@ -764,82 +763,6 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     assert!(received.starts_with("HTTP/1.1 200 OK\r\n"), "{received}");
     assert!(received.ends_with("Healthy\n"), "{received}");
     exporter.shutdown().await;
-}
-
-/// The binary, its stderr collected line by line.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for output in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(output).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Running {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    fn wait_for_line(&mut self, predicate: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                self.log.push(line.clone());
-                if predicate(&line) {
-                    return line;
-                }
-            }
-        }
-        panic!("no matching log line; log so far:\n{}", self.log.join("\n"));
-    }
-
-    fn address(&mut self) -> SocketAddr {
-        let line = self.wait_for_line(|l| l.contains(" msg=listening "));
-        line.split(' ')
-            .find_map(|part| part.strip_prefix("address="))
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// Stops the binary and returns everything it wrote.
-    fn finish(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            self.log.push(line);
-        }
-        self.log.join("\n")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn offline_yaml(names: &[&str]) -> String {

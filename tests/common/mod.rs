@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 pub mod commitments;
+pub mod running;
 
 pub const ORG: &[(&str, &str)] = &[
     ("111111111111", "Management"),
