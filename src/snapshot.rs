@@ -121,8 +121,8 @@ pub const SERIES_DROPPED: FamilyDesc = gauge(
     None,
 );
 
-/// The cost families, in exposition order.
-pub const FAMILIES: [FamilyDesc; 39] = [
+/// The families of the cost queries, budgets and accounts.
+const COST_FAMILIES: [FamilyDesc; 14] = [
     DAILY,
     MONTH_TO_DATE,
     DATA_DAY,
@@ -137,32 +137,29 @@ pub const FAMILIES: [FamilyDesc; 39] = [
     BUDGET_MONTH_TO_DATE,
     BUDGET_FORECAST,
     ACCOUNT_INFO,
-    SP_UTILIZATION,
-    SP_COMMITMENT,
-    SP_NET_SAVINGS,
-    SP_COVERAGE,
-    SP_COVERED,
-    SP_ON_DEMAND,
-    PLAN_UTILIZATION,
-    PLAN_END,
-    PLAN_INFO,
-    RI_UTILIZATION,
-    RI_UNUSED_HOURS,
-    RI_NET_SAVINGS,
-    RI_COVERAGE,
-    RI_ON_DEMAND,
-    RESERVATION_UTILIZATION,
-    RESERVATION_END,
-    RESERVATION_INFO,
-    COMMITMENTS_DATA_DAY,
-    ANOMALY_IMPACT,
-    ANOMALY_OPEN,
-    ANOMALY_MAX_SCORE,
-    ANOMALY_START,
-    ANOMALIES,
-    SERIES,
-    SERIES_DROPPED,
 ];
+
+/// The cost families, in exposition order: the cost queries', the commitments', the
+/// anomalies', then the series counts.
+pub const FAMILIES: [FamilyDesc; 39] = join(
+    join::<14, 18, 32>(COST_FAMILIES, COMMITMENT_FAMILIES),
+    join::<5, 2, 7>(ANOMALY_FAMILIES, [SERIES, SERIES_DROPPED]),
+);
+
+/// `a` then `b` (a compile-time error unless `N` is their length together).
+const fn join<const A: usize, const B: usize, const N: usize>(
+    a: [FamilyDesc; A],
+    b: [FamilyDesc; B],
+) -> [FamilyDesc; N] {
+    assert!(A + B == N);
+    let mut out = [DAILY; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < A { a[i] } else { b[i - A] };
+        i += 1;
+    }
+    out
+}
 
 /// The label value that stands for everything folded away by a series cap.
 pub const OTHER: &str = "__other__";
