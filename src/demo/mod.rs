@@ -9,9 +9,7 @@ pub mod simulator;
 use chrono::NaiveDate;
 
 pub use dataset::{Dataset, DatasetSpec};
-pub use simulator::{
-    Arrival, BILLED_OPERATIONS, Behavior, LoggedRequest, Simulator, SimulatorBuilder,
-};
+pub use simulator::{Arrival, Behavior, LoggedRequest, Simulator, SimulatorBuilder};
 
 use crate::config::{self, Config, ConfigError};
 

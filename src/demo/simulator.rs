@@ -13,7 +13,7 @@
 //! rows (its fee), whose used hours' on-demand cost is its `DiscountedUsage` rows; anomalies
 //! measure `Usage` rows. So the cost data, and every figure computed from it, is unchanged,
 //! and the commitment figures agree with the cost rows exactly; the formulas are in
-//! [`super::commitments`]. Every Cost Explorer operation ([`BILLED_OPERATIONS`]) is billed,
+//! [`super::commitments`]. Every Cost Explorer operation ([`is_billed`]) is billed,
 //! each page a request, so [`Simulator::billed_requests`] counts them all; the faults of
 //! [`Behavior`] apply to them as to every Cost Explorer operation.
 //!
@@ -44,20 +44,19 @@ use tokio_util::sync::CancellationToken;
 use super::dataset::{Dataset, SimRow, basis_index, format_units};
 use crate::config::CostBasis;
 
-/// The billed Cost Explorer operations the simulator serves: every one of them costs 0.01
-/// USD a request (a page). Organizations and STS are free.
-pub const BILLED_OPERATIONS: &[&str] = &[
+/// The cost operations the simulator serves; with [`super::commitments::OPERATIONS`], the
+/// billed ones (see [`is_billed`]).
+pub const COST_OPERATIONS: &[&str] = &[
     "GetCostAndUsage",
     "GetCostAndUsageWithResources",
     "GetCostForecast",
-    "GetSavingsPlansUtilization",
-    "GetSavingsPlansUtilizationDetails",
-    "GetSavingsPlansCoverage",
-    "GetReservationUtilization",
-    "GetReservationCoverage",
-    "GetAnomalies",
-    "GetAnomalyMonitors",
 ];
+
+/// Whether `operation` is one of the billed Cost Explorer operations the simulator serves:
+/// every one of them costs 0.01 USD a request (a page). Organizations and STS are free.
+pub fn is_billed(operation: &str) -> bool {
+    COST_OPERATIONS.contains(&operation) || super::commitments::OPERATIONS.contains(&operation)
+}
 
 /// How a simulated account answers Cost Explorer (and Organizations), or STS for its roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,11 +337,11 @@ impl Simulator {
     }
 
     /// The billed Cost Explorer requests received so far: every request of
-    /// [`BILLED_OPERATIONS`], whatever its answer.
+    /// [`is_billed`] operations, whatever its answer.
     pub fn billed_requests(&self) -> usize {
         self.requests()
             .iter()
-            .filter(|r| BILLED_OPERATIONS.contains(&r.operation.as_str()))
+            .filter(|r| is_billed(&r.operation))
             .count()
     }
 
