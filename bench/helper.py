@@ -219,34 +219,47 @@ REFRESH_OUTCOMES = {
 }
 
 
-class LogFollower:
-    """Reads the exporter's JSON log (stderr redirected to a file) as it grows and yields the
-    refresh-end lines: 'refresh finished', 'refresh partly failed ...', 'refresh failed ...'."""
+class JsonLog:
+    """Reads the exporter's JSON log (stderr redirected to a file) as it grows: each call to
+    read() returns the (record, fields) of the complete lines written since the last call
+    (from the file's start, or from its end when it was opened with from_end)."""
 
-    def __init__(self, path):
+    def __init__(self, path, from_end=False):
         self.path = path
-        self.offset = 0
+        self.offset = os.path.getsize(path) if from_end else 0
         self.partial = b""
 
-    def poll(self):
-        events = []
+    def read(self):
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
-            return events
+            return []
         self.offset += len(data)
-        data = self.partial + data
-        lines = data.split(b"\n")
+        lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()
-        now = time.time()
+        out = []
         for line in lines:
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            fields = record.get("fields", record)
+            out.append((record, record.get("fields", record)))
+        return out
+
+
+class LogFollower:
+    """The refresh-end lines of the exporter's JSON log as it grows: 'refresh finished',
+    'refresh partly failed ...', 'refresh failed ...'."""
+
+    def __init__(self, path):
+        self.log = JsonLog(path)
+
+    def poll(self):
+        events = []
+        now = time.time()
+        for record, fields in self.log.read():
             outcome = REFRESH_OUTCOMES.get(str(fields.get("message", "")))
             if outcome and "integration" in fields:
                 fields = dict(fields)

@@ -17,7 +17,6 @@ Every wait is bounded; wrk is stopped by its PID when this process is stopped or
 
 import argparse
 import http.client
-import json
 import math
 import os
 import re
@@ -324,19 +323,10 @@ def cmd_run(args):
             time.sleep(max(0.0, next_at - time.monotonic()))
 
     def follower():
-        log = open(args.log, "rb")
-        log.seek(0, os.SEEK_END)
-        partial = b""
+        log = helper.JsonLog(args.log, from_end=True)
         while True:
-            data = log.read()
-            lines = (partial + data).split(b"\n")
-            partial = lines.pop()
-            for line in lines:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                fields = record.get("fields", record)
+            records = log.read()
+            for _, fields in records:
                 message = str(fields.get("message", ""))
                 with lock:
                     if message == "configuration reloaded":
@@ -352,7 +342,7 @@ def cmd_run(args):
                         except (TypeError, ValueError):
                             seconds = float("nan")
                         state["durations"].setdefault(name, []).append(seconds)
-            if stop.is_set() and not data:
+            if stop.is_set() and not records:
                 break
             time.sleep(0.05)
 
