@@ -698,26 +698,26 @@ impl GenIntegration {
         if let Some(resources) = &self.resources {
             put("resources", scalar_list(resources, s));
         }
-        if let Some(n) = self.max_tag_series {
-            put("max_tag_series", Node::Scalar(n.to_string()));
-        }
-        if let Some(n) = self.max_resource_series {
-            put("max_resource_series", Node::Scalar(n.to_string()));
-        }
-        if let Some(b) = self.forecast {
-            put("forecast", Node::Scalar(b.to_string()));
-        }
-        if let Some(b) = self.organizations {
-            put("organizations", Node::Scalar(b.to_string()));
-        }
-        if let Some(b) = self.commitments {
-            put("commitments", Node::Scalar(b.to_string()));
-        }
-        if let Some(b) = self.anomalies {
-            put("anomalies", Node::Scalar(b.to_string()));
-        }
-        if let Some(n) = self.max_anomaly_series {
-            put("max_anomaly_series", Node::Scalar(n.to_string()));
+        // Plain scalars: counts and switches, in this order.
+        let scalars = [
+            ("max_tag_series", self.max_tag_series.map(|n| n.to_string())),
+            (
+                "max_resource_series",
+                self.max_resource_series.map(|n| n.to_string()),
+            ),
+            ("forecast", self.forecast.map(|b| b.to_string())),
+            ("organizations", self.organizations.map(|b| b.to_string())),
+            ("commitments", self.commitments.map(|b| b.to_string())),
+            ("anomalies", self.anomalies.map(|b| b.to_string())),
+            (
+                "max_anomaly_series",
+                self.max_anomaly_series.map(|n| n.to_string()),
+            ),
+        ];
+        for (key, value) in scalars {
+            if let Some(value) = value {
+                put(key, Node::Scalar(value));
+            }
         }
         if let Some(budgets) = &self.budgets {
             let bases = self.bases();
