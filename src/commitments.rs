@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_costexplorer::types::{
     DimensionValues, Expression, GroupDefinition, GroupDefinitionType, ReservationAggregates,
-    SavingsPlansUtilization,
+    SavingsPlansUtilization, SavingsPlansUtilizationAggregates,
 };
 use chrono::{DateTime, Datelike, NaiveDate};
 
@@ -296,7 +296,8 @@ impl CostExplorer {
     ) -> Result<SavingsPlans, CostExplorerError> {
         const OP: &str = "GetSavingsPlansUtilizationDetails";
         let mut plans = SavingsPlans::default();
-        let mut total: Option<SavingsPlansUtilization> = None;
+        // The first page's aggregate, and the sums of the plans (used without an aggregate).
+        let mut total: Option<SavingsPlansUtilizationAggregates> = None;
         let (mut used, mut unused, mut committed, mut net) = (0.0, 0.0, 0.0, 0.0);
         let mut tokens = Tokens::new(OP);
         let mut token = None;
@@ -310,38 +311,22 @@ impl CostExplorer {
                 .await
                 .map_err(|e| api_error(OP, e))?;
             if total.is_none() {
-                total = out
-                    .total()
-                    .and_then(|t| t.utilization())
-                    .cloned()
-                    .filter(|u| u.total_commitment().is_some());
-                if let Some(savings) = out.total().and_then(|t| t.savings()) {
-                    net = figure("NetSavings", savings.net_savings())?.unwrap_or(0.0);
-                }
+                total = out.total().cloned();
             }
             for detail in out.savings_plans_utilization_details() {
                 let attributes = detail.attributes();
                 let utilization = detail.utilization();
-                if total.is_none() {
-                    // No aggregate in the answer: the sum of the plans.
-                    used += figure(
-                        "UsedCommitment",
-                        utilization.and_then(|u| u.used_commitment()),
-                    )?
+                let amount = |name, get: fn(&SavingsPlansUtilization) -> Option<&str>| {
+                    figure(name, utilization.and_then(get)).map(Option::unwrap_or_default)
+                };
+                used += amount("UsedCommitment", SavingsPlansUtilization::used_commitment)?;
+                unused += amount(
+                    "UnusedCommitment",
+                    SavingsPlansUtilization::unused_commitment,
+                )?;
+                committed += amount("TotalCommitment", SavingsPlansUtilization::total_commitment)?;
+                net += figure("NetSavings", detail.savings().and_then(|s| s.net_savings()))?
                     .unwrap_or(0.0);
-                    unused += figure(
-                        "UnusedCommitment",
-                        utilization.and_then(|u| u.unused_commitment()),
-                    )?
-                    .unwrap_or(0.0);
-                    committed += figure(
-                        "TotalCommitment",
-                        utilization.and_then(|u| u.total_commitment()),
-                    )?
-                    .unwrap_or(0.0);
-                    net += figure("NetSavings", detail.savings().and_then(|s| s.net_savings()))?
-                        .unwrap_or(0.0);
-                }
                 plans.plans.push(SavingsPlan {
                     arn: detail.savings_plan_arn().unwrap_or_default().to_string(),
                     utilization: utilization_ratio(utilization)?,
@@ -359,12 +344,17 @@ impl CostExplorer {
                 None => break,
             }
         }
-        match &total {
-            Some(total) => {
-                plans.used_usd = figure("UsedCommitment", total.used_commitment())?.unwrap_or(0.0);
+        // AWS's aggregate where it gives one, else the sums of the plans.
+        let aggregate = total
+            .as_ref()
+            .and_then(|t| t.utilization())
+            .filter(|u| u.total_commitment().is_some());
+        match aggregate {
+            Some(u) => {
+                plans.used_usd = figure("UsedCommitment", u.used_commitment())?.unwrap_or(0.0);
                 plans.unused_usd =
-                    figure("UnusedCommitment", total.unused_commitment())?.unwrap_or(0.0);
-                plans.utilization = utilization_ratio(Some(total))?;
+                    figure("UnusedCommitment", u.unused_commitment())?.unwrap_or(0.0);
+                plans.utilization = utilization_ratio(Some(u))?;
             }
             None => {
                 plans.used_usd = used;
@@ -372,7 +362,14 @@ impl CostExplorer {
                 plans.utilization = (committed > 0.0).then(|| used / committed);
             }
         }
-        plans.net_savings_usd = net;
+        let aggregate_net = total
+            .as_ref()
+            .and_then(|t| t.savings())
+            .and_then(|s| s.net_savings());
+        plans.net_savings_usd = match aggregate_net {
+            Some(text) => figure("NetSavings", Some(text))?.unwrap_or(0.0),
+            None => net,
+        };
         plans.plans.sort_by(|a, b| a.arn.cmp(&b.arn));
         Ok(plans)
     }
