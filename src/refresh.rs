@@ -823,25 +823,16 @@ fn log_failure(name: &str, err: &RefreshError, duration_seconds: f64, requests: 
     ];
     fields.extend(series.map(|series| ("series", series.to_string())));
     let error = logged_error(err, message, &fields);
-    match series {
-        Some(series) => tracing::warn!(
-            integration = %name,
-            reason = reason.as_str(),
-            duration_seconds,
-            series,
-            requests,
-            error = %error,
-            "refresh partly failed"
-        ),
-        None => tracing::warn!(
-            integration = %name,
-            reason = reason.as_str(),
-            duration_seconds,
-            requests,
-            error = %error,
-            "refresh failed"
-        ),
-    }
+    // `series` is recorded only when there is one (a partial failure).
+    tracing::warn!(
+        integration = %name,
+        reason = reason.as_str(),
+        duration_seconds,
+        series,
+        requests,
+        error = %error,
+        "{message}"
+    );
 }
 
 /// A refresh failure's error as its log line carries it: the error's own words (operation, AWS
