@@ -90,11 +90,6 @@ impl Wanted {
         }
         wanted
     }
-
-    /// Requests (first pages) a fetch of these costs at least.
-    pub fn queries(&self) -> usize {
-        2 * usize::from(self.savings_plans) + 2 * self.reservation_services.len()
-    }
 }
 
 /// The window commitment figures describe: `[start, end)`, see the module documentation.
@@ -592,7 +587,6 @@ mod tests {
         costs.month.add(["1", "AWS Lambda", "Usage"], &[1.0]);
         costs.month.add(["1", "Amazon DynamoDB", "RIFee"], &[1.0]);
         assert_eq!(Wanted::from_costs(&costs), Wanted::default());
-        assert_eq!(Wanted::default().queries(), 0);
         // The data day alone is enough (early in a month it is in the last one).
         costs.daily.add(["2", RDS, "DiscountedUsage"], &[1.0]);
         costs.month.add(["3", RDS, "RIFee"], &[1.0]);
@@ -610,7 +604,6 @@ mod tests {
             wanted.reservation_services,
             BTreeSet::from([RDS.to_string()])
         );
-        assert_eq!(wanted.queries(), 4);
     }
 
     #[test]
