@@ -19,7 +19,6 @@
 
 mod page;
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
@@ -572,7 +571,7 @@ pub struct Pager<'a> {
     bases: &'a [CostBasis],
     request: Request,
     token: Option<String>,
-    seen: HashSet<String>,
+    tokens: Tokens,
     done: bool,
     amounts: Vec<f64>,
     stats: QueryStats,
@@ -597,7 +596,7 @@ impl<'a> Pager<'a> {
                 filter: filter_expression(&query.filter),
             },
             token: None,
-            seen: HashSet::new(),
+            tokens: Tokens::new(query.to_string()),
             done: false,
             amounts: Vec::with_capacity(bases.len()),
             stats: QueryStats::default(),
@@ -617,11 +616,6 @@ impl<'a> Pager<'a> {
     ) -> Result<(), CostExplorerError> {
         if self.done {
             return Ok(());
-        }
-        if self.stats.pages >= MAX_PAGES_PER_QUERY {
-            return Err(CostExplorerError::TooManyPages {
-                query: self.query.to_string(),
-            });
         }
         let token = self.token.take();
         let request = &self.request;
@@ -711,17 +705,9 @@ impl<'a> Pager<'a> {
                     .or_insert_with(|| name.to_string());
             }
         }
-        match page.next_page_token.map(Cow::into_owned) {
-            Some(next) if !next.is_empty() => {
-                if !self.seen.insert(next.clone()) {
-                    return Err(CostExplorerError::TokenLoop {
-                        query: self.query.to_string(),
-                        pages: self.stats.pages,
-                    });
-                }
-                self.token = Some(next);
-            }
-            _ => self.done = true,
+        match self.tokens.next(page.next_page_token.as_deref())? {
+            Some(next) => self.token = Some(next),
+            None => self.done = true,
         }
         Ok(())
     }
