@@ -16,7 +16,6 @@
 //! repeats.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -25,14 +24,12 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::clock::{Clock, lock};
 use crate::metrics::Metrics;
-use crate::refresh::Clock;
 use crate::storage::Storage;
 
 /// Requests reserved on disk at a time.
 pub const RESERVE_BLOCK: u64 = 20;
-/// How often a wait for a wall-clock time looks at the clock again.
-pub const CLOCK_POLL: Duration = Duration::from_secs(1);
 
 /// The error the interceptor refuses a request with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -73,13 +70,6 @@ impl std::fmt::Debug for ApiBudget {
             .field("integration", &self.integration)
             .field("state", &*lock(&self.state))
             .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -194,13 +184,6 @@ impl ApiBudget {
         lock(&self.state).limit
     }
 
-    /// Requests counted today.
-    pub fn used_today(&self) -> u64 {
-        let today = (self.clock)().date_naive();
-        let state = lock(&self.state);
-        if today > state.day { 0 } else { state.used }
-    }
-
     /// Whether today's allowance is spent.
     pub fn exhausted(&self) -> bool {
         let today = (self.clock)().date_naive();
@@ -238,19 +221,6 @@ impl Intercept for CapInterceptor {
     }
 }
 
-/// Waits until `clock` reads `at` or later, looking at it every [`CLOCK_POLL`], so that a wait
-/// follows the wall clock (and a test's clock) rather than elapsed time.
-pub async fn sleep_until(clock: &Clock, at: DateTime<Utc>) {
-    loop {
-        let now = clock();
-        if now >= at {
-            return;
-        }
-        let left = (at - now).to_std().unwrap_or_default();
-        tokio::time::sleep(left.min(CLOCK_POLL)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +232,13 @@ mod tests {
         Arc::new(move || {
             DateTime::from_timestamp_millis(millis.load(Ordering::SeqCst)).unwrap_or_default()
         })
+    }
+
+    /// The UTC day counted and the requests let through that day.
+    fn counted(budget: &ApiBudget) -> (u32, u64) {
+        use chrono::Datelike as _;
+        let state = lock(&budget.state);
+        (state.day.day(), state.used)
     }
 
     fn noon(day: u32) -> i64 {
@@ -295,7 +272,7 @@ mod tests {
         );
         assert_eq!(budget.acquire(), Err(CapReached { limit: 3 }));
         assert_eq!(budget.acquire(), Err(CapReached { limit: 3 }));
-        assert_eq!((budget.used_today(), budget.refusals()), (3, 2));
+        assert_eq!((counted(&budget), budget.refusals()), ((23, 3), 2));
         assert_eq!(
             budget.next_day(),
             Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap()
@@ -320,12 +297,12 @@ mod tests {
             Some("aws_cost_api_budget_exhausted{integration=\"payer\"} 0")
         );
         assert!(!budget.exhausted());
-        assert_eq!(budget.used_today(), 0);
         assert_eq!(budget.acquire(), Ok(()));
-        assert_eq!(budget.used_today(), 1);
+        assert_eq!(counted(&budget), (24, 1), "the new day counts from zero");
         // A clock set back a day does not reset the count.
         now.store(noon(23), Ordering::SeqCst);
-        assert_eq!(budget.used_today(), 1);
+        assert_eq!(budget.acquire(), Ok(()));
+        assert_eq!(counted(&budget), (24, 2));
     }
 
     #[test]
@@ -364,7 +341,7 @@ mod tests {
             Some(storage.clone()),
             metrics.clone(),
         );
-        assert_eq!(restarted.used_today(), 2 * RESERVE_BLOCK);
+        assert_eq!(counted(&restarted), (23, 2 * RESERVE_BLOCK));
         for _ in 0..50 - 2 * RESERVE_BLOCK {
             restarted.acquire().unwrap();
         }
@@ -383,7 +360,7 @@ mod tests {
             Some(storage),
             Arc::new(Metrics::new()),
         );
-        assert_eq!(tomorrow.used_today(), 0);
+        assert_eq!(counted(&tomorrow), (24, 0));
         assert_eq!(tomorrow.acquire(), Ok(()));
     }
 }

@@ -24,8 +24,6 @@ pub const MAX_DATA_DELAY_DAYS: u32 = 31;
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Default refresh interval for integrations that do not set their own.
-    pub refresh_interval: Duration,
     /// The daily gauges describe today (UTC) minus this many days.
     pub data_delay_days: u32,
     /// At least one integration, names unique.
@@ -1051,7 +1049,6 @@ fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         ));
     }
     Ok(Config {
-        refresh_interval,
         data_delay_days,
         integrations,
         format: ConfigFormat::Native,
@@ -1132,7 +1129,6 @@ fn parse_infrawallet(
         DEFAULT_REFRESH_INTERVAL,
     )?;
     Ok(Config {
-        refresh_interval: DEFAULT_REFRESH_INTERVAL,
         data_delay_days: DEFAULT_DATA_DELAY_DAYS,
         integrations,
         format: ConfigFormat::InfraWallet,
@@ -1203,7 +1199,6 @@ integrations:
     fn full_native_config() {
         let config = parse(FULL).unwrap();
         assert_eq!(config.format, ConfigFormat::Native);
-        assert_eq!(config.refresh_interval, Duration::from_secs(7200));
         assert_eq!(config.data_delay_days, 2);
         let payer = &config.integrations[0];
         assert_eq!(payer.name, "payer");
@@ -1333,7 +1328,10 @@ integrations:
     fn defaults() {
         let config =
             parse("integrations:\n  - name: a\n    account_id: \"123456789012\"\n").unwrap();
-        assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
+        assert_eq!(
+            config.integrations[0].refresh_interval,
+            DEFAULT_REFRESH_INTERVAL
+        );
         assert_eq!(config.data_delay_days, 1);
     }
 
@@ -1598,7 +1596,10 @@ backend:
             "other-secret"
         );
         assert!(config.integrations[2].static_credentials.is_none());
-        assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
+        assert_eq!(
+            config.integrations[2].refresh_interval,
+            DEFAULT_REFRESH_INTERVAL
+        );
         assert!(
             config
                 .integrations

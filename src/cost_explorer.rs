@@ -19,7 +19,7 @@
 
 mod page;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use aws_sdk_costexplorer::Client;
@@ -170,11 +170,6 @@ pub enum CostExplorerError {
         "Cost Explorer kept returning a NextPageToken after {MAX_PAGES_PER_QUERY} pages of {query}"
     )]
     TooManyPages { query: String },
-    /// `max_api_requests_per_day` refused the next billed request (see [`crate::api_budget`]).
-    #[error(
-        "the daily cap of {limit} billed Cost Explorer requests (max_api_requests_per_day) is reached"
-    )]
-    ApiBudget { limit: u64 },
 }
 
 impl Classify for CostExplorerError {
@@ -187,7 +182,6 @@ impl Classify for CostExplorerError {
             | CostExplorerError::MalformedPage { .. }
             | CostExplorerError::TokenLoop { .. }
             | CostExplorerError::TooManyPages { .. } => Reason::BadResponse,
-            CostExplorerError::ApiBudget { .. } => Reason::ApiBudget,
         }
     }
 }
@@ -1130,25 +1124,6 @@ fn place<'k>(split: Dimension, value: &'k str, keys: &[&'k str]) -> [&'k str; 3]
     }
 }
 
-/// The amounts for `bases`, in order, from a `Metrics` or `Total` map.
-pub fn parse_metrics(
-    metrics: &HashMap<String, MetricValue>,
-    bases: &[CostBasis],
-) -> Result<Vec<f64>, CostExplorerError> {
-    bases
-        .iter()
-        .map(|basis| {
-            let value = metrics.get(basis.metric()).ok_or_else(|| {
-                CostExplorerError::Malformed(format!(
-                    "a group lacks the requested metric {}",
-                    basis.metric()
-                ))
-            })?;
-            parse_amount(basis.metric(), value)
-        })
-        .collect()
-}
-
 /// Parses a decimal amount, refusing any unit but USD.
 pub fn parse_amount(metric: &str, value: &MetricValue) -> Result<f64, CostExplorerError> {
     check_amount(
@@ -1300,16 +1275,6 @@ mod tests {
             parse_amount("X", &value("inf", "USD")),
             Err(CostExplorerError::BadAmount { .. })
         ));
-    }
-
-    #[test]
-    fn metrics_come_back_in_the_requested_order() {
-        let mut map = HashMap::new();
-        map.insert("UnblendedCost".to_string(), value("1.5", "USD"));
-        map.insert("AmortizedCost".to_string(), value("2.5", "USD"));
-        let parsed = parse_metrics(&map, &[CostBasis::Amortized, CostBasis::Unblended]).unwrap();
-        assert_eq!(parsed, vec![2.5, 1.5]);
-        assert!(parse_metrics(&map, &[CostBasis::Blended]).is_err());
     }
 
     #[test]

@@ -126,27 +126,6 @@ pub fn push_value(out: &mut String, value: f64) {
     }
 }
 
-/// Appends one sample line; identical in both formats for gauges without timestamps.
-pub fn push_sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (label, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(label);
-            out.push_str("=\"");
-            push_label_value(out, v);
-            out.push('"');
-        }
-        out.push('}');
-    }
-    out.push(' ');
-    push_value(out, value);
-    out.push('\n');
-}
-
 /// Picks the format from an `Accept` header: OpenMetrics when it is acceptable and preferred at
 /// least as much as plain text, else the classic format.
 pub fn negotiate(accept: Option<&str>) -> Format {
@@ -451,18 +430,12 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let mut out = String::new();
-        push_sample(
-            &mut out,
-            "m",
-            &[
-                ("a", "back\\slash \"quoted\"\nnewline"),
-                ("b", "ünïcödé, {braces}="),
-            ],
-            1.5,
-        );
+        push_label_value(&mut out, "back\\slash \"quoted\"\nnewline");
+        out.push('|');
+        push_label_value(&mut out, "ünïcödé, {braces}=");
         assert_eq!(
             out,
-            "m{a=\"back\\\\slash \\\"quoted\\\"\\nnewline\",b=\"ünïcödé, {braces}=\"} 1.5\n"
+            "back\\\\slash \\\"quoted\\\"\\nnewline|ünïcödé, {braces}="
         );
     }
 

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod anomalies;
 pub mod api_budget;
+pub mod clock;
 pub mod commitments;
 pub mod config;
 pub mod cost_explorer;
@@ -34,9 +35,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api_budget::{ApiBudget, CapInterceptor};
+use crate::clock::Clock;
 use crate::config::{Config, Integration};
 use crate::metrics::Metrics;
-use crate::refresh::{Clock, RefreshOptions, Refresher};
+use crate::refresh::{RefreshOptions, Refresher};
 use crate::server::{Limits, ReloadRequest, ServerState};
 use crate::snapshot::SnapshotStore;
 use crate::storage::Storage;
@@ -68,7 +70,7 @@ impl Default for ExporterOptions {
         Self {
             listen_address: ":10067".to_string(),
             telemetry_path: "/metrics".to_string(),
-            clock: refresh::system_clock(),
+            clock: clock::system_clock(),
             refresh: RefreshOptions::default(),
             web_config_file: None,
             limits: Limits::default(),

@@ -17,9 +17,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::clock::{Clock, lock, system_clock};
 use crate::exposition::{Format, openmetrics_to_classic};
 use crate::failure::Reason;
-use crate::refresh::{Clock, system_clock};
 
 /// The crate version, for `aws_cost_exporter_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -310,27 +310,18 @@ impl Metrics {
                 outcome: outcome.as_str().to_string(),
             })
             .inc();
-        let mut totals = match self.request_totals.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut totals = lock(&self.request_totals);
         *totals.entry(integration.to_string()).or_default() += 1;
     }
 
     /// Every request attempt counted so far for one integration, all operations and outcomes.
     pub fn requests_made(&self, integration: &str) -> u64 {
-        let totals = match self.request_totals.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let totals = lock(&self.request_totals);
         totals.get(integration).copied().unwrap_or_default()
     }
 
     fn scrape_time(&self) -> std::sync::MutexGuard<'_, ScrapeTime> {
-        match self.scrape_time.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.scrape_time)
     }
 
     /// Records when the data an integration now serves was fetched from AWS.

@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Table;
 use crate::anomalies::AnomalyData;
-use crate::api_budget::{self, ApiBudget};
+use crate::api_budget::{ApiBudget, CapReached};
+use crate::clock::{Clock, lock, sleep_until};
 use crate::commitments::{self, Wanted};
 use crate::config::{CostBasis, Integration};
 use crate::cost_explorer::{
@@ -126,14 +127,6 @@ fn lower_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
 
-/// The wall clock, replaceable in tests.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(Utc::now)
-}
-
 /// The outcome of one refresh that published a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshSummary {
@@ -146,6 +139,10 @@ pub enum RefreshError {
     /// The cost query failed: nothing new was published.
     #[error(transparent)]
     Costs(#[from] CostExplorerError),
+    /// `max_api_requests_per_day` refused a request: the refresh stops, nothing new is
+    /// published.
+    #[error(transparent)]
+    ApiBudget(#[from] CapReached),
     /// Optional queries failed; a snapshot with everything else was published. Said as the
     /// first failure, naming the other parts that failed.
     #[error("{}{}", .failures.first().map(ToString::to_string).unwrap_or_default(), also_failed(.parts))]
@@ -175,6 +172,7 @@ impl Classify for RefreshError {
     fn reason(&self) -> Reason {
         match self {
             RefreshError::Costs(err) => err.reason(),
+            RefreshError::ApiBudget(_) => Reason::ApiBudget,
             RefreshError::Partial { reason, .. } => *reason,
             RefreshError::Build(_) => Reason::BadResponse,
         }
@@ -197,7 +195,9 @@ impl ToConcise for RefreshError {
                     _ => first,
                 }
             }
-            RefreshError::Build(_) => Concise::default().elidable(self.to_string()),
+            RefreshError::ApiBudget(_) | RefreshError::Build(_) => {
+                Concise::default().elidable(self.to_string())
+            }
         }
     }
 }
@@ -627,7 +627,7 @@ impl Refresher {
     pub async fn run(self, shutdown: CancellationToken) {
         if let Some(due) = self.first_due {
             tokio::select! {
-                _ = api_budget::sleep_until(&self.clock, due) => {}
+                _ = sleep_until(&self.clock, due) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -663,7 +663,7 @@ impl Refresher {
             if let Some(at) = self.budget_wait(ok, delay) {
                 // The day's cap is spent: nothing until the next UTC day.
                 tokio::select! {
-                    _ = api_budget::sleep_until(&self.clock, at) => {}
+                    _ = sleep_until(&self.clock, at) => {}
                     _ = shutdown.cancelled() => return,
                 }
                 delay = Duration::ZERO;
@@ -718,7 +718,7 @@ impl Refresher {
             None => budget.exhausted(),
         };
         if stop {
-            return Err(CostExplorerError::ApiBudget {
+            return Err(CapReached {
                 limit: budget.limit(),
             }
             .into());
@@ -848,19 +848,6 @@ fn logged_error(err: &RefreshError, message: &str, fields: &[(&str, String)]) ->
     // ` error=""`: an error always holds a space, so it is quoted.
     let room = MAX_LOG_LINE.saturating_sub(others + logfmt::entry_len("error", ""));
     err.concise().within(room, logfmt::quoted_char_len)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-/// The wait before the next attempt: the interval after a success, else a backoff doubling
-/// from [`RETRY_MIN`] and never longer than the interval.
-pub fn next_delay(interval: Duration, consecutive_failures: u32) -> Duration {
-    backoff(RETRY_MIN, interval, consecutive_failures)
 }
 
 /// The wait before the next attempt: the interval after a success, else a backoff doubling
@@ -1060,13 +1047,13 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_interval() {
         let six_hours = Duration::from_secs(6 * 3600);
-        assert_eq!(next_delay(six_hours, 0), six_hours);
-        assert_eq!(next_delay(six_hours, 1), Duration::from_secs(60));
-        assert_eq!(next_delay(six_hours, 2), Duration::from_secs(120));
-        assert_eq!(next_delay(six_hours, 5), Duration::from_secs(960));
-        assert_eq!(next_delay(six_hours, 40), six_hours);
+        assert_eq!(backoff(RETRY_MIN, six_hours, 0), six_hours);
+        assert_eq!(backoff(RETRY_MIN, six_hours, 1), Duration::from_secs(60));
+        assert_eq!(backoff(RETRY_MIN, six_hours, 2), Duration::from_secs(120));
+        assert_eq!(backoff(RETRY_MIN, six_hours, 5), Duration::from_secs(960));
+        assert_eq!(backoff(RETRY_MIN, six_hours, 40), six_hours);
         assert_eq!(
-            next_delay(Duration::from_secs(30), 1),
+            backoff(RETRY_MIN, Duration::from_secs(30), 1),
             Duration::from_secs(30)
         );
     }

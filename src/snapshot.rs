@@ -25,6 +25,7 @@ pub use commitments::{
 
 use crate::aggregate::Table;
 use crate::anomalies::AnomalyData;
+use crate::clock::lock;
 use crate::commitments::CommitmentData;
 use crate::config::{CostBasis, Integration};
 pub use crate::cost_explorer::Period;
@@ -630,13 +631,6 @@ impl IntegrationSnapshot {
     pub fn series_count(&self) -> usize {
         self.blocks.iter().map(|b| b.samples).sum()
     }
-
-    /// Bytes of encoded text (both formats share them) and of their deflate pieces.
-    pub fn encoded_bytes(&self) -> (usize, usize) {
-        self.blocks.iter().fold((0, 0), |(text, deflate), b| {
-            (text + b.piece.text.len(), deflate + b.piece.deflate.len())
-        })
-    }
 }
 
 /// The cost families of all integrations, joined once per publish, per format.
@@ -725,10 +719,7 @@ impl SnapshotStore {
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, StoreInner> {
-        match self.inner.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.inner)
     }
 
     /// Replaces an integration's snapshot and re-renders the combined cost families.
@@ -791,13 +782,11 @@ mod tests {
             all.push(("cost_basis", basis.as_str()));
             single.sample(&all, value);
         }
-        let mut expected = String::new();
-        for (basis, value) in bases.iter().zip(values) {
-            let mut all = vec![("integration", "pay\"er")];
-            all.extend_from_slice(&labels);
-            all.push(("cost_basis", basis.as_str()));
-            crate::exposition::push_sample(&mut expected, DAILY.name, &all, value);
-        }
+        let shared = "aws_cost_daily_usd{integration=\"pay\\\"er\",account_id=\"111111111111\",\
+                      account_name=\"Ops \\\"east\\\"\\\\ \\n team\",aws_service=\"Amazon S3\",cost_basis=";
+        let expected = format!(
+            "{shared}\"unblended\"}} 1.5\n{shared}\"amortized\"}} -0.25\n{shared}\"net_unblended\"}} 3\n"
+        );
         assert_eq!(rows.out, expected);
         assert_eq!(single.out, expected);
         assert_eq!((rows.samples, single.samples), (3, 3));

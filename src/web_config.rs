@@ -29,6 +29,7 @@ use serde::de::IgnoredAny;
 use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
+use crate::clock::lock;
 use crate::config::{ConfigError, from_yaml, render_problem};
 
 /// A problem with the web configuration: where it is and what is wrong. Never contains a key,
@@ -872,10 +873,7 @@ impl WebConfigSource {
     /// Re-reads the file; a problem is logged always when `explicit`, otherwise once until the
     /// problem changes (requests would repeat it for every scrape).
     fn load_again(&self, explicit: bool) -> Result<(), WebConfigError> {
-        let mut last_problem = match self.reloading.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut last_problem = lock(&self.reloading);
         let loaded = load(&self.path).and_then(|config| {
             if config.tls.is_some() == self.tls {
                 Ok(config)
@@ -986,10 +984,7 @@ impl Authenticator {
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], bool>> {
-        match self.cache.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.cache)
     }
 }
 

@@ -630,7 +630,6 @@ impl GenConfig {
             .as_ref()
             .map_or(Duration::from_secs(6 * 3600), |(_, d)| *d);
         Config {
-            refresh_interval,
             data_delay_days: self.data_delay_days.unwrap_or(1),
             integrations: self
                 .integrations
@@ -1600,7 +1599,6 @@ impl GenAppConfig {
     fn expected(&self) -> Config {
         let env = self.env();
         Config {
-            refresh_interval: Duration::from_secs(6 * 3600),
             data_delay_days: 1,
             integrations: self
                 .integrations

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use aws_cost_exporter::api_budget::{CLOCK_POLL, RESERVE_BLOCK};
+use aws_cost_exporter::api_budget::RESERVE_BLOCK;
+use aws_cost_exporter::clock::CLOCK_POLL;
 use aws_cost_exporter::config::Config;
 use aws_cost_exporter::demo::Simulator;
 use aws_cost_exporter::{Exporter, ExporterOptions};

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use serde::Deserialize;
 
+use crate::clock::lock;
 use crate::config::CostBasis;
 
 /// The body of the last successful attempt of one request.
@@ -32,13 +33,6 @@ impl RawBody {
     /// The body read, leaving the slot empty.
     pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *lock(&self.0))
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

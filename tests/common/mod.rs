@@ -11,9 +11,10 @@ use std::time::Duration;
 use aws_cost_exporter::config::{self, Config};
 use std::collections::BTreeSet;
 
+use aws_cost_exporter::clock::Clock;
 use aws_cost_exporter::demo::dataset::SimRow;
 use aws_cost_exporter::demo::{Dataset, DatasetSpec, Simulator};
-use aws_cost_exporter::refresh::{Clock, RefreshOptions};
+use aws_cost_exporter::refresh::RefreshOptions;
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, TimeZone, Utc};
