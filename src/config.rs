@@ -1,354 +1,23 @@
-//! Configuration: the native YAML shape, InfraWallet's Backstage `app-config.yaml` shape,
-//! `${VAR}` expansion and validation.
+//! Configuration: which shape a file has, the validation of every integration's common keys
+//! (name, account, credentials, region, endpoints, cost bases, interval, request cap), then each
+//! part's own keys by the part itself ([`crate::parts::PARTS`]), converting the file
+//! ([`crate::schema`]) to the model ([`crate::model`]), in the spirit of YACE's per-job-kind
+//! `Validate`.
 //!
 //! Every problem is reported as one [`ConfigError`] naming the file, the line and column
 //! (where the parser knows them) and the key, before anything starts.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
 
-/// Default refresh interval: Cost Explorer data changes a few times a day.
-pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
-/// Default delay, in days, of the day the daily gauges describe.
-pub const DEFAULT_DATA_DELAY_DAYS: u32 = 1;
-/// Cost Explorer's home region.
-pub const DEFAULT_REGION: &str = "us-east-1";
-/// The largest accepted `data_delay_days`.
-pub const MAX_DATA_DELAY_DAYS: u32 = 31;
-
-/// A validated configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// The daily gauges describe today (UTC) minus this many days.
-    pub data_delay_days: u32,
-    /// At least one integration, names unique.
-    pub integrations: Vec<Integration>,
-    /// Which shape the file had.
-    pub format: ConfigFormat,
-}
-
-/// The shape a configuration file was written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigFormat {
-    /// This exporter's own YAML.
-    Native,
-    /// A Backstage `app-config.yaml` with InfraWallet's AWS integrations.
-    InfraWallet,
-}
-
-/// One AWS account (a management account covers its members) with its own credentials.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Integration {
-    pub name: String,
-    pub account_id: String,
-    pub assumed_role_name: Option<String>,
-    pub external_id: Option<String>,
-    pub static_credentials: Option<StaticCredentials>,
-    pub region: String,
-    /// Cost Explorer endpoint override.
-    pub endpoint_url: Option<String>,
-    /// STS endpoint override, used for assuming the role.
-    pub sts_endpoint_url: Option<String>,
-    /// Non-empty, no duplicates.
-    pub cost_basis: Vec<CostBasis>,
-    pub refresh_interval: Duration,
-    /// Services whose resource-level daily costs to export (GetCostAndUsageWithResources).
-    pub resources: Vec<String>,
-    /// Resource series kept per cost basis; the rest fold into `resource_id="__other__"`.
-    pub max_resource_series: usize,
-    /// Cost-allocation tag keys to break costs down by.
-    pub tags: Vec<String>,
-    /// Series kept per tag metric and cost basis; the rest fold into `tag_value="__other__"`.
-    pub max_tag_series: usize,
-    /// Whether to ask GetCostForecast for the month's forecast.
-    pub forecast: bool,
-    pub budgets: Vec<Budget>,
-    /// Whether account names and the member list come from AWS Organizations.
-    pub organizations: bool,
-    /// Organizations endpoint override.
-    pub organizations_endpoint_url: Option<String>,
-    /// A hard cap on billed Cost Explorer requests per UTC day (see [`crate::api_budget`]).
-    pub max_api_requests_per_day: u64,
-    /// Whether to export Savings Plans and reservation utilisation, coverage and expiry
-    /// (fetched once a UTC day; see [`crate::commitments`]).
-    pub commitments: bool,
-    /// Whether to export AWS Cost Anomaly Detection's anomalies of the last 90 days.
-    pub anomalies: bool,
-    /// Anomaly series kept (the largest by impact); the rest are counted as dropped.
-    pub max_anomaly_series: usize,
-}
-
-/// A monthly budget in USD over an integration's costs, optionally filtered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Budget {
-    pub name: String,
-    pub monthly_usd: f64,
-    /// Empty: every account.
-    pub accounts: Vec<String>,
-    /// Empty: every service.
-    pub services: Vec<String>,
-    pub cost_basis: CostBasis,
-}
-
-impl Budget {
-    /// Whether a cost in `account_id` for `service` counts against the budget.
-    pub fn covers(&self, account_id: &str, service: &str) -> bool {
-        (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account_id))
-            && (self.services.is_empty() || self.services.iter().any(|s| s == service))
-    }
-
-    /// Whether the budget filters at all.
-    pub fn is_filtered(&self) -> bool {
-        !self.accounts.is_empty() || !self.services.is_empty()
-    }
-}
-
-/// Default of `max_resource_series` and `max_tag_series`.
-pub const DEFAULT_MAX_SERIES: usize = 500;
-/// Default of `max_anomaly_series`.
-pub const DEFAULT_MAX_ANOMALY_SERIES: usize = 200;
-/// Default of `max_api_requests_per_day`: 50 USD a day at most (see the README for the
-/// measurement it is based on).
-pub const DEFAULT_MAX_API_REQUESTS_PER_DAY: u64 = 5000;
-
-impl Integration {
-    /// An integration with every optional setting at its default.
-    pub fn new(name: impl Into<String>, account_id: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            account_id: account_id.into(),
-            assumed_role_name: None,
-            external_id: None,
-            static_credentials: None,
-            region: DEFAULT_REGION.to_string(),
-            endpoint_url: None,
-            sts_endpoint_url: None,
-            cost_basis: vec![CostBasis::Unblended],
-            refresh_interval: DEFAULT_REFRESH_INTERVAL,
-            resources: Vec::new(),
-            max_resource_series: DEFAULT_MAX_SERIES,
-            tags: Vec::new(),
-            max_tag_series: DEFAULT_MAX_SERIES,
-            forecast: true,
-            budgets: Vec::new(),
-            organizations: false,
-            organizations_endpoint_url: None,
-            max_api_requests_per_day: DEFAULT_MAX_API_REQUESTS_PER_DAY,
-            commitments: false,
-            anomalies: false,
-            max_anomaly_series: DEFAULT_MAX_ANOMALY_SERIES,
-        }
-    }
-
-    /// The parts of a refresh this integration runs, as `aws_cost_query_success` names them.
-    pub fn queries(&self) -> Vec<&'static str> {
-        let mut queries = vec!["costs"];
-        if !self.tags.is_empty() {
-            queries.push("tags");
-        }
-        if !self.resources.is_empty() {
-            queries.push("resources");
-        }
-        if self.forecast {
-            queries.push("forecast");
-        }
-        if self.organizations {
-            queries.push("organizations");
-        }
-        if self.commitments {
-            queries.push("commitments");
-        }
-        if self.anomalies {
-            queries.push("anomalies");
-        }
-        queries
-    }
-
-    /// The ARN of the role to assume, when one is configured.
-    pub fn role_arn(&self) -> Option<String> {
-        self.assumed_role_name
-            .as_ref()
-            .map(|role| format!("arn:aws:iam::{}:role/{}", self.account_id, role))
-    }
-}
-
-/// A static access key pair. `Debug` never prints the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StaticCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-}
-
-impl fmt::Debug for StaticCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key)
-            .finish()
-    }
-}
-
-/// A secret string whose `Debug` and `Display` are redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself; only for handing to the AWS SDK.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"** redacted **\"")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("** redacted **")
-    }
-}
-
-/// Cost Explorer's cost metrics, named as in the config and the `cost_basis` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CostBasis {
-    Unblended,
-    Amortized,
-    Blended,
-    NetUnblended,
-    NetAmortized,
-}
-
-impl CostBasis {
-    pub const ALL: [CostBasis; 5] = [
-        CostBasis::Unblended,
-        CostBasis::Amortized,
-        CostBasis::Blended,
-        CostBasis::NetUnblended,
-        CostBasis::NetAmortized,
-    ];
-
-    /// The config name and `cost_basis` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CostBasis::Unblended => "unblended",
-            CostBasis::Amortized => "amortized",
-            CostBasis::Blended => "blended",
-            CostBasis::NetUnblended => "net_unblended",
-            CostBasis::NetAmortized => "net_amortized",
-        }
-    }
-
-    /// The Cost Explorer metric name.
-    pub fn metric(self) -> &'static str {
-        match self {
-            CostBasis::Unblended => "UnblendedCost",
-            CostBasis::Amortized => "AmortizedCost",
-            CostBasis::Blended => "BlendedCost",
-            CostBasis::NetUnblended => "NetUnblendedCost",
-            CostBasis::NetAmortized => "NetAmortizedCost",
-        }
-    }
-
-    /// The GetCostForecast metric name.
-    pub fn forecast_metric(self) -> &'static str {
-        match self {
-            CostBasis::Unblended => "UNBLENDED_COST",
-            CostBasis::Amortized => "AMORTIZED_COST",
-            CostBasis::Blended => "BLENDED_COST",
-            CostBasis::NetUnblended => "NET_UNBLENDED_COST",
-            CostBasis::NetAmortized => "NET_AMORTIZED_COST",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<CostBasis> {
-        CostBasis::ALL.into_iter().find(|b| b.as_str() == name)
-    }
-
-    /// The inverse of [`CostBasis::metric`].
-    pub fn from_metric(metric: &str) -> Option<CostBasis> {
-        CostBasis::ALL.into_iter().find(|b| b.metric() == metric)
-    }
-}
-
-impl fmt::Display for CostBasis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A configuration problem: where it is and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.render())]
-pub struct ConfigError {
-    /// The file, when the config came from one.
-    pub file: Option<PathBuf>,
-    /// 1-based line and column, when known.
-    pub position: Option<(u64, u64)>,
-    /// The key (dotted path) the problem is about, when there is one.
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(key: Option<String>, location: Option<Location>, message: impl Into<String>) -> Self {
-        Self {
-            file: None,
-            position: location.and_then(position_of),
-            key,
-            message: message.into(),
-        }
-    }
-
-    fn render(&self) -> String {
-        render_problem(
-            "invalid configuration",
-            self.file.as_deref(),
-            self.position,
-            self.key.as_deref(),
-            &self.message,
-        )
-    }
-}
-
-/// `WHAT [FILE] [at line L column C]: [KEY: ]MESSAGE`, the shape of every configuration error
-/// (this file's and `--web.config.file`'s).
-pub(crate) fn render_problem(
-    what: &str,
-    file: Option<&std::path::Path>,
-    position: Option<(u64, u64)>,
-    key: Option<&str>,
-    message: &str,
-) -> String {
-    let mut out = String::from(what);
-    if let Some(file) = file {
-        out.push_str(&format!(" {}", file.display()));
-    }
-    if let Some((line, column)) = position {
-        out.push_str(&format!(" at line {line} column {column}"));
-    }
-    if let Some(key) = key {
-        out.push_str(&format!(": {key}"));
-    }
-    out.push_str(": ");
-    out.push_str(message);
-    out
-}
-
-fn position_of(location: Location) -> Option<(u64, u64)> {
-    (location != Location::UNKNOWN && location.line() > 0)
-        .then(|| (location.line(), location.column()))
-}
+pub use crate::model::*;
+use crate::parts::{Keys, PARTS};
+use crate::schema::{AppConfig, Expander, NativeFile, NativeIntegration, Text, from_yaml};
+pub use crate::schema::{ConfigError, expand_env};
 
 /// Reads and validates a configuration file of either shape.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -405,320 +74,6 @@ struct ProbeDocument {
     backend: Option<serde::de::IgnoredAny>,
 }
 
-/// Deserializes YAML, keeping the parser's line and column and the path of the failing key.
-pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    let mut path = None;
-    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize(de).map_err(|err| {
-            path = Some(key_path(err.path()));
-            err.into_inner()
-        })
-    });
-    result.map_err(|err| {
-        let mut error = parser_error(err);
-        // Spanned<T> adds a `value` step to the path; it is not a key of the file.
-        error.key = path
-            .map(|p| p.replace(".value[", "[").replace(".value.", "."))
-            .map(|p| p.strip_suffix(".value").map(str::to_string).unwrap_or(p))
-            .filter(|p| !p.is_empty() && p != "." && p != "?");
-        error
-    })
-}
-
-/// Keys whose values are secrets, in both file shapes.
-const SECRET_KEYS: [&str; 5] = [
-    "secret_access_key",
-    "secretAccessKey",
-    "accessKeySecret",
-    "external_id",
-    "externalId",
-];
-
-/// The failing key's path as serde_path_to_error writes it (`a.b[0].c`), but ending at a
-/// secret's key: below it, the parser's steps are made of the secret's own text (a secret
-/// written as `[secret: {` is a flow mapping whose key is the secret; found by
-/// tests/secrets.rs).
-fn key_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        if !out.is_empty() && !matches!(segment, Segment::Seq { .. }) {
-            out.push('.');
-        }
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                out.push_str(key);
-                if SECRET_KEYS.contains(&key.as_str()) {
-                    break;
-                }
-            }
-            Segment::Unknown => out.push('?'),
-        }
-    }
-    if out.is_empty() {
-        out.push('.');
-    }
-    out
-}
-
-fn parser_error(err: serde_saphyr::Error) -> ConfigError {
-    let location = err.location();
-    let rendered = err.to_string();
-    // serde-saphyr may render a location and a snippet into its message; keep one line
-    // without the location, which the ConfigError renders itself.
-    let mut message = rendered.lines().next().unwrap_or_default().trim();
-    message = message.strip_prefix("error: ").unwrap_or(message);
-    if let Some((line, column)) = location.and_then(position_of) {
-        let prefix = format!("line {line} column {column}: ");
-        message = message.strip_prefix(prefix.as_str()).unwrap_or(message);
-        // The scanner's errors say it at the end ("unexpected character: ... at line 2,
-        // column 1"), which repeated it (found by tests/properties.rs).
-        let suffix = format!(" at line {line}, column {column}");
-        message = message.strip_suffix(suffix.as_str()).unwrap_or(message);
-    }
-    ConfigError::new(None, location, message)
-}
-
-type Text = Spanned<String>;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NativeFile {
-    refresh_interval: Option<Text>,
-    data_delay_days: Option<Spanned<u32>>,
-    integrations: Option<Spanned<Vec<NativeIntegration>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NativeIntegration {
-    name: Text,
-    account_id: Text,
-    assumed_role_name: Option<Text>,
-    external_id: Option<Text>,
-    access_key_id: Option<Text>,
-    secret_access_key: Option<Text>,
-    region: Option<Text>,
-    endpoint_url: Option<Text>,
-    sts_endpoint_url: Option<Text>,
-    cost_basis: Option<Spanned<Vec<Text>>>,
-    refresh_interval: Option<Text>,
-    resources: Option<Spanned<Vec<Text>>>,
-    max_resource_series: Option<Spanned<usize>>,
-    tags: Option<Spanned<Vec<Text>>>,
-    max_tag_series: Option<Spanned<usize>>,
-    forecast: Option<bool>,
-    budgets: Option<Vec<RawBudget>>,
-    organizations: Option<bool>,
-    organizations_endpoint_url: Option<Text>,
-    max_api_requests_per_day: Option<Spanned<u64>>,
-    commitments: Option<bool>,
-    anomalies: Option<bool>,
-    max_anomaly_series: Option<Spanned<usize>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBudget {
-    name: Text,
-    monthly_usd: Spanned<f64>,
-    accounts: Option<Vec<Text>>,
-    services: Option<Vec<Text>>,
-    cost_basis: Option<Text>,
-}
-
-/// The part of a Backstage `app-config.yaml` the exporter reads; the rest is ignored.
-#[derive(Deserialize)]
-struct AppConfig {
-    backend: Option<AppBackend>,
-}
-
-#[derive(Deserialize)]
-struct AppBackend {
-    #[serde(rename = "infraWallet")]
-    infra_wallet: Option<InfraWalletSection>,
-}
-
-#[derive(Deserialize)]
-struct InfraWalletSection {
-    integrations: Option<InfraWalletIntegrations>,
-}
-
-#[derive(Deserialize)]
-struct InfraWalletIntegrations {
-    aws: Option<Spanned<Vec<InfraWalletAws>>>,
-}
-
-/// InfraWallet's AWS integration. Keys InfraWallet uses for other purposes are ignored.
-#[derive(Deserialize)]
-struct InfraWalletAws {
-    name: Text,
-    #[serde(rename = "accountId")]
-    account_id: Text,
-    #[serde(rename = "assumedRoleName")]
-    assumed_role_name: Option<Text>,
-    #[serde(rename = "externalId")]
-    external_id: Option<Text>,
-    #[serde(rename = "accessKeyId")]
-    access_key_id: Option<Text>,
-    #[serde(rename = "accessKeySecret")]
-    access_key_secret: Option<Text>,
-    #[serde(rename = "secretAccessKey")]
-    secret_access_key: Option<Text>,
-}
-
-/// Expands values with their location at hand, so that every error can point at the value.
-struct Expander<'a> {
-    env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl Expander<'_> {
-    fn text(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
-        expand_env(&value.value, self.env).map_err(|message| {
-            ConfigError::new(Some(key.to_string()), Some(value.referenced), message)
-        })
-    }
-
-    fn non_empty(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
-        let text = self.text(key, value)?;
-        if text.trim().is_empty() {
-            return Err(ConfigError::new(
-                Some(key.to_string()),
-                Some(value.referenced),
-                "must not be empty",
-            ));
-        }
-        Ok(text)
-    }
-
-    fn optional_non_empty(
-        &self,
-        key: &str,
-        value: &Option<Text>,
-    ) -> Result<Option<String>, ConfigError> {
-        value.as_ref().map(|v| self.non_empty(key, v)).transpose()
-    }
-
-    fn interval(&self, key: &str, value: &Text) -> Result<Duration, ConfigError> {
-        let text = self.text(key, value)?;
-        let err = |message: String| {
-            ConfigError::new(Some(key.to_string()), Some(value.referenced), message)
-        };
-        let duration = humantime::parse_duration(text.trim())
-            .map_err(|e| err(format!("{text:?} is not a duration such as 6h or 90m: {e}")))?;
-        if duration.is_zero() {
-            return Err(err("must be greater than zero".to_string()));
-        }
-        Ok(duration)
-    }
-
-    fn cost_basis(&self, key: &str, value: &Text) -> Result<CostBasis, ConfigError> {
-        let text = self.text(key, value)?;
-        CostBasis::parse(text.trim()).ok_or_else(|| {
-            ConfigError::new(
-                Some(key.to_string()),
-                Some(value.referenced),
-                format!(
-                    "unknown cost basis {text:?}; expected one of {}",
-                    CostBasis::ALL.map(CostBasis::as_str).join(", ")
-                ),
-            )
-        })
-    }
-
-    /// A list of non-empty, distinct strings (absent: empty).
-    fn unique_list(
-        &self,
-        key: &str,
-        value: &Option<Spanned<Vec<Text>>>,
-    ) -> Result<Vec<String>, ConfigError> {
-        let mut out: Vec<String> = Vec::new();
-        for (i, item) in value.iter().flat_map(|list| list.value.iter()).enumerate() {
-            let item_key = format!("{key}[{i}]");
-            let text = self.non_empty(&item_key, item)?;
-            if out.contains(&text) {
-                return Err(ConfigError::new(
-                    Some(item_key),
-                    Some(item.referenced),
-                    format!("{text:?} is listed twice"),
-                ));
-            }
-            out.push(text);
-        }
-        Ok(out)
-    }
-
-    fn account_id(&self, key: &str, value: &Text) -> Result<String, ConfigError> {
-        let text = self.text(key, value)?;
-        if text.len() != 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ConfigError::new(
-                Some(key.to_string()),
-                Some(value.referenced),
-                format!(
-                    "{text:?} is not an AWS account id (exactly 12 digits, quoted as a string)"
-                ),
-            ));
-        }
-        Ok(text)
-    }
-
-    fn url(&self, key: &str, value: &Option<Text>) -> Result<Option<String>, ConfigError> {
-        let Some(value) = value else { return Ok(None) };
-        let text = self.text(key, value)?;
-        match text.parse::<http::Uri>() {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
-            {
-                Ok(Some(text))
-            }
-            _ => Err(ConfigError::new(
-                Some(key.to_string()),
-                Some(value.referenced),
-                format!("{text:?} is not an http:// or https:// URL"),
-            )),
-        }
-    }
-}
-
-/// Replaces `${NAME}` with the variable's value; `$${` stands for a literal `${`.
-pub fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos..];
-        if let Some(after) = tail.strip_prefix("$${") {
-            out.push_str("${");
-            rest = after;
-        } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after
-                .find('}')
-                .ok_or_else(|| format!("unterminated ${{ in {input:?}"))?;
-            let name = &after[..end];
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(format!(
-                    "${{{name}}} is not a valid environment variable reference"
-                ));
-            }
-            let value =
-                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
-            out.push_str(&value);
-            rest = &after[end + 1..];
-        } else {
-            out.push('$');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 struct KeyNames {
     list: &'static str,
     name: &'static str,
@@ -750,21 +105,24 @@ const INFRAWALLET_KEYS: KeyNames = KeyNames {
 };
 
 /// Validates one integration of either shape (InfraWallet's is converted to the native one);
-/// `k` spells the keys as the file does.
+/// Validates one integration of either shape (InfraWallet's is converted to the native one):
+/// its common keys here, then each part's keys by the part ([`PARTS`]); `k` spells the
+/// credential keys as the file does.
 fn validate_integration(
     raw: &NativeIntegration,
     index: usize,
     k: &KeyNames,
     x: &Expander<'_>,
-    default_interval: Duration,
+    defaults: Defaults,
 ) -> Result<Integration, ConfigError> {
     let key = |field: &str| format!("{}[{}].{}", k.list, index, field);
     let name = x.non_empty(&key(k.name), &raw.name)?;
     let account_id = x.account_id(&key(k.account_id), &raw.account_id)?;
-    let assumed_role_name =
+    let mut integration = Integration::new(name, account_id);
+    integration.assumed_role_name =
         x.optional_non_empty(&key(k.assumed_role_name), &raw.assumed_role_name)?;
-    let external_id = x.optional_non_empty(&key(k.external_id), &raw.external_id)?;
-    if external_id.is_some() && assumed_role_name.is_none() {
+    integration.external_id = x.optional_non_empty(&key(k.external_id), &raw.external_id)?;
+    if integration.external_id.is_some() && integration.assumed_role_name.is_none() {
         let at = raw.external_id.as_ref().map(|v| v.referenced);
         return Err(ConfigError::new(
             Some(key(k.external_id)),
@@ -774,7 +132,7 @@ fn validate_integration(
     }
     let access_key_id = x.optional_non_empty(&key(k.access_key_id), &raw.access_key_id)?;
     let secret = x.optional_non_empty(&key(k.secret_access_key), &raw.secret_access_key)?;
-    let static_credentials = match (access_key_id, secret) {
+    integration.static_credentials = match (access_key_id, secret) {
         (Some(access_key_id), Some(secret)) => Some(StaticCredentials {
             access_key_id,
             secret_access_key: Secret::new(secret),
@@ -801,114 +159,39 @@ fn validate_integration(
             ));
         }
     };
-    let region = match &raw.region {
-        Some(region) => x.non_empty(&key("region"), region)?,
-        None => DEFAULT_REGION.to_string(),
-    };
-    let endpoint_url = x.url(&key("endpoint_url"), &raw.endpoint_url)?;
-    let sts_endpoint_url = x.url(&key("sts_endpoint_url"), &raw.sts_endpoint_url)?;
-    let cost_basis = match &raw.cost_basis {
-        None => vec![CostBasis::Unblended],
-        Some(list) => {
-            if list.value.is_empty() {
+    if let Some(region) = &raw.region {
+        integration.region = x.non_empty(&key("region"), region)?;
+    }
+    integration.endpoint_url = x.url(&key("endpoint_url"), &raw.endpoint_url)?;
+    integration.sts_endpoint_url = x.url(&key("sts_endpoint_url"), &raw.sts_endpoint_url)?;
+    if let Some(list) = &raw.cost_basis {
+        if list.value.is_empty() {
+            return Err(ConfigError::new(
+                Some(key("cost_basis")),
+                Some(list.referenced),
+                "must name at least one cost basis",
+            ));
+        }
+        let mut bases = Vec::with_capacity(list.value.len());
+        for (i, item) in list.value.iter().enumerate() {
+            let item_key = format!("{}[{i}]", key("cost_basis"));
+            let basis = x.cost_basis(&item_key, item)?;
+            if bases.contains(&basis) {
                 return Err(ConfigError::new(
-                    Some(key("cost_basis")),
-                    Some(list.referenced),
-                    "must name at least one cost basis",
+                    Some(item_key),
+                    Some(item.referenced),
+                    format!("{basis} is listed twice"),
                 ));
             }
-            let mut bases = Vec::with_capacity(list.value.len());
-            for (i, item) in list.value.iter().enumerate() {
-                let item_key = format!("{}[{i}]", key("cost_basis"));
-                let basis = x.cost_basis(&item_key, item)?;
-                if bases.contains(&basis) {
-                    return Err(ConfigError::new(
-                        Some(item_key),
-                        Some(item.referenced),
-                        format!("{basis} is listed twice"),
-                    ));
-                }
-                bases.push(basis);
-            }
-            bases
+            bases.push(basis);
         }
-    };
-    let refresh_interval = match &raw.refresh_interval {
-        Some(value) => x.interval(&key("refresh_interval"), value)?,
-        None => default_interval,
-    };
-    let resources = x.unique_list(&key("resources"), &raw.resources)?;
-    let tags = x.unique_list(&key("tags"), &raw.tags)?;
-    let max_resource_series = positive(
-        &key("max_resource_series"),
-        &raw.max_resource_series,
-        DEFAULT_MAX_SERIES,
-    )?;
-    let max_tag_series = positive(
-        &key("max_tag_series"),
-        &raw.max_tag_series,
-        DEFAULT_MAX_SERIES,
-    )?;
-    let max_anomaly_series = positive(
-        &key("max_anomaly_series"),
-        &raw.max_anomaly_series,
-        DEFAULT_MAX_ANOMALY_SERIES,
-    )?;
-    let mut budgets: Vec<Budget> = Vec::new();
-    for (i, budget) in raw.budgets.iter().flatten().enumerate() {
-        let budget_key = |field: &str| format!("{}[{i}].{field}", key("budgets"));
-        let name = x.non_empty(&budget_key("name"), &budget.name)?;
-        if budgets.iter().any(|b| b.name == name) {
-            return Err(ConfigError::new(
-                Some(budget_key("name")),
-                Some(budget.name.referenced),
-                format!("duplicate budget name {name:?}"),
-            ));
-        }
-        let amount = &budget.monthly_usd;
-        if !(amount.value.is_finite() && amount.value > 0.0) {
-            return Err(ConfigError::new(
-                Some(budget_key("monthly_usd")),
-                Some(amount.referenced),
-                "must be a positive amount of USD",
-            ));
-        }
-        let mut accounts = Vec::new();
-        for (j, account) in budget.accounts.iter().flatten().enumerate() {
-            accounts.push(x.account_id(&format!("{}[{j}]", budget_key("accounts")), account)?);
-        }
-        let mut services = Vec::new();
-        for (j, service) in budget.services.iter().flatten().enumerate() {
-            services.push(x.non_empty(&format!("{}[{j}]", budget_key("services")), service)?);
-        }
-        let budget_basis = match &budget.cost_basis {
-            None => cost_basis[0],
-            Some(text) => {
-                let k = budget_key("cost_basis");
-                let basis = x.cost_basis(&k, text)?;
-                if !cost_basis.contains(&basis) {
-                    return Err(ConfigError::new(
-                        Some(k),
-                        Some(text.referenced),
-                        format!("{basis} is not in the integration's cost_basis; add it there"),
-                    ));
-                }
-                basis
-            }
-        };
-        budgets.push(Budget {
-            name,
-            monthly_usd: amount.value,
-            accounts,
-            services,
-            cost_basis: budget_basis,
-        });
+        integration.cost_basis = bases;
     }
-    let organizations_endpoint_url = x.url(
-        &key("organizations_endpoint_url"),
-        &raw.organizations_endpoint_url,
-    )?;
-    let max_api_requests_per_day = match &raw.max_api_requests_per_day {
+    integration.refresh_interval = match &raw.refresh_interval {
+        Some(value) => x.interval(&key("refresh_interval"), value)?,
+        None => defaults.refresh_interval,
+    };
+    integration.max_api_requests_per_day = match &raw.max_api_requests_per_day {
         None => DEFAULT_MAX_API_REQUESTS_PER_DAY,
         Some(v) if v.value >= 1 => v.value,
         Some(v) => {
@@ -919,47 +202,23 @@ fn validate_integration(
             ));
         }
     };
-    Ok(Integration {
-        name,
-        account_id,
-        assumed_role_name,
-        external_id,
-        static_credentials,
-        region,
-        endpoint_url,
-        sts_endpoint_url,
-        cost_basis,
-        refresh_interval,
-        resources,
-        max_resource_series,
-        tags,
-        max_tag_series,
-        forecast: raw.forecast.unwrap_or(true),
-        budgets,
-        organizations: raw.organizations.unwrap_or(false),
-        organizations_endpoint_url,
-        max_api_requests_per_day,
-        commitments: raw.commitments.unwrap_or(false),
-        anomalies: raw.anomalies.unwrap_or(false),
-        max_anomaly_series,
-    })
+    let keys = Keys {
+        list: k.list,
+        index,
+        x,
+        data_delay_days: defaults.data_delay_days,
+    };
+    for part in &PARTS {
+        (part.configure)(raw, &keys, &mut integration)?;
+    }
+    Ok(integration)
 }
 
-/// A count that must be at least 1 (absent: `default`).
-fn positive(
-    key: &str,
-    value: &Option<Spanned<usize>>,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) if v.value >= 1 => Ok(v.value),
-        Some(v) => Err(ConfigError::new(
-            Some(key.to_string()),
-            Some(v.referenced),
-            "must be at least 1",
-        )),
-    }
+/// What an integration takes from the file's top level.
+#[derive(Debug, Clone, Copy)]
+struct Defaults {
+    refresh_interval: Duration,
+    data_delay_days: u32,
 }
 
 /// Validates every integration, then checks that names are unique.
@@ -967,12 +226,12 @@ fn validate_all<'k>(
     list: &[NativeIntegration],
     keys: impl Fn(usize) -> &'k KeyNames,
     x: &Expander<'_>,
-    default_interval: Duration,
+    defaults: Defaults,
 ) -> Result<Vec<Integration>, ConfigError> {
     let integrations = list
         .iter()
         .enumerate()
-        .map(|(index, raw)| validate_integration(raw, index, keys(index), x, default_interval))
+        .map(|(index, raw)| validate_integration(raw, index, keys(index), x, defaults))
         .collect::<Result<Vec<_>, _>>()?;
     let names: Vec<&Text> = list.iter().map(|r| &r.name).collect();
     check_unique_names(&integrations, &names, keys(0).list)?;
@@ -1035,19 +294,11 @@ fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             ));
         }
     };
-    let integrations = validate_all(&list.value, |_| &NATIVE_KEYS, &x, refresh_interval)?;
-    // AWS serves resource-level data for the last 14 days only.
-    if data_delay_days >= 14
-        && let Some(index) = integrations.iter().position(|i| !i.resources.is_empty())
-    {
-        return Err(ConfigError::new(
-            Some(format!("integrations[{index}].resources")),
-            list.value[index].resources.as_ref().map(|r| r.referenced),
-            format!(
-                "resource-level data covers only the last 14 days, but data_delay_days is {data_delay_days}"
-            ),
-        ));
-    }
+    let defaults = Defaults {
+        refresh_interval,
+        data_delay_days,
+    };
+    let integrations = validate_all(&list.value, |_| &NATIVE_KEYS, &x, defaults)?;
     Ok(Config {
         data_delay_days,
         integrations,
@@ -1074,43 +325,9 @@ fn parse_infrawallet(
     let mut converted = Vec::with_capacity(list.value.len());
     let mut spelled_deprecated = Vec::with_capacity(list.value.len());
     for raw in list.value {
-        // InfraWallet reads `secretAccessKey`, and the deprecated `accessKeySecret` only when
-        // the former is absent; so does the exporter.
-        let secret = match (raw.secret_access_key, raw.access_key_secret) {
-            (Some(preferred), _) => {
-                spelled_deprecated.push(false);
-                Some(preferred)
-            }
-            (None, deprecated) => {
-                spelled_deprecated.push(deprecated.is_some());
-                deprecated
-            }
-        };
-        converted.push(NativeIntegration {
-            name: raw.name,
-            account_id: raw.account_id,
-            assumed_role_name: raw.assumed_role_name,
-            external_id: raw.external_id,
-            access_key_id: raw.access_key_id,
-            secret_access_key: secret,
-            region: None,
-            endpoint_url: None,
-            sts_endpoint_url: None,
-            cost_basis: None,
-            refresh_interval: None,
-            resources: None,
-            max_resource_series: None,
-            tags: None,
-            max_tag_series: None,
-            forecast: None,
-            budgets: None,
-            organizations: None,
-            organizations_endpoint_url: None,
-            max_api_requests_per_day: None,
-            commitments: None,
-            anomalies: None,
-            max_anomaly_series: None,
-        });
+        let (native, deprecated) = raw.into_native();
+        converted.push(native);
+        spelled_deprecated.push(deprecated);
     }
     const DEPRECATED_SPELLING: KeyNames = KeyNames {
         secret_access_key: "accessKeySecret",
@@ -1126,7 +343,10 @@ fn parse_infrawallet(
             }
         },
         &x,
-        DEFAULT_REFRESH_INTERVAL,
+        Defaults {
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            data_delay_days: DEFAULT_DATA_DELAY_DAYS,
+        },
     )?;
     Ok(Config {
         data_delay_days: DEFAULT_DATA_DELAY_DAYS,

@@ -1,21 +1,11 @@
-//! Cost Explorer queries: the query plan, paging and response parsing.
+//! The Cost Explorer client: queries, paging (with a token-loop guard) and response parsing.
 //!
-//! Every request is billed, and a page holds a bounded number of groups counted across all of
-//! a result's periods, so the plan buys each figure the exporter serves once:
-//!
-//! - month to date from `MONTHLY` granularity over the month (one group per series), and the
-//!   data day from `DAILY` granularity over that day alone;
-//! - `GetCostAndUsage` accepts at most two `GroupBy` keys and the cost series have three
-//!   (account, service, charge type), so the plan splits on one of them: discovery asks for the
-//!   accounts (a `MONTHLY` query grouped by account alone), and when there is more than one
-//!   account for the record types with their services (grouped by record type and service): a
-//!   page or two each. Then each query filters on one value of whichever has fewer queries and
-//!   groups by the other two; record types of a single service (tax, support, fees) share one
-//!   query grouped by account and record type, their service being known. Every cost row lands
-//!   in exactly one query, because the filter values come from the same period's data.
+//! Every request is billed: each query is paged to its end exactly once, and every page's
+//! token is guarded against a loop ([`Tokens`]). What is asked, and when, is each part's
+//! (its module under `parts/`); this module knows requests and rows, not Prometheus.
 //!
 //! Pages are parsed straight into the aggregate ([`Table`]); a page's typed response is dropped
-//! as soon as its groups are added. This module knows requests and rows, not Prometheus.
+//! as soon as its groups are added.
 
 mod page;
 
@@ -26,14 +16,13 @@ use aws_sdk_costexplorer::Client;
 use aws_sdk_costexplorer::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_costexplorer::operation::RequestId;
 use aws_sdk_costexplorer::types::{
-    DateInterval, Dimension as SdkDimension, DimensionValues, Expression, ForecastResult,
-    Granularity as SdkGranularity, GroupDefinition, GroupDefinitionType, Metric, MetricValue,
+    DateInterval, Dimension as SdkDimension, DimensionValues, Expression,
+    Granularity as SdkGranularity, GroupDefinition, GroupDefinitionType, MetricValue,
 };
 use chrono::{Datelike, NaiveDate};
 
-use crate::aggregate::Table;
-use crate::config::CostBasis;
 use crate::failure::{AwsError, Classify, Concise, Reason, ToConcise};
+use crate::model::CostBasis;
 
 /// A ceiling on the pages of one query, far above any real organization: only a Cost Explorer
 /// that never stops answering with a new token reaches it.
@@ -380,131 +369,6 @@ pub struct QueryStats {
     pub names: BTreeMap<String, String>,
 }
 
-/// Month-to-date and data-day cost by account, service and record type.
-#[derive(Debug, Clone)]
-pub struct CostData {
-    /// The data day, keyed (account id, service, record type).
-    pub daily: Table<3>,
-    /// The month to date, keyed like `daily`.
-    pub month: Table<3>,
-    /// Whether AWS marked the data day's figures Estimated.
-    pub estimated_daily: bool,
-    /// Whether AWS marked the month's figures Estimated.
-    pub estimated_month: bool,
-    /// Account id to account name, as Cost Explorer's dimension attributes give it.
-    pub account_names: BTreeMap<String, String>,
-    /// Billed `GetCostAndUsage` requests (pages) made.
-    pub requests: u32,
-}
-
-impl CostData {
-    pub fn new(bases: usize) -> Self {
-        Self {
-            daily: Table::new(bases),
-            month: Table::new(bases),
-            estimated_daily: false,
-            estimated_month: false,
-            account_names: BTreeMap::new(),
-            requests: 0,
-        }
-    }
-}
-
-/// Month-to-date and data-day cost of one cost-allocation tag key by account and tag value.
-#[derive(Debug, Clone)]
-pub struct TagData {
-    /// Keyed (account id, tag key, tag value); untagged cost has an empty value.
-    pub daily: Table<3>,
-    pub month: Table<3>,
-    pub account_names: BTreeMap<String, String>,
-    pub requests: u32,
-}
-
-/// The plan for the breakdown queries after discovery.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SplitPlan {
-    /// The dimension filtered on, one query per value and period.
-    pub split: Dimension,
-    pub values: Vec<String>,
-    /// Record types with a single service, asked together in one query per period grouped by
-    /// account and record type (their service is known): record type to service. Only when
-    /// splitting on record types, and only two or more of them.
-    pub single_service: BTreeMap<String, String>,
-}
-
-/// Picks the split with the fewest queries: one per account or one per record type.
-pub fn plan_split(accounts: &BTreeSet<String>, record_types: &BTreeSet<String>) -> SplitPlan {
-    if accounts.len() <= record_types.len() {
-        SplitPlan {
-            split: Dimension::LinkedAccount,
-            values: accounts.iter().cloned().collect(),
-            ..SplitPlan::default()
-        }
-    } else {
-        SplitPlan {
-            split: Dimension::RecordType,
-            values: record_types.iter().cloned().collect(),
-            ..SplitPlan::default()
-        }
-    }
-}
-
-/// The cost queries' plan, from the accounts and each record type's services: record types
-/// that have a single service (tax, support, fees) need no query of their own, since a query
-/// grouped by account and record type tells their service; so splitting on record types costs
-/// one query per period for each of the others, and one for all the single-service ones.
-pub fn plan_costs(
-    accounts: &BTreeSet<String>,
-    record_types: &BTreeMap<String, BTreeSet<String>>,
-) -> SplitPlan {
-    let single: BTreeMap<String, String> = record_types
-        .iter()
-        .filter_map(|(record_type, services)| match services.len() {
-            1 => services.first().map(|s| (record_type.clone(), s.clone())),
-            _ => None,
-        })
-        .collect();
-    let merged = single.len() >= 2;
-    if accounts.len() <= record_type_queries(record_types) {
-        return SplitPlan {
-            split: Dimension::LinkedAccount,
-            values: accounts.iter().cloned().collect(),
-            ..SplitPlan::default()
-        };
-    }
-    let single_service = if merged { single } else { BTreeMap::new() };
-    SplitPlan {
-        split: Dimension::RecordType,
-        values: record_types
-            .keys()
-            .filter(|r| !single_service.contains_key(*r))
-            .cloned()
-            .collect(),
-        single_service,
-    }
-}
-
-/// How many queries per period a plan makes when it splits on these record types.
-fn record_type_queries(record_types: &BTreeMap<String, BTreeSet<String>>) -> usize {
-    let single = record_types.values().filter(|s| s.len() == 1).count();
-    if single >= 2 {
-        record_types.len() - single + 1
-    } else {
-        record_types.len()
-    }
-}
-
-/// A forecast for a period: the mean and, when AWS gives one, the prediction interval.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ForecastValue {
-    pub mean: f64,
-    pub lower: Option<f64>,
-    pub upper: Option<f64>,
-}
-
-/// The prediction interval level asked of GetCostForecast, in percent.
-pub const PREDICTION_INTERVAL_LEVEL: i32 = 80;
-
 /// Requests one page of a grouped cost query, its body taken by `raw` (see [`page`]).
 /// `GetCostAndUsage` and `GetCostAndUsageWithResources` take the same parameters and return
 /// the same shapes, but through distinct SDK types.
@@ -817,7 +681,7 @@ impl CostExplorer {
 
     /// Runs a query of one period (the query's own `start`), handing each group's keys and
     /// amounts to `add`.
-    async fn query_period(
+    pub(crate) async fn query_period(
         &self,
         query: &Query,
         bases: &[CostBasis],
@@ -830,269 +694,6 @@ impl CostExplorer {
         })
         .await
     }
-
-    /// Cost by account, service and record type: the month to date and the data day.
-    pub async fn costs(
-        &self,
-        period: Period,
-        bases: &[CostBasis],
-    ) -> Result<CostData, CostExplorerError> {
-        let mut data = CostData::new(bases.len());
-        let plan = self.discover(period, bases, &mut data).await?;
-        let group_by: Vec<GroupKey> = plan
-            .split
-            .others()
-            .into_iter()
-            .map(GroupKey::Dimension)
-            .collect();
-        let month = (period.month_start(), period.query_end());
-        let day = (period.data_day, period.data_day_end());
-        for value in &plan.values {
-            let filter = vec![(plan.split, vec![value.clone()])];
-            for granularity in [Granularity::Monthly, Granularity::Daily] {
-                let (range, table, estimated) = match granularity {
-                    Granularity::Monthly => (month, &mut data.month, &mut data.estimated_month),
-                    Granularity::Daily => (day, &mut data.daily, &mut data.estimated_daily),
-                };
-                let query = Query::cost(granularity, range, group_by.clone(), filter.clone());
-                let stats = self
-                    .query_period(&query, bases, |keys, amounts| {
-                        table.add(place(plan.split, value, keys), amounts);
-                    })
-                    .await?;
-                *estimated |= !stats.estimated.is_empty();
-                data.requests += stats.pages;
-                for (id, name) in stats.names {
-                    data.account_names.entry(id).or_insert(name);
-                }
-            }
-        }
-        if !plan.single_service.is_empty() {
-            let filter = vec![(
-                Dimension::RecordType,
-                plan.single_service.keys().cloned().collect(),
-            )];
-            let group_by = vec![
-                GroupKey::Dimension(Dimension::LinkedAccount),
-                GroupKey::Dimension(Dimension::RecordType),
-            ];
-            for granularity in [Granularity::Monthly, Granularity::Daily] {
-                let (range, table, estimated) = match granularity {
-                    Granularity::Monthly => (month, &mut data.month, &mut data.estimated_month),
-                    Granularity::Daily => (day, &mut data.daily, &mut data.estimated_daily),
-                };
-                let query = Query::cost(granularity, range, group_by.clone(), filter.clone());
-                let mut unknown = None;
-                let stats = self
-                    .query_period(&query, bases, |keys, amounts| {
-                        match plan.single_service.get(keys[1]) {
-                            Some(service) => table.add([keys[0], service, keys[1]], amounts),
-                            None => unknown = Some(keys[1].to_string()),
-                        }
-                    })
-                    .await?;
-                if let Some(record_type) = unknown {
-                    return Err(CostExplorerError::Malformed(format!(
-                        "record type {record_type:?} in {query}"
-                    )));
-                }
-                *estimated |= !stats.estimated.is_empty();
-                data.requests += stats.pages;
-                for (id, name) in stats.names {
-                    data.account_names.entry(id).or_insert(name);
-                }
-            }
-        }
-        Ok(data)
-    }
-
-    /// Discovery: the accounts of the refresh's period (a `MONTHLY` query grouped by account
-    /// alone) and, when there is more than one account, its record types with their services
-    /// (grouped by record type and service: a page). Accounts are paged only while they could
-    /// still be fewer than the record types' queries.
-    async fn discover(
-        &self,
-        period: Period,
-        bases: &[CostBasis],
-        data: &mut CostData,
-    ) -> Result<SplitPlan, CostExplorerError> {
-        let range = (period.query_start(), period.query_end());
-        let by = |dimension| {
-            Query::cost(
-                Granularity::Monthly,
-                range,
-                vec![GroupKey::Dimension(dimension)],
-                Vec::new(),
-            )
-        };
-        let accounts_query = by(Dimension::LinkedAccount);
-        let mut accounts = BTreeSet::new();
-        let mut pager = self.pager(&accounts_query, bases)?;
-        pager
-            .next_page(&mut collect_first_key(&mut accounts))
-            .await?;
-        let plan = if pager.has_more() || accounts.len() > 1 {
-            let mut record_types: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            let services = Query::cost(
-                Granularity::Monthly,
-                range,
-                vec![
-                    GroupKey::Dimension(Dimension::RecordType),
-                    GroupKey::Dimension(Dimension::Service),
-                ],
-                Vec::new(),
-            );
-            let stats = self
-                .query(&services, bases, |_, keys, _| {
-                    record_types
-                        .entry(keys[0].to_string())
-                        .or_default()
-                        .insert(keys[1].to_string());
-                    Ok(())
-                })
-                .await?;
-            data.requests += stats.pages;
-            let queries = record_type_queries(&record_types);
-            while pager.has_more() && accounts.len() <= queries {
-                pager
-                    .next_page(&mut collect_first_key(&mut accounts))
-                    .await?;
-            }
-            plan_costs(&accounts, &record_types)
-        } else {
-            // One account (or none): its queries need no record types.
-            SplitPlan {
-                split: Dimension::LinkedAccount,
-                values: accounts.into_iter().collect(),
-                ..SplitPlan::default()
-            }
-        };
-        let stats = pager.into_stats();
-        data.requests += stats.pages;
-        data.account_names.extend(stats.names);
-        Ok(plan)
-    }
-
-    /// Month-to-date and data-day cost by account and value of one cost-allocation tag key,
-    /// added to `into` (untagged cost has an empty value).
-    pub async fn tag_costs(
-        &self,
-        period: Period,
-        bases: &[CostBasis],
-        tag_key: &str,
-        into: &mut TagData,
-    ) -> Result<(), CostExplorerError> {
-        let group_by = vec![
-            GroupKey::Dimension(Dimension::LinkedAccount),
-            GroupKey::Tag(tag_key.to_string()),
-        ];
-        let month = (period.month_start(), period.query_end());
-        let day = (period.data_day, period.data_day_end());
-        for (granularity, range) in [(Granularity::Monthly, month), (Granularity::Daily, day)] {
-            let table = match granularity {
-                Granularity::Monthly => &mut into.month,
-                Granularity::Daily => &mut into.daily,
-            };
-            let query = Query::cost(granularity, range, group_by.clone(), Vec::new());
-            let stats = self
-                .query_period(&query, bases, |keys, amounts| {
-                    table.add([keys[0], tag_key, tag_value(keys[1])], amounts);
-                })
-                .await?;
-            into.requests += stats.pages;
-            for (id, name) in stats.names {
-                into.account_names.entry(id).or_insert(name);
-            }
-        }
-        Ok(())
-    }
-
-    /// One day's cost by resource for one service, with GetCostAndUsageWithResources, added to
-    /// `into` keyed (account id, service, resource id, record type). `accounts` and
-    /// `record_types` are those the service had that day: the query splits on the smaller set,
-    /// as [`CostExplorer::costs`] does. Returns the pages.
-    pub async fn resource_costs(
-        &self,
-        day: NaiveDate,
-        service: &str,
-        accounts: &BTreeSet<String>,
-        record_types: &BTreeSet<String>,
-        bases: &[CostBasis],
-        into: &mut Table<4>,
-    ) -> Result<u32, CostExplorerError> {
-        let plan = plan_split(accounts, record_types);
-        let other = match plan.split {
-            Dimension::LinkedAccount => Dimension::RecordType,
-            _ => Dimension::LinkedAccount,
-        };
-        let end = day.succ_opt().unwrap_or(day);
-        let mut pages = 0;
-        for value in &plan.values {
-            let query = Query {
-                operation: Operation::WithResources,
-                granularity: Granularity::Daily,
-                start: day,
-                end,
-                group_by: vec![GroupKey::ResourceId, GroupKey::Dimension(other)],
-                filter: vec![
-                    (Dimension::Service, vec![service.to_string()]),
-                    (plan.split, vec![value.clone()]),
-                ],
-            };
-            let stats = self
-                .query_period(&query, bases, |keys, amounts| {
-                    let (account, record_type) = match plan.split {
-                        Dimension::LinkedAccount => (value.as_str(), keys[1]),
-                        _ => (keys[1], value.as_str()),
-                    };
-                    into.add([account, service, keys[0], record_type], amounts);
-                })
-                .await?;
-            pages += stats.pages;
-        }
-        Ok(pages)
-    }
-
-    /// AWS's forecast of one cost basis for `[start, end)` (start today or later).
-    pub async fn forecast(
-        &self,
-        start: NaiveDate,
-        end: NaiveDate,
-        basis: CostBasis,
-        filter: &[(Dimension, Vec<String>)],
-    ) -> Result<ForecastValue, CostExplorerError> {
-        let out = self
-            .client
-            .get_cost_forecast()
-            .time_period(date_interval(start, end)?)
-            .metric(Metric::from(basis.forecast_metric()))
-            .granularity(SdkGranularity::Monthly)
-            .prediction_interval_level(PREDICTION_INTERVAL_LEVEL)
-            .set_filter(filter_expression(filter))
-            .send()
-            .await
-            .map_err(|e| api_error("GetCostForecast", e))?;
-        let total = out.total().ok_or_else(|| {
-            CostExplorerError::Malformed("GetCostForecast returned no Total".into())
-        })?;
-        let mean = parse_amount(basis.forecast_metric(), total)?;
-        let bound =
-            |get: fn(&ForecastResult) -> Option<&str>| -> Result<Option<f64>, CostExplorerError> {
-                let mut sum = 0.0;
-                for result in out.forecast_results_by_time() {
-                    let Some(text) = get(result) else {
-                        return Ok(None);
-                    };
-                    sum += parse_number(basis.forecast_metric(), text)?;
-                }
-                Ok((!out.forecast_results_by_time().is_empty()).then_some(sum))
-            };
-        Ok(ForecastValue {
-            mean,
-            lower: bound(ForecastResult::prediction_interval_lower_bound)?,
-            upper: bound(ForecastResult::prediction_interval_upper_bound)?,
-        })
-    }
 }
 
 /// The value of a tag group key: Cost Explorer writes `key$value`, and `key$` for untagged.
@@ -1100,28 +701,6 @@ pub fn tag_value(group_key: &str) -> &str {
     group_key
         .split_once('$')
         .map_or(group_key, |(_, value)| value)
-}
-
-/// A sink that collects each group's first key: the values of a single-key query.
-fn collect_first_key(
-    found: &mut BTreeSet<String>,
-) -> impl FnMut(NaiveDate, &[&str], &[f64]) -> Result<(), CostExplorerError> + '_ {
-    |_, keys, _| {
-        if let Some(first) = keys.first() {
-            found.insert(first.to_string());
-        }
-        Ok(())
-    }
-}
-
-/// The (account, service, record type) of a group of a split query: the filter's value, and
-/// the two group keys of the other dimensions (in [`Dimension::others`] order).
-fn place<'k>(split: Dimension, value: &'k str, keys: &[&'k str]) -> [&'k str; 3] {
-    match split {
-        Dimension::LinkedAccount => [value, keys[0], keys[1]],
-        Dimension::Service => [keys[0], value, keys[1]],
-        Dimension::RecordType => [keys[0], keys[1], value],
-    }
 }
 
 /// Parses a decimal amount, refusing any unit but USD.
@@ -1166,75 +745,6 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, CostExplorerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn set(items: &[&str]) -> BTreeSet<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn plan_splits_on_the_smaller_dimension() {
-        let one_account = plan_split(&set(&["111111111111"]), &set(&["Usage", "Tax", "Credit"]));
-        assert_eq!(one_account.split, Dimension::LinkedAccount);
-        assert_eq!(one_account.values, vec!["111111111111"]);
-        assert_eq!(
-            one_account.split.others(),
-            [Dimension::Service, Dimension::RecordType]
-        );
-
-        let org = plan_split(&set(&["1", "2", "3", "4"]), &set(&["Usage", "Tax"]));
-        assert_eq!(org.split, Dimension::RecordType);
-        assert_eq!(org.values, vec!["Tax", "Usage"]);
-        assert_eq!(
-            org.split.others(),
-            [Dimension::LinkedAccount, Dimension::Service]
-        );
-
-        let empty = plan_split(&set(&[]), &set(&[]));
-        assert!(empty.values.is_empty());
-    }
-
-    #[test]
-    fn single_service_record_types_share_a_query() {
-        let types = |pairs: &[(&str, &[&str])]| -> BTreeMap<String, BTreeSet<String>> {
-            pairs
-                .iter()
-                .map(|(rt, services)| (rt.to_string(), set(services)))
-                .collect()
-        };
-        let org = types(&[
-            ("Usage", &["EC2", "S3"]),
-            ("Credit", &["EC2", "S3"]),
-            ("Tax", &["Tax"]),
-            ("Support", &["Support (Business)"]),
-            ("RIFee", &["RDS"]),
-        ]);
-        // Five record types, three of one service: three queries per period.
-        assert_eq!(record_type_queries(&org), 3);
-        let accounts = set(&["1", "2", "3", "4"]);
-        let plan = plan_costs(&accounts, &org);
-        assert_eq!(plan.split, Dimension::RecordType);
-        assert_eq!(plan.values, vec!["Credit", "Usage"]);
-        assert_eq!(
-            plan.single_service,
-            [
-                ("RIFee", "RDS"),
-                ("Support", "Support (Business)"),
-                ("Tax", "Tax")
-            ]
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .into()
-        );
-        // Fewer accounts than those queries: split on accounts, nothing merged.
-        let few = plan_costs(&set(&["1", "2", "3"]), &org);
-        assert_eq!(few.split, Dimension::LinkedAccount);
-        assert!(few.single_service.is_empty());
-        // One single-service record type alone gains nothing from merging.
-        let one = types(&[("Usage", &["EC2", "S3"]), ("Tax", &["Tax"])]);
-        assert_eq!(record_type_queries(&one), 2);
-        let plan = plan_costs(&accounts, &one);
-        assert_eq!(plan.values, vec!["Tax", "Usage"]);
-        assert!(plan.single_service.is_empty());
-    }
 
     fn value(amount: &str, unit: &str) -> MetricValue {
         MetricValue::builder().amount(amount).unit(unit).build()

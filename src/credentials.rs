@@ -19,10 +19,10 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, future};
 use aws_sdk_costexplorer::config::SharedInterceptor;
 
-use crate::config::Integration;
 use crate::cost_explorer::CostExplorer;
 use crate::failure::AwsError;
 use crate::metrics::{Metrics, RequestCounter};
+use crate::model::Integration;
 use crate::organizations::Organizations;
 
 /// How long an assumed-role session lasts (STS's default and the role's minimum maximum).
@@ -264,7 +264,7 @@ impl ProvideCredentials for AssumeRoleProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Secret, StaticCredentials};
+    use crate::model::{Secret, StaticCredentials};
 
     fn integration() -> Integration {
         Integration::new("payer", "123456789012")

@@ -5,10 +5,8 @@
 //! snapshot that is swapped in atomically; scrapes answer from memory and never call AWS.
 
 pub mod aggregate;
-pub mod anomalies;
 pub mod api_budget;
 pub mod clock;
-pub mod commitments;
 pub mod config;
 pub mod cost_explorer;
 pub mod credentials;
@@ -17,8 +15,11 @@ pub mod exposition;
 pub mod failure;
 pub mod logfmt;
 pub mod metrics;
+pub mod model;
 pub mod organizations;
+pub mod parts;
 pub mod refresh;
+pub mod schema;
 pub mod server;
 pub mod snapshot;
 pub mod storage;
@@ -36,9 +37,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api_budget::{ApiBudget, CapInterceptor};
 use crate::clock::Clock;
-use crate::config::{Config, Integration};
 use crate::metrics::Metrics;
-use crate::refresh::{RefreshOptions, Refresher};
+use crate::model::{Config, Integration};
+use crate::parts::PARTS;
+use crate::refresh::{RefreshOptions, Refresher, Resumed, State};
 use crate::server::{Limits, ReloadRequest, ServerState};
 use crate::snapshot::SnapshotStore;
 use crate::storage::Storage;
@@ -126,12 +128,13 @@ pub struct Exporter {
     budgets: BTreeMap<String, Arc<ApiBudget>>,
 }
 
-/// One integration's refresh task and the settings it runs with.
+/// One integration's refresh task, the settings it runs with, and what it publishes and keeps.
 struct RunningIntegration {
     integration: Integration,
     data_delay_days: u32,
     stop: CancellationToken,
     task: JoinHandle<()>,
+    state: Arc<std::sync::Mutex<State>>,
 }
 
 /// What a reload changed.
@@ -218,10 +221,13 @@ impl Exporter {
     }
 
     /// Applies a new configuration: integrations that are new or whose settings changed get a
-    /// fresh refresh task (a changed one keeps serving its last snapshot until the new task
-    /// publishes); removed ones stop and their series go; unchanged ones keep running untouched.
-    /// A changed integration's old task is stopped, its request in flight aborted, before the
-    /// new task starts: one integration never refreshes twice at once.
+    /// fresh refresh task; removed ones stop and their series go; unchanged ones keep running
+    /// untouched. A changed integration's old task is stopped, its request in flight aborted,
+    /// before the new task starts: one integration never refreshes twice at once. The new task
+    /// takes over what the old one served and kept, part by part, as a restart takes over a
+    /// stored snapshot: the parts whose settings are unchanged keep serving their series and
+    /// are refreshed when due; the parts the reload turned off stop serving at once (their
+    /// series and `aws_cost_query_success` go); changed and new parts are fetched at once.
     pub async fn reload(&mut self, config: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let wanted: Vec<String> = config.integrations.iter().map(|i| i.name.clone()).collect();
@@ -236,7 +242,7 @@ impl Exporter {
                 running.stop().await;
             }
             self.budgets.remove(&name);
-            self.metrics.forget(&name);
+            self.metrics.forget(&name, parts::names());
             tracing::info!(integration = %name, "integration removed");
             summary.removed.push(name);
         }
@@ -253,17 +259,20 @@ impl Exporter {
                     continue;
                 }
                 Some(running) => {
-                    running.stop().await;
-                    let queries = integration.queries();
-                    for query in metrics::QUERIES.iter().filter(|q| !queries.contains(q)) {
-                        self.metrics.forget_query(&name, query);
+                    let state = running.stop().await;
+                    for part in PARTS.iter().filter(|part| !(part.enabled)(&integration)) {
+                        self.metrics.forget_query(&name, part.name);
                     }
                     summary.changed.push(name.clone());
+                    let running = self
+                        .spawn(integration, config.data_delay_days, Some(state))
+                        .await;
+                    self.integrations.insert(name, running);
+                    continue;
                 }
                 None => summary.added.push(name.clone()),
             }
-            let added = summary.added.last() == Some(&name);
-            let running = self.spawn(integration, config.data_delay_days, added).await;
+            let running = self.spawn(integration, config.data_delay_days, None).await;
             self.integrations.insert(name, running);
         }
         let now = (self.clock)().timestamp_millis() as f64 / 1000.0;
@@ -291,13 +300,14 @@ impl Exporter {
         self.metrics.record_config_load(false, 0.0);
     }
 
-    /// Starts an integration's refresh task; a new one (`load_stored`) first serves its
-    /// stored snapshot, if `--storage.path` has a good one.
+    /// Starts an integration's refresh task. It takes over from `previous`, the state of the
+    /// integration's previous task (a reload changed its settings), or else from its stored
+    /// snapshot, if `--storage.path` has a good one.
     async fn spawn(
         &mut self,
         integration: Integration,
         data_delay_days: u32,
-        load_stored: bool,
+        previous: Option<Arc<std::sync::Mutex<State>>>,
     ) -> RunningIntegration {
         tracing::info!(
             integration = %integration.name,
@@ -326,25 +336,54 @@ impl Exporter {
         .with_schedule(self.refresh_options, self.permits.clone())
         .with_budget(budget);
         if let Some(storage) = &self.storage {
-            let fingerprint = storage::fingerprint(&integration, data_delay_days);
-            refresher = refresher.with_storage(storage.clone(), fingerprint);
-            if load_stored
-                && let Some(stored) =
-                    load_stored_snapshot(storage, &integration.name, fingerprint).await
-            {
-                let snapshot = Arc::new(stored.snapshot);
-                self.store.publish(snapshot.clone());
-                self.metrics
-                    .record_data_fetched(&integration.name, snapshot.fetched_at);
+            refresher = refresher.with_storage(storage.clone());
+        }
+        let resumed = match &previous {
+            Some(state) => {
+                Resumed::from_previous(&clock::lock(state), &integration, data_delay_days).map(
+                    |resumed| {
+                        (
+                            resumed,
+                            "serving the unchanged parts' series until the next refresh is due",
+                        )
+                    },
+                )
+            }
+            None => match &self.storage {
+                Some(storage) => load_stored_snapshot(storage, &integration, data_delay_days)
+                    .await
+                    .map(|resumed| {
+                        (
+                            resumed,
+                            "serving the stored snapshot until the next refresh is due",
+                        )
+                    }),
+                None => None,
+            },
+        };
+        if let Some((resumed, message)) = resumed {
+            if !resumed.changed.is_empty() {
                 tracing::info!(
                     integration = %integration.name,
-                    fetched_at = %snapshot.fetched_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    series = snapshot.series_count(),
-                    "serving the stored snapshot until the next refresh is due"
+                    parts = %resumed.changed.join(","),
+                    "not serving series shaped by other settings of the integration"
                 );
-                refresher = refresher.with_stored(snapshot, stored.fallback);
+            }
+            if resumed.serves_anything() {
+                let owed = resumed.owed();
+                refresher = refresher.resume(resumed);
+                if let Some(snapshot) = self.store.get(&integration.name) {
+                    tracing::info!(
+                        integration = %integration.name,
+                        fetched_at = %snapshot.fetched_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        series = snapshot.series_count(),
+                        refreshing_now = %owed,
+                        "{message}"
+                    );
+                }
             }
         }
+        let state = refresher.state();
         let stop = self.shutdown.child_token();
         let run = refresher.run(stop.clone());
         let task = match &self.refresh_runtime {
@@ -356,6 +395,7 @@ impl Exporter {
             data_delay_days,
             stop,
             task,
+            state,
         }
     }
 
@@ -430,24 +470,28 @@ impl Drop for Exporter {
     }
 }
 
-/// Reads an integration's stored snapshot off the async workers; a file that cannot be used
-/// is reported in one log line and ignored.
+/// Reads an integration's stored snapshot and takes over what it can, off the async workers;
+/// a file that cannot be used is reported in one log line and ignored.
 async fn load_stored_snapshot(
     storage: &Storage,
-    integration: &str,
-    fingerprint: u64,
-) -> Option<storage::Stored> {
-    let (reader, name) = (storage.clone(), integration.to_string());
-    let result =
-        tokio::task::spawn_blocking(move || reader.load_snapshot(&name, fingerprint)).await;
+    integration: &Integration,
+    data_delay_days: u32,
+) -> Option<Resumed> {
+    let (reader, config) = (storage.clone(), integration.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        reader.load_snapshot(&config.name).map(|stored| {
+            stored.map(|stored| Resumed::from_stored(&stored, &config, data_delay_days))
+        })
+    })
+    .await;
     let error = match result {
-        Ok(Ok(stored)) => return stored,
+        Ok(Ok(resumed)) => return resumed,
         Ok(Err(err)) => err.to_string(),
         Err(err) => err.to_string(),
     };
     tracing::warn!(
-        integration = %integration,
-        file = %storage.snapshot_path(integration).display(),
+        integration = %integration.name,
+        file = %storage.snapshot_path(&integration.name).display(),
         error = %error,
         "ignoring the stored snapshot; refreshing at once"
     );
@@ -455,8 +499,10 @@ async fn load_stored_snapshot(
 }
 
 impl RunningIntegration {
-    async fn stop(self) {
+    /// Stops the task (its request in flight aborted); returns what it published and kept.
+    async fn stop(self) -> Arc<std::sync::Mutex<State>> {
         self.stop.cancel();
         let _ = self.task.await;
+        self.state
     }
 }

@@ -87,9 +87,6 @@ impl std::fmt::Debug for ScrapeClock {
     }
 }
 
-/// The parts of a refresh, as `aws_cost_query_success` names them.
-pub const QUERIES: [&str; 5] = ["costs", "tags", "resources", "forecast", "organizations"];
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueryLabels {
     integration: String,
@@ -156,7 +153,7 @@ impl Metrics {
         let query_success = Family::<QueryLabels, Gauge>::default();
         registry.register(
             "aws_cost_query_success",
-            "1 if the integration's last attempt at this part of a refresh (costs, tags, resources, forecast, organizations) succeeded, else 0",
+            "1 if the integration's last attempt at the part of a refresh named by query succeeded, else 0",
             query_success.clone(),
         );
         let reload_success = Gauge::default();
@@ -266,9 +263,10 @@ impl Metrics {
     }
 
     /// Drops the per-integration gauges and failure counters of an integration that a reload
-    /// removed, so that no stale `aws_cost_refresh_success` remains. Its request counters stay:
-    /// they only grow.
-    pub fn forget(&self, integration: &str) {
+    /// removed, so that no stale `aws_cost_refresh_success` remains, with its
+    /// `aws_cost_query_success` of every part in `queries`. Its request counters stay: they
+    /// only grow.
+    pub fn forget<'a>(&self, integration: &str, queries: impl IntoIterator<Item = &'a str>) {
         let labels = IntegrationLabels {
             integration: integration.to_string(),
         };
@@ -288,7 +286,7 @@ impl Metrics {
         self.data_age.remove(&labels);
         self.api_budget_exhausted.remove(&labels);
         drop(scrape_time);
-        for query in QUERIES {
+        for query in queries {
             self.forget_query(integration, query);
         }
     }

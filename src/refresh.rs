@@ -1,12 +1,19 @@
 //! The refresh scheduler: one task per integration, first at start-up, then every interval.
 //!
-//! A refresh first asks for the cost by account, service and charge type. Without those there
-//! is nothing to serve: the refresh fails and the integration keeps serving its last good
-//! snapshot. The optional queries (tags, resources, forecasts, Organizations) come next; when
-//! one fails, the others still refresh, the failed one keeps its last good data, and the refresh
-//! reports the failure. Failures set `aws_cost_refresh_success` to 0, count in
+//! A refresh runs the integration's parts ([`crate::parts::PARTS`]) in order, one fetch and one
+//! check of the daily request cap each. Costs come first: without them there is nothing to
+//! serve, the refresh fails and the integration keeps serving its last good snapshot. When
+//! another part fails, the others still refresh, the failed one keeps its last good series,
+//! and the refresh reports the failure. Failures set `aws_cost_refresh_success` to 0, count in
 //! `aws_cost_refresh_failures_total` under one [`Reason`], are logged in one line, and are
 //! retried with exponential backoff (from [`RETRY_MIN`], never later than the regular interval).
+//! A refresh commits what its parts keep only once its snapshot is published.
+//!
+//! A refresher may start from a stored snapshot (`--storage.path`) or from the state of the
+//! integration's previous refresher (a reload that changed its settings): it serves at once
+//! the series of every part whose fingerprint is unchanged, fetches at once only the parts
+//! owed a fetch (new or changed; those that need the cost rows bring a whole refresh), and
+//! refreshes the rest when due: a refresh interval after the served cost data was fetched.
 //!
 //! Scheduling: an integration's first refresh waits a random part of [`START_SPREAD`] (at most a
 //! tenth of its interval), and each later wait is shortened by a random 0-10 %
@@ -16,29 +23,24 @@
 //! integrations caps how many refresh at once (`--refresh.max-concurrency`); one failing or slow
 //! integration holds at most one permit, bounded by the SDK's timeouts.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::Table;
-use crate::anomalies::AnomalyData;
 use crate::api_budget::{ApiBudget, CapReached};
 use crate::clock::{Clock, lock, sleep_until};
-use crate::commitments::{self, Wanted};
-use crate::config::{CostBasis, Integration};
-use crate::cost_explorer::{
-    CostData, CostExplorerError, Dimension, ForecastValue, Period, TagData,
-};
+use crate::cost_explorer::Period;
 use crate::credentials::{Clients, Timeouts};
 use crate::failure::{Classify, Concise, Reason, ToConcise};
 use crate::logfmt;
 use crate::metrics::Metrics;
-use crate::snapshot::{IntegrationSnapshot, RefreshData, SnapshotStore};
-use crate::storage::{Fallback, Storage};
+use crate::model::Integration;
+use crate::parts::{Cx, Encoding, FAMILIES, PartError, Parts, Scope, Shared};
+use crate::snapshot::{Block, IntegrationSnapshot, SnapshotStore};
+use crate::storage::{Storage, Stored};
 
 /// The first retry delay after a failed refresh.
 pub const RETRY_MIN: Duration = Duration::from_secs(60);
@@ -54,11 +56,6 @@ pub const MAX_CONCURRENCY: usize = 4;
 pub const MAX_LOG_LINE: usize = 300;
 /// The largest part of a wait that jitter takes off.
 pub const JITTER: f64 = 0.1;
-
-/// How often the organization's account list is fetched again.
-pub const ORGANIZATIONS_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
-/// How far back AWS serves resource-level data.
-pub const RESOURCE_DAYS: u64 = 14;
 
 /// How refreshes are scheduled and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +135,7 @@ pub struct RefreshSummary {
 pub enum RefreshError {
     /// The cost query failed: nothing new was published.
     #[error(transparent)]
-    Costs(#[from] CostExplorerError),
+    Costs(PartError),
     /// `max_api_requests_per_day` refused a request: the refresh stops, nothing new is
     /// published.
     #[error(transparent)]
@@ -149,7 +146,7 @@ pub enum RefreshError {
     Partial {
         /// Each failed part's error, in refresh order.
         failures: Vec<Concise>,
-        /// The failed parts (`tags`, `resources`, `forecast`, `organizations`), in order.
+        /// The failed parts, in refresh order.
         parts: Vec<&'static str>,
         /// The reason of the first failed part.
         reason: Reason,
@@ -202,50 +199,95 @@ impl ToConcise for RefreshError {
     }
 }
 
-/// One optional part's failure: its reason and what to log.
-#[derive(Debug)]
-struct PartError {
-    reason: Reason,
-    text: Concise,
+/// What a refresher has published and what its parts keep: shared with the exporter, which
+/// hands it to the integration's next refresher when a reload changes its settings.
+pub struct State {
+    snapshot: Option<Arc<IntegrationSnapshot>>,
+    parts: Parts,
+    /// Whether the last attempt failed: a successor retries at once.
+    failing: bool,
 }
 
-impl PartError {
-    /// `err` under a context such as `tag "team"`.
-    fn new(context: &str, err: &(impl Classify + ToConcise)) -> Self {
+/// Where a refresher starts from: what it serves at once, and what it keeps.
+pub struct Resumed {
+    parts: Parts,
+    blocks: Vec<Block>,
+    fetched_at: DateTime<Utc>,
+    period: Period,
+    failing: bool,
+    /// The enabled parts whose record was written for other settings of the integration.
+    pub changed: Vec<&'static str>,
+}
+
+impl Resumed {
+    /// From a stored snapshot: each enabled part whose record has the integration's current
+    /// fingerprint. Decompresses and compresses every block: call it off the async workers.
+    pub fn from_stored(stored: &Stored, integration: &Integration, data_delay_days: u32) -> Self {
+        let (old, blocks) = Parts::from_records(&stored.records);
+        Self::carry(
+            &old,
+            &blocks,
+            stored.fetched_at,
+            stored.period,
+            false,
+            integration,
+            data_delay_days,
+        )
+    }
+
+    /// From the state of the integration's previous refresher; `None` when it never published.
+    pub fn from_previous(
+        state: &State,
+        integration: &Integration,
+        data_delay_days: u32,
+    ) -> Option<Self> {
+        let snapshot = state.snapshot.as_ref()?;
+        Some(Self::carry(
+            &state.parts,
+            snapshot.blocks(),
+            snapshot.fetched_at,
+            snapshot.period,
+            state.failing,
+            integration,
+            data_delay_days,
+        ))
+    }
+
+    fn carry(
+        old: &Parts,
+        blocks: &[Block],
+        fetched_at: DateTime<Utc>,
+        period: Period,
+        failing: bool,
+        integration: &Integration,
+        data_delay_days: u32,
+    ) -> Self {
+        let (parts, blocks) = Parts::carry(integration, data_delay_days, old, blocks);
+        let changed = parts.changed_from(old).collect();
         Self {
-            reason: err.reason(),
-            text: Concise::default()
-                .elidable(context)
-                .fixed(": ")
-                .then(err.concise()),
+            parts,
+            blocks,
+            fetched_at,
+            period,
+            failing,
+            changed,
         }
     }
-}
 
-/// What a refresh keeps for the next one to fall back on when an optional part fails: the
-/// published snapshot (whose encoded tag and resource series it reuses) and the few figures the
-/// snapshot is computed from. Never the month's cost rows.
-#[derive(Debug, Clone, Default)]
-struct Last {
-    snapshot: Option<Arc<IntegrationSnapshot>>,
-    forecasts: BTreeMap<CostBasis, Option<ForecastValue>>,
-    budget_forecasts: BTreeMap<String, Option<ForecastValue>>,
-    organization_accounts: BTreeMap<String, String>,
-}
+    /// Whether it serves anything.
+    pub fn serves_anything(&self) -> bool {
+        self.parts.served().next().is_some()
+    }
 
-/// The anomaly monitors' names as last fetched.
-#[derive(Debug, Clone)]
-struct Monitors {
-    day: NaiveDate,
-    names: BTreeMap<String, String>,
-    known: BTreeSet<String>,
+    /// The enabled parts owed a fetch, comma-separated.
+    pub fn owed(&self) -> String {
+        self.parts
+            .owed()
+            .map(|part| part.name)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
-
-/// Rest-of-month forecasts per cost basis and per filtered budget.
-type Forecasts = (
-    BTreeMap<CostBasis, Option<ForecastValue>>,
-    BTreeMap<String, Option<ForecastValue>>,
-);
 
 /// Everything one integration's refresh task needs.
 pub struct Refresher {
@@ -255,24 +297,16 @@ pub struct Refresher {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     clock: Clock,
-    /// What the last refresh published, for parts whose next query fails.
-    last: Mutex<Last>,
-    /// When the organization's accounts were last fetched.
-    organizations_fetched: Mutex<Option<DateTime<Utc>>>,
-    /// The UTC day the published commitments were fetched, and what the cost rows then showed.
-    commitments_fetched: Mutex<Option<(NaiveDate, Wanted)>>,
-    /// The anomaly monitors' names, the UTC day they were fetched, and every monitor ARN known
-    /// then (named or not): a new ARN fetches them again.
-    monitors: Mutex<Option<Monitors>>,
+    /// What it published and what its parts keep.
+    state: Arc<Mutex<State>>,
     options: RefreshOptions,
     /// Shared by every integration: how many refresh at once.
     permits: Option<Arc<Semaphore>>,
     /// The daily cap on billed requests, applied by the Cost Explorer client's interceptor.
     budget: Option<Arc<ApiBudget>>,
-    /// Where each published snapshot is written (`--storage.path`), with the fingerprint of
-    /// the configuration that shaped it.
-    storage: Option<(Storage, u64)>,
-    /// When a stored snapshot is served: when the first refresh is due.
+    /// Where each published snapshot is written (`--storage.path`).
+    storage: Option<Storage>,
+    /// When resumed: when its first regular refresh is due.
     first_due: Option<DateTime<Utc>>,
 }
 
@@ -285,6 +319,7 @@ impl Refresher {
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Self {
+        let parts = Parts::new(&integration, data_delay_days);
         Self {
             integration,
             clients,
@@ -292,10 +327,11 @@ impl Refresher {
             store,
             metrics,
             clock,
-            last: Mutex::new(Last::default()),
-            organizations_fetched: Mutex::new(None),
-            commitments_fetched: Mutex::new(None),
-            monitors: Mutex::new(None),
+            state: Arc::new(Mutex::new(State {
+                snapshot: None,
+                parts,
+                failing: false,
+            })),
             options: RefreshOptions::default(),
             permits: None,
             budget: None,
@@ -312,121 +348,137 @@ impl Refresher {
         self
     }
 
+    /// What it publishes and keeps, for the integration's next refresher.
+    pub fn state(&self) -> Arc<Mutex<State>> {
+        self.state.clone()
+    }
+
+    /// Starts from `resumed`: publishes what it serves at once, keeps what its parts keep. The
+    /// first regular refresh is due a refresh interval after the served cost data was fetched
+    /// (at once when that is past, when costs are not served, or when the predecessor was
+    /// failing); parts owed a fetch are fetched before (see [`Refresher::run`]).
+    pub fn resume(mut self, resumed: Resumed) -> Self {
+        let Resumed {
+            parts,
+            blocks,
+            fetched_at,
+            period,
+            failing,
+            ..
+        } = resumed;
+        let snapshot = Arc::new(IntegrationSnapshot::new(
+            self.integration.name.clone(),
+            period,
+            fetched_at,
+            &FAMILIES,
+            blocks,
+        ));
+        self.first_due = if parts.is_served("costs") && !failing {
+            chrono::TimeDelta::from_std(self.integration.refresh_interval)
+                .ok()
+                .and_then(|interval| fetched_at.checked_add_signed(interval))
+        } else {
+            Some((self.clock)())
+        };
+        self.store.publish(snapshot.clone());
+        self.metrics
+            .record_data_fetched(&self.integration.name, fetched_at);
+        *lock(&self.state) = State {
+            snapshot: Some(snapshot),
+            parts,
+            failing,
+        };
+        self
+    }
+
     fn record(&self, query: &str, ok: bool) {
         self.metrics.record_query(&self.integration.name, query, ok);
     }
 
-    /// Queries AWS and publishes a new snapshot.
+    /// Refreshes every part that is due (a full refresh) and publishes a new snapshot.
     pub async fn refresh_once(&self) -> Result<RefreshSummary, RefreshError> {
-        let now = (self.clock)();
-        let period = Period::new(now.date_naive(), self.data_delay_days);
-        let bases = &self.integration.cost_basis;
-        let ce = &self.clients.cost_explorer;
-        let last = lock(&self.last).clone();
-        let refusals = self.check_budget(None)?;
+        self.refresh(Scope::Full).await
+    }
 
-        let costs = ce.costs(period, bases).await;
-        self.record("costs", costs.is_ok());
-        self.check_budget(Some(refusals))?;
-        let mut data = RefreshData::new(costs?);
-        let mut outcome = Outcome {
-            refresher: self,
-            failures: Vec::new(),
-            parts: Vec::new(),
+    /// Runs the parts `scope` names, then publishes a new snapshot: the parts that ran and
+    /// succeeded with their new series, the others with their last ones.
+    async fn refresh(&self, scope: Scope) -> Result<RefreshSummary, RefreshError> {
+        let now = (self.clock)();
+        let (previous, mut parts) = {
+            let state = lock(&self.state);
+            (state.snapshot.clone(), state.parts.begin())
         };
-        if !self.integration.tags.is_empty() {
-            let result = self.tags(period).await;
-            data.tags = outcome.settle("tags", result.map(Some), || None);
-            self.check_budget(Some(refusals))?;
-        }
-        if !self.integration.resources.is_empty() {
-            let result = self.resources(period, &data.costs).await;
-            data.resources = outcome.settle("resources", result.map(Some), || None);
-            self.check_budget(Some(refusals))?;
-        }
-        if self.integration.forecast {
-            let result = self.forecasts(period).await;
-            (data.forecasts, data.budget_forecasts) = outcome.settle("forecast", result, || {
-                (last.forecasts.clone(), last.budget_forecasts.clone())
-            });
-            self.check_budget(Some(refusals))?;
-        }
-        if let Some(organizations) = &self.clients.organizations {
-            let fetched = *lock(&self.organizations_fetched);
-            data.organization_accounts =
-                if fetched.is_none_or(|at| now - at >= ORGANIZATIONS_INTERVAL) {
-                    let result = organizations
-                        .accounts()
-                        .await
-                        .map(|(accounts, _pages)| accounts)
-                        .map_err(|err| PartError::new("organizations", &err));
-                    if result.is_ok() {
-                        *lock(&self.organizations_fetched) = Some(now);
-                    }
-                    outcome.settle("organizations", result, || {
-                        last.organization_accounts.clone()
-                    })
-                } else {
-                    last.organization_accounts.clone()
-                };
-        }
-        // Commitment data changes once a day: fetched on the first refresh of a UTC day, or
-        // when the cost rows show commitments they did not before.
-        let mut commitments_fetched = None;
-        if self.integration.commitments {
-            let wanted = Wanted::from_costs(&data.costs);
-            let today = now.date_naive();
-            let due = lock(&self.commitments_fetched)
-                .as_ref()
-                .is_none_or(|(day, last)| *day != today || *last != wanted);
-            if due {
-                let result = self
-                    .clients
-                    .cost_explorer
-                    .commitments(&wanted, commitments::window(period))
-                    .await
-                    .map_err(|err| PartError::new("commitments", &err));
-                if result.is_ok() {
-                    commitments_fetched = Some((today, wanted));
-                }
-                data.commitments = outcome.settle("commitments", result.map(Some), || None);
+        let period = match (scope, &previous) {
+            // Parts fetched alone describe the served cost data's dates.
+            (Scope::Owed, Some(previous)) => previous.period,
+            _ => Period::new(now.date_naive(), self.data_delay_days),
+        };
+        let refusals = self.check_budget(None)?;
+        let mut shared = Shared::default();
+        let mut failures = Vec::new();
+        let mut failed = Vec::new();
+        for mut part in parts.iter_mut() {
+            let cx = Cx {
+                integration: &self.integration,
+                clients: &self.clients,
+                period,
+                now,
+                shared: &shared,
+            };
+            if part.runs(scope, &cx) {
+                let result = part.fetch(&cx).await;
+                self.record(part.kind.name, result.is_ok());
                 self.check_budget(Some(refusals))?;
+                match result {
+                    Ok(()) => {}
+                    Err(err) if part.kind.required => return Err(RefreshError::Costs(err)),
+                    Err(err) => {
+                        failures.push(err);
+                        failed.push(part.kind.name);
+                    }
+                }
             }
+            part.share(&mut shared);
         }
-        if self.integration.anomalies {
-            let result = self.anomalies(now.date_naive()).await;
-            data.anomalies = outcome.settle("anomalies", result.map(Some), || None);
-            self.check_budget(Some(refusals))?;
-        }
-        let failures = outcome.failures;
-        let parts = outcome.parts;
+        // Without new cost data, the snapshot still describes the served cost data's fetch.
+        let (fetched_at, period) = match (&shared.rows, &previous) {
+            (None, Some(previous)) => (previous.fetched_at, previous.period),
+            _ => (now, period),
+        };
 
         // Encoding and compressing is CPU work: off the async workers, so that no scrape waits.
         let integration = self.integration.clone();
-        let previous = last.snapshot;
-        let (snapshot, data) = tokio::task::spawn_blocking(move || {
-            let snapshot =
-                IntegrationSnapshot::build(&integration, &data, period, previous.as_deref());
-            (snapshot, data)
+        let (parts, blocks) = tokio::task::spawn_blocking(move || {
+            let cx = Encoding {
+                integration: &integration,
+                period,
+                shared: &shared,
+            };
+            let blocks = parts.encode(&cx, previous.as_deref().map(IntegrationSnapshot::blocks));
+            // What the parts fetched is encoded: only what they keep stays.
+            parts.settle();
+            (parts, blocks)
         })
         .await
         .map_err(|err| RefreshError::Build(err.to_string()))?;
-        let snapshot = Arc::new(snapshot.fetched(now));
+        let snapshot = Arc::new(IntegrationSnapshot::new(
+            self.integration.name.clone(),
+            period,
+            fetched_at,
+            &FAMILIES,
+            blocks,
+        ));
         let summary = RefreshSummary {
             series: snapshot.series_count(),
         };
         self.store.publish(snapshot.clone());
         self.metrics
-            .record_data_fetched(&self.integration.name, now);
-        *lock(&self.last) = Last {
-            snapshot: Some(snapshot),
-            forecasts: data.forecasts,
-            budget_forecasts: data.budget_forecasts,
-            organization_accounts: data.organization_accounts,
-        };
-        if commitments_fetched.is_some() {
-            // Only once they are published: a refresh that stops before fetches them again.
-            *lock(&self.commitments_fetched) = commitments_fetched;
+            .record_data_fetched(&self.integration.name, fetched_at);
+        {
+            // Committed only once published: a refresh that stops before commits nothing.
+            let mut state = lock(&self.state);
+            state.snapshot = Some(snapshot);
+            state.parts = parts;
         }
         self.persist().await;
         match failures.first() {
@@ -434,162 +486,23 @@ impl Refresher {
             Some(first) => Err(RefreshError::Partial {
                 reason: first.reason,
                 failures: failures.into_iter().map(|f| f.text).collect(),
-                parts,
+                parts: failed,
                 summary,
             }),
         }
     }
 
-    /// Two queries per tag key: the month to date and the data day.
-    async fn tags(&self, period: Period) -> Result<TagData, PartError> {
-        let bases = &self.integration.cost_basis;
-        let mut tags = TagData {
-            daily: Table::new(bases.len()),
-            month: Table::new(bases.len()),
-            account_names: BTreeMap::new(),
-            requests: 0,
-        };
-        for key in &self.integration.tags {
-            self.clients
-                .cost_explorer
-                .tag_costs(period, bases, key, &mut tags)
-                .await
-                .map_err(|err| PartError::new(&format!("tag {key:?}"), &err))?;
-        }
-        Ok(tags)
-    }
-
-    /// The data day's resource-level costs of each configured service that had cost that day.
-    async fn resources(&self, period: Period, costs: &CostData) -> Result<Table<4>, PartError> {
-        if period.data_day + Days::new(RESOURCE_DAYS) <= period.today {
-            return Err(PartError {
-                reason: Reason::AwsError,
-                text: Concise::default().elidable(format!(
-                    "resource-level costs: AWS serves only the last {RESOURCE_DAYS} days; lower data_delay_days"
-                )),
-            });
-        }
-        let mut rows = Table::new(self.integration.cost_basis.len());
-        for service in &self.integration.resources {
-            let mut accounts = BTreeSet::new();
-            let mut record_types = BTreeSet::new();
-            for (key, _) in costs.daily.iter().filter(|(key, _)| key[1] == service) {
-                accounts.insert(key[0].to_string());
-                record_types.insert(key[2].to_string());
-            }
-            if accounts.is_empty() {
-                continue;
-            }
-            self.clients
-                .cost_explorer
-                .resource_costs(
-                    period.data_day,
-                    service,
-                    &accounts,
-                    &record_types,
-                    &self.integration.cost_basis,
-                    &mut rows,
-                )
-                .await
-                .map_err(|err| {
-                    let mut part = PartError::new(&format!("resources of {service:?}"), &err);
-                    if matches!(&err, CostExplorerError::Api(aws) if aws.code() == Some("ValidationException")) {
-                        // What the operator has to do, briefly.
-                        part.text = part.text.elidable(
-                            "; enable 'Resource-level data at daily granularity' for it in the management account's Cost Management preferences",
-                        );
-                    }
-                    part
-                })?;
-        }
-        Ok(rows)
-    }
-
-    /// The rest-of-month forecast per cost basis and per filtered budget (none on the last day).
-    async fn forecasts(&self, period: Period) -> Result<Forecasts, PartError> {
-        let ce = &self.clients.cost_explorer;
-        let mut forecasts = BTreeMap::new();
-        let mut budgets = BTreeMap::new();
-        let filtered = self.integration.budgets.iter().filter(|b| b.is_filtered());
-        let Some((start, end)) = period.forecast_period() else {
-            for basis in &self.integration.cost_basis {
-                forecasts.insert(*basis, None);
-            }
-            for budget in filtered {
-                budgets.insert(budget.name.clone(), None);
-            }
-            return Ok((forecasts, budgets));
-        };
-        for basis in &self.integration.cost_basis {
-            let forecast = ce
-                .forecast(start, end, *basis, &[])
-                .await
-                .map_err(|err| PartError::new(&format!("forecast ({basis})"), &err))?;
-            forecasts.insert(*basis, Some(forecast));
-        }
-        for budget in filtered {
-            let mut filter = Vec::new();
-            if !budget.accounts.is_empty() {
-                filter.push((Dimension::LinkedAccount, budget.accounts.clone()));
-            }
-            if !budget.services.is_empty() {
-                filter.push((Dimension::Service, budget.services.clone()));
-            }
-            let forecast = ce
-                .forecast(start, end, budget.cost_basis, &filter)
-                .await
-                .map_err(|err| {
-                    PartError::new(&format!("forecast of budget {:?}", budget.name), &err)
-                })?;
-            budgets.insert(budget.name.clone(), Some(forecast));
-        }
-        Ok((forecasts, budgets))
-    }
-
-    /// The anomalies of the last 90 days, and the names of their monitors (asked once a day,
-    /// or again when an anomaly names a monitor not known then).
-    async fn anomalies(&self, today: NaiveDate) -> Result<AnomalyData, PartError> {
-        let ce = &self.clients.cost_explorer;
-        let anomalies = ce
-            .anomalies(today)
-            .await
-            .map_err(|err| PartError::new("anomalies", &err))?;
-        let cached = lock(&self.monitors).clone().filter(|cached| {
-            cached.day == today
-                && anomalies
-                    .iter()
-                    .all(|a| cached.known.contains(&a.monitor_arn))
-        });
-        let names = match cached {
-            Some(cached) => cached.names,
-            None => {
-                let names = ce
-                    .anomaly_monitors()
-                    .await
-                    .map_err(|err| PartError::new("anomaly monitors", &err))?;
-                let mut known: BTreeSet<String> = names.keys().cloned().collect();
-                known.extend(anomalies.iter().map(|a| a.monitor_arn.clone()));
-                *lock(&self.monitors) = Some(Monitors {
-                    day: today,
-                    names: names.clone(),
-                    known,
-                });
-                names
-            }
-        };
-        Ok(AnomalyData {
-            today,
-            anomalies,
-            monitors: names,
-        })
-    }
-
-    /// One attempt, with its metrics and its log line. Returns whether it fully succeeded.
+    /// A full refresh, with its metrics and its log line. Returns whether it fully succeeded.
     pub async fn attempt(&self) -> bool {
+        self.attempt_scoped(Scope::Full).await
+    }
+
+    /// One attempt at `scope`, with its metrics and its log line.
+    async fn attempt_scoped(&self, scope: Scope) -> bool {
         let name = &self.integration.name;
         let requests_before = self.metrics.requests_made(name);
         let started = Instant::now();
-        let result = self.refresh_once().await;
+        let result = self.refresh(scope).await;
         let elapsed = started.elapsed().as_secs_f64();
         let finished = (self.clock)().timestamp_millis() as f64 / 1000.0;
         // Every AWS request attempt of this refresh: pages, forecasts, STS, retries.
@@ -599,6 +512,7 @@ impl Refresher {
             .saturating_sub(requests_before);
         self.metrics
             .record_refresh(name, result.is_ok(), elapsed, finished);
+        lock(&self.state).failing = result.is_err();
         // Milliseconds are enough in a log line (the duration metric has the rest).
         let duration_seconds = (elapsed * 1000.0).round() / 1000.0;
         match result {
@@ -621,21 +535,76 @@ impl Refresher {
         }
     }
 
-    /// Refreshes soon (after a random part of the start spread; serving a stored snapshot,
-    /// when it is due), then on schedule, until `shutdown` is cancelled. Each refresh holds a
-    /// permit of the shared semaphore.
+    /// One attempt at `scope` holding a permit of the shared semaphore.
+    async fn attempt_with_permit(&self, scope: Scope) -> bool {
+        // A closed semaphore (never closed here) would only mean no cap.
+        let _permit = match &self.permits {
+            Some(permits) => permits.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        self.attempt_scoped(scope).await
+    }
+
+    /// What is owed before the first regular refresh of a resumed refresher: nothing, the
+    /// owed parts alone (they need neither costs nor their rows, and the served cost data
+    /// still describes today's dates), or everything at once.
+    fn owed_scope(&self) -> Option<Scope> {
+        let state = lock(&self.state);
+        state.parts.owed().next()?;
+        let today = Period::new((self.clock)().date_naive(), self.data_delay_days);
+        let current = state.snapshot.as_ref().is_some_and(|s| s.period == today);
+        Some(if state.parts.owed_alone() && current {
+            Scope::Owed
+        } else {
+            Scope::Full
+        })
+    }
+
+    /// Refreshes soon (after a random part of the start spread; when resumed, the parts owed a
+    /// fetch soon and the rest when due), then on schedule, until `shutdown` is cancelled. Each
+    /// refresh holds a permit of the shared semaphore.
     pub async fn run(self, shutdown: CancellationToken) {
-        if let Some(due) = self.first_due {
-            tokio::select! {
-                _ = sleep_until(&self.clock, due) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
         let interval = self.integration.refresh_interval;
         self.metrics.init_failures(&self.integration.name);
         let spread = self.options.start_spread.min(interval / 10);
         let mut delay = spread.mul_f64(fastrand::f64());
         let mut failures: u32 = 0;
+        if let Some(mut due) = self.first_due {
+            while let Some(scope) = self.owed_scope() {
+                if scope == Scope::Full {
+                    // Owed parts that need costs: everything, at once.
+                    due = (self.clock)();
+                    break;
+                }
+                let left = (due - (self.clock)()).to_std().unwrap_or_default();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay.min(left)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if (self.clock)() >= due {
+                    break;
+                }
+                let ok = tokio::select! {
+                    ok = self.attempt_with_permit(Scope::Owed) => ok,
+                    _ = shutdown.cancelled() => return,
+                };
+                failures = if ok { 0 } else { failures.saturating_add(1) };
+                delay = jittered(
+                    backoff(self.options.retry_min, interval, failures),
+                    fastrand::f64(),
+                );
+                if self.budget_wait(ok, delay).is_some() {
+                    // The day's cap is spent: the regular refresh, when due, waits for the next day.
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = sleep_until(&self.clock, due) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            delay = spread.mul_f64(fastrand::f64());
+            failures = 0;
+        }
         loop {
             if !delay.is_zero() {
                 tokio::select! {
@@ -643,16 +612,8 @@ impl Refresher {
                     _ = shutdown.cancelled() => return,
                 }
             }
-            let refresh = async {
-                // A closed semaphore (never closed here) would only mean no cap.
-                let _permit = match &self.permits {
-                    Some(permits) => permits.clone().acquire_owned().await.ok(),
-                    None => None,
-                };
-                self.attempt().await
-            };
             let ok = tokio::select! {
-                ok = refresh => ok,
+                ok = self.attempt_with_permit(Scope::Full) => ok,
                 _ = shutdown.cancelled() => return,
             };
             failures = if ok { 0 } else { failures.saturating_add(1) };
@@ -682,28 +643,9 @@ impl Refresher {
     }
 
     /// Writes every published snapshot to `storage`.
-    pub fn with_storage(mut self, storage: Storage, fingerprint: u64) -> Self {
-        self.storage = Some((storage, fingerprint));
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
         self
-    }
-
-    /// Starts from a stored snapshot (already published): its parts are what failed parts
-    /// fall back on, and the first refresh is due a refresh interval after its data was
-    /// fetched (at once when that is past).
-    pub fn with_stored(self, snapshot: Arc<IntegrationSnapshot>, fallback: Fallback) -> Self {
-        let due = chrono::TimeDelta::from_std(self.integration.refresh_interval)
-            .ok()
-            .and_then(|interval| snapshot.fetched_at.checked_add_signed(interval));
-        *lock(&self.last) = Last {
-            snapshot: Some(snapshot),
-            forecasts: fallback.forecasts,
-            budget_forecasts: fallback.budget_forecasts,
-            organization_accounts: fallback.organization_accounts,
-        };
-        Self {
-            first_due: due,
-            ..self
-        }
     }
 
     /// Fails the refresh when the daily cap refused a request since `refusals_before` (or,
@@ -743,23 +685,23 @@ impl Refresher {
     /// Writes the published snapshot to `--storage.path`, off the async workers. A failure
     /// is logged; the refresh stands.
     async fn persist(&self) {
-        let Some((storage, fingerprint)) = self.storage.clone() else {
+        let Some(storage) = self.storage.clone() else {
             return;
         };
-        let last = lock(&self.last).clone();
-        let Some(snapshot) = last.snapshot else {
-            return;
-        };
-        let fallback = Fallback {
-            forecasts: last.forecasts,
-            budget_forecasts: last.budget_forecasts,
-            organization_accounts: last.organization_accounts,
+        let stored = {
+            let state = lock(&self.state);
+            let Some(snapshot) = &state.snapshot else {
+                return;
+            };
+            Stored {
+                integration: snapshot.integration.clone(),
+                fetched_at: snapshot.fetched_at,
+                period: snapshot.period,
+                records: state.parts.records(snapshot.blocks()),
+            }
         };
         let path = storage.snapshot_path(&self.integration.name);
-        let result = tokio::task::spawn_blocking(move || {
-            storage.save_snapshot(&snapshot, fingerprint, &fallback)
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || storage.save_snapshot(&stored)).await;
         let error = match result {
             Ok(Ok(())) => return,
             Ok(Err(err)) => err.to_string(),
@@ -771,34 +713,6 @@ impl Refresher {
             error = %error,
             "cannot store the snapshot; a restart will refresh at once"
         );
-    }
-}
-
-/// Gathers the outcome of a refresh's optional parts.
-struct Outcome<'a> {
-    refresher: &'a Refresher,
-    failures: Vec<PartError>,
-    parts: Vec<&'static str>,
-}
-
-impl Outcome<'_> {
-    /// A part's data on success; on failure, the reason noted and the last good data.
-    /// Records the part's success either way.
-    fn settle<T>(
-        &mut self,
-        query: &'static str,
-        result: Result<T, PartError>,
-        previous: impl FnOnce() -> T,
-    ) -> T {
-        self.refresher.record(query, result.is_ok());
-        match result {
-            Ok(value) => value,
-            Err(err) => {
-                self.failures.push(err);
-                self.parts.push(query);
-                previous()
-            }
-        }
     }
 }
 
@@ -871,6 +785,7 @@ pub fn jittered(delay: Duration, random: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cost_explorer::CostExplorerError;
     use crate::failure::{AwsError, AwsErrorKind};
 
     /// The lines `log` writes through the binary's logfmt formatter.
@@ -918,11 +833,11 @@ mod tests {
 
     #[test]
     fn a_failure_is_logged_in_300_characters_with_its_code_status_and_request_id() {
-        let err = RefreshError::Costs(CostExplorerError::Api(denied(
+        let err = RefreshError::Costs(PartError::bare(&CostExplorerError::Api(denied(
             "GetCostAndUsage",
             "GetCostAndUsage",
             ID,
-        )));
+        ))));
         let lines = logfmt_lines(|| log_failure("payer", &err, 0.032, 1));
         let line = &lines[0];
         assert_eq!(
@@ -985,11 +900,11 @@ mod tests {
 
     #[test]
     fn only_a_very_long_name_makes_a_failure_line_longer() {
-        let err = RefreshError::Costs(CostExplorerError::Api(denied(
+        let err = RefreshError::Costs(PartError::bare(&CostExplorerError::Api(denied(
             "GetCostAndUsage",
             "GetCostAndUsage",
             ID,
-        )));
+        ))));
         let name = "n".repeat(200);
         let lines = logfmt_lines(|| log_failure(&name, &err, 0.032, 1));
         // The message is down to an ellipsis; the operation, code, status and request id stay.

@@ -1,18 +1,22 @@
 //! `--storage.path DIR`: what survives a restart.
 //!
 //! - Each integration's last published snapshot, so that a restart serves it at once and
-//!   buys no refresh before one is due. One file per integration, `snapshot-<name>.bin`.
+//!   buys no refresh before one is due. One file per integration, `snapshot-<name>.bin`: when
+//!   its cost data was fetched and the dates it covers, then one record per part of the refresh
+//!   (see the parts modules): the part's name, the fingerprint of the settings that shaped its
+//!   series, its encoded series, and what it keeps across restarts. A restart serves each
+//!   enabled part whose record has its current fingerprint, and refreshes only the others.
 //! - Each integration's count of billed Cost Explorer requests of the UTC day
 //!   ([`crate::api_budget`]), `api-requests-<name>.bin`.
 //!
 //! Every file is written atomically: a temporary file in the same directory, written, synced,
 //! renamed over the old one, and the directory synced, so that a crash leaves the old file or
 //! the new one, never half of one. A file starts with a magic string and a format version,
-//! names the integration and (snapshots) the fingerprint of the configuration that shaped its
-//! data, and ends with a CRC-32 of everything before it. A file that is truncated, corrupt, of
-//! another format version, or written for another integration or configuration is refused
-//! ([`LoadError`]): the caller logs it and carries on without it. No file holds credentials:
-//! only what is served, and the request count.
+//! names the integration, and ends with a CRC-32 of everything before it. A file that is
+//! truncated, corrupt, of another format version (version 2 kept one fingerprint for the whole
+//! integration: such a file is refused, and the integration refreshes), or written for another
+//! integration is refused ([`LoadError`]): the caller logs it and carries on without it. No file
+//! holds credentials: only what is served, and the request count.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -23,14 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::config::{CostBasis, Integration};
-use crate::cost_explorer::{ForecastValue, Period};
-use crate::snapshot::{EncodedBlock, IntegrationSnapshot};
+use crate::cost_explorer::Period;
+use crate::snapshot::EncodedBlock;
 
 /// The first bytes of every file this module writes.
 pub const MAGIC: &[u8; 8] = b"AWSCOSTX";
 /// The format version of snapshot files.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 /// The format version of request count files.
 pub const COUNT_VERSION: u32 = 1;
 const KIND_SNAPSHOT: u8 = 1;
@@ -62,25 +65,31 @@ pub enum LoadError {
     Checksum,
     #[error("it was written for integration {0:?}")]
     OtherIntegration(String),
-    #[error("it was written for another configuration of the integration")]
-    OtherConfiguration,
     #[error("it is malformed: {0}")]
     Malformed(&'static str),
 }
 
-/// What a refresh falls back on when an optional part fails, kept with the snapshot.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Fallback {
-    pub forecasts: BTreeMap<CostBasis, Option<ForecastValue>>,
-    pub budget_forecasts: BTreeMap<String, Option<ForecastValue>>,
-    pub organization_accounts: BTreeMap<String, String>,
+/// An integration's snapshot as stored: when its cost data was fetched, the dates it covers,
+/// and one record per part it served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub integration: String,
+    pub fetched_at: DateTime<Utc>,
+    pub period: Period,
+    pub records: Vec<Record>,
 }
 
-/// A snapshot read back from disk.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub snapshot: IntegrationSnapshot,
-    pub fallback: Fallback,
+/// One part's stored series and state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The part's name.
+    pub part: String,
+    /// The fingerprint of the settings that shaped its series.
+    pub fingerprint: u64,
+    /// One block per family of the part, in its order.
+    pub blocks: Vec<EncodedBlock>,
+    /// What the part keeps across restarts, in its own encoding.
+    pub kept: Vec<u8>,
 }
 
 /// The storage directory.
@@ -131,25 +140,16 @@ impl Storage {
     }
 
     /// Writes an integration's snapshot (blocking: call it off the async workers).
-    pub fn save_snapshot(
-        &self,
-        snapshot: &IntegrationSnapshot,
-        fingerprint: u64,
-        fallback: &Fallback,
-    ) -> io::Result<()> {
-        let bytes = encode_snapshot(snapshot, fingerprint, fallback);
-        let path = self.snapshot_path(&snapshot.integration);
+    pub fn save_snapshot(&self, stored: &Stored) -> io::Result<()> {
+        let bytes = encode_snapshot(stored);
+        let path = self.snapshot_path(&stored.integration);
         self.write_atomically(&file_name(&path), &bytes)
     }
 
     /// Reads an integration's snapshot: `Ok(None)` when there is none (blocking).
-    pub fn load_snapshot(
-        &self,
-        integration: &str,
-        fingerprint: u64,
-    ) -> Result<Option<Stored>, LoadError> {
+    pub fn load_snapshot(&self, integration: &str) -> Result<Option<Stored>, LoadError> {
         match fs::read(self.snapshot_path(integration)) {
-            Ok(bytes) => decode_snapshot(&bytes, integration, fingerprint).map(Some),
+            Ok(bytes) => decode_snapshot(&bytes, integration).map(Some),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err.into()),
         }
@@ -262,36 +262,41 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A fingerprint of everything in an integration's configuration that shapes what it serves:
-/// account, cost bases, tags, resources and their caps, forecast, budgets, Organizations, and
-/// the data day. Not its credentials, endpoints, region, interval or request cap.
-pub fn fingerprint(integration: &Integration, data_delay_days: u32) -> u64 {
-    let mut w = Writer::default();
-    w.str(&integration.name);
-    w.str(&integration.account_id);
-    w.u64(u64::from(data_delay_days));
-    w.u64(integration.cost_basis.len() as u64);
-    for basis in &integration.cost_basis {
-        w.str(basis.as_str());
+/// A fingerprint of the settings that shape one part's series: FNV-1a over their encoding,
+/// stable across builds and platforms (see each part's `fingerprint`).
+pub struct Fingerprint(Writer);
+
+impl Fingerprint {
+    /// A fingerprint of `part`'s settings.
+    pub fn new(part: &str) -> Self {
+        let mut w = Writer::default();
+        w.str(part);
+        Self(w)
     }
-    w.strs(&integration.tags);
-    w.u64(integration.max_tag_series as u64);
-    w.strs(&integration.resources);
-    w.u64(integration.max_resource_series as u64);
-    w.u8(u8::from(integration.forecast));
-    w.u8(u8::from(integration.organizations));
-    w.u8(u8::from(integration.commitments));
-    w.u8(u8::from(integration.anomalies));
-    w.u64(integration.max_anomaly_series as u64);
-    w.u64(integration.budgets.len() as u64);
-    for budget in &integration.budgets {
-        w.str(&budget.name);
-        w.u64(budget.monthly_usd.to_bits());
-        w.strs(&budget.accounts);
-        w.strs(&budget.services);
-        w.str(budget.cost_basis.as_str());
+
+    pub fn str(&mut self, text: &str) {
+        self.0.str(text);
     }
-    fnv1a(&w.buf)
+
+    pub fn strs(&mut self, texts: &[String]) {
+        self.0.strs(texts);
+    }
+
+    pub fn u64(&mut self, value: u64) {
+        self.0.u64(value);
+    }
+
+    pub fn f64(&mut self, value: f64) {
+        self.0.f64(value);
+    }
+
+    pub fn bool(&mut self, value: bool) {
+        self.0.u8(u8::from(value));
+    }
+
+    pub fn finish(&self) -> u64 {
+        fnv1a(&self.0.buf)
+    }
 }
 
 fn days_from_ce(day: NaiveDate) -> i64 {
@@ -306,124 +311,78 @@ fn from_days_from_ce(days: i64) -> Result<NaiveDate, LoadError> {
         .ok_or(LoadError::Malformed("a date out of range"))
 }
 
-fn encode_snapshot(
-    snapshot: &IntegrationSnapshot,
-    fingerprint: u64,
-    fallback: &Fallback,
-) -> Vec<u8> {
+fn encode_snapshot(stored: &Stored) -> Vec<u8> {
     let mut w = Writer::new(KIND_SNAPSHOT, SNAPSHOT_VERSION);
-    w.str(&snapshot.integration);
-    w.u64(fingerprint);
-    w.i64(snapshot.fetched_at.timestamp_millis());
-    w.i64(days_from_ce(snapshot.period.today));
-    w.i64(days_from_ce(snapshot.period.data_day));
-    let blocks = snapshot.encoded_blocks();
-    w.u64(blocks.len() as u64);
-    for block in &blocks {
-        w.u64(block.samples as u64);
-        w.u64(block.dropped as u64);
-        w.bytes(&block.text);
-    }
-    let forecast = |w: &mut Writer, value: &Option<ForecastValue>| match value {
-        None => w.u8(0),
-        Some(f) => {
-            w.u8(1);
-            w.u64(f.mean.to_bits());
-            w.opt_f64(f.lower);
-            w.opt_f64(f.upper);
+    w.str(&stored.integration);
+    w.i64(stored.fetched_at.timestamp_millis());
+    w.i64(days_from_ce(stored.period.today));
+    w.i64(days_from_ce(stored.period.data_day));
+    w.u64(stored.records.len() as u64);
+    for record in &stored.records {
+        w.str(&record.part);
+        w.u64(record.fingerprint);
+        w.u64(record.blocks.len() as u64);
+        for block in &record.blocks {
+            w.u64(block.samples as u64);
+            w.u64(block.dropped as u64);
+            w.bytes(&block.text);
         }
-    };
-    w.u64(fallback.forecasts.len() as u64);
-    for (basis, value) in &fallback.forecasts {
-        w.str(basis.as_str());
-        forecast(&mut w, value);
-    }
-    w.u64(fallback.budget_forecasts.len() as u64);
-    for (name, value) in &fallback.budget_forecasts {
-        w.str(name);
-        forecast(&mut w, value);
-    }
-    w.u64(fallback.organization_accounts.len() as u64);
-    for (id, name) in &fallback.organization_accounts {
-        w.str(id);
-        w.str(name);
+        w.bytes(&record.kept);
     }
     w.finish()
 }
 
-fn decode_snapshot(bytes: &[u8], integration: &str, fingerprint: u64) -> Result<Stored, LoadError> {
+fn decode_snapshot(bytes: &[u8], integration: &str) -> Result<Stored, LoadError> {
     let mut r = Reader::open(bytes, KIND_SNAPSHOT, SNAPSHOT_VERSION)?;
     let name = r.str()?;
     if name != integration {
         return Err(LoadError::OtherIntegration(name.to_string()));
     }
-    if r.u64()? != fingerprint {
-        return Err(LoadError::OtherConfiguration);
-    }
     let fetched_at = DateTime::<Utc>::from_timestamp_millis(r.i64()?)
         .ok_or(LoadError::Malformed("a time out of range"))?;
     let today = from_days_from_ce(r.i64()?)?;
     let data_day = from_days_from_ce(r.i64()?)?;
-    let count = r.len()?;
-    let mut blocks = Vec::with_capacity(count.min(64));
+    let count = r.count()?;
+    let mut records = Vec::with_capacity(count.min(16));
     for _ in 0..count {
-        let samples = r.len()?;
-        let dropped = r.len()?;
-        let text = r.bytes()?;
-        if std::str::from_utf8(text).is_err() {
-            return Err(LoadError::Malformed("sample text that is not UTF-8"));
+        let part = r.str()?.to_string();
+        let fingerprint = r.u64()?;
+        let blocks_len = r.count()?;
+        let mut blocks = Vec::with_capacity(blocks_len.min(64));
+        for _ in 0..blocks_len {
+            let samples = r.count()?;
+            let dropped = r.count()?;
+            let text = r.bytes()?;
+            if std::str::from_utf8(text).is_err() {
+                return Err(LoadError::Malformed("sample text that is not UTF-8"));
+            }
+            blocks.push(EncodedBlock {
+                text: Bytes::copy_from_slice(text),
+                samples,
+                dropped,
+            });
         }
-        blocks.push(EncodedBlock {
-            text: Bytes::copy_from_slice(text),
-            samples,
-            dropped,
+        let kept = r.bytes()?.to_vec();
+        records.push(Record {
+            part,
+            fingerprint,
+            blocks,
+            kept,
         });
     }
-    let forecast = |r: &mut Reader| -> Result<Option<ForecastValue>, LoadError> {
-        Ok(match r.u8()? {
-            0 => None,
-            1 => Some(ForecastValue {
-                mean: f64::from_bits(r.u64()?),
-                lower: r.opt_f64()?,
-                upper: r.opt_f64()?,
-            }),
-            _ => return Err(LoadError::Malformed("a bad forecast flag")),
-        })
-    };
-    let mut fallback = Fallback::default();
-    for _ in 0..r.len()? {
-        let basis = r.str()?;
-        let basis = CostBasis::ALL
-            .into_iter()
-            .find(|b| b.as_str() == basis)
-            .ok_or(LoadError::Malformed("an unknown cost basis"))?;
-        fallback.forecasts.insert(basis, forecast(&mut r)?);
-    }
-    for _ in 0..r.len()? {
-        let name = r.str()?.to_string();
-        fallback.budget_forecasts.insert(name, forecast(&mut r)?);
-    }
-    for _ in 0..r.len()? {
-        let id = r.str()?.to_string();
-        let name = r.str()?.to_string();
-        fallback.organization_accounts.insert(id, name);
-    }
     r.end()?;
-    let snapshot = IntegrationSnapshot::from_encoded(
-        name.to_string(),
-        Period { today, data_day },
+    Ok(Stored {
+        integration: name.to_string(),
         fetched_at,
-        blocks,
-    )
-    .ok_or(LoadError::Malformed(
-        "the number of metric families differs",
-    ))?;
-    Ok(Stored { snapshot, fallback })
+        period: Period { today, data_day },
+        records,
+    })
 }
 
-/// Little-endian fields, length-prefixed strings.
+/// Little-endian fields, length-prefixed strings: how every stored file, and each part's kept
+/// state within a snapshot file, is written.
 #[derive(Default)]
-struct Writer {
+pub struct Writer {
     buf: Vec<u8>,
 }
 
@@ -436,7 +395,7 @@ impl Writer {
         w
     }
 
-    fn u8(&mut self, value: u8) {
+    pub fn u8(&mut self, value: u8) {
         self.buf.push(value);
     }
 
@@ -444,38 +403,63 @@ impl Writer {
         self.buf.extend_from_slice(&value.to_le_bytes());
     }
 
-    fn u64(&mut self, value: u64) {
+    pub fn u64(&mut self, value: u64) {
         self.buf.extend_from_slice(&value.to_le_bytes());
     }
 
-    fn i64(&mut self, value: i64) {
+    pub fn i64(&mut self, value: i64) {
         self.buf.extend_from_slice(&value.to_le_bytes());
     }
 
-    fn opt_f64(&mut self, value: Option<f64>) {
+    pub fn f64(&mut self, value: f64) {
+        self.u64(value.to_bits());
+    }
+
+    pub fn f64s(&mut self, values: &[f64]) {
+        self.u64(values.len() as u64);
+        for value in values {
+            self.f64(*value);
+        }
+    }
+
+    pub fn opt_f64(&mut self, value: Option<f64>) {
         match value {
             None => self.u8(0),
             Some(v) => {
                 self.u8(1);
-                self.u64(v.to_bits());
+                self.f64(v);
             }
         }
     }
 
-    fn bytes(&mut self, bytes: &[u8]) {
+    pub fn bytes(&mut self, bytes: &[u8]) {
         self.u64(bytes.len() as u64);
         self.buf.extend_from_slice(bytes);
     }
 
-    fn str(&mut self, text: &str) {
+    pub fn str(&mut self, text: &str) {
         self.bytes(text.as_bytes());
     }
 
-    fn strs(&mut self, texts: &[String]) {
+    pub fn strs(&mut self, texts: &[String]) {
         self.u64(texts.len() as u64);
         for text in texts {
             self.str(text);
         }
+    }
+
+    /// A map of strings, in key order.
+    pub fn map(&mut self, map: &BTreeMap<String, String>) {
+        self.u64(map.len() as u64);
+        for (key, value) in map {
+            self.str(key);
+            self.str(value);
+        }
+    }
+
+    /// The bytes written, without a header or checksum (a part's kept state).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
     }
 
     /// The bytes with their CRC-32 appended.
@@ -486,11 +470,17 @@ impl Writer {
     }
 }
 
-struct Reader<'a> {
+/// Reads what a [`Writer`] wrote.
+pub struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
+    /// Reads bytes without a header or checksum (a part's kept state).
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { rest: bytes }
+    }
+
     /// Checks the magic, version, kind and checksum; reads the fields after them.
     fn open(bytes: &'a [u8], kind: u8, version: u32) -> Result<Self, LoadError> {
         if bytes.len() < MAGIC.len() {
@@ -549,7 +539,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, LoadError> {
+    pub fn u8(&mut self) -> Result<u8, LoadError> {
         Ok(self.array::<1>()?[0])
     }
 
@@ -557,17 +547,36 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, LoadError> {
+    pub fn u64(&mut self) -> Result<u64, LoadError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, LoadError> {
+    pub fn i64(&mut self) -> Result<i64, LoadError> {
         Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    pub fn f64(&mut self) -> Result<f64, LoadError> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+
+    pub fn f64s(&mut self) -> Result<Vec<f64>, LoadError> {
+        let len = self.count()?;
+        (0..len).map(|_| self.f64()).collect()
+    }
+
+    /// A map of strings.
+    pub fn map(&mut self) -> Result<BTreeMap<String, String>, LoadError> {
+        let mut map = BTreeMap::new();
+        for _ in 0..self.count()? {
+            let key = self.str()?.to_string();
+            map.insert(key, self.str()?.to_string());
+        }
+        Ok(map)
     }
 
     /// A count or length: every item takes at least a byte, so it cannot exceed what is left
     /// of the file.
-    fn len(&mut self) -> Result<usize, LoadError> {
+    pub fn count(&mut self) -> Result<usize, LoadError> {
         let value = self.u64()?;
         usize::try_from(value)
             .ok()
@@ -575,25 +584,26 @@ impl<'a> Reader<'a> {
             .ok_or(LoadError::Malformed("a length larger than the file"))
     }
 
-    fn opt_f64(&mut self) -> Result<Option<f64>, LoadError> {
+    pub fn opt_f64(&mut self) -> Result<Option<f64>, LoadError> {
         Ok(match self.u8()? {
             0 => None,
-            1 => Some(f64::from_bits(self.u64()?)),
+            1 => Some(self.f64()?),
             _ => return Err(LoadError::Malformed("a bad flag")),
         })
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], LoadError> {
-        let len = self.len()?;
+    pub fn bytes(&mut self) -> Result<&'a [u8], LoadError> {
+        let len = self.count()?;
         self.take(len)
     }
 
-    fn str(&mut self) -> Result<&'a str, LoadError> {
+    pub fn str(&mut self) -> Result<&'a str, LoadError> {
         std::str::from_utf8(self.bytes()?)
             .map_err(|_| LoadError::Malformed("a name that is not UTF-8"))
     }
 
-    fn end(&self) -> Result<(), LoadError> {
+    /// Whether everything was read.
+    pub fn end(&self) -> Result<(), LoadError> {
         if self.rest.is_empty() {
             Ok(())
         } else {
@@ -605,61 +615,39 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost_explorer::CostData;
-    use crate::exposition::Format;
-    use crate::snapshot::{FAMILIES, RefreshData, SnapshotStore};
-    use std::sync::Arc;
 
-    fn snapshot(name: &str) -> IntegrationSnapshot {
-        let mut integration = Integration::new(name, "111111111111");
-        integration.cost_basis = vec![CostBasis::Unblended, CostBasis::Amortized];
-        let mut costs = CostData::new(2);
-        costs
-            .daily
-            .add(["111111111111", "Amazon S3", "Usage"], &[0.5, 1.0]);
-        costs
-            .month
-            .add(["111111111111", "Amazon S3", "Usage"], &[1.75, 3.0]);
-        costs
-            .account_names
-            .insert("111111111111".into(), "Prod \"main\"\n".into());
-        let mut data = RefreshData::new(costs);
-        data.forecasts.insert(
-            CostBasis::Unblended,
-            Some(ForecastValue {
-                mean: 10.0,
-                lower: Some(8.0),
-                upper: None,
-            }),
-        );
-        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
-        IntegrationSnapshot::build(&integration, &data, Period::new(today, 1), None)
-            .fetched(DateTime::from_timestamp(1_795_000_000, 123_000_000).unwrap())
-    }
-
-    fn fallback() -> Fallback {
-        let mut fallback = Fallback::default();
-        fallback.forecasts.insert(CostBasis::Amortized, None);
-        fallback.forecasts.insert(
-            CostBasis::Unblended,
-            Some(ForecastValue {
-                mean: 1.5,
-                lower: None,
-                upper: Some(2.5),
-            }),
-        );
-        fallback.budget_forecasts.insert("b".into(), None);
-        fallback
-            .organization_accounts
-            .insert("111111111111".into(), "Prod".into());
-        fallback
-    }
-
-    fn rendered(snapshot: IntegrationSnapshot) -> [Vec<u8>; 2] {
-        let store = SnapshotStore::new(vec![snapshot.integration.clone()]);
-        store.publish(Arc::new(snapshot));
-        let rendered = store.rendered();
-        [Format::Classic, Format::OpenMetrics].map(|f| rendered.run(f).plain().concat())
+    fn stored(name: &str) -> Stored {
+        let block = |text: &str, samples, dropped| EncodedBlock {
+            text: Bytes::from(text.to_string()),
+            samples,
+            dropped,
+        };
+        Stored {
+            integration: name.to_string(),
+            fetched_at: DateTime::from_timestamp(1_795_000_000, 123_000_000).unwrap(),
+            period: Period::new(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), 1),
+            records: vec![
+                Record {
+                    part: "costs".into(),
+                    fingerprint: 42,
+                    blocks: vec![
+                        block(
+                            "aws_cost_daily_usd{integration=\"x\",account_name=\"Prod \\\"main\\\"\\n\"} 0.5\n",
+                            1,
+                            0,
+                        ),
+                        block("", 0, 0),
+                    ],
+                    kept: vec![1, 2, 3],
+                },
+                Record {
+                    part: "tags".into(),
+                    fingerprint: u64::MAX,
+                    blocks: vec![block("t 1\nt 2\n", 2, 7)],
+                    kept: Vec::new(),
+                },
+            ],
+        }
     }
 
     fn files(dir: &Path) -> Vec<String> {
@@ -675,37 +663,25 @@ mod tests {
     fn a_snapshot_round_trips_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
-        let original = snapshot("payer");
-        storage.save_snapshot(&original, 42, &fallback()).unwrap();
-        let stored = storage.load_snapshot("payer", 42).unwrap().unwrap();
-        assert_eq!(stored.fallback, fallback());
-        assert_eq!(stored.snapshot.fetched_at, original.fetched_at);
-        assert_eq!(stored.snapshot.period, original.period);
-        assert_eq!(stored.snapshot.encoded_blocks(), original.encoded_blocks());
-        assert_eq!(stored.snapshot.series_count(), original.series_count());
-        assert_eq!(rendered(stored.snapshot), rendered(original));
+        let original = stored("payer");
+        storage.save_snapshot(&original).unwrap();
+        assert_eq!(storage.load_snapshot("payer").unwrap(), Some(original));
         // Only the file itself: no temporary file left behind.
         assert_eq!(files(dir.path()), vec!["snapshot-payer.bin"]);
-        assert!(storage.load_snapshot("other", 42).unwrap().is_none());
+        assert!(storage.load_snapshot("other").unwrap().is_none());
     }
 
     #[test]
     fn bad_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
-        storage
-            .save_snapshot(&snapshot("payer"), 42, &Fallback::default())
-            .unwrap();
+        storage.save_snapshot(&stored("payer")).unwrap();
         let path = storage.snapshot_path("payer");
         let good = fs::read(&path).unwrap();
         let load = |bytes: &[u8]| {
             fs::write(&path, bytes).unwrap();
-            storage.load_snapshot("payer", 42).map(|_| ())
+            storage.load_snapshot("payer").map(|_| ())
         };
-        assert!(matches!(
-            storage.load_snapshot("payer", 43),
-            Err(LoadError::OtherConfiguration)
-        ));
         for cut in [0, 3, 8, 12, 13, 20, good.len() / 2, good.len() - 1] {
             let result = load(&good[..cut]);
             assert!(
@@ -727,9 +703,7 @@ mod tests {
         ));
         assert!(matches!(load(b"# HELP not ours\n"), Err(LoadError::Magic)));
         // Another integration's file under this integration's name.
-        storage
-            .save_snapshot(&snapshot("other"), 42, &Fallback::default())
-            .unwrap();
+        storage.save_snapshot(&stored("other")).unwrap();
         let other = fs::read(storage.snapshot_path("other")).unwrap();
         assert!(matches!(
             load(&other),
@@ -781,54 +755,57 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         for name in ["a/b", "..", "CON", "nul\0", "space name", &long] {
-            storage
-                .save_snapshot(&snapshot(name), 1, &Fallback::default())
-                .unwrap();
-            let stored = storage.load_snapshot(name, 1).unwrap().unwrap();
-            assert_eq!(stored.snapshot.integration, name);
+            storage.save_snapshot(&stored(name)).unwrap();
+            let loaded = storage.load_snapshot(name).unwrap().unwrap();
+            assert_eq!(loaded.integration, name);
             assert_eq!(storage.snapshot_path(name).parent(), Some(dir.path()));
         }
     }
 
     #[test]
-    fn the_fingerprint_follows_what_is_served() {
-        let base = Integration::new("payer", "111111111111");
-        let print = fingerprint(&base, 1);
-        assert_eq!(print, fingerprint(&base.clone(), 1));
-        assert_ne!(print, fingerprint(&base, 2), "data_delay_days");
-        let changed = |change: &dyn Fn(&mut Integration)| {
-            let mut i = base.clone();
-            change(&mut i);
-            fingerprint(&i, 1)
+    fn fingerprints_are_stable_and_tell_settings_apart() {
+        let print = |part: &str, values: &[u64]| {
+            let mut print = Fingerprint::new(part);
+            for value in values {
+                print.u64(*value);
+            }
+            print.finish()
         };
-        assert_ne!(print, changed(&|i| i.account_id = "222222222222".into()));
-        assert_ne!(print, changed(&|i| i.cost_basis.push(CostBasis::Blended)));
-        assert_ne!(print, changed(&|i| i.tags = vec!["team".into()]));
-        assert_ne!(print, changed(&|i| i.max_tag_series = 5));
-        assert_ne!(print, changed(&|i| i.resources = vec!["S3".into()]));
-        assert_ne!(print, changed(&|i| i.forecast = false));
-        assert_ne!(print, changed(&|i| i.organizations = true));
+        // FNV-1a of the same bytes, whatever the build: a restart recognises its own records.
+        assert_eq!(print("tags", &[1, 2]), print("tags", &[1, 2]));
+        assert_eq!(print("tags", &[]), 0x3542_75f6_785e_296c);
+        assert_ne!(print("tags", &[1, 2]), print("tags", &[2, 1]));
+        assert_ne!(print("tags", &[1]), print("costs", &[1]));
+        let mut strs = Fingerprint::new("tags");
+        strs.strs(&["ab".into(), "c".into()]);
+        let mut other = Fingerprint::new("tags");
+        other.strs(&["a".into(), "bc".into()]);
         assert_ne!(
-            print,
-            changed(&|i| i.budgets.push(crate::config::Budget {
-                name: "b".into(),
-                monthly_usd: 1.0,
-                accounts: vec![],
-                services: vec![],
-                cost_basis: CostBasis::Unblended,
-            }))
+            strs.finish(),
+            other.finish(),
+            "lengths are part of the print"
         );
-        // Credentials, endpoints, interval and the request cap do not shape the data.
-        assert_eq!(print, changed(&|i| i.external_id = Some("x".into())));
-        assert_eq!(
-            print,
-            changed(&|i| i.endpoint_url = Some("http://x".into()))
-        );
-        assert_eq!(
-            print,
-            changed(&|i| i.refresh_interval = std::time::Duration::from_secs(1))
-        );
-        assert_eq!(print, changed(&|i| i.max_api_requests_per_day = 1));
-        assert_eq!(FAMILIES.len(), snapshot("a").encoded_blocks().len());
+    }
+
+    #[test]
+    fn kept_states_round_trip_through_a_writer() {
+        let mut w = Writer::default();
+        let map: BTreeMap<String, String> = [("1".to_string(), "a \"b\"".to_string())].into();
+        w.map(&map);
+        w.f64s(&[1.5, -0.0, f64::MAX]);
+        w.opt_f64(None);
+        w.opt_f64(Some(2.25));
+        let bytes = w.into_bytes();
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.map().unwrap(), map);
+        assert_eq!(r.f64s().unwrap(), vec![1.5, -0.0, f64::MAX]);
+        assert_eq!(r.opt_f64().unwrap(), None);
+        assert_eq!(r.opt_f64().unwrap(), Some(2.25));
+        assert!(r.end().is_ok());
+        let mut short = Reader::new(&bytes[..bytes.len() - 1]);
+        short.map().unwrap();
+        short.f64s().unwrap();
+        short.opt_f64().unwrap();
+        assert!(matches!(short.opt_f64(), Err(LoadError::Truncated)));
     }
 }

@@ -30,7 +30,7 @@ use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
 use crate::clock::lock;
-use crate::config::{ConfigError, from_yaml, render_problem};
+use crate::schema::{ConfigError, from_yaml, render_problem};
 
 /// A problem with the web configuration: where it is and what is wrong. Never contains a key,
 /// a password or a password hash.

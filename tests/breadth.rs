@@ -426,7 +426,7 @@ async fn refused_resources_and_forecasts_leave_the_other_metrics_refreshing() {
     let dataset = sim.dataset("111111111111").unwrap();
     let data_day = today - Days::new(1);
     let family = |family| parse_exposition(std::str::from_utf8(snapshot.text(family)).unwrap());
-    let daily: f64 = family(&aws_cost_exporter::snapshot::DAILY)
+    let daily: f64 = family(&aws_cost_exporter::parts::costs::DAILY)
         .iter()
         .filter(|s| s.label("cost_basis") == "unblended")
         .map(|s| s.value)
@@ -436,9 +436,9 @@ async fn refused_resources_and_forecasts_leave_the_other_metrics_refreshing() {
         dataset.total(CostBasis::Unblended, |r| r.day == data_day),
         "daily",
     );
-    assert!(!family(&aws_cost_exporter::snapshot::TAG_DAILY).is_empty());
-    assert!(family(&aws_cost_exporter::snapshot::RESOURCE_DAILY).is_empty());
-    assert!(family(&aws_cost_exporter::snapshot::FORECAST).is_empty());
+    assert!(!family(&aws_cost_exporter::parts::tags::TAG_DAILY).is_empty());
+    assert!(family(&aws_cost_exporter::parts::resources::RESOURCE_DAILY).is_empty());
+    assert!(family(&aws_cost_exporter::parts::forecast::FORECAST).is_empty());
     let text = metrics.encode(aws_cost_exporter::exposition::Format::Classic);
     for (query, ok) in [("costs", 1), ("tags", 1), ("resources", 0), ("forecast", 0)] {
         let line =

@@ -263,7 +263,7 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
     .unwrap();
     assert!(payer_requests > 5.0, "the demo pages: {payer_requests}");
     // Every feature is on show: every cost family has samples.
-    for family in aws_cost_exporter::snapshot::FAMILIES {
+    for family in aws_cost_exporter::parts::FAMILIES.iter() {
         assert!(
             samples.iter().any(|s| s.name == family.name),
             "{} missing from the demo",

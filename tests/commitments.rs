@@ -19,9 +19,10 @@ use aws_cost_exporter::demo::commitments::{
 use aws_cost_exporter::demo::dataset::{SimRow, units_to_f64};
 use aws_cost_exporter::demo::{Behavior, Dataset, Simulator};
 use aws_cost_exporter::metrics::Metrics;
+use aws_cost_exporter::parts::commitments::FAMILIES as COMMITMENT_FAMILIES;
 use aws_cost_exporter::refresh::Refresher;
 use aws_cost_exporter::server::{self, ServerState};
-use aws_cost_exporter::snapshot::{COMMITMENT_FAMILIES, SnapshotStore};
+use aws_cost_exporter::snapshot::SnapshotStore;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use aws_cost_exporter::credentials::Timeouts;
 use aws_cost_exporter::demo::{Arrival, Behavior, Simulator};
+use aws_cost_exporter::parts::FAMILIES;
 use aws_cost_exporter::refresh::RefreshOptions;
-use aws_cost_exporter::snapshot::FAMILIES;
 use common::*;
 
 const ACCOUNT: &str = "222222222222";

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_cost_exporter::demo::Simulator;
-use aws_cost_exporter::snapshot::FAMILIES;
+use aws_cost_exporter::parts::FAMILIES;
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};

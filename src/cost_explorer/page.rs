@@ -23,7 +23,7 @@ use http_body::{Body, Frame};
 use serde::Deserialize;
 
 use crate::clock::lock;
-use crate::config::CostBasis;
+use crate::model::CostBasis;
 
 /// The body of the last successful attempt of one request.
 #[derive(Debug, Clone, Default)]

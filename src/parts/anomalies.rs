@@ -1,4 +1,6 @@
-//! AWS Cost Anomaly Detection: the anomalies of the last 90 days, every monitor.
+//! Anomalies: AWS Cost Anomaly Detection's anomalies of the last 90 days, every monitor
+//! (`anomalies: true`). The largest `max_anomaly_series` by impact are served; the rest are
+//! counted as dropped. When it fails, its last series stay.
 //!
 //! `GetAnomalies` (paged by `NextPageToken`) is asked every refresh, from 90 days before
 //! today (the longest AWS keeps); `GetAnomalyMonitors` names the monitors and is asked once a
@@ -8,12 +10,170 @@
 //! contribution (the first one when AWS gives no contributions). It is open while it has no
 //! end date, or its end date is today.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_costexplorer::types::{AnomalyDateInterval, RootCause};
 use chrono::{Days, NaiveDate};
 
+use super::costs::midnight;
+use super::{Cx, Encoding, Keys, Out, Part, PartError};
 use crate::cost_explorer::{CostExplorer, CostExplorerError, Tokens, api_error, parse_date};
+use crate::exposition::FamilyDesc;
+use crate::model::{DEFAULT_MAX_ANOMALY_SERIES, Integration};
+use crate::schema::{ConfigError, NativeIntegration, positive};
+use crate::snapshot::{Lines, gauge};
+use crate::storage::Fingerprint;
+
+pub const ANOMALY_IMPACT: FamilyDesc = gauge(
+    "aws_cost_anomaly_impact_usd",
+    "A cost anomaly's total impact in USD (actual minus expected spend), by the service and account of its main root cause; the largest max_anomaly_series are kept",
+    Some("usd"),
+);
+pub const ANOMALY_OPEN: FamilyDesc = gauge(
+    "aws_cost_anomaly_open",
+    "1 while a cost anomaly has no end date or ends today, else 0",
+    None,
+);
+pub const ANOMALY_MAX_SCORE: FamilyDesc = gauge(
+    "aws_cost_anomaly_max_score",
+    "A cost anomaly's highest score",
+    None,
+);
+pub const ANOMALY_START: FamilyDesc = gauge(
+    "aws_cost_anomaly_start_timestamp_seconds",
+    "Midnight UTC of the day a cost anomaly started",
+    Some("seconds"),
+);
+pub const ANOMALIES: FamilyDesc = gauge(
+    "aws_cost_anomalies",
+    "Cost anomalies that started in the last 90 days, by monitor (every one, kept or not)",
+    None,
+);
+
+/// The families the anomaly queries fill.
+pub const FAMILIES: [FamilyDesc; 5] = [
+    ANOMALY_IMPACT,
+    ANOMALY_OPEN,
+    ANOMALY_MAX_SCORE,
+    ANOMALY_START,
+    ANOMALIES,
+];
+
+/// The anomalies part.
+pub struct Anomalies;
+
+/// The anomaly monitors' names as last fetched: the UTC day, and every monitor ARN known then
+/// (named or not): a new ARN fetches them again.
+#[derive(Debug, Clone)]
+pub struct Monitors {
+    pub day: NaiveDate,
+    pub names: BTreeMap<String, String>,
+    pub known: BTreeSet<String>,
+}
+
+/// One fetch: the anomalies with their monitors' names, and the names when they were asked.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub data: AnomalyData,
+    pub monitors: Option<Monitors>,
+}
+
+impl Part for Anomalies {
+    const NAME: &'static str = "anomalies";
+    const FAMILIES: &'static [FamilyDesc] = &FAMILIES;
+    const COUNTED: &'static [FamilyDesc] = &[ANOMALY_IMPACT];
+    type Fetched = Fetched;
+    type Kept = Option<Monitors>;
+
+    fn enabled(integration: &Integration) -> bool {
+        integration.anomalies
+    }
+
+    /// `anomalies` (default off) and `max_anomaly_series`.
+    fn configure(
+        raw: &NativeIntegration,
+        keys: &Keys<'_>,
+        into: &mut Integration,
+    ) -> Result<(), ConfigError> {
+        into.anomalies = raw.anomalies.unwrap_or(false);
+        into.max_anomaly_series = positive(
+            &keys.key("max_anomaly_series"),
+            &raw.max_anomaly_series,
+            DEFAULT_MAX_ANOMALY_SERIES,
+        )?;
+        Ok(())
+    }
+
+    fn fingerprint(integration: &Integration, _data_delay_days: u32, print: &mut Fingerprint) {
+        print.str(&integration.account_id);
+        print.u64(integration.max_anomaly_series as u64);
+    }
+
+    /// The anomalies of the last 90 days, and the names of their monitors (asked once a day,
+    /// or again when an anomaly names a monitor not known then).
+    async fn fetch(cx: &Cx<'_>, kept: &Option<Monitors>) -> Result<Fetched, PartError> {
+        let ce = &cx.clients.cost_explorer;
+        let today = cx.now.date_naive();
+        let anomalies = ce
+            .anomalies(today)
+            .await
+            .map_err(|err| PartError::new("anomalies", &err))?;
+        let cached = kept.as_ref().filter(|cached| {
+            cached.day == today
+                && anomalies
+                    .iter()
+                    .all(|a| cached.known.contains(&a.monitor_arn))
+        });
+        let (names, monitors) = match cached {
+            Some(cached) => (cached.names.clone(), None),
+            None => {
+                let names = ce
+                    .anomaly_monitors()
+                    .await
+                    .map_err(|err| PartError::new("anomaly monitors", &err))?;
+                let mut known: BTreeSet<String> = names.keys().cloned().collect();
+                known.extend(anomalies.iter().map(|a| a.monitor_arn.clone()));
+                let monitors = Monitors {
+                    day: today,
+                    names: names.clone(),
+                    known,
+                };
+                (names, Some(monitors))
+            }
+        };
+        Ok(Fetched {
+            data: AnomalyData {
+                today,
+                anomalies,
+                monitors: names,
+            },
+            monitors,
+        })
+    }
+
+    fn remember(_cx: &Cx<'_>, fetched: &Fetched, kept: &mut Option<Monitors>) {
+        if let Some(monitors) = &fetched.monitors {
+            *kept = Some(monitors.clone());
+        }
+    }
+
+    fn encode(
+        cx: &Encoding<'_>,
+        fetched: Option<&Fetched>,
+        _kept: &Option<Monitors>,
+        out: &mut Out<'_>,
+    ) {
+        match fetched {
+            Some(fetched) => encode_anomalies(
+                &cx.integration.name,
+                &fetched.data,
+                cx.integration.max_anomaly_series,
+                out,
+            ),
+            None => out.keep(),
+        }
+    }
+}
 
 /// How far back anomalies are asked for.
 pub const ANOMALY_DAYS: u64 = 90;
@@ -164,6 +324,59 @@ impl CostExplorer {
         }
         Ok(monitors)
     }
+}
+
+/// Encodes the anomalies, the largest `max_series` by impact kept (the rest counted as dropped
+/// on [`ANOMALY_IMPACT`]), handing each family's block to `set`.
+fn encode_anomalies(integration: &str, data: &AnomalyData, max_series: usize, out: &mut Out<'_>) {
+    let mut ranked: Vec<_> = data.anomalies.iter().collect();
+    ranked.sort_by(|a, b| {
+        b.impact_usd
+            .total_cmp(&a.impact_usd)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let dropped = ranked.len().saturating_sub(max_series);
+    ranked.truncate(max_series);
+    // Exposed in a stable order: by monitor name, then id.
+    ranked.sort_by(|a, b| {
+        (data.monitor_name(&a.monitor_arn), &a.id).cmp(&(data.monitor_name(&b.monitor_arn), &b.id))
+    });
+    let mut impact = Lines::new(&ANOMALY_IMPACT, integration);
+    let mut open = Lines::new(&ANOMALY_OPEN, integration);
+    let mut score = Lines::new(&ANOMALY_MAX_SCORE, integration);
+    let mut start = Lines::new(&ANOMALY_START, integration);
+    for anomaly in ranked {
+        let labels = [
+            ("monitor", data.monitor_name(&anomaly.monitor_arn)),
+            ("anomaly_id", anomaly.id.as_str()),
+            ("aws_service", anomaly.service.as_str()),
+            ("account_id", anomaly.account_id.as_str()),
+        ];
+        impact.sample(&labels, anomaly.impact_usd);
+        open.sample(&labels, f64::from(u8::from(anomaly.is_open(data.today))));
+        score.sample(&labels, anomaly.max_score);
+        start.sample(&labels, midnight(anomaly.start));
+    }
+    // Every monitor, with none as 0.
+    let mut counts: BTreeMap<&str, usize> = data
+        .monitors
+        .values()
+        .map(|name| (name.as_str(), 0))
+        .collect();
+    for anomaly in &data.anomalies {
+        *counts
+            .entry(data.monitor_name(&anomaly.monitor_arn))
+            .or_default() += 1;
+    }
+    let mut count = Lines::new(&ANOMALIES, integration);
+    for (monitor, n) in counts {
+        count.sample(&[("monitor", monitor)], n as f64);
+    }
+    out.set(&ANOMALY_IMPACT, impact.block(dropped));
+    out.set(&ANOMALY_OPEN, open.block(0));
+    out.set(&ANOMALY_MAX_SCORE, score.block(0));
+    out.set(&ANOMALY_START, start.block(0));
+    out.set(&ANOMALIES, count.block(0));
 }
 
 #[cfg(test)]

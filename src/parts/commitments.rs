@@ -1,4 +1,11 @@
-//! Savings Plans and reservations: utilisation, coverage, savings and expiry, month to date.
+//! Commitments: Savings Plans and reservations' utilisation, coverage, savings and expiry,
+//! month to date (`commitments: true`).
+//!
+//! # Cadence
+//!
+//! Commitment data changes once a day: fetched on the first refresh of a UTC day, or when the
+//! cost rows show commitments they did not before (so it needs the refresh's cost rows). When
+//! it is not due, or fails, its last series stay.
 //!
 //! # What is asked, and when
 //!
@@ -41,10 +48,200 @@ use aws_sdk_costexplorer::types::{
 };
 use chrono::{DateTime, Datelike, NaiveDate};
 
+use super::costs::{CostData, midnight};
+use super::{Cx, Encoding, Keys, Out, Part, PartError};
 use crate::cost_explorer::{
-    CostData, CostExplorer, CostExplorerError, Dimension, Period, Tokens, api_error, date_interval,
+    CostExplorer, CostExplorerError, Dimension, Period, Tokens, api_error, date_interval,
     parse_date, parse_number,
 };
+use crate::exposition::FamilyDesc;
+use crate::model::Integration;
+use crate::schema::{ConfigError, NativeIntegration};
+use crate::snapshot::{Lines, gauge};
+use crate::storage::Fingerprint;
+
+pub const SP_UTILIZATION: FamilyDesc = gauge(
+    "aws_cost_savings_plans_utilization_ratio",
+    "Savings Plans commitment used over total commitment, month to date through aws_cost_commitments_data_day_timestamp_seconds",
+    Some("ratio"),
+);
+pub const SP_COMMITMENT: FamilyDesc = gauge(
+    "aws_cost_savings_plans_commitment_usd",
+    "Savings Plans commitment in USD, month to date, used and unused",
+    Some("usd"),
+);
+pub const SP_NET_SAVINGS: FamilyDesc = gauge(
+    "aws_cost_savings_plans_net_savings_usd",
+    "What Savings Plans saved in USD, month to date: the on-demand cost of the usage they covered minus their commitment",
+    Some("usd"),
+);
+pub const SP_COVERAGE: FamilyDesc = gauge(
+    "aws_cost_savings_plans_coverage_ratio",
+    "Spend covered by Savings Plans over all eligible spend, month to date, by service",
+    Some("ratio"),
+);
+pub const SP_COVERED: FamilyDesc = gauge(
+    "aws_cost_savings_plans_covered_usd",
+    "Spend in USD covered by Savings Plans, month to date, by service",
+    Some("usd"),
+);
+pub const SP_ON_DEMAND: FamilyDesc = gauge(
+    "aws_cost_savings_plans_on_demand_usd",
+    "Eligible spend in USD not covered by Savings Plans (on demand), month to date, by service",
+    Some("usd"),
+);
+pub const PLAN_UTILIZATION: FamilyDesc = gauge(
+    "aws_cost_savings_plan_utilization_ratio",
+    "One Savings Plan's commitment used over its commitment, month to date",
+    Some("ratio"),
+);
+pub const PLAN_END: FamilyDesc = gauge(
+    "aws_cost_savings_plan_end_timestamp_seconds",
+    "When a Savings Plan ends",
+    Some("seconds"),
+);
+pub const PLAN_INFO: FamilyDesc = gauge(
+    "aws_cost_savings_plan_info",
+    "A Savings Plan's attributes as AWS returns them; always 1",
+    None,
+);
+pub const RI_UTILIZATION: FamilyDesc = gauge(
+    "aws_cost_reservation_utilization_ratio",
+    "Reserved hours used over purchased, month to date, by service",
+    Some("ratio"),
+);
+pub const RI_UNUSED_HOURS: FamilyDesc = gauge(
+    "aws_cost_reservation_unused_hours",
+    "Purchased reservation hours not used, month to date, by service",
+    Some("hours"),
+);
+pub const RI_NET_SAVINGS: FamilyDesc = gauge(
+    "aws_cost_reservation_net_savings_usd",
+    "What reservations saved in USD, month to date: the on-demand cost of the hours used minus their fees, by service",
+    Some("usd"),
+);
+pub const RI_COVERAGE: FamilyDesc = gauge(
+    "aws_cost_reservation_coverage_ratio",
+    "Running hours covered by reservations over all running hours, month to date, by service and account",
+    Some("ratio"),
+);
+pub const RI_ON_DEMAND: FamilyDesc = gauge(
+    "aws_cost_reservation_on_demand_usd",
+    "Cost in USD of the running hours reservations did not cover, month to date, by service and account",
+    Some("usd"),
+);
+pub const RESERVATION_UTILIZATION: FamilyDesc = gauge(
+    "aws_cost_reservation_subscription_utilization_ratio",
+    "One reservation's hours used over purchased, month to date",
+    Some("ratio"),
+);
+pub const RESERVATION_END: FamilyDesc = gauge(
+    "aws_cost_reservation_end_timestamp_seconds",
+    "When a reservation ends",
+    Some("seconds"),
+);
+pub const RESERVATION_INFO: FamilyDesc = gauge(
+    "aws_cost_reservation_info",
+    "A reservation's attributes as AWS returns them; always 1",
+    None,
+);
+pub const COMMITMENTS_DATA_DAY: FamilyDesc = gauge(
+    "aws_cost_commitments_data_day_timestamp_seconds",
+    "Midnight UTC of the last day the commitment figures cover (they are fetched once a day)",
+    Some("seconds"),
+);
+/// The families a commitments fetch fills (kept from the last snapshot between fetches).
+pub const FAMILIES: [FamilyDesc; 18] = [
+    SP_UTILIZATION,
+    SP_COMMITMENT,
+    SP_NET_SAVINGS,
+    SP_COVERAGE,
+    SP_COVERED,
+    SP_ON_DEMAND,
+    PLAN_UTILIZATION,
+    PLAN_END,
+    PLAN_INFO,
+    RI_UTILIZATION,
+    RI_UNUSED_HOURS,
+    RI_NET_SAVINGS,
+    RI_COVERAGE,
+    RI_ON_DEMAND,
+    RESERVATION_UTILIZATION,
+    RESERVATION_END,
+    RESERVATION_INFO,
+    COMMITMENTS_DATA_DAY,
+];
+
+/// The commitments part.
+pub struct Commitments;
+
+/// What one fetch asked about, and what it found.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub wanted: Wanted,
+    pub data: CommitmentData,
+}
+
+/// The UTC day the served commitments were fetched, and what the cost rows then showed.
+pub type Kept = Option<(NaiveDate, Wanted)>;
+
+impl Part for Commitments {
+    const NAME: &'static str = "commitments";
+    const FAMILIES: &'static [FamilyDesc] = &FAMILIES;
+    const NEEDS_COST_ROWS: bool = true;
+    type Fetched = Fetched;
+    type Kept = Kept;
+
+    fn enabled(integration: &Integration) -> bool {
+        integration.commitments
+    }
+
+    /// `commitments` (default off).
+    fn configure(
+        raw: &NativeIntegration,
+        _keys: &Keys<'_>,
+        into: &mut Integration,
+    ) -> Result<(), ConfigError> {
+        into.commitments = raw.commitments.unwrap_or(false);
+        Ok(())
+    }
+
+    /// The account and the data day (the window ends with it).
+    fn fingerprint(integration: &Integration, data_delay_days: u32, print: &mut Fingerprint) {
+        print.str(&integration.account_id);
+        print.u64(u64::from(data_delay_days));
+    }
+
+    /// On a new UTC day, or when the cost rows show commitments they did not before.
+    fn due(cx: &Cx<'_>, kept: &Kept) -> bool {
+        let wanted = cx.shared.rows.as_deref().map(Wanted::from_costs);
+        kept.as_ref()
+            .is_none_or(|(day, last)| *day != cx.now.date_naive() || wanted.as_ref() != Some(last))
+    }
+
+    async fn fetch(cx: &Cx<'_>, _kept: &Kept) -> Result<Fetched, PartError> {
+        let wanted = Wanted::from_costs(cx.rows(Self::NAME)?);
+        let data = cx
+            .clients
+            .cost_explorer
+            .commitments(&wanted, window(cx.period))
+            .await
+            .map_err(|err| PartError::new("commitments", &err))?;
+        Ok(Fetched { wanted, data })
+    }
+
+    /// Kept only once published: a refresh that stops before fetches them again.
+    fn remember(cx: &Cx<'_>, fetched: &Fetched, kept: &mut Kept) {
+        *kept = Some((cx.now.date_naive(), fetched.wanted.clone()));
+    }
+
+    fn encode(cx: &Encoding<'_>, fetched: Option<&Fetched>, _kept: &Kept, out: &mut Out<'_>) {
+        match fetched {
+            Some(fetched) => encode_commitments(&cx.integration.name, &fetched.data, out),
+            None => out.keep(),
+        }
+    }
+}
 
 /// Charge types (`RECORD_TYPE`) that mean a service has reservations.
 pub const RESERVATION_CHARGES: [&str; 2] = ["RIFee", "DiscountedUsage"];
@@ -551,6 +748,104 @@ fn utilization_ratio(
         (Some(used), Some(total)) if total > 0.0 => Some(used / total),
         _ => None,
     })
+}
+
+/// Encodes a commitments fetch, handing each family's block to `set`.
+fn encode_commitments(integration: &str, data: &CommitmentData, out: &mut Out<'_>) {
+    let mut lines: BTreeMap<&'static str, Lines<'_>> = FAMILIES
+        .iter()
+        .map(|f| (f.name, Lines::new(f, integration)))
+        .collect();
+    let mut line = |family: &FamilyDesc, labels: &[(&str, &str)], value: f64| {
+        if let Some(lines) = lines.get_mut(family.name) {
+            lines.sample(labels, value);
+        }
+    };
+    line(&COMMITMENTS_DATA_DAY, &[], midnight(data.through));
+    if let Some(plans) = &data.savings_plans {
+        if let Some(ratio) = plans.utilization {
+            line(&SP_UTILIZATION, &[], ratio);
+        }
+        line(&SP_COMMITMENT, &[("state", "used")], plans.used_usd);
+        line(&SP_COMMITMENT, &[("state", "unused")], plans.unused_usd);
+        line(&SP_NET_SAVINGS, &[], plans.net_savings_usd);
+        for coverage in &plans.coverage {
+            let labels = [("aws_service", coverage.service.as_str())];
+            if let Some(ratio) = coverage.ratio() {
+                line(&SP_COVERAGE, &labels, ratio);
+            }
+            line(&SP_COVERED, &labels, coverage.covered_usd);
+            line(&SP_ON_DEMAND, &labels, coverage.on_demand_usd);
+        }
+        for plan in &plans.plans {
+            let arn = [("savings_plan_arn", plan.arn.as_str())];
+            if let Some(ratio) = plan.utilization {
+                line(&PLAN_UTILIZATION, &arn, ratio);
+            }
+            if let Some(end) = plan.end {
+                line(&PLAN_END, &arn, end as f64);
+            }
+            line(
+                &PLAN_INFO,
+                &[
+                    ("savings_plan_arn", plan.arn.as_str()),
+                    ("account_id", plan.account_id.as_str()),
+                    ("savings_plan_type", plan.plan_type.as_str()),
+                    ("region", plan.region.as_str()),
+                    ("instance_family", plan.instance_family.as_str()),
+                    ("payment_option", plan.payment_option.as_str()),
+                    ("term", plan.term.as_str()),
+                ],
+                1.0,
+            );
+        }
+    }
+    for service in &data.reservations {
+        let labels = [("aws_service", service.service.as_str())];
+        if let Some(ratio) = service.utilization {
+            line(&RI_UTILIZATION, &labels, ratio);
+        }
+        line(&RI_UNUSED_HOURS, &labels, service.unused_hours);
+        line(&RI_NET_SAVINGS, &labels, service.net_savings_usd);
+        for coverage in &service.coverage {
+            let labels = [
+                ("aws_service", service.service.as_str()),
+                ("account_id", coverage.account_id.as_str()),
+            ];
+            if let Some(ratio) = coverage.ratio() {
+                line(&RI_COVERAGE, &labels, ratio);
+            }
+            line(&RI_ON_DEMAND, &labels, coverage.on_demand_usd);
+        }
+        for reservation in &service.reservations {
+            let labels = [
+                ("aws_service", service.service.as_str()),
+                ("subscription_id", reservation.subscription_id.as_str()),
+            ];
+            if let Some(ratio) = reservation.utilization {
+                line(&RESERVATION_UTILIZATION, &labels, ratio);
+            }
+            if let Some(end) = reservation.end {
+                line(&RESERVATION_END, &labels, end as f64);
+            }
+            line(
+                &RESERVATION_INFO,
+                &[
+                    ("aws_service", service.service.as_str()),
+                    ("subscription_id", reservation.subscription_id.as_str()),
+                    ("account_id", reservation.account_id.as_str()),
+                    ("region", reservation.region.as_str()),
+                    ("instance_type", reservation.instance_type.as_str()),
+                ],
+                1.0,
+            );
+        }
+    }
+    for family in &FAMILIES {
+        if let Some(lines) = lines.remove(family.name) {
+            out.set(family, lines.block(0));
+        }
+    }
 }
 
 #[cfg(test)]

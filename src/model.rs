@@ -1,0 +1,258 @@
+//! The validated configuration: what every other module reads. Built from a file by the
+//! `config` module (the common keys) and by each part of a refresh (its own keys); a value of
+//! these types is always valid (names unique, account ids of 12 digits, cost bases distinct,
+//! budgets on a configured cost basis, ...).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Default refresh interval: Cost Explorer data changes a few times a day.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
+/// Default delay, in days, of the day the daily gauges describe.
+pub const DEFAULT_DATA_DELAY_DAYS: u32 = 1;
+/// Cost Explorer's home region.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// The largest accepted `data_delay_days`.
+pub const MAX_DATA_DELAY_DAYS: u32 = 31;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The daily gauges describe today (UTC) minus this many days.
+    pub data_delay_days: u32,
+    /// At least one integration, names unique.
+    pub integrations: Vec<Integration>,
+    /// Which shape the file had.
+    pub format: ConfigFormat,
+}
+
+/// The shape a configuration file was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFormat {
+    /// This exporter's own YAML.
+    Native,
+    /// A Backstage `app-config.yaml` with InfraWallet's AWS integrations.
+    InfraWallet,
+}
+
+/// One AWS account (a management account covers its members) with its own credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Integration {
+    pub name: String,
+    pub account_id: String,
+    pub assumed_role_name: Option<String>,
+    pub external_id: Option<String>,
+    pub static_credentials: Option<StaticCredentials>,
+    pub region: String,
+    /// Cost Explorer endpoint override.
+    pub endpoint_url: Option<String>,
+    /// STS endpoint override, used for assuming the role.
+    pub sts_endpoint_url: Option<String>,
+    /// Non-empty, no duplicates.
+    pub cost_basis: Vec<CostBasis>,
+    pub refresh_interval: Duration,
+    /// Services whose resource-level daily costs to export (GetCostAndUsageWithResources).
+    pub resources: Vec<String>,
+    /// Resource series kept per cost basis; the rest fold into `resource_id="__other__"`.
+    pub max_resource_series: usize,
+    /// Cost-allocation tag keys to break costs down by.
+    pub tags: Vec<String>,
+    /// Series kept per tag metric and cost basis; the rest fold into `tag_value="__other__"`.
+    pub max_tag_series: usize,
+    /// Whether to ask GetCostForecast for the month's forecast.
+    pub forecast: bool,
+    pub budgets: Vec<Budget>,
+    /// Whether account names and the member list come from AWS Organizations.
+    pub organizations: bool,
+    /// Organizations endpoint override.
+    pub organizations_endpoint_url: Option<String>,
+    /// A hard cap on billed Cost Explorer requests per UTC day.
+    pub max_api_requests_per_day: u64,
+    /// Whether to export Savings Plans and reservation utilisation, coverage and expiry
+    /// (fetched once a UTC day).
+    pub commitments: bool,
+    /// Whether to export AWS Cost Anomaly Detection's anomalies of the last 90 days.
+    pub anomalies: bool,
+    /// Anomaly series kept (the largest by impact); the rest are counted as dropped.
+    pub max_anomaly_series: usize,
+}
+
+/// A monthly budget in USD over an integration's costs, optionally filtered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub name: String,
+    pub monthly_usd: f64,
+    /// Empty: every account.
+    pub accounts: Vec<String>,
+    /// Empty: every service.
+    pub services: Vec<String>,
+    pub cost_basis: CostBasis,
+}
+
+impl Budget {
+    /// Whether a cost in `account_id` for `service` counts against the budget.
+    pub fn covers(&self, account_id: &str, service: &str) -> bool {
+        (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account_id))
+            && (self.services.is_empty() || self.services.iter().any(|s| s == service))
+    }
+
+    /// Whether the budget filters at all.
+    pub fn is_filtered(&self) -> bool {
+        !self.accounts.is_empty() || !self.services.is_empty()
+    }
+}
+
+/// Default of `max_resource_series` and `max_tag_series`.
+pub const DEFAULT_MAX_SERIES: usize = 500;
+/// Default of `max_anomaly_series`.
+pub const DEFAULT_MAX_ANOMALY_SERIES: usize = 200;
+/// Default of `max_api_requests_per_day`: 50 USD a day at most (see the README for the
+/// measurement it is based on).
+pub const DEFAULT_MAX_API_REQUESTS_PER_DAY: u64 = 5000;
+
+impl Integration {
+    /// An integration with every optional setting at its default.
+    pub fn new(name: impl Into<String>, account_id: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            account_id: account_id.into(),
+            assumed_role_name: None,
+            external_id: None,
+            static_credentials: None,
+            region: DEFAULT_REGION.to_string(),
+            endpoint_url: None,
+            sts_endpoint_url: None,
+            cost_basis: vec![CostBasis::Unblended],
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            resources: Vec::new(),
+            max_resource_series: DEFAULT_MAX_SERIES,
+            tags: Vec::new(),
+            max_tag_series: DEFAULT_MAX_SERIES,
+            forecast: true,
+            budgets: Vec::new(),
+            organizations: false,
+            organizations_endpoint_url: None,
+            max_api_requests_per_day: DEFAULT_MAX_API_REQUESTS_PER_DAY,
+            commitments: false,
+            anomalies: false,
+            max_anomaly_series: DEFAULT_MAX_ANOMALY_SERIES,
+        }
+    }
+
+    /// The ARN of the role to assume, when one is configured.
+    pub fn role_arn(&self) -> Option<String> {
+        self.assumed_role_name
+            .as_ref()
+            .map(|role| format!("arn:aws:iam::{}:role/{}", self.account_id, role))
+    }
+}
+
+/// A static access key pair. `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key)
+            .finish()
+    }
+}
+
+/// A secret string whose `Debug` and `Display` are redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; only for handing to the AWS SDK.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"** redacted **\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("** redacted **")
+    }
+}
+
+/// Cost Explorer's cost metrics, named as in the config and the `cost_basis` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CostBasis {
+    Unblended,
+    Amortized,
+    Blended,
+    NetUnblended,
+    NetAmortized,
+}
+
+impl CostBasis {
+    pub const ALL: [CostBasis; 5] = [
+        CostBasis::Unblended,
+        CostBasis::Amortized,
+        CostBasis::Blended,
+        CostBasis::NetUnblended,
+        CostBasis::NetAmortized,
+    ];
+
+    /// The config name and `cost_basis` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostBasis::Unblended => "unblended",
+            CostBasis::Amortized => "amortized",
+            CostBasis::Blended => "blended",
+            CostBasis::NetUnblended => "net_unblended",
+            CostBasis::NetAmortized => "net_amortized",
+        }
+    }
+
+    /// The Cost Explorer metric name.
+    pub fn metric(self) -> &'static str {
+        match self {
+            CostBasis::Unblended => "UnblendedCost",
+            CostBasis::Amortized => "AmortizedCost",
+            CostBasis::Blended => "BlendedCost",
+            CostBasis::NetUnblended => "NetUnblendedCost",
+            CostBasis::NetAmortized => "NetAmortizedCost",
+        }
+    }
+
+    /// The GetCostForecast metric name.
+    pub fn forecast_metric(self) -> &'static str {
+        match self {
+            CostBasis::Unblended => "UNBLENDED_COST",
+            CostBasis::Amortized => "AMORTIZED_COST",
+            CostBasis::Blended => "BLENDED_COST",
+            CostBasis::NetUnblended => "NET_UNBLENDED_COST",
+            CostBasis::NetAmortized => "NET_AMORTIZED_COST",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<CostBasis> {
+        CostBasis::ALL.into_iter().find(|b| b.as_str() == name)
+    }
+
+    /// The inverse of [`CostBasis::metric`].
+    pub fn from_metric(metric: &str) -> Option<CostBasis> {
+        CostBasis::ALL.into_iter().find(|b| b.metric() == metric)
+    }
+}
+
+impl fmt::Display for CostBasis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
