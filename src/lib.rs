@@ -369,18 +369,20 @@ impl Exporter {
                     "not serving series shaped by other settings of the integration"
                 );
             }
-            if resumed.serves_anything() {
-                let owed = resumed.owed();
+            let serves = resumed.serves_anything();
+            let owed = resumed.owed();
+            // A predecessor's snapshot is replaced even when nothing of it is served any more.
+            if serves || previous.is_some() {
                 refresher = refresher.resume(resumed);
-                if let Some(snapshot) = self.store.get(&integration.name) {
-                    tracing::info!(
-                        integration = %integration.name,
-                        fetched_at = %snapshot.fetched_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        series = snapshot.series_count(),
-                        refreshing_now = %owed,
-                        "{message}"
-                    );
-                }
+            }
+            if let Some(snapshot) = self.store.get(&integration.name).filter(|_| serves) {
+                tracing::info!(
+                    integration = %integration.name,
+                    fetched_at = %snapshot.fetched_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    series = snapshot.series_count(),
+                    refreshing_now = %owed,
+                    "{message}"
+                );
             }
         }
         let state = refresher.state();

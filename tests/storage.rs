@@ -14,9 +14,12 @@ use std::time::Duration;
 use aws_cost_exporter::api_budget::RESERVE_BLOCK;
 use aws_cost_exporter::clock::CLOCK_POLL;
 use aws_cost_exporter::config::Config;
-use aws_cost_exporter::demo::Simulator;
+use aws_cost_exporter::demo::{Behavior, DEMO_SCALE, Simulator, demo_simulator};
+use aws_cost_exporter::parts::PARTS;
+use aws_cost_exporter::storage::SNAPSHOT_VERSION;
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone as _, Utc};
+use common::parts::*;
 use common::*;
 
 fn noon(day: NaiveDate) -> DateTime<Utc> {
@@ -280,6 +283,14 @@ async fn bad_stored_files_are_ignored_with_one_log_line() {
         ("truncated", good[..good.len() - 7].to_vec(), "", "checksum"),
         ("empty", Vec::new(), "", "truncated"),
         ("version", version, "", "format version"),
+        // A file the previous release (format version 2, one fingerprint for the whole
+        // integration) wrote: refused, and the integration refreshes.
+        (
+            "previous",
+            include_bytes!("fixtures/snapshot-v2-workload.bin").to_vec(),
+            "",
+            "it has format version 2; this exporter reads version 3",
+        ),
         (
             "foreign",
             good.clone(),
@@ -311,6 +322,13 @@ async fn bad_stored_files_are_ignored_with_one_log_line() {
         assert_eq!(lines.len(), 1, "{name}: {lines:?}");
         assert!(lines[0].contains(reason), "{name}: {}", lines[0]);
         assert!(lines[0].len() < 400, "one concise line: {}", lines[0]);
+        // The refresh wrote a good file over it.
+        let rewritten = std::fs::read(dir.path().join(format!("snapshot-{name}.bin"))).unwrap();
+        assert_eq!(
+            rewritten[8..12],
+            SNAPSHOT_VERSION.to_le_bytes(),
+            "{name}: rewritten in the current format"
+        );
     }
 
     // The same integration's file, written for another data day.
@@ -510,4 +528,101 @@ async fn the_day_count_survives_a_restart() {
         again.shutdown().await;
     }
     assert_eq!(billed(&sim) - per_refresh, cap - reserved);
+}
+
+/// Every part's stored series live under its own fingerprint. Restarted with a part turned
+/// off and Cost Explorer hanging, the exporter serves at once the stored series of every part
+/// whose settings did not change, never the removed part's, and buys nothing; restarted with a
+/// part turned on from a file written without it, it fetches that part alone (when it needs
+/// neither costs nor their rows) and serves the rest from the file.
+#[tokio::test]
+async fn each_part_is_stored_under_its_own_fingerprint() {
+    let today = date(2026, 11, 23);
+    let sim = demo_simulator(today, DEMO_SCALE).start().await.unwrap();
+    let full = full_config(&sim.endpoint());
+    let clock = TestClock::at(noon(today));
+    let source = tempfile::tempdir().unwrap();
+    let first = start(parse_config(&full), &clock, Some(source.path())).await;
+    wait_for_refresh(first.local_addr(), &["payer"]).await;
+    let initial = get(first.local_addr(), "/metrics").await.text();
+    first.shutdown().await;
+    let stored_full = std::fs::read(source.path().join("snapshot-payer.bin")).unwrap();
+
+    for (name, line, replacement) in OFF {
+        let part = PARTS.iter().find(|p| p.name == *name).unwrap();
+        let on = parse_config(&full);
+        let off = parse_config(&full.replace(line, replacement));
+        let owed: Vec<&str> = PARTS
+            .iter()
+            .filter(|p| (p.enabled)(&off.integrations[0]) && !unchanged(p, &on, &off))
+            .map(|p| p.name)
+            .collect();
+
+        // Turned off, Cost Explorer hanging.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("snapshot-payer.bin"), &stored_full).unwrap();
+        sim.set_behavior("111111111111", Behavior::Hang(Duration::from_secs(3600)));
+        clock.set(noon(today) + TimeDelta::hours(1));
+        let before = sim.requests().len();
+        let exporter = start(off.clone(), &clock, Some(dir.path())).await;
+        let page = get(exporter.local_addr(), "/metrics").await.text();
+        for other in &PARTS {
+            let served = (other.enabled)(&off.integrations[0]) && !owed.contains(&other.name);
+            let expected = if served {
+                lines_of(&initial, other)
+            } else {
+                Vec::new()
+            };
+            assert_eq!(
+                lines_of(&page, other),
+                expected,
+                "{name} off: {}",
+                other.name
+            );
+        }
+        if owed.is_empty() {
+            // Nothing owed: a refresh would have started at once (no start spread here).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(sim.requests().len(), before, "{name} off: nothing bought");
+        }
+        exporter.shutdown().await;
+        sim.set_behavior("111111111111", Behavior::Normal);
+
+        // Turned on, from a file a refresh with the part off wrote.
+        let dir = tempfile::tempdir().unwrap();
+        clock.set(noon(today));
+        let writer = start(off, &clock, Some(dir.path())).await;
+        wait_for_refresh(writer.local_addr(), &["payer"]).await;
+        writer.shutdown().await;
+        clock.set(noon(today) + TimeDelta::hours(1));
+        let before = sim.requests().len();
+        let exporter = start(on, &clock, Some(dir.path())).await;
+        wait_for(exporter.local_addr(), "every part serving", |s| {
+            query_success(s, name) == Some(1.0)
+                && PARTS.iter().all(|p| {
+                    p.families.is_empty()
+                        || s.iter()
+                            .any(|s| p.families.iter().any(|f| f.name == s.name))
+                })
+        })
+        .await;
+        let page = get(exporter.local_addr(), "/metrics").await.text();
+        for every in &PARTS {
+            assert_eq!(
+                lines_of(&page, every),
+                lines_of(&initial, every),
+                "{name} on: {}",
+                every.name
+            );
+        }
+        let bought = operations(&sim.requests()[before..]);
+        match alone(name) {
+            Some(expected) => assert_eq!(bought, expected, "{name} alone"),
+            None => assert!(
+                bought.get("GetCostAndUsage").copied().unwrap_or_default() > 0,
+                "{name}: a whole refresh, costs first: {bought:?}"
+            ),
+        }
+        exporter.shutdown().await;
+    }
 }

@@ -1,0 +1,115 @@
+//! The configuration with every part of a refresh on, against the demo's simulated AWS, and
+//! how each part is turned off: shared by tests/parts.rs and tests/storage.rs.
+
+use std::collections::BTreeMap;
+
+use aws_cost_exporter::config::Config;
+use aws_cost_exporter::demo::LoggedRequest;
+use aws_cost_exporter::parts::Kind;
+
+use super::{Sample, value_of};
+
+/// How the test's configuration turns each optional part off: a line and what replaces it.
+/// A part missing here fails the test: every part of the list is checked.
+pub const OFF: &[(&str, &str, &str)] = &[
+    ("tags", "    tags: [team, env]\n", ""),
+    (
+        "resources",
+        "    resources: [\"Amazon Elastic Compute Cloud - Compute\"]\n",
+        "",
+    ),
+    ("forecast", "    forecast: true\n", "    forecast: false\n"),
+    (
+        "organizations",
+        "    organizations: true\n",
+        "    organizations: false\n",
+    ),
+    ("commitments", "    commitments: true\n", ""),
+    (
+        "anomalies",
+        "    anomalies: true\n",
+        "    anomalies: false\n",
+    ),
+];
+
+/// The requests a part that runs alone makes when a reload turns it back on, by operation.
+pub fn alone(part: &str) -> Option<BTreeMap<String, usize>> {
+    let requests: &[(&str, usize)] = match part {
+        // Two keys, the month to date and the data day each, a page each.
+        "tags" => &[("GetCostAndUsage", 4)],
+        // Two cost bases and one filtered budget.
+        "forecast" => &[("GetCostForecast", 3)],
+        // A page of anomalies and, with no names kept, a page of monitors.
+        "anomalies" => &[("GetAnomalies", 1), ("GetAnomalyMonitors", 1)],
+        _ => return None,
+    };
+    Some(
+        requests
+            .iter()
+            .map(|(op, n)| (op.to_string(), *n))
+            .collect(),
+    )
+}
+
+pub fn full_config(endpoint: &str) -> String {
+    format!(
+        "refresh_interval: 6h
+integrations:
+  - name: payer
+    account_id: \"111111111111\"
+    access_key_id: AKIADEMOPAYER0000001
+    secret_access_key: demo-payer-secret-not-real
+    endpoint_url: {endpoint}
+    organizations_endpoint_url: {endpoint}
+    cost_basis: [unblended, amortized]
+    max_api_requests_per_day: 1000000
+    tags: [team, env]
+    resources: [\"Amazon Elastic Compute Cloud - Compute\"]
+    max_resource_series: 25
+    forecast: true
+    organizations: true
+    commitments: true
+    anomalies: true
+    budgets:
+      - name: organization
+        monthly_usd: 60000
+      - name: production-compute
+        monthly_usd: 9000
+        accounts: [\"333333333333\"]
+        services: [\"Amazon Elastic Compute Cloud - Compute\"]
+"
+    )
+}
+
+/// The sample lines of `part`'s families in a page.
+pub fn lines_of(page: &str, part: &Kind) -> Vec<String> {
+    page.lines()
+        .filter(|line| {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            part.families.iter().any(|family| family.name == name)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn query_success(samples: &[Sample], part: &str) -> Option<f64> {
+    value_of(
+        samples,
+        "aws_cost_query_success",
+        &[("integration", "payer"), ("query", part)],
+    )
+}
+
+pub fn operations(requests: &[LoggedRequest]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for request in requests {
+        *counts.entry(request.operation.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// Whether a part's fingerprint is the same in both configurations.
+pub fn unchanged(part: &Kind, a: &Config, b: &Config) -> bool {
+    (part.fingerprint)(&a.integrations[0], a.data_delay_days)
+        == (part.fingerprint)(&b.integrations[0], b.data_delay_days)
+}

@@ -1,0 +1,144 @@
+//! What the list of parts promises, checked for every part in it: a reload that turns a part
+//! off removes every series it owned and its `aws_cost_query_success` at once, serves the
+//! other parts' series unchanged and buys nothing; a reload that turns it back on fetches it
+//! (alone, when it needs neither costs nor their rows) and serves exactly what it served
+//! before. The exporter runs on 127.0.0.1:0 against the demo's simulated AWS through the real
+//! SDK, every part on.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_cost_exporter::demo::{DEMO_SCALE, demo_simulator};
+use aws_cost_exporter::parts::{Kind, PARTS};
+use common::parts::*;
+use common::*;
+
+#[tokio::test]
+async fn each_part_turned_off_by_a_reload_goes_at_once_and_comes_back_when_turned_on() {
+    let today = date(2026, 11, 23);
+    let sim = demo_simulator(today, DEMO_SCALE).start().await.unwrap();
+    let full = full_config(&sim.endpoint());
+    let mut exporter = start_exporter(parse_config(&full), today).await;
+    let addr = exporter.local_addr();
+    let samples = wait_for_refresh(addr, &["payer"]).await;
+    assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
+    let initial = get(addr, "/metrics").await.text();
+    for part in &PARTS {
+        assert_eq!(
+            query_success(&samples, part.name),
+            Some(1.0),
+            "{}",
+            part.name
+        );
+        assert_eq!(
+            lines_of(&initial, part).is_empty(),
+            part.families.is_empty(),
+            "{} serves its families",
+            part.name
+        );
+    }
+
+    let optional: Vec<&Kind> = PARTS.iter().filter(|part| !part.required).collect();
+    assert_eq!(
+        optional.iter().map(|p| p.name).collect::<Vec<_>>(),
+        OFF.iter().map(|(name, _, _)| *name).collect::<Vec<_>>(),
+        "the test turns off every optional part of the list"
+    );
+    for (name, line, replacement) in OFF {
+        let part = PARTS.iter().find(|p| p.name == *name).unwrap();
+        assert!(full.contains(line), "{name}");
+        let off_text = full.replace(line, replacement);
+        let (on, off) = (parse_config(&full), parse_config(&off_text));
+        assert!(!(part.enabled)(&off.integrations[0]), "{name} is off");
+
+        // Off: its series and its query_success go at once; the other parts whose settings
+        // did not change keep serving theirs, byte for byte.
+        let before = sim.requests().len();
+        let summary = exporter.reload(off.clone()).await;
+        assert_eq!(summary.changed, vec!["payer"], "{name}");
+        let page = get(addr, "/metrics").await.text();
+        let samples = parse_exposition(&page);
+        assert!(lines_of(&page, part).is_empty(), "{name}: {page}");
+        assert_eq!(query_success(&samples, name), None, "{name}");
+        let kept: Vec<&Kind> = PARTS
+            .iter()
+            .filter(|p| p.name != *name && unchanged(p, &on, &off))
+            .collect();
+        for other in &kept {
+            assert_eq!(
+                lines_of(&page, other),
+                lines_of(&initial, other),
+                "{name} off: {} unchanged",
+                other.name
+            );
+            assert_eq!(query_success(&samples, other.name), Some(1.0), "{name}");
+        }
+        if kept.len() == PARTS.len() - 1 {
+            // Nothing else changed: nothing is owed, nothing is bought.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(sim.requests().len(), before, "{name} off buys nothing");
+        } else {
+            // Its settings shape the others' series (Organizations names the accounts):
+            // those are fetched again at once.
+            let changed: Vec<&Kind> = PARTS
+                .iter()
+                .filter(|p| (p.enabled)(&off.integrations[0]) && !unchanged(p, &on, &off))
+                .collect();
+            for other in &changed {
+                assert!(
+                    lines_of(&page, other).is_empty(),
+                    "{name} off: {}",
+                    other.name
+                );
+            }
+            wait_for(addr, "the changed parts fetched again", |s| {
+                changed.iter().all(|p| {
+                    p.families.is_empty()
+                        || s.iter()
+                            .any(|s| p.families.iter().any(|f| f.name == s.name))
+                }) && refresh_success(s, "payer") == Some(1.0)
+            })
+            .await;
+        }
+
+        // On again: fetched at once (alone when it can be), and the same series as before.
+        let before = sim.requests().len();
+        let summary = exporter.reload(on.clone()).await;
+        assert_eq!(summary.changed, vec!["payer"], "{name}");
+        // Published once every part serves again.
+        wait_for(addr, "every part serving again", |s| {
+            PARTS.iter().all(|p| {
+                query_success(s, p.name) == Some(1.0)
+                    && (p.families.is_empty()
+                        || s.iter()
+                            .any(|s| p.families.iter().any(|f| f.name == s.name)))
+            })
+        })
+        .await;
+        let page = get(addr, "/metrics").await.text();
+        for every in &PARTS {
+            assert_eq!(
+                lines_of(&page, every),
+                lines_of(&initial, every),
+                "{name} on again: {}",
+                every.name
+            );
+        }
+        let bought = operations(&sim.requests()[before..]);
+        match alone(name) {
+            Some(expected) => {
+                assert!(
+                    !part.needs_cost_rows && unchanged(&PARTS[0], &on, &off),
+                    "{name} runs alone"
+                );
+                assert_eq!(bought, expected, "{name} alone");
+            }
+            None => assert!(
+                bought.get("GetCostAndUsage").copied().unwrap_or_default() > 0,
+                "{name}: a whole refresh, costs first: {bought:?}"
+            ),
+        }
+    }
+    exporter.shutdown().await;
+}
