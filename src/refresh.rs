@@ -569,51 +569,46 @@ impl Refresher {
         let spread = self.options.start_spread.min(interval / 10);
         let mut delay = spread.mul_f64(fastrand::f64());
         let mut failures: u32 = 0;
-        if let Some(mut due) = self.first_due {
-            while let Some(scope) = self.owed_scope() {
-                if scope == Scope::Full {
-                    // Owed parts that need costs: everything, at once.
-                    due = (self.clock)();
-                    break;
-                }
-                let left = (due - (self.clock)()).to_std().unwrap_or_default();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay.min(left)) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                if (self.clock)() >= due {
-                    break;
-                }
-                let ok = tokio::select! {
-                    ok = self.attempt_with_permit(Scope::Owed) => ok,
-                    _ = shutdown.cancelled() => return,
-                };
-                failures = if ok { 0 } else { failures.saturating_add(1) };
-                delay = jittered(
-                    backoff(self.options.retry_min, interval, failures),
-                    fastrand::f64(),
-                );
-                if self.budget_wait(ok, delay).is_some() {
-                    // The day's cap is spent: the regular refresh, when due, waits for the next day.
-                    break;
-                }
-            }
-            tokio::select! {
-                _ = sleep_until(&self.clock, due) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            delay = spread.mul_f64(fastrand::f64());
-            failures = 0;
-        }
+        // When resumed: when the first regular refresh is due. Until then only the parts owed a
+        // fetch run, alone.
+        let mut due = self.first_due;
         loop {
-            if !delay.is_zero() {
+            let scope = match due.map(|at| (at, self.owed_scope())) {
+                None => Scope::Full,
+                // Owed parts that need costs: everything, at once.
+                Some((_, Some(Scope::Full))) => {
+                    due = None;
+                    Scope::Full
+                }
+                Some((at, Some(Scope::Owed))) if (self.clock)() < at => Scope::Owed,
+                Some((at, _)) => {
+                    // Nothing owed: the regular refresh, when due.
+                    tokio::select! {
+                        _ = sleep_until(&self.clock, at) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    due = None;
+                    delay = spread.mul_f64(fastrand::f64());
+                    failures = 0;
+                    continue;
+                }
+            };
+            // Retrying an owed part never delays the regular refresh.
+            let wait = match due {
+                Some(at) => delay.min((at - (self.clock)()).to_std().unwrap_or_default()),
+                None => delay,
+            };
+            if !wait.is_zero() {
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.cancelled() => return,
                 }
+            }
+            if due.is_some_and(|at| (self.clock)() >= at) {
+                continue;
             }
             let ok = tokio::select! {
-                ok = self.attempt_with_permit(Scope::Full) => ok,
+                ok = self.attempt_with_permit(scope) => ok,
                 _ = shutdown.cancelled() => return,
             };
             failures = if ok { 0 } else { failures.saturating_add(1) };

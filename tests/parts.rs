@@ -93,11 +93,7 @@ async fn each_part_turned_off_by_a_reload_goes_at_once_and_comes_back_when_turne
                 );
             }
             wait_for(addr, "the changed parts fetched again", |s| {
-                changed.iter().all(|p| {
-                    p.families.is_empty()
-                        || s.iter()
-                            .any(|s| p.families.iter().any(|f| f.name == s.name))
-                }) && refresh_success(s, "payer") == Some(1.0)
+                changed.iter().all(|p| serves(s, p)) && refresh_success(s, "payer") == Some(1.0)
             })
             .await;
         }
@@ -108,37 +104,18 @@ async fn each_part_turned_off_by_a_reload_goes_at_once_and_comes_back_when_turne
         assert_eq!(summary.changed, vec!["payer"], "{name}");
         // Published once every part serves again.
         wait_for(addr, "every part serving again", |s| {
-            PARTS.iter().all(|p| {
-                query_success(s, p.name) == Some(1.0)
-                    && (p.families.is_empty()
-                        || s.iter()
-                            .any(|s| p.families.iter().any(|f| f.name == s.name)))
-            })
+            PARTS
+                .iter()
+                .all(|p| query_success(s, p.name) == Some(1.0) && serves(s, p))
         })
         .await;
         let page = get(addr, "/metrics").await.text();
-        for every in &PARTS {
-            assert_eq!(
-                lines_of(&page, every),
-                lines_of(&initial, every),
-                "{name} on again: {}",
-                every.name
-            );
-        }
-        let bought = operations(&sim.requests()[before..]);
-        match alone(name) {
-            Some(expected) => {
-                assert!(
-                    !part.needs_cost_rows && unchanged(&PARTS[0], &on, &off),
-                    "{name} runs alone"
-                );
-                assert_eq!(bought, expected, "{name} alone");
-            }
-            None => assert!(
-                bought.get("GetCostAndUsage").copied().unwrap_or_default() > 0,
-                "{name}: a whole refresh, costs first: {bought:?}"
-            ),
-        }
+        assert_eq!(
+            alone(name).is_some(),
+            !part.needs_cost_rows && unchanged(&PARTS[0], &on, &off),
+            "{name} runs alone exactly when it needs neither costs nor their rows"
+        );
+        check_back(name, &page, &initial, &sim.requests()[before..]);
     }
     exporter.shutdown().await;
 }

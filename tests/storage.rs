@@ -549,7 +549,6 @@ async fn each_part_is_stored_under_its_own_fingerprint() {
     let stored_full = std::fs::read(source.path().join("snapshot-payer.bin")).unwrap();
 
     for (name, line, replacement) in OFF {
-        let part = PARTS.iter().find(|p| p.name == *name).unwrap();
         let on = parse_config(&full);
         let off = parse_config(&full.replace(line, replacement));
         let owed: Vec<&str> = PARTS
@@ -598,31 +597,11 @@ async fn each_part_is_stored_under_its_own_fingerprint() {
         let before = sim.requests().len();
         let exporter = start(on, &clock, Some(dir.path())).await;
         wait_for(exporter.local_addr(), "every part serving", |s| {
-            query_success(s, name) == Some(1.0)
-                && PARTS.iter().all(|p| {
-                    p.families.is_empty()
-                        || s.iter()
-                            .any(|s| p.families.iter().any(|f| f.name == s.name))
-                })
+            query_success(s, name) == Some(1.0) && PARTS.iter().all(|p| serves(s, p))
         })
         .await;
         let page = get(exporter.local_addr(), "/metrics").await.text();
-        for every in &PARTS {
-            assert_eq!(
-                lines_of(&page, every),
-                lines_of(&initial, every),
-                "{name} on: {}",
-                every.name
-            );
-        }
-        let bought = operations(&sim.requests()[before..]);
-        match alone(name) {
-            Some(expected) => assert_eq!(bought, expected, "{name} alone"),
-            None => assert!(
-                bought.get("GetCostAndUsage").copied().unwrap_or_default() > 0,
-                "{name}: a whole refresh, costs first: {bought:?}"
-            ),
-        }
+        check_back(name, &page, &initial, &sim.requests()[before..]);
         exporter.shutdown().await;
     }
 }

@@ -43,10 +43,11 @@ use crate::cost_explorer::Period;
 use crate::credentials::Clients;
 use crate::exposition::FamilyDesc;
 use crate::failure::{Classify, Concise, Reason, ToConcise};
-use crate::model::Integration;
-use crate::schema::{ConfigError, Expander, NativeIntegration};
+use crate::model::{DEFAULT_MAX_SERIES, Integration};
+use crate::schema::{ConfigError, Expander, NativeIntegration, Text, positive};
 use crate::snapshot::{Block, Names, SERIES, SERIES_DROPPED};
 use crate::storage::{Fingerprint, LoadError, Reader, Record, Writer};
+use serde_saphyr::Spanned;
 
 /// Every part, in refresh order: each is fetched after those before it, and may use what they
 /// hand on ([`Shared`]). Costs come first: without them nothing is published.
@@ -197,6 +198,18 @@ impl Keys<'_> {
     /// The dotted key of one of the integration's keys (`integrations[0].tags`).
     pub fn key(&self, field: &str) -> String {
         format!("{}[{}].{field}", self.list, self.index)
+    }
+
+    /// A list of distinct, non-empty values (absent: empty) and the cap on the series they
+    /// make (absent: [`DEFAULT_MAX_SERIES`]), such as `tags` and `max_tag_series`.
+    pub fn capped_list(
+        &self,
+        (list_key, list): (&str, &Option<Spanned<Vec<Text>>>),
+        (cap_key, cap): (&str, &Option<Spanned<usize>>),
+    ) -> Result<(Vec<String>, usize), ConfigError> {
+        let values = self.x.unique_list(&self.key(list_key), list)?;
+        let cap = positive(&self.key(cap_key), cap, DEFAULT_MAX_SERIES)?;
+        Ok((values, cap))
     }
 }
 

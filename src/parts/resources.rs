@@ -17,8 +17,8 @@ use crate::cost_explorer::{
 };
 use crate::exposition::FamilyDesc;
 use crate::failure::{Concise, Reason};
-use crate::model::{CostBasis, DEFAULT_MAX_SERIES, Integration};
-use crate::schema::{ConfigError, NativeIntegration, positive};
+use crate::model::{CostBasis, Integration};
+use crate::schema::{ConfigError, NativeIntegration};
 use crate::snapshot::{OTHER, gauge, table_block};
 use crate::storage::Fingerprint;
 
@@ -56,11 +56,9 @@ impl Part for Resources {
         keys: &Keys<'_>,
         into: &mut Integration,
     ) -> Result<(), ConfigError> {
-        into.resources = keys.x.unique_list(&keys.key("resources"), &raw.resources)?;
-        into.max_resource_series = positive(
-            &keys.key("max_resource_series"),
-            &raw.max_resource_series,
-            DEFAULT_MAX_SERIES,
+        (into.resources, into.max_resource_series) = keys.capped_list(
+            ("resources", &raw.resources),
+            ("max_resource_series", &raw.max_resource_series),
         )?;
         if !into.resources.is_empty() && u64::from(keys.data_delay_days) >= RESOURCE_DAYS {
             return Err(ConfigError::new(

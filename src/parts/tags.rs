@@ -9,8 +9,8 @@ use crate::cost_explorer::{
     CostExplorer, CostExplorerError, Dimension, Granularity, GroupKey, Period, Query, tag_value,
 };
 use crate::exposition::FamilyDesc;
-use crate::model::{CostBasis, DEFAULT_MAX_SERIES, Integration};
-use crate::schema::{ConfigError, NativeIntegration, positive};
+use crate::model::{CostBasis, Integration};
+use crate::schema::{ConfigError, NativeIntegration};
 use crate::snapshot::{OTHER, gauge, table_block};
 use crate::storage::Fingerprint;
 
@@ -56,12 +56,8 @@ impl Part for Tags {
         keys: &Keys<'_>,
         into: &mut Integration,
     ) -> Result<(), ConfigError> {
-        into.tags = keys.x.unique_list(&keys.key("tags"), &raw.tags)?;
-        into.max_tag_series = positive(
-            &keys.key("max_tag_series"),
-            &raw.max_tag_series,
-            DEFAULT_MAX_SERIES,
-        )?;
+        (into.tags, into.max_tag_series) =
+            keys.capped_list(("tags", &raw.tags), ("max_tag_series", &raw.max_tag_series))?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_cost_exporter::config::Config;
 use aws_cost_exporter::demo::LoggedRequest;
-use aws_cost_exporter::parts::Kind;
+use aws_cost_exporter::parts::{Kind, PARTS};
 
 use super::{Sample, value_of};
 
@@ -112,4 +112,33 @@ pub fn operations(requests: &[LoggedRequest]) -> BTreeMap<String, usize> {
 pub fn unchanged(part: &Kind, a: &Config, b: &Config) -> bool {
     (part.fingerprint)(&a.integrations[0], a.data_delay_days)
         == (part.fingerprint)(&b.integrations[0], b.data_delay_days)
+}
+
+/// Whether every part with families serves some of them (the integration published).
+pub fn serves(samples: &[Sample], part: &Kind) -> bool {
+    part.families.is_empty()
+        || samples
+            .iter()
+            .any(|s| part.families.iter().any(|f| f.name == s.name))
+}
+
+/// Checks that a part turned on again serves what every part served at first, and that the
+/// requests it took were its own alone (when it runs alone) or a whole refresh.
+pub fn check_back(part: &str, page: &str, initial: &str, requests: &[LoggedRequest]) {
+    for every in &PARTS {
+        assert_eq!(
+            lines_of(page, every),
+            lines_of(initial, every),
+            "{part} on again: {}",
+            every.name
+        );
+    }
+    let bought = operations(requests);
+    match alone(part) {
+        Some(expected) => assert_eq!(bought, expected, "{part} alone"),
+        None => assert!(
+            bought.get("GetCostAndUsage").copied().unwrap_or_default() > 0,
+            "{part}: a whole refresh, costs first: {bought:?}"
+        ),
+    }
 }
