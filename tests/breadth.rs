@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_cost_exporter::config::CostBasis;
 use aws_cost_exporter::demo::dataset::{SimRow, units_to_f64};
-use aws_cost_exporter::demo::{Dataset, Simulator};
+use aws_cost_exporter::demo::{CostMetric, Dataset, Simulator};
 use aws_cost_exporter::metrics::Metrics;
 use aws_cost_exporter::refresh::{RefreshError, Refresher};
 use aws_cost_exporter::snapshot::SnapshotStore;
@@ -88,7 +88,7 @@ async fn tag_series_are_exact_and_sum_to_the_untagged_total() {
         for s in &series {
             let key = s.label("tag_key");
             let value = s.label("tag_value");
-            let expected = dataset.total(basis_of(s), |r| {
+            let expected = dataset.total(cost_metric(basis_of(s)), |r| {
                 in_period(r.day)
                     && r.account_id() == s.label("account_id")
                     && r.tag(key).unwrap_or_default() == value
@@ -104,7 +104,7 @@ async fn tag_series_are_exact_and_sum_to_the_untagged_total() {
                     .sum();
                 assert_close(
                     sum,
-                    dataset.total(basis, |r| in_period(r.day)),
+                    dataset.total(cost_metric(basis), |r| in_period(r.day)),
                     &format!("{metric} {key} {basis}"),
                 );
             }
@@ -166,7 +166,7 @@ async fn tag_series_fold_into_other_without_losing_cost() {
                 .sum();
             assert_close(
                 sum,
-                dataset.total(basis, in_month),
+                dataset.total(cost_metric(basis), in_month),
                 &format!("{key} {basis} with folding"),
             );
         }
@@ -179,7 +179,7 @@ async fn tag_series_fold_into_other_without_losing_cost() {
             ("env", &["prod", "staging", ""][..]),
         ] {
             for value in values {
-                let total = dataset.total(CostBasis::Unblended, |r| {
+                let total = dataset.total(CostMetric::Unblended, |r| {
                     in_month(r)
                         && r.account_id() == account
                         && r.tag(key).unwrap_or_default() == *value
@@ -231,7 +231,7 @@ async fn tag_series_fold_into_other_without_losing_cost() {
 fn resource_totals(
     dataset: &Dataset,
     day: NaiveDate,
-    basis: CostBasis,
+    basis: CostMetric,
 ) -> BTreeMap<(String, String, String, String), f64> {
     let mut keys = BTreeSet::new();
     for r in dataset
@@ -270,9 +270,9 @@ async fn resource_series_are_exact_and_fold_into_other() {
     assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
     let dataset = sim.dataset("111111111111").unwrap();
     let series = of(&samples, "aws_cost_resource_daily_usd");
-    let unblended = resource_totals(&dataset, data_day, CostBasis::Unblended);
+    let unblended = resource_totals(&dataset, data_day, CostMetric::Unblended);
     for basis in BASES {
-        let totals = resource_totals(&dataset, data_day, basis);
+        let totals = resource_totals(&dataset, data_day, cost_metric(basis));
         let mine: Vec<_> = series.iter().filter(|s| basis_of(s) == basis).collect();
         // Kept resources carry their exact cost.
         for s in mine
@@ -305,7 +305,7 @@ async fn resource_series_are_exact_and_fold_into_other() {
                 .or_default() += s.value;
         }
         for ((account, service, charge_type), sum) in groups {
-            let expected = dataset.total(basis, |r| {
+            let expected = dataset.total(cost_metric(basis), |r| {
                 r.day == data_day
                     && r.account_id() == account
                     && r.service() == service
@@ -433,7 +433,7 @@ async fn refused_resources_and_forecasts_leave_the_other_metrics_refreshing() {
         .sum();
     assert_close(
         daily,
-        dataset.total(CostBasis::Unblended, |r| r.day == data_day),
+        dataset.total(CostMetric::Unblended, |r| r.day == data_day),
         "daily",
     );
     assert!(!family(&aws_cost_exporter::parts::tags::TAG_DAILY).is_empty());
@@ -461,8 +461,8 @@ async fn forecasts_and_budgets_are_exact() {
     let (start, end) = (today + Days::new(1), date(2026, 12, 1));
     let in_month = |r: &SimRow| r.day >= month_start && r.day <= today;
     for basis in BASES {
-        let mtd = dataset.total(basis, in_month);
-        let (mean, lower, upper) = dataset.forecast_units(basis, start, end, |_| true);
+        let mtd = dataset.total(cost_metric(basis), in_month);
+        let (mean, lower, upper) = dataset.forecast_units(cost_metric(basis), start, end, |_| true);
         let labels = [("integration", "payer"), ("cost_basis", basis.as_str())];
         assert_close(
             value_of(&samples, "aws_cost_month_forecast_usd", &labels).unwrap(),
@@ -481,23 +481,23 @@ async fn forecasts_and_budgets_are_exact() {
         );
     }
     type Filter = Box<dyn Fn(&SimRow) -> bool>;
-    let budgets: [(&str, f64, CostBasis, Filter); 3] = [
+    let budgets: [(&str, f64, CostMetric, Filter); 3] = [
         (
             "prod-ec2",
             9000.0,
-            CostBasis::Unblended,
+            CostMetric::Unblended,
             Box::new(|r: &SimRow| r.account_id() == "333333333333" && r.service() == EC2),
         ),
         (
             "total",
             120000.0,
-            CostBasis::Amortized,
+            CostMetric::Amortized,
             Box::new(|_: &SimRow| true),
         ),
         (
             "data",
             5000.0,
-            CostBasis::Unblended,
+            CostMetric::Unblended,
             Box::new(|r: &SimRow| {
                 r.account_id() == "444444444444" || r.account_id() == "555555555555"
             }),
@@ -535,7 +535,9 @@ async fn on_the_last_day_of_a_month_the_forecast_is_month_to_date() {
     let dataset = sim.dataset("111111111111").unwrap();
     let month_start = today.with_day(1).unwrap();
     for basis in BASES {
-        let mtd = dataset.total(basis, |r| r.day >= month_start && r.day <= today);
+        let mtd = dataset.total(cost_metric(basis), |r| {
+            r.day >= month_start && r.day <= today
+        });
         let labels = [("integration", "payer"), ("cost_basis", basis.as_str())];
         assert_close(
             value_of(&samples, "aws_cost_month_forecast_usd", &labels).unwrap(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region};
 use aws_cost_exporter::config::CostBasis;
 use aws_cost_exporter::cost_explorer::{CostExplorerError, Period};
-use aws_cost_exporter::demo::{Behavior, Simulator};
+use aws_cost_exporter::demo::{Behavior, CostMetric, Simulator};
 use aws_credential_types::Credentials;
 use aws_sdk_costexplorer::types::{DateInterval, Granularity};
 use chrono::{Datelike, Days, NaiveDate};
@@ -170,7 +170,7 @@ async fn reconcile(
                 let account = s.label("account_id");
                 let name = accounts.iter().find(|(id, _)| *id == account).unwrap().1;
                 assert_eq!(s.label("account_name"), name);
-                let expected = dataset.total(basis, |r| {
+                let expected = dataset.total(cost_metric(basis), |r| {
                     in_period(r.day)
                         && r.account_id() == account
                         && r.service() == s.label("aws_service")
@@ -188,7 +188,7 @@ async fn reconcile(
             assert_close(sum, total, &format!("{metric} {basis} total"));
             assert_close(
                 sum,
-                dataset.total(basis, |r| in_period(r.day)),
+                dataset.total(cost_metric(basis), |r| in_period(r.day)),
                 &format!("{metric} {basis} exact"),
             );
         }
@@ -381,7 +381,7 @@ async fn assumed_role_credentials_sign_cost_explorer_calls() {
         .sum();
     assert_close(
         sum,
-        dataset.total(CostBasis::Unblended, |r| {
+        dataset.total(CostMetric::Unblended, |r| {
             r.day >= month_start && r.day <= today
         }),
         "workload MTD",
@@ -528,7 +528,7 @@ async fn a_failing_integration_does_not_affect_a_healthy_one() {
         .sum();
     assert_close(
         sum,
-        dataset.total(CostBasis::Unblended, |r| r.day == date(2026, 11, 22)),
+        dataset.total(CostMetric::Unblended, |r| r.day == date(2026, 11, 22)),
         "payer daily",
     );
     // A failing refresh never makes the exporter unready.
@@ -925,7 +925,7 @@ async fn reload_adds_changes_and_removes_integrations() {
         .sum();
     assert_close(
         sum,
-        dataset.total(CostBasis::Amortized, |r| r.day == date(2026, 11, 22)),
+        dataset.total(CostMetric::Amortized, |r| r.day == date(2026, 11, 22)),
         "amortized after reload",
     );
     // The part the reload turned off no longer reports.
@@ -992,7 +992,7 @@ async fn throttling_is_retried_and_counted() {
         .sum();
     assert_close(
         sum,
-        dataset.total(CostBasis::Unblended, |r| r.day == date(2026, 11, 22)),
+        dataset.total(CostMetric::Unblended, |r| r.day == date(2026, 11, 22)),
         "daily after throttling",
     );
     exporter.shutdown().await;
@@ -1003,7 +1003,7 @@ async fn throttling_is_retried_and_counted() {
 fn exact_series(
     dataset: &aws_cost_exporter::demo::Dataset,
     keep: impl Fn(NaiveDate) -> bool,
-    basis: CostBasis,
+    basis: CostMetric,
 ) -> std::collections::HashMap<(String, String, String), i128> {
     let mut sums = std::collections::HashMap::new();
     for r in dataset.rows.iter().filter(|r| keep(r.day)) {
@@ -1064,7 +1064,7 @@ async fn large_organization(accounts: usize, today: NaiveDate) {
         ),
     ];
     for (metric, keep) in periods {
-        let expected = exact_series(&dataset, keep, CostBasis::Unblended);
+        let expected = exact_series(&dataset, keep, CostMetric::Unblended);
         let series: Vec<&Sample> = samples.iter().filter(|s| s.name == metric).collect();
         assert_eq!(
             series.len(),

@@ -543,7 +543,7 @@ async fn slow_answers_within_the_timeouts_succeed_and_never_block_a_scrape() {
         .sum();
     assert_close(
         daily,
-        dataset.total(aws_cost_exporter::config::CostBasis::Unblended, |r| {
+        dataset.total(aws_cost_exporter::demo::CostMetric::Unblended, |r| {
             r.day == date(2026, 11, 22)
         }),
         "daily after slow answers",

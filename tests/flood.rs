@@ -287,7 +287,7 @@ async fn a_flood_of_scrapes_neither_holds_back_a_refresh_nor_waits_for_it() {
         .sum();
     assert_close(
         daily,
-        dataset.total(aws_cost_exporter::config::CostBasis::Unblended, |r| {
+        dataset.total(aws_cost_exporter::demo::CostMetric::Unblended, |r| {
             r.day == date(2026, 11, 22)
         }),
         "the data day's cost",

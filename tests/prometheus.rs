@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_cost_exporter::config::CostBasis;
+use aws_cost_exporter::demo::CostMetric;
 use chrono::{Datelike, Days, Utc};
 use common::*;
 use http::{Method, Request, Response};
@@ -262,7 +262,7 @@ async fn prometheus_ingests_both_formats() {
     // Values survive ingestion exactly, in both formats.
     let dataset = sim.dataset("111111111111").unwrap();
     let month_start = today.with_day(1).unwrap();
-    let expected = dataset.total(CostBasis::Unblended, |r| {
+    let expected = dataset.total(CostMetric::Unblended, |r| {
         r.day >= month_start && r.day <= today
     });
     let sums = by_job(&query(prometheus, "sum by (job) (aws_cost_month_to_date_usd)").await);

@@ -84,9 +84,8 @@ use std::hash::{Hash, Hasher};
 use chrono::{Datelike, Days, Months, NaiveDate};
 use serde_json::{Map, Value, json};
 
-use super::dataset::{Dataset, SimRow, format_units, units_to_f64};
+use super::dataset::{CostMetric, Dataset, SimRow, format_units, units_to_f64};
 use super::simulator::{self, ApiError, date_field, periods, validation};
-use crate::config::CostBasis;
 
 /// The operations this module serves (each billed like every Cost Explorer request).
 pub const OPERATIONS: &[&str] = &[
@@ -528,7 +527,7 @@ fn percent(part: i128, whole: i128) -> String {
 }
 
 fn unblended(row: &SimRow) -> i128 {
-    i128::from(row.amount(CostBasis::Unblended))
+    i128::from(row.amount(CostMetric::Unblended))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -598,7 +597,7 @@ fn plan_figures(dataset: &Dataset, from: NaiveDate, to: NaiveDate) -> Vec<PlanFi
                 "SavingsPlanRecurringFee" => fee += unblended(row),
                 "SavingsPlanCoveredUsage" => {
                     covered += unblended(row);
-                    amortized += i128::from(row.amount(CostBasis::Amortized));
+                    amortized += i128::from(row.amount(CostMetric::Amortized));
                 }
                 _ => {}
             }

@@ -12,8 +12,6 @@ use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
 
-use crate::config::CostBasis;
-
 /// Units of 1e-10 USD per dollar.
 pub const UNITS_PER_USD: i64 = 10_000_000_000;
 
@@ -30,7 +28,7 @@ pub struct SimRow {
     account_id: Arc<str>,
     service: Arc<str>,
     record_type: Arc<str>,
-    /// Amounts in 1e-10 USD, indexed like [`CostBasis::ALL`].
+    /// Amounts in 1e-10 USD, indexed like [`CostMetric::ALL`].
     pub amounts: [i64; 5],
     /// The resource, for services with resource-level data.
     resource_id: Option<Arc<str>>,
@@ -70,7 +68,7 @@ impl SimRow {
     }
 
     /// The amount of one cost basis, in 1e-10 USD.
-    pub fn amount(&self, basis: CostBasis) -> i64 {
+    pub fn amount(&self, basis: CostMetric) -> i64 {
         self.amounts[basis_index(basis)]
     }
 
@@ -95,9 +93,67 @@ impl SimRow {
     }
 }
 
-/// The index of a cost basis in [`SimRow::amounts`] (its place in [`CostBasis::ALL`]).
-pub(crate) fn basis_index(basis: CostBasis) -> usize {
-    CostBasis::ALL.iter().position(|b| *b == basis).unwrap_or(0)
+/// Cost Explorer's cost metrics: every row carries an amount of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CostMetric {
+    Unblended,
+    Amortized,
+    Blended,
+    NetUnblended,
+    NetAmortized,
+}
+
+impl CostMetric {
+    /// Every metric, in the order of [`SimRow::amounts`].
+    pub const ALL: [CostMetric; 5] = [
+        CostMetric::Unblended,
+        CostMetric::Amortized,
+        CostMetric::Blended,
+        CostMetric::NetUnblended,
+        CostMetric::NetAmortized,
+    ];
+
+    /// The metric's name in GetCostAndUsage requests and answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            CostMetric::Unblended => "UnblendedCost",
+            CostMetric::Amortized => "AmortizedCost",
+            CostMetric::Blended => "BlendedCost",
+            CostMetric::NetUnblended => "NetUnblendedCost",
+            CostMetric::NetAmortized => "NetAmortizedCost",
+        }
+    }
+
+    /// The metric's name in GetCostForecast requests.
+    pub fn forecast_name(self) -> &'static str {
+        match self {
+            CostMetric::Unblended => "UNBLENDED_COST",
+            CostMetric::Amortized => "AMORTIZED_COST",
+            CostMetric::Blended => "BLENDED_COST",
+            CostMetric::NetUnblended => "NET_UNBLENDED_COST",
+            CostMetric::NetAmortized => "NET_AMORTIZED_COST",
+        }
+    }
+
+    /// The metric a GetCostAndUsage name ([`CostMetric::name`]) names.
+    pub fn from_name(name: &str) -> Option<CostMetric> {
+        CostMetric::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The metric a GetCostForecast name ([`CostMetric::forecast_name`]) names.
+    pub fn from_forecast_name(name: &str) -> Option<CostMetric> {
+        CostMetric::ALL
+            .into_iter()
+            .find(|m| m.forecast_name() == name)
+    }
+}
+
+/// The index of a cost basis in [`SimRow::amounts`] (its place in [`CostMetric::ALL`]).
+pub(crate) fn basis_index(basis: CostMetric) -> usize {
+    CostMetric::ALL
+        .iter()
+        .position(|b| *b == basis)
+        .unwrap_or(0)
 }
 
 /// The cost data one payer (or standalone) account sees.
@@ -460,12 +516,12 @@ impl Dataset {
     }
 
     /// The exact sum, in USD, of one cost basis over the rows `filter` keeps.
-    pub fn total(&self, basis: CostBasis, filter: impl Fn(&SimRow) -> bool) -> f64 {
+    pub fn total(&self, basis: CostMetric, filter: impl Fn(&SimRow) -> bool) -> f64 {
         units_to_f64(self.total_units(basis, filter))
     }
 
     /// The exact sum, in 1e-10 USD, of one cost basis over the rows `filter` keeps.
-    pub fn total_units(&self, basis: CostBasis, filter: impl Fn(&SimRow) -> bool) -> i128 {
+    pub fn total_units(&self, basis: CostMetric, filter: impl Fn(&SimRow) -> bool) -> i128 {
         sum_units(&self.rows, basis, filter)
     }
 
@@ -474,7 +530,7 @@ impl Dataset {
     /// -10% / +10%. Units of 1e-10 USD: (mean, lower, upper).
     pub fn forecast_units(
         &self,
-        basis: CostBasis,
+        basis: CostMetric,
         start: NaiveDate,
         end: NaiveDate,
         filter: impl Fn(&SimRow) -> bool,
@@ -490,7 +546,7 @@ impl Dataset {
     }
 }
 
-fn sum_units(rows: &[SimRow], basis: CostBasis, filter: impl Fn(&SimRow) -> bool) -> i128 {
+fn sum_units(rows: &[SimRow], basis: CostMetric, filter: impl Fn(&SimRow) -> bool) -> i128 {
     let index = basis_index(basis);
     rows.iter()
         .filter(|r| filter(r))
@@ -625,7 +681,7 @@ mod tests {
         ] {
             assert!(record_types.contains(expected), "{expected} missing");
         }
-        assert!(a.rows.iter().any(|r| r.amount(CostBasis::Unblended) < 0));
+        assert!(a.rows.iter().any(|r| r.amount(CostMetric::Unblended) < 0));
         assert_eq!(a.accounts.len(), 3);
         assert!(!a.rows.iter().any(|r| r.account_id() == "333333333333"));
         let resources: std::collections::BTreeSet<&str> =

@@ -8,7 +8,7 @@ pub mod simulator;
 
 use chrono::NaiveDate;
 
-pub use dataset::{Dataset, DatasetSpec};
+pub use dataset::{CostMetric, Dataset, DatasetSpec};
 pub use simulator::{Arrival, Behavior, LoggedRequest, Simulator, SimulatorBuilder};
 
 use crate::config::{self, Config, ConfigError};
@@ -46,12 +46,16 @@ pub const DEMO_SCALE: usize = DEMO_ORGANIZATION.len();
 /// Days of history before today in the demo at [`DEMO_SCALE`] (two months).
 const DEMO_HISTORY_DAYS: u64 = 62;
 
+/// The most days before today a refresh reads from: matches the exporter's largest
+/// `data_delay_days` (its `config::MAX_DATA_DELAY_DAYS`).
+const MAX_DATA_DELAY_DAYS: u64 = 31;
+
 /// Days of history before today in larger demo organizations: all the exporter reads. A
 /// refresh queries from the first of the month or from its data day, whichever is earlier
 /// (`data_delay_days` is at most 31), so 31 days back; the forecast averages the 7 complete
 /// days before today, and resource-level data covers the last 14 days, both within them.
 /// Fewer days keep a 1,500-account organization's rows to a few million.
-const LARGE_DEMO_HISTORY_DAYS: u64 = crate::config::MAX_DATA_DELAY_DAYS as u64;
+const LARGE_DEMO_HISTORY_DAYS: u64 = MAX_DATA_DELAY_DAYS;
 
 /// Business domains and environments that generated member accounts are named after.
 const ACCOUNT_DOMAINS: &[&str] = &[

@@ -41,8 +41,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::dataset::{Dataset, SimRow, basis_index, format_units};
-use crate::config::CostBasis;
+use super::dataset::{CostMetric, Dataset, SimRow, basis_index, format_units};
 
 /// The cost operations the simulator serves; with [`super::commitments::OPERATIONS`], the
 /// billed ones (see [`is_billed`]).
@@ -1130,7 +1129,7 @@ pub(super) fn periods(
     Ok(out)
 }
 
-/// Sums in 1e-10 USD, indexed like [`CostBasis::ALL`] (only the requested bases are summed).
+/// Sums in 1e-10 USD, indexed like [`CostMetric::ALL`] (only the requested bases are summed).
 type Sums = [i128; 5];
 
 /// A group's labels, one per `GroupBy` key, and its sums.
@@ -1188,7 +1187,7 @@ fn aggregate(
     periods: &[(NaiveDate, NaiveDate)],
     filter: Option<&Filter>,
     group_keys: &[GroupKey],
-    metrics: &[(String, CostBasis)],
+    metrics: &[(String, CostMetric)],
 ) -> Vec<Entry> {
     let mut bases: Vec<usize> = metrics.iter().map(|(_, b)| basis_index(*b)).collect();
     bases.sort_unstable();
@@ -1353,7 +1352,7 @@ fn get_cost_and_usage(
     }
     let mut metrics = Vec::new();
     for name in metric_names {
-        let basis = CostBasis::from_metric(name)
+        let basis = CostMetric::from_name(name)
             .ok_or_else(|| validation(&format!("Metric {name} is not supported")))?;
         metrics.push((name.to_string(), basis));
     }
@@ -1465,7 +1464,7 @@ struct Page<'a> {
     dataset: &'a Dataset,
     periods: &'a [(NaiveDate, NaiveDate)],
     group_keys: &'a [GroupKey],
-    metrics: &'a [(String, CostBasis)],
+    metrics: &'a [(String, CostMetric)],
     unit: &'a str,
 }
 
@@ -1478,7 +1477,7 @@ struct Page<'a> {
 fn render_page(page: &Page<'_>, entries: &[Entry], token: Option<&str>) -> String {
     // The members of a metrics object in key order, each name once, as they begin: `"Name":
     // {"Amount":"`; the amount follows, then the unit.
-    let mut names: Vec<&(String, CostBasis)> = page.metrics.iter().collect();
+    let mut names: Vec<&(String, CostMetric)> = page.metrics.iter().collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     names.dedup_by(|a, b| a.0 == b.0);
     let members: Vec<(String, usize)> = names
@@ -1661,9 +1660,7 @@ fn get_cost_forecast(dataset: &Dataset, request: &Value, unit: &str) -> Result<V
         .get("Metric")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let basis = CostBasis::ALL
-        .into_iter()
-        .find(|b| b.forecast_metric() == metric)
+    let basis = CostMetric::from_forecast_name(metric)
         .ok_or_else(|| validation(&format!("Metric {metric:?} is not supported")))?;
     let granularity = request
         .get("Granularity")
@@ -2172,8 +2169,8 @@ mod tests {
                     })
                     .collect();
                 let sums = out.entry((from.to_string(), labels)).or_insert((0, 0));
-                sums.0 += i128::from(row.amount(CostBasis::Unblended));
-                sums.1 += i128::from(row.amount(CostBasis::Amortized));
+                sums.0 += i128::from(row.amount(CostMetric::Unblended));
+                sums.1 += i128::from(row.amount(CostMetric::Amortized));
             }
         }
         out
@@ -2335,7 +2332,7 @@ mod tests {
             assert_eq!(groups.len(), services.len());
             for (group, service) in groups.iter().zip(&services) {
                 assert_eq!(group["Keys"], json!([service]));
-                let units = dataset.total_units(CostBasis::Amortized, |r| {
+                let units = dataset.total_units(CostMetric::Amortized, |r| {
                     r.day >= from && r.day < to && r.service() == *service
                 });
                 assert_eq!(
@@ -2361,7 +2358,7 @@ mod tests {
         // Ungrouped: the total of each period.
         let request = query("2026-10-01", "2026-11-24", "MONTHLY", &[]);
         let (_, page) = call(&state, "GetCostAndUsage", &request).await;
-        let units = dataset.total_units(CostBasis::Unblended, |r| r.day >= day(2026, 11, 1));
+        let units = dataset.total_units(CostMetric::Unblended, |r| r.day >= day(2026, 11, 1));
         assert_eq!(
             page["ResultsByTime"][1]["Total"]["UnblendedCost"]["Amount"],
             json!(format_units(units))
@@ -2528,9 +2525,9 @@ mod tests {
                 granularity,
             )
             .unwrap();
-            let metrics: Vec<(String, CostBasis)> = metric_names
+            let metrics: Vec<(String, CostMetric)> = metric_names
                 .iter()
-                .map(|m| (m.to_string(), CostBasis::from_metric(m).unwrap()))
+                .map(|m| (m.to_string(), CostMetric::from_name(m).unwrap()))
                 .collect();
             let entries = aggregate(&dataset, &periods, None, group_keys, &metrics);
             assert!(entries.len() >= 3);
@@ -2699,7 +2696,7 @@ mod tests {
         });
         let (status, forecast) = call(&state, "GetCostForecast", &request).await;
         assert_eq!(status, 200, "{forecast}");
-        let week = dataset.total_units(CostBasis::Unblended, |r| {
+        let week = dataset.total_units(CostMetric::Unblended, |r| {
             r.day >= day(2026, 11, 16)
                 && r.day < today()
                 && r.account_id() == "333333333333"

@@ -5,20 +5,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_cost_exporter::config::CostBasis;
-use aws_cost_exporter::demo::Dataset;
 use aws_cost_exporter::demo::commitments::{
     ANOMALIES, AnomalySpec, HOURS_PER_DAY, HOURS_TODAY, SAVINGS_PLANS, SAVINGS_PLANS_ELIGIBLE,
     reservation_profile,
 };
 use aws_cost_exporter::demo::dataset::{SimRow, format_units};
+use aws_cost_exporter::demo::{CostMetric, Dataset};
 use chrono::{Days, NaiveDate};
 
 pub const RDS: &str = "Amazon Relational Database Service";
 pub const EC2: &str = "Amazon Elastic Compute Cloud - Compute";
 
 pub fn unblended(row: &SimRow) -> i128 {
-    i128::from(row.amount(CostBasis::Unblended))
+    i128::from(row.amount(CostMetric::Unblended))
 }
 
 pub fn rows_of(dataset: &Dataset, day: NaiveDate) -> impl Iterator<Item = &SimRow> {
@@ -68,7 +67,7 @@ pub fn expected_plans(dataset: &Dataset, start: NaiveDate, end: NaiveDate) -> Ve
         let on_demand: i128 = covered.iter().map(|r| unblended(r)).sum();
         let amortized: i128 = covered
             .iter()
-            .map(|r| i128::from(r.amount(CostBasis::Amortized)))
+            .map(|r| i128::from(r.amount(CostMetric::Amortized)))
             .sum();
         let mut taken = [0i128; 3];
         for (k, plan) in SAVINGS_PLANS.iter().enumerate() {

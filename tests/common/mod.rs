@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use aws_cost_exporter::config::{self, Config};
+use aws_cost_exporter::config::{self, Config, CostBasis};
 use std::collections::BTreeSet;
 
 use aws_cost_exporter::clock::Clock;
 use aws_cost_exporter::demo::dataset::SimRow;
-use aws_cost_exporter::demo::{Dataset, DatasetSpec, Simulator};
+use aws_cost_exporter::demo::{CostMetric, Dataset, DatasetSpec, Simulator};
 use aws_cost_exporter::refresh::RefreshOptions;
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use bytes::Bytes;
@@ -38,6 +38,12 @@ pub const BASE_KEY: (&str, &str) = ("AKIATESTBASE00000001", "base-secret-value")
 
 pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+/// The simulator's cost metric for one of the exporter's cost bases: the one with the same
+/// Cost Explorer name.
+pub fn cost_metric(basis: CostBasis) -> CostMetric {
+    CostMetric::from_name(basis.metric()).unwrap()
 }
 
 pub fn org_dataset(today: NaiveDate, seed: u64) -> Dataset {
