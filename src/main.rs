@@ -82,6 +82,16 @@ struct Flags {
 /// The most accounts `--demo.scale` simulates (about 6.5 million cost series).
 const MAX_DEMO_SCALE: usize = 100_000;
 
+/// The demo configuration, with `${AWS_COST_EXPORTER_DEMO_ENDPOINT}` for the simulator.
+const DEMO_CONFIG: &str = include_str!("../examples/demo.yaml");
+
+/// The demo configuration pointed at `endpoint`.
+fn demo_config(endpoint: &str) -> Result<config::Config, config::ConfigError> {
+    config::parse_with_env(DEMO_CONFIG, &|name| {
+        (name == "AWS_COST_EXPORTER_DEMO_ENDPOINT").then(|| endpoint.to_string())
+    })
+}
+
 fn parse_scale(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(scale) if (1..=MAX_DEMO_SCALE).contains(&scale) => Ok(scale),
@@ -191,7 +201,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             .await
             .context("starting the simulated Cost Explorer")?;
         tracing::info!(endpoint = %simulator.endpoint(), accounts = flags.demo_scale, "demo: simulated Cost Explorer, STS and Organizations started");
-        let config = demo::demo_config(&simulator.endpoint())?;
+        let config = demo_config(&simulator.endpoint())?;
         _simulator = simulator;
         config
     } else {

@@ -1,6 +1,5 @@
-//! The demo: a simulated Cost Explorer and STS with realistic data, and the configuration that
-//! points the exporter at it through the real SDK code path (endpoint override). Used by
-//! `--demo` and by the tests.
+//! The demo: a simulated Cost Explorer and STS with realistic data, which the exporter reaches
+//! through the real SDK code path (endpoint override). Used by `--demo` and by the tests.
 
 pub mod commitments;
 pub mod dataset;
@@ -10,11 +9,6 @@ use chrono::NaiveDate;
 
 pub use dataset::{CostMetric, Dataset, DatasetSpec};
 pub use simulator::{Arrival, Behavior, LoggedRequest, Simulator, SimulatorBuilder};
-
-use crate::config::{self, Config, ConfigError};
-
-/// The demo configuration, with `${AWS_COST_EXPORTER_DEMO_ENDPOINT}` for the simulator.
-pub const DEMO_CONFIG: &str = include_str!("../../examples/demo.yaml");
 
 /// The accounts of the demo organization: the payer first, then its members.
 pub const DEMO_ORGANIZATION: &[(&str, &str)] = &[
@@ -32,13 +26,6 @@ pub const DEMO_WORKLOAD: &[(&str, &str)] = &[("222222222222", "Workload")];
 
 /// Groups per page in the demo (counted across all of a result's periods).
 pub const DEMO_PAGE_SIZE: usize = 500;
-
-/// The demo configuration pointed at `endpoint`.
-pub fn demo_config(endpoint: &str) -> Result<Config, ConfigError> {
-    config::parse_with_env(DEMO_CONFIG, &|name| {
-        (name == "AWS_COST_EXPORTER_DEMO_ENDPOINT").then(|| endpoint.to_string())
-    })
-}
 
 /// The demo organization's default size: [`DEMO_ORGANIZATION`].
 pub const DEMO_SCALE: usize = DEMO_ORGANIZATION.len();
