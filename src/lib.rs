@@ -10,7 +10,6 @@ pub mod clock;
 pub mod config;
 pub mod cost_explorer;
 pub mod credentials;
-pub mod demo;
 pub mod exposition;
 pub mod failure;
 pub mod logfmt;

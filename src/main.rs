@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_cost_exporter::server::{self, Limits};
-use aws_cost_exporter::{Exporter, ExporterOptions, config, demo, web_config};
+use aws_cost_exporter::{Exporter, ExporterOptions, config, web_config};
+use aws_cost_simulator::{DEMO_SCALE, start_simulator, start_simulator_on};
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -67,7 +68,7 @@ struct Flags {
     #[arg(long)]
     demo: bool,
     /// Accounts in the demo's simulated organization (with --demo or --demo.simulator).
-    #[arg(long = "demo.scale", default_value_t = demo::DEMO_SCALE, value_parser = parse_scale)]
+    #[arg(long = "demo.scale", default_value_t = DEMO_SCALE, value_parser = parse_scale)]
     demo_scale: usize,
     /// Run only the demo's simulated Cost Explorer, STS and Organizations, on this address,
     /// for benchmarks: point examples/demo.yaml at it with AWS_COST_EXPORTER_DEMO_ENDPOINT.
@@ -188,7 +189,7 @@ async fn shutdown_signal() {
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let today = chrono::Utc::now().date_naive();
     if let Some(address) = &flags.demo_simulator {
-        let simulator = demo::start_simulator_on(today, flags.demo_scale, address)
+        let simulator = start_simulator_on(today, flags.demo_scale, address)
             .await
             .with_context(|| format!("starting the simulated Cost Explorer on {address}"))?;
         tracing::info!(endpoint = %simulator.endpoint(), accounts = flags.demo_scale, "demo: simulated Cost Explorer, STS and Organizations listening");
@@ -197,7 +198,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     let _simulator;
     let config = if flags.demo {
-        let simulator = demo::start_simulator(today, flags.demo_scale)
+        let simulator = start_simulator(today, flags.demo_scale)
             .await
             .context("starting the simulated Cost Explorer")?;
         tracing::info!(endpoint = %simulator.endpoint(), accounts = flags.demo_scale, "demo: simulated Cost Explorer, STS and Organizations started");

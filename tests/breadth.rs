@@ -7,11 +7,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_cost_exporter::config::CostBasis;
-use aws_cost_exporter::demo::dataset::{SimRow, units_to_f64};
-use aws_cost_exporter::demo::{CostMetric, Dataset, Simulator};
 use aws_cost_exporter::metrics::Metrics;
 use aws_cost_exporter::refresh::{RefreshError, Refresher};
 use aws_cost_exporter::snapshot::SnapshotStore;
+use aws_cost_simulator::dataset::{SimRow, units_to_f64};
+use aws_cost_simulator::{CostMetric, Dataset, Simulator};
 use chrono::{Datelike, Days, NaiveDate, TimeZone, Utc};
 use common::*;
 

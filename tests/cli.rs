@@ -322,7 +322,7 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
     );
     // Every commitment and anomaly operation but GetSavingsPlansUtilization, whose aggregate
     // the per-plan answer carries.
-    let commitment_operations = aws_cost_exporter::demo::commitments::OPERATIONS
+    let commitment_operations = aws_cost_simulator::commitments::OPERATIONS
         .iter()
         .filter(|op| **op != "GetSavingsPlansUtilization");
     for operation in [
@@ -418,7 +418,7 @@ async fn json_logs_count_every_request_of_a_refresh() {
 #[tokio::test]
 async fn sighup_reloads_the_configuration_file() {
     let today = chrono::Utc::now().date_naive();
-    let sim = aws_cost_exporter::demo::Simulator::builder()
+    let sim = aws_cost_simulator::Simulator::builder()
         .account("111111111111", org_dataset(today, 3))
         .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
         .account("222222222222", single_dataset("222222222222", today, 5))

@@ -13,16 +13,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use aws_cost_exporter::credentials::{self, Timeouts};
-use aws_cost_exporter::demo::commitments::{
-    ANOMALIES, MONITORS, SAVINGS_PLANS, reservation_profile, savings_plan_arn, subscription_id,
-};
-use aws_cost_exporter::demo::dataset::{SimRow, units_to_f64};
-use aws_cost_exporter::demo::{Behavior, Dataset, Simulator};
 use aws_cost_exporter::metrics::Metrics;
 use aws_cost_exporter::parts::commitments::FAMILIES as COMMITMENT_FAMILIES;
 use aws_cost_exporter::refresh::Refresher;
 use aws_cost_exporter::server::{self, ServerState};
 use aws_cost_exporter::snapshot::SnapshotStore;
+use aws_cost_simulator::commitments::{
+    ANOMALIES, MONITORS, SAVINGS_PLANS, reservation_profile, savings_plan_arn, subscription_id,
+};
+use aws_cost_simulator::dataset::{SimRow, units_to_f64};
+use aws_cost_simulator::{Behavior, Dataset, Simulator};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
@@ -72,7 +72,7 @@ fn config_yaml(sim: &Simulator, top: &str, name: &str, extra: &str) -> String {
 const BOTH: &str = "    commitments: true\n    anomalies: true\n";
 
 /// Requests the simulator received, by operation.
-fn by_operation(requests: &[aws_cost_exporter::demo::LoggedRequest]) -> BTreeMap<String, usize> {
+fn by_operation(requests: &[aws_cost_simulator::LoggedRequest]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for r in requests {
         *out.entry(r.operation.clone()).or_default() += 1;

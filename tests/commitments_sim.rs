@@ -1,19 +1,20 @@
 //! The simulated Cost Explorer's commitment and anomaly operations, through the real
 //! aws-sdk-costexplorer client on loopback: every figure against sums computed here from the
-//! simulator's own cost rows (with the parameters `demo::commitments` documents), paging,
-//! windows, the errors for invalid requests, the SERVICE filter, billing and faults.
+//! simulator's own cost rows (with the parameters `aws_cost_simulator::commitments`
+//! documents), paging, windows, the errors for invalid requests, the SERVICE filter, billing
+//! and faults.
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use aws_config::{BehaviorVersion, Region};
-use aws_cost_exporter::demo::commitments::{
+use aws_cost_simulator::commitments::{
     ANOMALIES, MONITORS, SAVINGS_PLANS, monitor_arn, reservation_profile, savings_plan_arn,
     subscription_id,
 };
-use aws_cost_exporter::demo::dataset::{SimRow, format_units, units_to_f64};
-use aws_cost_exporter::demo::{Behavior, Simulator};
+use aws_cost_simulator::dataset::{SimRow, format_units, units_to_f64};
+use aws_cost_simulator::{Behavior, Simulator};
 use aws_credential_types::Credentials;
 use aws_sdk_costexplorer::types::{
     AnomalyDateInterval, DateInterval, DimensionValues, Expression, Granularity, GroupDefinition,

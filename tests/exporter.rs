@@ -11,7 +11,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region};
 use aws_cost_exporter::config::CostBasis;
 use aws_cost_exporter::cost_explorer::{CostExplorerError, Period};
-use aws_cost_exporter::demo::{Behavior, CostMetric, Simulator};
+use aws_cost_simulator::{Behavior, CostMetric, Simulator};
 use aws_credential_types::Credentials;
 use aws_sdk_costexplorer::types::{DateInterval, Granularity};
 use chrono::{Datelike, Days, NaiveDate};
@@ -75,16 +75,15 @@ async fn reconcile(
     accounts: &'static [(&'static str, &'static str)],
     page: usize,
 ) {
-    let dataset =
-        aws_cost_exporter::demo::Dataset::generate(&aws_cost_exporter::demo::DatasetSpec {
-            seed: 11,
-            accounts,
-            today,
-            history_days: 45,
-            estimated_days: 2,
-            scale: 1.0,
-            idle_accounts: &[],
-        });
+    let dataset = aws_cost_simulator::Dataset::generate(&aws_cost_simulator::DatasetSpec {
+        seed: 11,
+        accounts,
+        today,
+        history_days: 45,
+        estimated_days: 2,
+        scale: 1.0,
+        idle_accounts: &[],
+    });
     let sim = Simulator::builder()
         .account("111111111111", dataset)
         .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
@@ -1001,7 +1000,7 @@ async fn throttling_is_retried_and_counted() {
 /// The exact expected value of every (account, service, record type) of the rows `keep`
 /// selects, in 1e-10 USD, one pass over the rows.
 fn exact_series(
-    dataset: &aws_cost_exporter::demo::Dataset,
+    dataset: &aws_cost_simulator::Dataset,
     keep: impl Fn(NaiveDate) -> bool,
     basis: CostMetric,
 ) -> std::collections::HashMap<(String, String, String), i128> {
@@ -1020,7 +1019,7 @@ fn exact_series(
 /// A large organization (the demo's, at 455 accounts, 500 groups a page): every series exact,
 /// and the billed requests what the plan says and within 1.5 x the fewest full pages + 12.
 async fn large_organization(accounts: usize, today: NaiveDate) {
-    let (organization, _) = aws_cost_exporter::demo::demo_datasets(today, accounts);
+    let (organization, _) = aws_cost_simulator::demo_datasets(today, accounts);
     let sim = Simulator::builder()
         .account("111111111111", organization)
         .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
@@ -1083,7 +1082,7 @@ async fn large_organization(accounts: usize, today: NaiveDate) {
                 .unwrap_or_else(|| panic!("{key:?}"));
             assert_close(
                 s.value,
-                aws_cost_exporter::demo::dataset::units_to_f64(units),
+                aws_cost_simulator::dataset::units_to_f64(units),
                 &format!("{metric} {key:?}"),
             );
         }

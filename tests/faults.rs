@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_cost_exporter::credentials::Timeouts;
-use aws_cost_exporter::demo::{Arrival, Behavior, Simulator};
 use aws_cost_exporter::parts::FAMILIES;
 use aws_cost_exporter::refresh::RefreshOptions;
+use aws_cost_simulator::{Arrival, Behavior, Simulator};
 use common::*;
 
 const ACCOUNT: &str = "222222222222";
@@ -543,7 +543,7 @@ async fn slow_answers_within_the_timeouts_succeed_and_never_block_a_scrape() {
         .sum();
     assert_close(
         daily,
-        dataset.total(aws_cost_exporter::demo::CostMetric::Unblended, |r| {
+        dataset.total(aws_cost_simulator::CostMetric::Unblended, |r| {
             r.day == date(2026, 11, 22)
         }),
         "daily after slow answers",

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_cost_exporter::demo::Simulator;
 use aws_cost_exporter::parts::FAMILIES;
+use aws_cost_simulator::Simulator;
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
@@ -179,7 +179,7 @@ async fn a_flood_of_scrapes_neither_holds_back_a_refresh_nor_waits_for_it() {
         .enable_all()
         .build()
         .unwrap();
-    let (organization, _) = aws_cost_exporter::demo::demo_datasets(today, ACCOUNTS);
+    let (organization, _) = aws_cost_simulator::demo_datasets(today, ACCOUNTS);
     let sim = aws
         .spawn(
             Simulator::builder()
@@ -287,7 +287,7 @@ async fn a_flood_of_scrapes_neither_holds_back_a_refresh_nor_waits_for_it() {
         .sum();
     assert_close(
         daily,
-        dataset.total(aws_cost_exporter::demo::CostMetric::Unblended, |r| {
+        dataset.total(aws_cost_simulator::CostMetric::Unblended, |r| {
             r.day == date(2026, 11, 22)
         }),
         "the data day's cost",

@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use aws_cost_exporter::demo::{DEMO_SCALE, demo_simulator};
 use aws_cost_exporter::parts::{Kind, PARTS};
+use aws_cost_simulator::{DEMO_SCALE, demo_simulator};
 use common::parts::*;
 use common::*;
 

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_cost_exporter::demo::CostMetric;
+use aws_cost_simulator::CostMetric;
 use chrono::{Datelike, Days, Utc};
 use common::*;
 use http::{Method, Request, Response};

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_cost_exporter::demo::{Behavior, Simulator};
+use aws_cost_simulator::{Behavior, Simulator};
 use common::running::BIN;
 use common::*;
 

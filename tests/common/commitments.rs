@@ -1,16 +1,16 @@
 //! Expected commitment and anomaly figures, computed here from a dataset's cost rows with the
-//! parameters `demo::commitments` documents (exact sums in 1e-10 USD and 1e-10 hours). Shared
-//! by tests/commitments_sim.rs (the simulator's raw answers) and tests/commitments.rs (the
-//! exporter's series).
+//! parameters `aws_cost_simulator::commitments` documents (exact sums in 1e-10 USD and 1e-10
+//! hours). Shared by tests/commitments_sim.rs (the simulator's raw answers) and
+//! tests/commitments.rs (the exporter's series).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_cost_exporter::demo::commitments::{
+use aws_cost_simulator::commitments::{
     ANOMALIES, AnomalySpec, HOURS_PER_DAY, HOURS_TODAY, SAVINGS_PLANS, SAVINGS_PLANS_ELIGIBLE,
     reservation_profile,
 };
-use aws_cost_exporter::demo::dataset::{SimRow, format_units};
-use aws_cost_exporter::demo::{CostMetric, Dataset};
+use aws_cost_simulator::dataset::{SimRow, format_units};
+use aws_cost_simulator::{CostMetric, Dataset};
 use chrono::{Days, NaiveDate};
 
 pub const RDS: &str = "Amazon Relational Database Service";

@@ -12,10 +12,10 @@ use aws_cost_exporter::config::{self, Config, CostBasis};
 use std::collections::BTreeSet;
 
 use aws_cost_exporter::clock::Clock;
-use aws_cost_exporter::demo::dataset::SimRow;
-use aws_cost_exporter::demo::{CostMetric, Dataset, DatasetSpec, Simulator};
 use aws_cost_exporter::refresh::RefreshOptions;
 use aws_cost_exporter::{Exporter, ExporterOptions};
+use aws_cost_simulator::dataset::SimRow;
+use aws_cost_simulator::{CostMetric, Dataset, DatasetSpec, Simulator};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, TimeZone, Utc};
 use http::{HeaderMap, Method, Request, StatusCode};

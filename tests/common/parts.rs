@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use aws_cost_exporter::config::Config;
-use aws_cost_exporter::demo::LoggedRequest;
 use aws_cost_exporter::parts::{Kind, PARTS};
+use aws_cost_simulator::LoggedRequest;
 
 use super::{Sample, value_of};
 

@@ -1227,7 +1227,7 @@ fn anomaly_monitors(cx: &Context<'_>, request: &Value) -> Result<Value, ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::demo_datasets;
+    use crate::demo_datasets;
 
     fn call(dataset: &Dataset, operation: &str, request: Value) -> Value {
         let cx = Context {
@@ -1242,7 +1242,7 @@ mod tests {
     #[test]
     fn every_operation_is_billed() {
         for operation in OPERATIONS {
-            assert!(crate::demo::simulator::is_billed(operation), "{operation}");
+            assert!(crate::simulator::is_billed(operation), "{operation}");
         }
     }
 
@@ -1252,7 +1252,7 @@ mod tests {
     #[test]
     fn the_demo_shows_every_kind_of_commitment_and_anomaly() {
         let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
-        let (organization, workload) = demo_datasets(today, crate::demo::DEMO_SCALE);
+        let (organization, workload) = demo_datasets(today, crate::DEMO_SCALE);
         let window = json!({"TimePeriod": {"Start": "2026-11-01", "End": "2026-11-22"}});
         for dataset in [&organization, &workload] {
             let details = call(dataset, "GetSavingsPlansUtilizationDetails", window.clone());

@@ -1,5 +1,7 @@
-//! The demo: a simulated Cost Explorer and STS with realistic data, which the exporter reaches
-//! through the real SDK code path (endpoint override). Used by `--demo` and by the tests.
+//! aws-cost-simulator: a simulated AWS Cost Explorer, STS and Organizations with realistic
+//! data, which aws-cost-exporter reaches through the real SDK code path (endpoint override).
+//! Used by the exporter's `--demo` and `--demo.simulator` and by its tests; it does not depend
+//! on the exporter.
 
 pub mod commitments;
 pub mod dataset;

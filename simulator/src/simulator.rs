@@ -1902,7 +1902,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::demo::DatasetSpec;
+    use crate::DatasetSpec;
     use http_body_util::Full;
 
     const KEY: &str = "AKIATESTPAYER0000001";
@@ -2728,7 +2728,7 @@ mod tests {
         }
         let today = chrono::Utc::now().date_naive();
         let started = Instant::now();
-        let builder = crate::demo::demo_simulator(today, 1_500).page_size(500);
+        let builder = crate::demo_simulator(today, 1_500).page_size(500);
         let generation = started.elapsed();
         let state = builder.state;
         let rows = state.accounts.lock().unwrap()["111111111111"]
