@@ -2714,7 +2714,8 @@ mod tests {
     }
 
     /// Generates the 1,500-account demo organization and times a query through the handler.
-    /// Run in release: `cargo test --release --lib -- --ignored --nocapture large_organization`.
+    /// Run in release: `cargo test --release -p aws-cost-simulator --lib -- --ignored --nocapture
+    /// large_organization`.
     #[tokio::test]
     #[ignore = "a benchmark: run in release"]
     async fn large_organization_benchmark() {
