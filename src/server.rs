@@ -556,8 +556,10 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let format = negotiate(header_str(header::ACCEPT));
     let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING));
-    let rendered = state.store.rendered();
+    // The exporter's own metrics first: a refresh publishes its snapshot before it records
+    // its outcome, so a page never says a refresh succeeded without serving what it published.
     let own = state.metrics.encode(format);
+    let rendered = state.store.rendered();
     let openmetrics = format == Format::OpenMetrics;
     // The exporter's own lines are the only part encoded (and, for gzip, compressed) per scrape.
     let body = if gzip {
