@@ -435,15 +435,6 @@ impl Parts {
         }
     }
 
-    /// The names of the enabled parts, in refresh order.
-    pub fn enabled(&self) -> impl Iterator<Item = &'static str> + '_ {
-        PARTS
-            .iter()
-            .zip(&self.enabled)
-            .filter(|(_, on)| **on)
-            .map(|(part, _)| part.name)
-    }
-
     /// The enabled parts owed a fetch: their series are not served.
     pub fn owed(&self) -> impl Iterator<Item = &'static Kind> + '_ {
         (0..PARTS.len())
@@ -499,17 +490,6 @@ impl Parts {
             .zip(self.slots.iter_mut().zip(self.served.iter_mut()))
             .filter(|((_, on), _)| **on)
             .map(|((kind, _), (slot, served))| PartMut { kind, slot, served })
-    }
-
-    /// What every enabled part hands on, when none ran (a snapshot restored or carried over).
-    pub fn shared(&self) -> Shared {
-        let mut shared = Shared::default();
-        for (slot, on) in self.slots.iter().zip(&self.enabled) {
-            if *on {
-                slot.share(&mut shared);
-            }
-        }
-        shared
     }
 
     /// Encodes every enabled part into the families' blocks, in [`FAMILIES`] order, with the
@@ -767,10 +747,11 @@ pub(crate) mod fixtures {
         /// The snapshot this refresh publishes, keeping `previous`'s series of the parts that
         /// did not run.
         pub fn build(&self, previous: Option<&IntegrationSnapshot>) -> IntegrationSnapshot {
+            // What every enabled part hands on, in order, as a refresh's loop hands it on.
             let mut shared = Shared::default();
-            for part in PARTS.iter().zip(&self.parts.enabled).zip(&self.parts.slots) {
-                if *part.0.1 {
-                    part.1.share(&mut shared);
+            for (slot, on) in self.parts.slots.iter().zip(&self.parts.enabled) {
+                if *on {
+                    slot.share(&mut shared);
                 }
             }
             let cx = Encoding {
