@@ -4,7 +4,7 @@
 //! token is guarded against a loop ([`Tokens`]). What is asked, and when, is each part's
 //! (its module under `parts/`); this module knows requests and rows, not Prometheus.
 //!
-//! Pages are parsed straight into the aggregate ([`Table`]); a page's typed response is dropped
+//! Pages are parsed straight into the aggregate ([`crate::aggregate::Table`]); a page's typed response is dropped
 //! as soon as its groups are added.
 
 mod page;

@@ -153,7 +153,7 @@ pub async fn clients(integration: &Integration, metrics: &Arc<Metrics>) -> Clien
 }
 
 /// The integration's clients, each counting its requests, with these SDK timeouts and
-/// `cost_explorer_interceptor` (the daily request cap, [`crate::api_budget`]) on every Cost
+/// `cost_explorer_interceptor` (the daily request cap) on every Cost
 /// Explorer request.
 pub async fn clients_with(
     integration: &Integration,

@@ -12,7 +12,7 @@
 //! characters as `\n`, `\r`, `\t` or `\u{..}`.
 //!
 //! [`head_len`] and [`entry_len`] say how many characters a line will have, so that a refresh
-//! failure can be told within [`crate::refresh::MAX_LOG_LINE`].
+//! failure can be told within the refresh's `MAX_LOG_LINE`.
 
 use std::fmt::{self, Write as _};
 

@@ -2,8 +2,8 @@
 //! `app-config.yaml` with InfraWallet's AWS integrations), read with the line and column of
 //! every value; `${VAR}` expansion; and the one error that points at a key.
 //!
-//! [`crate::config`] validates these shapes common key by common key, and each part of a
-//! refresh ([`crate::parts`]) its own keys, converting them to the model ([`crate::model`]).
+//! The `config` module validates these shapes common key by common key, and each part of a
+//! refresh (`parts/`) its own keys, converting them to the model ([`crate::model`]).
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //!   series, its encoded series, and what it keeps across restarts. A restart serves each
 //!   enabled part whose record has its current fingerprint, and refreshes only the others.
 //! - Each integration's count of billed Cost Explorer requests of the UTC day
-//!   ([`crate::api_budget`]), `api-requests-<name>.bin`.
+//!   (the daily request cap's), `api-requests-<name>.bin`.
 //!
 //! Every file is written atomically: a temporary file in the same directory, written, synced,
 //! renamed over the old one, and the directory synced, so that a crash leaves the old file or
