@@ -139,9 +139,10 @@ impl<const K: usize> Table<K> {
     }
 
     /// Keeps the `max` rows with the largest absolute amount in the first basis (ties by label
-    /// values) and sums the rest into rows whose label at `other_at` is `other`, so that totals
-    /// per the remaining labels never change. Returns the new table and how many rows folded.
-    pub fn fold(&self, max: usize, other_at: usize, other: &str) -> (Table<K>, usize) {
+    /// values) and sums the rest into rows whose labels at `other_at` are `other`, so that
+    /// totals per the remaining labels never change. Returns the new table and how many rows
+    /// folded.
+    pub fn fold(&self, max: usize, other_at: &[usize], other: &str) -> (Table<K>, usize) {
         if self.len() <= max {
             return (self.clone(), 0);
         }
@@ -164,8 +165,10 @@ impl<const K: usize> Table<K> {
         }
         for row in rest.iter() {
             let mut key = self.key(*row);
-            if let Some(slot) = key.get_mut(other_at) {
-                *slot = other;
+            for at in other_at {
+                if let Some(slot) = key.get_mut(*at) {
+                    *slot = other;
+                }
             }
             kept.add(key, self.amounts(*row));
         }
@@ -220,7 +223,7 @@ mod tests {
             table.add(["acct", "svc", id], &[value, value * 2.0]);
         }
         table.add(["acct2", "svc", "f"], &[0.1, 0.2]);
-        let (kept, folded) = table.fold(2, 2, "__other__");
+        let (kept, folded) = table.fold(2, &[2], "__other__");
         assert_eq!(folded, 4);
         let value = |key: [&str; 3]| {
             kept.iter()
@@ -233,7 +236,7 @@ mod tests {
         assert_eq!(value(["acct2", "svc", "__other__"]), Some(vec![0.1, 0.2]));
         assert_eq!(kept.len(), 4);
         assert!((kept.total(0, |_| true) - table.total(0, |_| true)).abs() < 1e-12);
-        let (same, none) = table.fold(10, 2, "__other__");
+        let (same, none) = table.fold(10, &[2], "__other__");
         assert_eq!((same.len(), none), (table.len(), 0));
     }
 }

@@ -165,27 +165,7 @@ fn validate_integration(
     integration.endpoint_url = x.url(&key("endpoint_url"), &raw.endpoint_url)?;
     integration.sts_endpoint_url = x.url(&key("sts_endpoint_url"), &raw.sts_endpoint_url)?;
     if let Some(list) = &raw.cost_basis {
-        if list.value.is_empty() {
-            return Err(ConfigError::new(
-                Some(key("cost_basis")),
-                Some(list.referenced),
-                "must name at least one cost basis",
-            ));
-        }
-        let mut bases = Vec::with_capacity(list.value.len());
-        for (i, item) in list.value.iter().enumerate() {
-            let item_key = format!("{}[{i}]", key("cost_basis"));
-            let basis = x.cost_basis(&item_key, item)?;
-            if bases.contains(&basis) {
-                return Err(ConfigError::new(
-                    Some(item_key),
-                    Some(item.referenced),
-                    format!("{basis} is listed twice"),
-                ));
-            }
-            bases.push(basis);
-        }
-        integration.cost_basis = bases;
+        integration.cost_basis = x.cost_bases(&key("cost_basis"), list)?;
     }
     integration.refresh_interval = match &raw.refresh_interval {
         Some(value) => x.interval(&key("refresh_interval"), value)?,

@@ -16,13 +16,14 @@ use aws_sdk_costexplorer::Client;
 use aws_sdk_costexplorer::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_costexplorer::operation::RequestId;
 use aws_sdk_costexplorer::types::{
-    DateInterval, Dimension as SdkDimension, DimensionValues, Expression,
-    Granularity as SdkGranularity, GroupDefinition, GroupDefinitionType, MetricValue,
+    CostCategoryValues, DateInterval, Dimension as SdkDimension, DimensionValues, Expression,
+    Granularity as SdkGranularity, GroupDefinition, GroupDefinitionType, MatchOption, MetricValue,
+    TagValues,
 };
 use chrono::{Datelike, NaiveDate};
 
 use crate::failure::{AwsError, Classify, Concise, Reason, ToConcise};
-use crate::model::CostBasis;
+use crate::model::{CostBasis, FilterExpr, KeyKind};
 
 /// A ceiling on the pages of one query, far above any real organization: only a Cost Explorer
 /// that never stops answering with a new token reaches it.
@@ -225,21 +226,36 @@ impl Granularity {
     }
 }
 
-/// What a query groups by: a dimension, or a cost-allocation tag key.
+/// What a query groups by: a dimension, a cost-allocation tag key or a cost category.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupKey {
     Dimension(Dimension),
     Tag(String),
     /// `RESOURCE_ID`, which only GetCostAndUsageWithResources accepts.
     ResourceId,
+    /// Any dimension, by Cost Explorer's name (`REGION`, `USAGE_TYPE`, ...).
+    Named(String),
+    /// A cost category, by name: its values come as `Name$value` (`Name$` uncategorised).
+    CostCategory(String),
 }
 
 impl GroupKey {
+    /// The key of a view's `group_by` entry.
+    pub fn of(kind: KeyKind, key: &str) -> Self {
+        match kind {
+            KeyKind::Dimension => GroupKey::Named(key.to_string()),
+            KeyKind::Tag => GroupKey::Tag(key.to_string()),
+            KeyKind::CostCategory => GroupKey::CostCategory(key.to_string()),
+        }
+    }
+
     fn definition(&self) -> GroupDefinition {
         let (kind, key) = match self {
             GroupKey::Dimension(d) => (GroupDefinitionType::Dimension, d.as_str()),
             GroupKey::Tag(tag) => (GroupDefinitionType::Tag, tag.as_str()),
             GroupKey::ResourceId => (GroupDefinitionType::Dimension, "RESOURCE_ID"),
+            GroupKey::Named(name) => (GroupDefinitionType::Dimension, name.as_str()),
+            GroupKey::CostCategory(name) => (GroupDefinitionType::CostCategory, name.as_str()),
         };
         GroupDefinition::builder().r#type(kind).key(key).build()
     }
@@ -251,6 +267,8 @@ impl fmt::Display for GroupKey {
             GroupKey::Dimension(d) => f.write_str(d.as_str()),
             GroupKey::Tag(tag) => write!(f, "TAG {tag}"),
             GroupKey::ResourceId => f.write_str("RESOURCE_ID"),
+            GroupKey::Named(name) => f.write_str(name),
+            GroupKey::CostCategory(name) => write!(f, "COST_CATEGORY {name}"),
         }
     }
 }
@@ -260,23 +278,82 @@ pub type Filter = Vec<(Dimension, Vec<String>)>;
 
 /// The Cost Explorer `Expression` for a filter.
 pub fn filter_expression(filter: &[(Dimension, Vec<String>)]) -> Option<Expression> {
-    let mut parts: Vec<Expression> = filter
-        .iter()
-        .map(|(dimension, values)| {
-            Expression::builder()
-                .dimensions(
-                    DimensionValues::builder()
-                        .key(dimension.sdk())
-                        .set_values(Some(values.clone()))
-                        .build(),
-                )
-                .build()
-        })
-        .collect();
+    all_of(
+        filter
+            .iter()
+            .map(|(dimension, values)| {
+                Expression::builder()
+                    .dimensions(
+                        DimensionValues::builder()
+                            .key(dimension.sdk())
+                            .set_values(Some(values.clone()))
+                            .build(),
+                    )
+                    .build()
+            })
+            .collect(),
+    )
+}
+
+/// `None` for no expression, the expression itself for one, their `And` for more.
+fn all_of(mut parts: Vec<Expression>) -> Option<Expression> {
     match parts.len() {
         0 => None,
         1 => parts.pop(),
         _ => Some(Expression::builder().set_and(Some(parts)).build()),
+    }
+}
+
+/// The Cost Explorer `Expression` of a configured filter.
+pub fn expression(filter: &FilterExpr) -> Expression {
+    let list = |items: &[FilterExpr]| Some(items.iter().map(expression).collect());
+    match filter {
+        FilterExpr::And(items) => Expression::builder().set_and(list(items)).build(),
+        FilterExpr::Or(items) => Expression::builder().set_or(list(items)).build(),
+        FilterExpr::Not(inner) => Expression::builder().not(expression(inner)).build(),
+        FilterExpr::Values {
+            kind,
+            key,
+            values,
+            match_options,
+        } => {
+            let values = Some(values.clone());
+            let options = (!match_options.is_empty()).then(|| {
+                match_options
+                    .iter()
+                    .map(|o| MatchOption::from(o.as_str()))
+                    .collect()
+            });
+            match kind {
+                KeyKind::Dimension => Expression::builder()
+                    .dimensions(
+                        DimensionValues::builder()
+                            .key(SdkDimension::from(key.as_str()))
+                            .set_values(values)
+                            .set_match_options(options)
+                            .build(),
+                    )
+                    .build(),
+                KeyKind::Tag => Expression::builder()
+                    .tags(
+                        TagValues::builder()
+                            .key(key)
+                            .set_values(values)
+                            .set_match_options(options)
+                            .build(),
+                    )
+                    .build(),
+                KeyKind::CostCategory => Expression::builder()
+                    .cost_categories(
+                        CostCategoryValues::builder()
+                            .key(key)
+                            .set_values(values)
+                            .set_match_options(options)
+                            .build(),
+                    )
+                    .build(),
+            }
+        }
     }
 }
 
@@ -308,6 +385,8 @@ pub struct Query {
     /// One or two keys.
     pub group_by: Vec<GroupKey>,
     pub filter: Filter,
+    /// A configured filter, and-ed with `filter`.
+    pub expression: Option<FilterExpr>,
 }
 
 impl Query {
@@ -325,7 +404,14 @@ impl Query {
             end,
             group_by,
             filter,
+            expression: None,
         }
+    }
+
+    /// The same query under a configured filter too.
+    pub fn with_expression(mut self, expression: Option<FilterExpr>) -> Self {
+        self.expression = expression;
+        self
     }
 }
 
@@ -353,6 +439,14 @@ impl fmt::Display for Query {
         for (i, (dimension, values)) in self.filter.iter().enumerate() {
             f.write_str(if i == 0 { " where " } else { " and " })?;
             write!(f, "{dimension} in {values:?}")?;
+        }
+        if let Some(expression) = &self.expression {
+            let word = if self.filter.is_empty() {
+                "where"
+            } else {
+                "and"
+            };
+            write!(f, " {word} {expression}")?;
         }
         Ok(())
     }
@@ -451,7 +545,12 @@ impl<'a> Pager<'a> {
                 granularity: query.granularity.sdk(),
                 metrics: bases.iter().map(|b| b.metric().to_string()).collect(),
                 group_by: query.group_by.iter().map(GroupKey::definition).collect(),
-                filter: filter_expression(&query.filter),
+                filter: all_of(
+                    filter_expression(&query.filter)
+                        .into_iter()
+                        .chain(query.expression.as_ref().map(expression))
+                        .collect(),
+                ),
             },
             token: None,
             tokens: Tokens::new(query.to_string()),

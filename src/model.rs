@@ -75,6 +75,103 @@ pub struct Integration {
     pub anomalies: bool,
     /// Anomaly series kept (the largest by impact); the rest are counted as dropped.
     pub max_anomaly_series: usize,
+    /// User-defined breakdowns of cost, in configuration order.
+    pub views: Vec<View>,
+}
+
+/// A view: cost grouped by one or two keys of any dimension, tag or cost category, optionally
+/// filtered, as `aws_cost_view_daily_usd` and `aws_cost_view_month_to_date_usd`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    /// Unique in its integration; the `view` label.
+    pub name: String,
+    /// One or two keys, each with its label name (distinct).
+    pub group_by: Vec<ViewKey>,
+    pub filter: Option<FilterExpr>,
+    /// Non-empty, no duplicates.
+    pub cost_basis: Vec<CostBasis>,
+    /// Series kept per family and cost basis; the rest fold into `__other__`.
+    pub max_series: usize,
+}
+
+/// One key a view groups by, and the label its values are served under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewKey {
+    pub kind: KeyKind,
+    /// A dimension's name (`REGION`), a tag key or a cost category's name.
+    pub key: String,
+    pub label: String,
+}
+
+impl ViewKey {
+    /// Whether the key is the linked account, whose values also get an `account_name` label.
+    pub fn is_account(&self) -> bool {
+        self.kind == KeyKind::Dimension && self.key == "LINKED_ACCOUNT"
+    }
+}
+
+/// What a key (or a filter's values) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyKind {
+    Dimension,
+    Tag,
+    CostCategory,
+}
+
+/// A Cost Explorer filter `Expression`, as the configuration spells it and Cost Explorer
+/// takes it: validated, one root per node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterExpr {
+    /// At least two operands.
+    And(Vec<FilterExpr>),
+    /// At least two operands.
+    Or(Vec<FilterExpr>),
+    Not(Box<FilterExpr>),
+    /// `Dimensions`, `Tags` or `CostCategories`.
+    Values {
+        kind: KeyKind,
+        key: String,
+        values: Vec<String>,
+        match_options: Vec<String>,
+    },
+}
+
+/// As an operator reads it in an error: `Not(RECORD_TYPE in [Credit, Refund])`.
+impl fmt::Display for FilterExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |f: &mut fmt::Formatter<'_>, name: &str, items: &[FilterExpr]| {
+            write!(f, "{name}(")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{item}")?;
+            }
+            f.write_str(")")
+        };
+        match self {
+            FilterExpr::And(items) => list(f, "And", items),
+            FilterExpr::Or(items) => list(f, "Or", items),
+            FilterExpr::Not(inner) => write!(f, "Not({inner})"),
+            FilterExpr::Values {
+                kind,
+                key,
+                values,
+                match_options,
+            } => {
+                let kind = match kind {
+                    KeyKind::Dimension => "",
+                    KeyKind::Tag => "tag ",
+                    KeyKind::CostCategory => "cost category ",
+                };
+                write!(f, "{kind}{key} in {values:?}")?;
+                if !match_options.is_empty() {
+                    write!(f, " {}", match_options.join(","))?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A monthly budget in USD over an integration's costs, optionally filtered.
@@ -136,6 +233,7 @@ impl Integration {
             commitments: false,
             anomalies: false,
             max_anomaly_series: DEFAULT_MAX_ANOMALY_SERIES,
+            views: Vec::new(),
         }
     }
 

@@ -191,6 +191,58 @@ pub struct NativeIntegration {
     pub commitments: Option<bool>,
     pub anomalies: Option<bool>,
     pub max_anomaly_series: Option<Spanned<usize>>,
+    pub views: Option<Spanned<Vec<Spanned<RawView>>>>,
+}
+
+/// A view as written (see the views part).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawView {
+    pub name: Text,
+    pub group_by: Spanned<Vec<Spanned<RawGroup>>>,
+    pub filter: Option<Spanned<RawExpression>>,
+    pub cost_basis: Option<Spanned<Vec<Text>>>,
+    pub max_series: Option<Spanned<usize>>,
+}
+
+/// One `group_by` entry of a view: exactly one of its kinds, and an optional label name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub dimension: Option<Text>,
+    pub tag: Option<Text>,
+    pub cost_category: Option<Text>,
+    pub label: Option<Text>,
+}
+
+/// A Cost Explorer filter `Expression`, spelled as the API spells it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpression {
+    #[serde(rename = "And")]
+    pub and: Option<Spanned<Vec<Spanned<RawExpression>>>>,
+    #[serde(rename = "Or")]
+    pub or: Option<Spanned<Vec<Spanned<RawExpression>>>>,
+    #[serde(rename = "Not")]
+    pub not: Option<Box<Spanned<RawExpression>>>,
+    #[serde(rename = "Dimensions")]
+    pub dimensions: Option<Spanned<RawValues>>,
+    #[serde(rename = "Tags")]
+    pub tags: Option<Spanned<RawValues>>,
+    #[serde(rename = "CostCategories")]
+    pub cost_categories: Option<Spanned<RawValues>>,
+}
+
+/// The `Dimensions`, `Tags` or `CostCategories` of a filter.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValues {
+    #[serde(rename = "Key")]
+    pub key: Text,
+    #[serde(rename = "Values")]
+    pub values: Option<Vec<Text>>,
+    #[serde(rename = "MatchOptions")]
+    pub match_options: Option<Vec<Text>>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +332,7 @@ impl InfraWalletAws {
             commitments: None,
             anomalies: None,
             max_anomaly_series: None,
+            views: None,
         };
         (native, deprecated)
     }
@@ -364,6 +417,35 @@ impl Expander<'_> {
             out.push(text);
         }
         Ok(out)
+    }
+
+    /// A non-empty list of distinct cost bases.
+    pub fn cost_bases(
+        &self,
+        key: &str,
+        list: &Spanned<Vec<Text>>,
+    ) -> Result<Vec<CostBasis>, ConfigError> {
+        if list.value.is_empty() {
+            return Err(ConfigError::new(
+                Some(key.to_string()),
+                Some(list.referenced),
+                "must name at least one cost basis",
+            ));
+        }
+        let mut bases = Vec::with_capacity(list.value.len());
+        for (i, item) in list.value.iter().enumerate() {
+            let item_key = format!("{key}[{i}]");
+            let basis = self.cost_basis(&item_key, item)?;
+            if bases.contains(&basis) {
+                return Err(ConfigError::new(
+                    Some(item_key),
+                    Some(item.referenced),
+                    format!("{basis} is listed twice"),
+                ));
+            }
+            bases.push(basis);
+        }
+        Ok(bases)
     }
 
     pub fn account_id(&self, key: &str, value: &Text) -> Result<String, ConfigError> {

@@ -190,7 +190,12 @@ impl<'a> Lines<'a> {
 
     /// One sample per cost basis of a row whose other labels are `labels`: the same lines as
     /// [`Lines::sample`] with `cost_basis` last, the shared part escaped once and copied.
-    fn samples_by_basis(&mut self, labels: &[(&str, &str)], bases: &[CostBasis], values: &[f64]) {
+    pub fn samples_by_basis(
+        &mut self,
+        labels: &[(&str, &str)],
+        bases: &[CostBasis],
+        values: &[f64],
+    ) {
         let start = self.out.len();
         self.open(labels);
         self.out.push_str(",cost_basis=\"");

@@ -789,6 +789,7 @@ impl GenIntegration {
             max_anomaly_series: self
                 .max_anomaly_series
                 .unwrap_or(DEFAULT_MAX_ANOMALY_SERIES),
+            views: Vec::new(),
         }
     }
 }

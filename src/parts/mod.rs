@@ -32,6 +32,7 @@ pub mod forecast;
 pub mod organizations;
 pub mod resources;
 pub mod tags;
+pub mod views;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,7 +52,7 @@ use serde_saphyr::Spanned;
 
 /// Every part, in refresh order: each is fetched after those before it, and may use what they
 /// hand on ([`Shared`]). Costs come first: without them nothing is published.
-pub static PARTS: [Kind; 7] = [
+pub static PARTS: [Kind; 8] = [
     Kind::of::<costs::Costs>(),
     Kind::of::<tags::Tags>(),
     Kind::of::<resources::Resources>(),
@@ -59,6 +60,7 @@ pub static PARTS: [Kind; 7] = [
     Kind::of::<organizations::Organizations>(),
     Kind::of::<commitments::Commitments>(),
     Kind::of::<anomalies::Anomalies>(),
+    Kind::of::<views::Views>(),
 ];
 
 /// Every family the exporter serves, in exposition order: each part's, in [`PARTS`] order,

@@ -126,7 +126,7 @@ impl Part for Resources {
             return out.keep();
         };
         let integration = cx.integration;
-        let (table, dropped) = rows.fold(integration.max_resource_series, 2, OTHER);
+        let (table, dropped) = rows.fold(integration.max_resource_series, &[2], OTHER);
         let labels = ["account_id", "aws_service", "resource_id", "charge_type"];
         out.set(
             &RESOURCE_DAILY,
@@ -173,6 +173,7 @@ impl CostExplorer {
                     (Dimension::Service, vec![service.to_string()]),
                     (plan.split, vec![value.clone()]),
                 ],
+                expression: None,
             };
             self.query_period(&query, bases, |keys, amounts| {
                 let (account, record_type) = match plan.split {

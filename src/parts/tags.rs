@@ -91,7 +91,7 @@ impl Part for Tags {
         let integration = cx.integration;
         let labels = ["account_id", "tag_key", "tag_value"];
         for (family, table) in [(TAG_DAILY, &tags.daily), (TAG_MONTH_TO_DATE, &tags.month)] {
-            let (table, dropped) = table.fold(integration.max_tag_series, 2, OTHER);
+            let (table, dropped) = table.fold(integration.max_tag_series, &[2], OTHER);
             out.set(
                 &family,
                 table_block(

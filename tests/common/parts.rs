@@ -30,7 +30,24 @@ pub const OFF: &[(&str, &str, &str)] = &[
         "    anomalies: true\n",
         "    anomalies: false\n",
     ),
+    ("views", VIEWS, ""),
 ];
+
+/// The views of the test's configuration.
+pub const VIEWS: &str = "    views:
+      - name: service_by_charge_type
+        group_by:
+          - dimension: SERVICE
+          - dimension: RECORD_TYPE
+            label: record
+        filter:
+          Not: {Dimensions: {Key: RECORD_TYPE, Values: [Tax]}}
+        max_series: 20
+      - name: accounts
+        group_by:
+          - dimension: LINKED_ACCOUNT
+        cost_basis: [unblended]
+";
 
 /// The requests a part that runs alone makes when a reload turns it back on, by operation.
 pub fn alone(part: &str) -> Option<BTreeMap<String, usize>> {
@@ -41,6 +58,8 @@ pub fn alone(part: &str) -> Option<BTreeMap<String, usize>> {
         "forecast" => &[("GetCostForecast", 3)],
         // A page of anomalies and, with no names kept, a page of monitors.
         "anomalies" => &[("GetAnomalies", 1), ("GetAnomalyMonitors", 1)],
+        // Two views, the month to date and the data day each, a page each.
+        "views" => &[("GetCostAndUsage", 4)],
         _ => return None,
     };
     Some(
@@ -77,7 +96,7 @@ integrations:
         monthly_usd: 9000
         accounts: [\"333333333333\"]
         services: [\"Amazon Elastic Compute Cloud - Compute\"]
-"
+{VIEWS}"
     )
 }
 
