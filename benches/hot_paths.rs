@@ -18,7 +18,9 @@ use aws_cost_exporter::metrics::Metrics;
 use aws_cost_exporter::parts::costs::{CostData, DAILY, MONTH_TO_DATE};
 use aws_cost_exporter::parts::{FAMILIES, index_of};
 use aws_cost_exporter::server::{ServerState, respond};
-use aws_cost_exporter::snapshot::{Block, IntegrationSnapshot, Names, SnapshotStore, table_block};
+use aws_cost_exporter::snapshot::{
+    Block, Identity, IntegrationSnapshot, Names, SnapshotStore, table_block,
+};
 use aws_credential_types::Credentials;
 use bytes::Bytes;
 use chrono::NaiveDate;
@@ -185,8 +187,10 @@ fn snapshot(integration: &Integration, costs: &CostData) -> IntegrationSnapshot 
     let names = Names::default();
     let labels = ["account_id", "aws_service", "charge_type"];
     let mut blocks = vec![Block::default(); FAMILIES.len()];
+    let identity = Identity::of(integration);
+    let target = (&identity, &integration.cost_basis[..]);
     for (family, table) in [(DAILY, &costs.daily), (MONTH_TO_DATE, &costs.month)] {
-        blocks[index_of(&family)] = table_block(&family, integration, table, labels, &names, 0);
+        blocks[index_of(&family)] = table_block(&family, target, table, labels, &names, 0);
     }
     let period = Period::new(today(), 1);
     IntegrationSnapshot::new(

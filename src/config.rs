@@ -104,7 +104,6 @@ const INFRAWALLET_KEYS: KeyNames = KeyNames {
     secret_access_key: "secretAccessKey",
 };
 
-/// Validates one integration of either shape (InfraWallet's is converted to the native one);
 /// Validates one integration of either shape (InfraWallet's is converted to the native one):
 /// its common keys here, then each part's keys by the part ([`PARTS`]); `k` spells the
 /// credential keys as the file does.
@@ -182,6 +181,7 @@ fn validate_integration(
             ));
         }
     };
+    integration.labels = static_labels(raw, &key, x)?;
     let keys = Keys {
         list: k.list,
         index,
@@ -192,6 +192,68 @@ fn validate_integration(
         (part.configure)(raw, &keys, &mut integration)?;
     }
     Ok(integration)
+}
+
+/// The integration's static labels: the native `labels` map, or InfraWallet's `tags`
+/// (`key:value`, each side trimmed, as InfraWallet splits them). Names are label names that no
+/// series of the exporter has already; values are not empty. Sorted by name.
+fn static_labels(
+    raw: &NativeIntegration,
+    key: &dyn Fn(&str) -> String,
+    x: &Expander<'_>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut labels: Vec<(String, String, String, Location)> = Vec::new();
+    if let Some(map) = &raw.labels {
+        for (name, value) in &map.value {
+            let label_key = format!("{}.{}", key("labels"), name.value);
+            let value = x.non_empty(&label_key, value)?;
+            labels.push((name.value.clone(), value, label_key, name.referenced));
+        }
+    }
+    for (i, tag) in raw.infrawallet_tags.iter().flatten().enumerate() {
+        let tag_key = format!("{}[{i}]", key("tags"));
+        let text = x.text(&tag_key, tag)?;
+        let mut parts = text.split(':');
+        let (name, value) = match (parts.next(), parts.next()) {
+            (Some(name), Some(value)) if !value.trim().is_empty() => (name.trim(), value.trim()),
+            _ => {
+                return Err(ConfigError::new(
+                    Some(tag_key),
+                    Some(tag.referenced),
+                    format!("{text:?} is not key:value"),
+                ));
+            }
+        };
+        labels.push((name.to_string(), value.to_string(), tag_key, tag.referenced));
+    }
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, (name, _, label_key, at)) in labels.iter().enumerate() {
+        let problem = if !is_label_name(name) {
+            Some(format!(
+                "{name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+            ))
+        } else if SERIES_LABELS.contains(&name.as_str()) {
+            Some(format!(
+                "{name:?} is a label the exporter's series already have ({}); choose another",
+                SERIES_LABELS.join(", ")
+            ))
+        } else if i > 0 && labels[i - 1].0 == *name {
+            Some(format!("{name:?} is given twice"))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            return Err(ConfigError::new(
+                Some(label_key.clone()),
+                Some(*at),
+                message,
+            ));
+        }
+    }
+    Ok(labels
+        .into_iter()
+        .map(|(name, value, _, _)| (name, value))
+        .collect())
 }
 
 /// What an integration takes from the file's top level.
@@ -833,6 +895,84 @@ backend:
         assert_eq!(
             e.key.as_deref(),
             Some("backend.infraWallet.integrations.aws")
+        );
+    }
+
+    #[test]
+    fn static_labels_native_and_infrawallet() {
+        let config = parse(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    labels: {team: platform, env: \"${AWS_KEY}\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.integrations[0].labels,
+            vec![
+                ("env".to_string(), "AKIAFROMENV".to_string()),
+                ("team".to_string(), "platform".to_string())
+            ]
+        );
+        // InfraWallet's tags are `key:value`, each side trimmed.
+        let text = APP_CONFIG.replace(
+            "        - name: chain\n",
+            "        - name: chain\n          tags: [\"team: data \", \"env:prod\"]\n",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.integrations[2].labels,
+            vec![
+                ("env".to_string(), "prod".to_string()),
+                ("team".to_string(), "data".to_string())
+            ]
+        );
+        let bad = |labels: &str| {
+            err(&format!(
+                "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    labels: {labels}\n"
+            ))
+        };
+        let e = bad("{team-name: x}");
+        assert_eq!(e.key.as_deref(), Some("integrations[0].labels.team-name"));
+        assert_eq!(e.position, Some((4, 14)));
+        assert!(e.message.contains("is not a Prometheus label name"), "{e}");
+        let e = bad("{a: x, account_id: y}");
+        assert_eq!(e.key.as_deref(), Some("integrations[0].labels.account_id"));
+        assert!(
+            e.message
+                .contains("a label the exporter's series already have"),
+            "{e}"
+        );
+        let e = bad("{team: \"\"}");
+        assert_eq!(e.key.as_deref(), Some("integrations[0].labels.team"));
+        assert!(e.message.contains("must not be empty"), "{e}");
+        let e = bad("{__x: y}");
+        assert!(e.message.contains("is not a Prometheus label name"), "{e}");
+        let e = err(&APP_CONFIG.replace(
+            "        - name: chain\n",
+            "        - name: chain\n          tags: [team]\n",
+        ));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("backend.infraWallet.integrations.aws[2].tags[0]")
+        );
+        assert!(e.message.contains("\"team\" is not key:value"), "{e}");
+        // A view's label must not take a static label's name.
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    labels: {region: eu}\n    views:\n      - name: v\n        group_by: [{dimension: REGION}]\n",
+        );
+        assert_eq!(
+            e.key.as_deref(),
+            Some("integrations[0].labels.region"),
+            "region is a series label too (commitments): refused as a static label"
+        );
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    labels: {zone: eu}\n    views:\n      - name: v\n        group_by: [{dimension: AZ, label: zone}]\n",
+        );
+        assert_eq!(
+            e.key.as_deref(),
+            Some("integrations[0].views[0].group_by[0].label")
+        );
+        assert!(
+            e.message.contains("is a static label of the integration"),
+            "{e}"
         );
     }
 

@@ -241,7 +241,7 @@ impl Exporter {
                 running.stop().await;
             }
             self.budgets.remove(&name);
-            self.metrics.forget(&name, parts::names());
+            self.metrics.forget(&name);
             tracing::info!(integration = %name, "integration removed");
             summary.removed.push(name);
         }
@@ -316,6 +316,8 @@ impl Exporter {
             cost_basis = %integration.cost_basis.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
             "integration configured"
         );
+        self.metrics
+            .set_labels(&integration.name, &integration.labels);
         let budget = self.budget(&integration).await;
         let clients = credentials::clients_with(
             &integration,

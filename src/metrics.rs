@@ -1,7 +1,7 @@
 //! The exporter's own metrics, registered in one place with prometheus-client, and the
 //! AWS SDK interceptor that counts every Cost Explorer and STS request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -32,43 +32,40 @@ struct BuildLabels {
     revision: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IntegrationLabels {
-    integration: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ApiRequestLabels {
-    integration: String,
-    operation: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FailureLabels {
-    integration: String,
-    reason: &'static str,
-}
+/// The labels of one integration's series: `integration`, its static labels, then the
+/// series' own.
+type Labels = Vec<(String, String)>;
 
 /// The exporter's own metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    refresh_success: Family<IntegrationLabels, Gauge>,
-    refresh_failures: Family<FailureLabels, Counter>,
-    refresh_last_success: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
-    refresh_duration: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
-    api_requests: Family<ApiRequestLabels, Counter>,
-    query_success: Family<QueryLabels, Gauge>,
+    refresh_success: Family<Labels, Gauge>,
+    refresh_failures: Family<Labels, Counter>,
+    refresh_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    refresh_duration: Family<Labels, Gauge<f64, AtomicU64>>,
+    api_requests: Family<Labels, Counter>,
+    query_success: Family<Labels, Gauge>,
     reload_success: Gauge,
     reload_timestamp: Gauge<f64, AtomicU64>,
     /// Request attempts per integration, for the refresh log line.
     request_totals: Mutex<HashMap<String, u64>>,
-    data_age: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
-    api_budget_exhausted: Family<IntegrationLabels, Gauge>,
+    data_age: Family<Labels, Gauge<f64, AtomicU64>>,
+    api_budget_exhausted: Family<Labels, Gauge>,
     /// What the scrape-time gauges are computed from, with the clock they are computed by.
     scrape_time: Mutex<ScrapeTime>,
     clock: ScrapeClock,
+    /// Per integration: its static labels, and the parts whose `aws_cost_query_success` it has.
+    integrations: Mutex<HashMap<String, Known>>,
+}
+
+/// What the metrics know of an integration.
+#[derive(Debug, Default)]
+struct Known {
+    labels: Vec<(String, String)>,
+    queries: BTreeSet<String>,
+    /// The (operation, outcome) of its request counters.
+    requests: BTreeSet<(String, &'static str)>,
 }
 
 /// Per integration: when its served data was fetched, and the UTC day its daily request cap
@@ -85,12 +82,6 @@ impl std::fmt::Debug for ScrapeClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Clock")
     }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct QueryLabels {
-    integration: String,
-    query: String,
 }
 
 impl Default for Metrics {
@@ -120,37 +111,37 @@ impl Metrics {
             "The exporter's version and git revision; always 1",
             build_info,
         );
-        let refresh_success = Family::<IntegrationLabels, Gauge>::default();
+        let refresh_success = Family::<Labels, Gauge>::default();
         registry.register(
             "aws_cost_refresh_success",
             "1 if the integration's last refresh succeeded, else 0",
             refresh_success.clone(),
         );
-        let refresh_failures = Family::<FailureLabels, Counter>::default();
+        let refresh_failures = Family::<Labels, Counter>::default();
         registry.register(
             "aws_cost_refresh_failures",
             "Failed refresh attempts (a partial failure counts once, with the reason of its first failed part), by reason: access_denied, throttled, aws_error, timeout, bad_response, unsupported_unit, credentials, api_budget",
             refresh_failures.clone(),
         );
-        let refresh_last_success = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        let refresh_last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "aws_cost_refresh_last_success_timestamp_seconds",
             "Unix time of the integration's last successful refresh",
             refresh_last_success.clone(),
         );
-        let refresh_duration = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        let refresh_duration = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "aws_cost_refresh_duration_seconds",
             "Duration of the integration's last refresh attempt",
             refresh_duration.clone(),
         );
-        let api_requests = Family::<ApiRequestLabels, Counter>::default();
+        let api_requests = Family::<Labels, Counter>::default();
         registry.register(
             "aws_cost_api_requests",
             "AWS API requests made (each Cost Explorer request is billed 0.01 USD), by operation and outcome",
             api_requests.clone(),
         );
-        let query_success = Family::<QueryLabels, Gauge>::default();
+        let query_success = Family::<Labels, Gauge>::default();
         registry.register(
             "aws_cost_query_success",
             "1 if the integration's last attempt at the part of a refresh named by query succeeded, else 0",
@@ -169,13 +160,13 @@ impl Metrics {
             "Unix time of the last successful configuration load",
             reload_timestamp.clone(),
         );
-        let data_age = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        let data_age = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "aws_cost_data_age_seconds",
             "How old the integration's served data is: now minus when it was fetched from AWS (computed at scrape time)",
             data_age.clone(),
         );
-        let api_budget_exhausted = Family::<IntegrationLabels, Gauge>::default();
+        let api_budget_exhausted = Family::<Labels, Gauge>::default();
         registry.register(
             "aws_cost_api_budget_exhausted",
             "1 while the integration's daily cap of billed Cost Explorer requests (max_api_requests_per_day) is reached, until the next UTC day; else 0",
@@ -191,12 +182,55 @@ impl Metrics {
             reload_success,
             reload_timestamp,
             request_totals: Mutex::new(HashMap::new()),
+            integrations: Mutex::new(HashMap::new()),
             refresh_success,
             refresh_failures,
             refresh_last_success,
             refresh_duration,
             api_requests,
         }
+    }
+
+    /// The labels of a series of `integration` with its own `extra` labels.
+    fn labels(&self, integration: &str, extra: &[(&str, &str)]) -> Labels {
+        let known = lock(&self.integrations);
+        let mut labels = vec![("integration".to_string(), integration.to_string())];
+        labels.extend(
+            known
+                .get(integration)
+                .into_iter()
+                .flat_map(|k| k.labels.clone()),
+        );
+        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        labels
+    }
+
+    /// Sets an integration's static labels (on start and on reload). When they change, its
+    /// series under the old ones go: they are other series now.
+    pub fn set_labels(&self, integration: &str, labels: &[(String, String)]) {
+        let changed = lock(&self.integrations)
+            .get(integration)
+            .is_some_and(|known| known.labels != labels);
+        if changed {
+            self.forget(integration);
+            // The request counters too: under other labels they are other series.
+            let requests = std::mem::take(
+                &mut lock(&self.integrations)
+                    .entry(integration.to_string())
+                    .or_default()
+                    .requests,
+            );
+            for (operation, outcome) in requests {
+                self.api_requests.remove(&self.labels(
+                    integration,
+                    &[("operation", &operation), ("outcome", outcome)],
+                ));
+            }
+        }
+        lock(&self.integrations)
+            .entry(integration.to_string())
+            .or_default()
+            .labels = labels.to_vec();
     }
 
     /// Records a refresh attempt's outcome.
@@ -207,9 +241,7 @@ impl Metrics {
         duration_seconds: f64,
         finished_unix: f64,
     ) {
-        let labels = IntegrationLabels {
-            integration: integration.to_string(),
-        };
+        let labels = self.labels(integration, &[]);
         self.refresh_success
             .get_or_create(&labels)
             .set(i64::from(success));
@@ -227,31 +259,29 @@ impl Metrics {
     /// failure is an increase Prometheus sees.
     pub fn init_failures(&self, integration: &str) {
         for reason in Reason::ALL {
-            let _ = self.refresh_failures.get_or_create(&FailureLabels {
-                integration: integration.to_string(),
-                reason: reason.as_str(),
-            });
+            let _ = self
+                .refresh_failures
+                .get_or_create(&self.labels(integration, &[("reason", reason.as_str())]));
         }
     }
 
     /// Counts one failed refresh attempt.
     pub fn record_failure(&self, integration: &str, reason: Reason) {
         self.refresh_failures
-            .get_or_create(&FailureLabels {
-                integration: integration.to_string(),
-                reason: reason.as_str(),
-            })
+            .get_or_create(&self.labels(integration, &[("reason", reason.as_str())]))
             .inc();
     }
 
     /// Records whether one part of a refresh succeeded.
     pub fn record_query(&self, integration: &str, query: &str, success: bool) {
         self.query_success
-            .get_or_create(&QueryLabels {
-                integration: integration.to_string(),
-                query: query.to_string(),
-            })
+            .get_or_create(&self.labels(integration, &[("query", query)]))
             .set(i64::from(success));
+        lock(&self.integrations)
+            .entry(integration.to_string())
+            .or_default()
+            .queries
+            .insert(query.to_string());
     }
 
     /// Records a configuration load (at start-up or on reload).
@@ -262,22 +292,17 @@ impl Metrics {
         }
     }
 
-    /// Drops the per-integration gauges and failure counters of an integration that a reload
-    /// removed, so that no stale `aws_cost_refresh_success` remains, with its
-    /// `aws_cost_query_success` of every part in `queries`. Its request counters stay: they
-    /// only grow.
-    pub fn forget<'a>(&self, integration: &str, queries: impl IntoIterator<Item = &'a str>) {
-        let labels = IntegrationLabels {
-            integration: integration.to_string(),
-        };
+    /// Drops every per-integration gauge and failure counter of an integration (a reload
+    /// removed it, or changed its static labels), so that no stale `aws_cost_refresh_success`
+    /// or `aws_cost_query_success` remains. Its request counters stay: they only grow.
+    pub fn forget(&self, integration: &str) {
+        let labels = self.labels(integration, &[]);
         self.refresh_success.remove(&labels);
         self.refresh_last_success.remove(&labels);
         self.refresh_duration.remove(&labels);
         for reason in Reason::ALL {
-            self.refresh_failures.remove(&FailureLabels {
-                integration: integration.to_string(),
-                reason: reason.as_str(),
-            });
+            self.refresh_failures
+                .remove(&self.labels(integration, &[("reason", reason.as_str())]));
         }
         // Under the lock a scrape sets them under, so that no scrape brings them back.
         let mut scrape_time = self.scrape_time();
@@ -286,28 +311,37 @@ impl Metrics {
         self.data_age.remove(&labels);
         self.api_budget_exhausted.remove(&labels);
         drop(scrape_time);
+        let queries = lock(&self.integrations)
+            .get(integration)
+            .map(|known| known.queries.clone())
+            .unwrap_or_default();
         for query in queries {
-            self.forget_query(integration, query);
+            self.forget_query(integration, &query);
         }
     }
 
     /// Drops `aws_cost_query_success` for a part of the refresh a reload turned off.
     pub fn forget_query(&self, integration: &str, query: &str) {
-        self.query_success.remove(&QueryLabels {
-            integration: integration.to_string(),
-            query: query.to_string(),
-        });
+        self.query_success
+            .remove(&self.labels(integration, &[("query", query)]));
+        if let Some(known) = lock(&self.integrations).get_mut(integration) {
+            known.queries.remove(query);
+        }
     }
 
     /// Counts one AWS request.
     pub fn record_api_request(&self, integration: &str, operation: &str, outcome: Outcome) {
         self.api_requests
-            .get_or_create(&ApiRequestLabels {
-                integration: integration.to_string(),
-                operation: operation.to_string(),
-                outcome: outcome.as_str().to_string(),
-            })
+            .get_or_create(&self.labels(
+                integration,
+                &[("operation", operation), ("outcome", outcome.as_str())],
+            ))
             .inc();
+        lock(&self.integrations)
+            .entry(integration.to_string())
+            .or_default()
+            .requests
+            .insert((operation.to_string(), outcome.as_str()));
         let mut totals = lock(&self.request_totals);
         *totals.entry(integration.to_string()).or_default() += 1;
     }
@@ -343,16 +377,12 @@ impl Metrics {
         for (integration, fetched_at) in &scrape_time.fetched_at {
             let age = (now - *fetched_at).num_milliseconds() as f64 / 1000.0;
             self.data_age
-                .get_or_create(&IntegrationLabels {
-                    integration: integration.clone(),
-                })
+                .get_or_create(&self.labels(integration, &[]))
                 .set(age);
         }
         for (integration, day) in &scrape_time.exhausted_on {
             self.api_budget_exhausted
-                .get_or_create(&IntegrationLabels {
-                    integration: integration.clone(),
-                })
+                .get_or_create(&self.labels(integration, &[]))
                 .set(i64::from(*day == Some(now.date_naive())));
         }
     }

@@ -77,6 +77,53 @@ pub struct Integration {
     pub max_anomaly_series: usize,
     /// User-defined breakdowns of cost, in configuration order.
     pub views: Vec<View>,
+    /// Static labels on every series of the integration, by name.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Every label name the exporter's series carry, besides a view's own keys: a static label
+/// must not take one of them.
+pub const SERIES_LABELS: [&str; 30] = [
+    "account_id",
+    "account_name",
+    "anomaly_id",
+    "aws_service",
+    "budget",
+    "charge_type",
+    "cost_basis",
+    "instance_family",
+    "instance_type",
+    "integration",
+    "metric",
+    "monitor",
+    "operation",
+    "outcome",
+    "payment_option",
+    "period",
+    "query",
+    "reason",
+    "region",
+    "resource_id",
+    "revision",
+    "savings_plan_arn",
+    "savings_plan_type",
+    "state",
+    "subscription_id",
+    "tag_key",
+    "tag_value",
+    "term",
+    "version",
+    "view",
+];
+
+/// A Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*), not one of the reserved `__` ones.
+pub fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
 }
 
 /// A view: cost grouped by one or two keys of any dimension, tag or cost category, optionally
@@ -234,6 +281,7 @@ impl Integration {
             anomalies: false,
             max_anomaly_series: DEFAULT_MAX_ANOMALY_SERIES,
             views: Vec::new(),
+            labels: Vec::new(),
         }
     }
 

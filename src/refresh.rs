@@ -39,7 +39,7 @@ use crate::logfmt;
 use crate::metrics::Metrics;
 use crate::model::Integration;
 use crate::parts::{Cx, Encoding, FAMILIES, PartError, Parts, Scope, Shared};
-use crate::snapshot::{Block, IntegrationSnapshot, SnapshotStore};
+use crate::snapshot::{Block, Identity, IntegrationSnapshot, SnapshotStore};
 use crate::storage::{Storage, Stored};
 
 /// The first retry delay after a failed refresh.
@@ -449,8 +449,10 @@ impl Refresher {
         // Encoding and compressing is CPU work: off the async workers, so that no scrape waits.
         let integration = self.integration.clone();
         let (parts, blocks) = tokio::task::spawn_blocking(move || {
+            let identity = Identity::of(&integration);
             let cx = Encoding {
                 integration: &integration,
+                identity: &identity,
                 period,
                 shared: &shared,
             };

@@ -5,6 +5,7 @@
 //! The `config` module validates these shapes common key by common key, and each part of a
 //! refresh (`parts/`) its own keys, converting them to the model ([`crate::model`]).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -192,6 +193,11 @@ pub struct NativeIntegration {
     pub anomalies: Option<bool>,
     pub max_anomaly_series: Option<Spanned<usize>>,
     pub views: Option<Spanned<Vec<Spanned<RawView>>>>,
+    /// Static labels, by name.
+    pub labels: Option<Spanned<HashMap<Spanned<String>, Text>>>,
+    /// InfraWallet's `tags` (`key:value`), which become static labels; never in a native file.
+    #[serde(skip)]
+    pub infrawallet_tags: Option<Vec<Text>>,
 }
 
 /// A view as written (see the views part).
@@ -293,6 +299,8 @@ pub struct InfraWalletAws {
     pub access_key_secret: Option<Text>,
     #[serde(rename = "secretAccessKey")]
     pub secret_access_key: Option<Text>,
+    /// `key:value` strings InfraWallet adds to the integration's reports.
+    pub tags: Option<Vec<Text>>,
 }
 
 impl InfraWalletAws {
@@ -333,6 +341,8 @@ impl InfraWalletAws {
             anomalies: None,
             max_anomaly_series: None,
             views: None,
+            labels: None,
+            infrawallet_tags: self.tags,
         };
         (native, deprecated)
     }

@@ -116,9 +116,9 @@ impl Names {
 
 /// `aws_cost_series` and `aws_cost_series_dropped` of an integration: one sample each per
 /// counted family (its sample lines, and the series its cap folded away).
-pub fn series_counts(integration: &str, counted: &[(FamilyDesc, usize, usize)]) -> [Block; 2] {
-    let mut series = Lines::new(&SERIES, integration);
-    let mut dropped = Lines::new(&SERIES_DROPPED, integration);
+pub fn series_counts(identity: &Identity, counted: &[(FamilyDesc, usize, usize)]) -> [Block; 2] {
+    let mut series = Lines::new(&SERIES, identity);
+    let mut dropped = Lines::new(&SERIES_DROPPED, identity);
     for (family, samples, folded) in counted {
         let labels = [("metric", family.name)];
         series.sample(&labels, *samples as f64);
@@ -141,30 +141,56 @@ pub struct IntegrationSnapshot {
     blocks: Vec<Block>,
 }
 
+/// The labels every series of an integration starts with, `integration` and then the
+/// integration's static labels, written once in sample-line form: `integration="payer",team="a"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity(String);
+
+impl Identity {
+    /// `integration` named `name`, with `labels` after it.
+    pub fn new(name: &str, labels: &[(String, String)]) -> Self {
+        let mut out = String::from("integration=\"");
+        push_label_value(&mut out, name);
+        out.push('"');
+        for (label, value) in labels {
+            out.push(',');
+            out.push_str(label);
+            out.push_str("=\"");
+            push_label_value(&mut out, value);
+            out.push('"');
+        }
+        Self(out)
+    }
+
+    /// An integration's: its name and its static labels.
+    pub fn of(integration: &Integration) -> Self {
+        Self::new(&integration.name, &integration.labels)
+    }
+}
+
 /// Writes one family's sample lines of one integration.
 pub struct Lines<'a> {
     name: &'static str,
-    integration: &'a str,
+    identity: &'a Identity,
     out: String,
     samples: usize,
 }
 
 impl<'a> Lines<'a> {
-    pub fn new(family: &FamilyDesc, integration: &'a str) -> Self {
+    pub fn new(family: &FamilyDesc, identity: &'a Identity) -> Self {
         Self {
             name: family.name,
-            integration,
+            identity,
             out: String::new(),
             samples: 0,
         }
     }
 
-    /// Writes `name{integration="...",label="value",...` (no closing brace).
+    /// Writes `name{integration="...",static="...",label="value",...` (no closing brace).
     fn open(&mut self, labels: &[(&str, &str)]) {
         self.out.push_str(self.name);
-        self.out.push_str("{integration=\"");
-        push_label_value(&mut self.out, self.integration);
-        self.out.push('"');
+        self.out.push('{');
+        self.out.push_str(&self.identity.0);
         for (label, value) in labels {
             self.out.push(',');
             self.out.push_str(label);
@@ -182,7 +208,8 @@ impl<'a> Lines<'a> {
         self.samples += 1;
     }
 
-    /// One sample: `integration` first, then `labels`, in the exposition's sample-line form.
+    /// One sample: `integration` and the static labels first, then `labels`, in the
+    /// exposition's sample-line form.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
         self.open(labels);
         self.close(value);
@@ -231,16 +258,14 @@ impl<'a> Lines<'a> {
 /// label order: account_id, account_name, `labels` for the other keys, cost_basis.
 pub fn table_block<const K: usize>(
     family: &FamilyDesc,
-    integration: &Integration,
+    (identity, bases): (&Identity, &[CostBasis]),
     table: &Table<K>,
     labels: [&'static str; K],
     names: &Names,
     dropped: usize,
 ) -> Block {
-    let mut lines = Lines::new(family, &integration.name);
-    lines
-        .out
-        .reserve(table.len() * integration.cost_basis.len() * 200);
+    let mut lines = Lines::new(family, identity);
+    lines.out.reserve(table.len() * bases.len() * 200);
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(K + 1);
     for row in table.sorted() {
         let key = table.key(row);
@@ -248,9 +273,9 @@ pub fn table_block<const K: usize>(
         pairs.push((labels[0], key[0]));
         pairs.push(("account_name", names.of(key[0])));
         pairs.extend(labels[1..].iter().copied().zip(key[1..].iter().copied()));
-        lines.samples_by_basis(&pairs, &integration.cost_basis, table.amounts(row));
+        lines.samples_by_basis(&pairs, bases, table.amounts(row));
     }
-    lines.block(dropped * integration.cost_basis.len())
+    lines.block(dropped * bases.len())
 }
 
 impl IntegrationSnapshot {
@@ -443,9 +468,10 @@ mod tests {
             CostBasis::NetUnblended,
         ];
         let values = [1.5, -0.25, 3.0];
-        let mut rows = Lines::new(&DAILY, "pay\"er");
+        let payer = Identity::new("pay\"er", &[]);
+        let mut rows = Lines::new(&DAILY, &payer);
         rows.samples_by_basis(&labels, &bases, &values);
-        let mut single = Lines::new(&DAILY, "pay\"er");
+        let mut single = Lines::new(&DAILY, &payer);
         for (basis, value) in bases.iter().zip(values) {
             let mut all = labels.to_vec();
             all.push(("cost_basis", basis.as_str()));
@@ -459,7 +485,7 @@ mod tests {
         assert_eq!(rows.out, expected);
         assert_eq!(single.out, expected);
         assert_eq!((rows.samples, single.samples), (3, 3));
-        let mut none = Lines::new(&DAILY, "payer");
+        let mut none = Lines::new(&DAILY, &payer);
         none.samples_by_basis(&labels, &[], &[]);
         assert_eq!((none.out.as_str(), none.samples), ("", 0));
     }

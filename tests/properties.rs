@@ -790,6 +790,7 @@ impl GenIntegration {
                 .max_anomaly_series
                 .unwrap_or(DEFAULT_MAX_ANOMALY_SERIES),
             views: Vec::new(),
+            labels: Vec::new(),
         }
     }
 }
@@ -1543,19 +1544,18 @@ impl GenAppConfig {
                     }
                 }
                 if i.extras {
+                    // InfraWallet's `key:value` tags become static labels.
                     m.push((
                         "tags".into(),
-                        Node::List(vec![Node::Map(vec![
-                            ("key".into(), Node::Scalar("team".into())),
-                            ("value".into(), Node::Scalar("${NOT_EXPANDED}".into())),
-                        ])]),
+                        Node::List(vec![Node::Scalar("\"team: platform\"".into())]),
                     ));
                     m.push((
                         "filters".into(),
                         Node::List(vec![Node::Map(vec![
                             ("type".into(), Node::Scalar("exclude".into())),
                             ("attribute".into(), Node::Scalar("Service".into())),
-                            ("pattern".into(), Node::Scalar("'^Tax$'".into())),
+                            // Keys the exporter ignores are not expanded either.
+                            ("pattern".into(), Node::Scalar("'${NOT_EXPANDED}'".into())),
                         ])]),
                     ));
                 }
@@ -1620,6 +1620,9 @@ impl GenAppConfig {
                             secret_access_key: Secret::new(secret.unwrap_or_default()),
                         }
                     });
+                    if i.extras {
+                        out.labels = vec![("team".into(), "platform".into())];
+                    }
                     out
                 })
                 .collect(),

@@ -21,7 +21,7 @@ use crate::cost_explorer::{CostExplorer, CostExplorerError, Tokens, api_error, p
 use crate::exposition::FamilyDesc;
 use crate::model::{DEFAULT_MAX_ANOMALY_SERIES, Integration};
 use crate::schema::{ConfigError, NativeIntegration, positive};
-use crate::snapshot::{Lines, gauge};
+use crate::snapshot::{Identity, Lines, gauge};
 use crate::storage::Fingerprint;
 
 pub const ANOMALY_IMPACT: FamilyDesc = gauge(
@@ -165,7 +165,7 @@ impl Part for Anomalies {
     ) {
         match fetched {
             Some(fetched) => encode_anomalies(
-                &cx.integration.name,
+                cx.identity,
                 &fetched.data,
                 cx.integration.max_anomaly_series,
                 out,
@@ -328,7 +328,12 @@ impl CostExplorer {
 
 /// Encodes the anomalies, the largest `max_series` by impact kept (the rest counted as dropped
 /// on [`ANOMALY_IMPACT`]), handing each family's block to `set`.
-fn encode_anomalies(integration: &str, data: &AnomalyData, max_series: usize, out: &mut Out<'_>) {
+fn encode_anomalies(
+    integration: &Identity,
+    data: &AnomalyData,
+    max_series: usize,
+    out: &mut Out<'_>,
+) {
     let mut ranked: Vec<_> = data.anomalies.iter().collect();
     ranked.sort_by(|a, b| {
         b.impact_usd

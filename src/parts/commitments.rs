@@ -57,7 +57,7 @@ use crate::cost_explorer::{
 use crate::exposition::FamilyDesc;
 use crate::model::Integration;
 use crate::schema::{ConfigError, NativeIntegration};
-use crate::snapshot::{Lines, gauge};
+use crate::snapshot::{Identity, Lines, gauge};
 use crate::storage::Fingerprint;
 
 pub const SP_UTILIZATION: FamilyDesc = gauge(
@@ -237,7 +237,7 @@ impl Part for Commitments {
 
     fn encode(cx: &Encoding<'_>, fetched: Option<&Fetched>, _kept: &Kept, out: &mut Out<'_>) {
         match fetched {
-            Some(fetched) => encode_commitments(&cx.integration.name, &fetched.data, out),
+            Some(fetched) => encode_commitments(cx.identity, &fetched.data, out),
             None => out.keep(),
         }
     }
@@ -751,7 +751,7 @@ fn utilization_ratio(
 }
 
 /// Encodes a commitments fetch, handing each family's block to `set`.
-fn encode_commitments(integration: &str, data: &CommitmentData, out: &mut Out<'_>) {
+fn encode_commitments(integration: &Identity, data: &CommitmentData, out: &mut Out<'_>) {
     let mut lines: BTreeMap<&'static str, Lines<'_>> = FAMILIES
         .iter()
         .map(|f| (f.name, Lines::new(f, integration)))

@@ -233,16 +233,17 @@ impl Part for Costs {
             return out.keep();
         };
         let integration = cx.integration;
-        let name = integration.name.as_str();
+        let name = cx.identity;
         let names = &cx.shared.names;
         let labels = ["account_id", "aws_service", "charge_type"];
+        let target = (cx.identity, &integration.cost_basis[..]);
         out.set(
             &DAILY,
-            table_block(&DAILY, integration, &costs.daily, labels, names, 0),
+            table_block(&DAILY, target, &costs.daily, labels, names, 0),
         );
         out.set(
             &MONTH_TO_DATE,
-            table_block(&MONTH_TO_DATE, integration, &costs.month, labels, names, 0),
+            table_block(&MONTH_TO_DATE, target, &costs.month, labels, names, 0),
         );
         let mut lines = Lines::new(&DATA_DAY, name);
         lines.sample(&[], midnight(cx.period.data_day));

@@ -153,7 +153,7 @@ impl Part for Forecast {
         out: &mut Out<'_>,
     ) {
         let integration = cx.integration;
-        let name = integration.name.as_str();
+        let name = cx.identity;
         let totals = &cx.shared.totals;
         let mut mean = Lines::new(&FORECAST, name);
         let mut lower = Lines::new(&FORECAST_LOWER, name);

@@ -46,7 +46,7 @@ use crate::exposition::FamilyDesc;
 use crate::failure::{Classify, Concise, Reason, ToConcise};
 use crate::model::{DEFAULT_MAX_SERIES, Integration};
 use crate::schema::{ConfigError, Expander, NativeIntegration, Text, positive};
-use crate::snapshot::{Block, Names, SERIES, SERIES_DROPPED};
+use crate::snapshot::{Block, Identity, Names, SERIES, SERIES_DROPPED};
 use crate::storage::{Fingerprint, LoadError, Reader, Record, Writer};
 use serde_saphyr::Spanned;
 
@@ -172,9 +172,15 @@ impl Kind {
     }
 }
 
+/// A part's fingerprint: its own settings, and the static labels every series carries.
 fn fingerprint_of<P: Part>(integration: &Integration, data_delay_days: u32) -> u64 {
     let mut print = Fingerprint::new(P::NAME);
     P::fingerprint(integration, data_delay_days, &mut print);
+    print.u64(integration.labels.len() as u64);
+    for (name, value) in &integration.labels {
+        print.str(name);
+        print.str(value);
+    }
     print.finish()
 }
 
@@ -241,6 +247,8 @@ pub struct Shared {
 /// What a part's encoding sees.
 pub struct Encoding<'a> {
     pub integration: &'a Integration,
+    /// The labels every series of the integration starts with.
+    pub identity: &'a Identity,
     /// The dates the refresh covered.
     pub period: Period,
     pub shared: &'a Shared,
@@ -510,7 +518,7 @@ impl Parts {
             };
             self.slots[i].encode(cx, &mut out);
         }
-        self.count(&cx.integration.name, &mut blocks);
+        self.count(cx.identity, &mut blocks);
         blocks
     }
 
@@ -521,7 +529,7 @@ impl Parts {
 
     /// Sets `aws_cost_series` and `aws_cost_series_dropped` (the last two blocks) from the
     /// counted families of the enabled parts.
-    fn count(&self, integration: &str, blocks: &mut [Block]) {
+    fn count(&self, identity: &Identity, blocks: &mut [Block]) {
         let counted: Vec<(FamilyDesc, usize, usize)> = PARTS
             .iter()
             .zip(&self.enabled)
@@ -532,7 +540,7 @@ impl Parts {
                 (*family, block.samples, block.dropped)
             })
             .collect();
-        let [series, dropped] = crate::snapshot::series_counts(integration, &counted);
+        let [series, dropped] = crate::snapshot::series_counts(identity, &counted);
         if let [.., last_but_one, last] = blocks {
             *last_but_one = series;
             *last = dropped;
@@ -615,7 +623,7 @@ impl Parts {
                 }
             }
         }
-        parts.count(&integration.name, &mut served);
+        parts.count(&Identity::of(integration), &mut served);
         (parts, served)
     }
 }
@@ -649,11 +657,6 @@ pub fn index_of(family: &FamilyDesc) -> usize {
         .iter()
         .position(|f| f.name == family.name)
         .unwrap_or_default()
-}
-
-/// The name of every part, as `aws_cost_query_success` and storage have them.
-pub fn names() -> impl Iterator<Item = &'static str> {
-    PARTS.iter().map(|part| part.name)
 }
 
 /// What the series of every part built on the cost rows depend on: the account, the data day,
@@ -756,8 +759,10 @@ pub(crate) mod fixtures {
                     slot.share(&mut shared);
                 }
             }
+            let identity = Identity::of(&self.integration);
             let cx = Encoding {
                 integration: &self.integration,
+                identity: &identity,
                 period: self.period,
                 shared: &shared,
             };

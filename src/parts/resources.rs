@@ -132,7 +132,7 @@ impl Part for Resources {
             &RESOURCE_DAILY,
             table_block(
                 &RESOURCE_DAILY,
-                integration,
+                (cx.identity, &integration.cost_basis),
                 &table,
                 labels,
                 &cx.shared.names,

@@ -96,7 +96,7 @@ impl Part for Tags {
                 &family,
                 table_block(
                     &family,
-                    integration,
+                    (cx.identity, &integration.cost_basis),
                     &table,
                     labels,
                     &cx.shared.names,

@@ -18,7 +18,9 @@ use super::{Cx, Encoding, Keys, Out, Part, PartError};
 use crate::aggregate::Table;
 use crate::cost_explorer::{Granularity, GroupKey, Query, tag_value};
 use crate::exposition::FamilyDesc;
-use crate::model::{DEFAULT_MAX_SERIES, FilterExpr, Integration, KeyKind, View, ViewKey};
+use crate::model::{
+    DEFAULT_MAX_SERIES, FilterExpr, Integration, KeyKind, View, ViewKey, is_label_name,
+};
 use crate::schema::{
     ConfigError, Expander, NativeIntegration, RawExpression, RawGroup, RawValues, RawView, Text,
     positive,
@@ -223,7 +225,7 @@ impl Part for Views {
         };
         let integration = cx.integration;
         for family in FAMILIES {
-            let mut lines = Lines::new(&family, &integration.name);
+            let mut lines = Lines::new(&family, cx.identity);
             let mut dropped = 0;
             for (view, data) in integration.views.iter().zip(fetched) {
                 let table = match family.name {
@@ -277,16 +279,6 @@ fn is_view_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// A Prometheus label name, not one of the reserved `__` ones.
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("__")
 }
 
 /// `prefix` and `name`, lower-cased, every character a label name cannot have as `_`.
@@ -351,6 +343,20 @@ fn view(
                     "{:?} is a label every view series has ({}); choose another",
                     group.label,
                     RESERVED_LABELS.join(", ")
+                ),
+            ));
+        }
+        if integration
+            .labels
+            .iter()
+            .any(|(name, _)| *name == group.label)
+        {
+            return Err(error(
+                format!("{at}.label"),
+                label_at,
+                format!(
+                    "{:?} is a static label of the integration (labels); choose another",
+                    group.label
                 ),
             ));
         }
