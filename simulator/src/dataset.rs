@@ -6,6 +6,20 @@
 //! Rows share their strings: the generator interns every account id, service, record type,
 //! resource id and tag set once, and each row holds reference-counted handles to them, so a
 //! large organization's millions of rows cost little more than their amounts.
+//!
+//! # Dimensions and cost categories
+//!
+//! Besides its account, service, record type, resource and tags, every row has a value of each
+//! dimension of [`EXTRA_DIMENSIONS`] (`AZ`, `INSTANCE_TYPE`, `OPERATION`, `PURCHASE_TYPE`,
+//! `REGION`, `USAGE_TYPE`, `PLATFORM`, `TENANCY`, `DATABASE_ENGINE`), *derived* from those
+//! fields (see [`extra_dimensions`] for the rules), so the generated rows, their amounts and
+//! their number are what they were before these dimensions existed. Rows without a value of a
+//! dimension carry Cost Explorer's placeholder for it (`NoAZ`, `NoInstanceType`, ...).
+//!
+//! A dataset may carry cost category definitions ([`CostCategory`]); each row is in a category
+//! with one value, or uncategorised. The values are derived from the row's account and tags
+//! when the dataset is generated ([`Dataset::generate_with_cost_categories`]) or later
+//! ([`Dataset::with_cost_categories`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -30,11 +44,56 @@ pub struct SimRow {
     record_type: Arc<str>,
     /// Amounts in 1e-10 USD, indexed like [`CostMetric::ALL`].
     pub amounts: [i64; 5],
-    /// The resource, for services with resource-level data.
-    resource_id: Option<Arc<str>>,
     /// Cost-allocation tags (key, value).
     tags: TagSet,
+    /// The resource, the other dimensions and the cost categories, shared by every row of
+    /// the same account, service, record type and resource.
+    meta: Arc<RowMeta>,
 }
+
+/// What the rows of one account, service, record type and resource share besides their
+/// strings of [`SimRow`].
+#[derive(Debug, PartialEq, Eq)]
+struct RowMeta {
+    /// The resource, for services with resource-level data.
+    resource_id: Option<Arc<str>>,
+    /// Values indexed like [`EXTRA_DIMENSIONS`].
+    dimensions: [Arc<str>; EXTRA_DIMENSIONS.len()],
+    /// (cost category, value) of the categories the rows are in.
+    categories: TagSet,
+}
+
+/// The dimensions every row has a value of besides `LINKED_ACCOUNT`, `SERVICE`, `RECORD_TYPE`
+/// and `RESOURCE_ID`, as Cost Explorer names them.
+pub const EXTRA_DIMENSIONS: [&str; 9] = [
+    "AZ",
+    "INSTANCE_TYPE",
+    "OPERATION",
+    "PURCHASE_TYPE",
+    "REGION",
+    "USAGE_TYPE",
+    "PLATFORM",
+    "TENANCY",
+    "DATABASE_ENGINE",
+];
+
+/// Every dimension the simulation gives rows a value of ([`SimRow::dimension`]), as Cost
+/// Explorer names them.
+pub const DIMENSIONS: [&str; 13] = [
+    "LINKED_ACCOUNT",
+    "SERVICE",
+    "RECORD_TYPE",
+    "RESOURCE_ID",
+    "AZ",
+    "INSTANCE_TYPE",
+    "OPERATION",
+    "PURCHASE_TYPE",
+    "REGION",
+    "USAGE_TYPE",
+    "PLATFORM",
+    "TENANCY",
+    "DATABASE_ENGINE",
+];
 
 impl SimRow {
     /// The (linked) account the cost belongs to.
@@ -54,7 +113,31 @@ impl SimRow {
 
     /// The resource, for services with resource-level data.
     pub fn resource_id(&self) -> Option<&str> {
-        self.resource_id.as_deref()
+        self.meta.resource_id.as_deref()
+    }
+
+    /// The row's value of a dimension of [`DIMENSIONS`], as Cost Explorer groups and filters
+    /// by it: `RESOURCE_ID` is empty for a row without a resource, and the other dimensions
+    /// carry Cost Explorer's placeholder where the row has no value (`NoAZ`, ...). `None` for a
+    /// dimension the simulation does not know.
+    pub fn dimension(&self, key: &str) -> Option<&str> {
+        Some(match key {
+            "LINKED_ACCOUNT" => self.account_id(),
+            "SERVICE" => self.service(),
+            "RECORD_TYPE" => self.record_type(),
+            "RESOURCE_ID" => self.resource_id().unwrap_or_default(),
+            _ => &self.meta.dimensions[EXTRA_DIMENSIONS.iter().position(|d| *d == key)?],
+        })
+    }
+
+    /// The row's value of a cost category (`None`: uncategorised, or no such category).
+    pub fn cost_category(&self, name: &str) -> Option<&str> {
+        self.cost_category_interned(name).map(|v| &**v)
+    }
+
+    /// The cost categories the row is in, (name, value).
+    pub fn cost_categories(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.meta.categories.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The value of a tag key, if the row carries it.
@@ -85,11 +168,25 @@ impl SimRow {
     }
 
     pub(crate) fn resource_id_interned(&self) -> Option<&Arc<str>> {
-        self.resource_id.as_ref()
+        self.meta.resource_id.as_ref()
     }
 
     pub(crate) fn tag_interned(&self, key: &str) -> Option<&Arc<str>> {
         self.tags.iter().find(|(k, _)| &**k == key).map(|(_, v)| v)
+    }
+
+    /// The row's value of `EXTRA_DIMENSIONS[index]`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn extra_dimension_interned(&self, index: usize) -> &Arc<str> {
+        &self.meta.dimensions[index]
+    }
+
+    pub(crate) fn cost_category_interned(&self, name: &str) -> Option<&Arc<str>> {
+        self.meta
+            .categories
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -167,6 +264,53 @@ pub struct Dataset {
     pub estimated_from: Option<NaiveDate>,
     /// The last day with data.
     pub today: Option<NaiveDate>,
+    /// The cost categories the rows are categorised by.
+    cost_categories: Vec<CostCategory>,
+}
+
+/// A cost category: its rules, in order (the first that applies to a row gives its value),
+/// and the value of the rows no rule applies to (`None`: they are uncategorised), as Cost
+/// Explorer's cost category definitions have them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CostCategory {
+    pub name: String,
+    pub rules: Vec<CostCategoryRule>,
+    pub default_value: Option<String>,
+}
+
+/// One rule of a [`CostCategory`]: the value it gives the rows it applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CostCategoryRule {
+    /// The rows of these linked accounts.
+    Accounts {
+        value: String,
+        accounts: Vec<String>,
+    },
+    /// The rows whose tag `key` has one of `values`.
+    Tag {
+        value: String,
+        key: String,
+        values: Vec<String>,
+    },
+}
+
+impl CostCategory {
+    /// The value of the rows of `account_id` with `tags` (`None`: uncategorised).
+    pub fn value_for<'a>(&'a self, account_id: &str, tags: &[(&str, &str)]) -> Option<&'a str> {
+        self.rules
+            .iter()
+            .find_map(|rule| match rule {
+                CostCategoryRule::Accounts { value, accounts } => {
+                    accounts.iter().any(|a| a == account_id).then_some(value)
+                }
+                CostCategoryRule::Tag { value, key, values } => tags
+                    .iter()
+                    .any(|(k, v)| k == key && values.iter().any(|w| w == v))
+                    .then_some(value),
+            })
+            .or(self.default_value.as_ref())
+            .map(String::as_str)
+    }
 }
 
 /// Services with resource-level rows: (service, resources per account, id pattern).
@@ -217,7 +361,7 @@ const MORE_TAG_VALUES: &[(&[&str], usize)] = &[
 ];
 
 /// The values each tag key of [`TAGS`] takes in an organization of `accounts` accounts.
-fn tag_values(accounts: usize) -> Vec<Vec<&'static str>> {
+pub(crate) fn tag_values(accounts: usize) -> Vec<Vec<&'static str>> {
     TAGS.iter()
         .zip(MORE_TAG_VALUES)
         .map(|((_, base), (more, per))| {
@@ -255,6 +399,239 @@ fn tags_for(
             (pick < values.len()).then_some((k, pick))
         })
         .collect()
+}
+
+/// Cost Explorer's placeholders for a row without a value of a dimension.
+pub const NO_AZ: &str = "NoAZ";
+pub const NO_INSTANCE_TYPE: &str = "NoInstanceType";
+pub const NO_OPERATION: &str = "NoOperation";
+pub const NO_REGION: &str = "NoRegion";
+pub const NO_USAGE_TYPE: &str = "NoUsageType";
+pub const NO_PLATFORM: &str = "NoPlatform";
+pub const NO_TENANCY: &str = "NoTenancy";
+pub const NO_DATABASE_ENGINE: &str = "NoDatabaseEngine";
+
+/// Home regions of accounts (picked by a hash of the account id; us-east-1 twice as often),
+/// and the prefix of their usage types.
+const HOME_REGIONS: &[(&str, &str)] = &[
+    ("us-east-1", "USE1"),
+    ("us-east-1", "USE1"),
+    ("us-west-2", "USW2"),
+    ("eu-west-1", "EU"),
+    ("eu-central-1", "EUC1"),
+    ("ap-southeast-2", "APS2"),
+    ("ap-northeast-1", "APN1"),
+];
+
+/// The usage type prefix of a region of [`HOME_REGIONS`].
+fn usage_prefix(region: &str) -> &'static str {
+    HOME_REGIONS
+        .iter()
+        .find(|(r, _)| *r == region)
+        .map_or("USE1", |(_, prefix)| prefix)
+}
+
+/// EC2 instance types, by the instance's number modulo their count.
+pub const EC2_INSTANCE_TYPES: &[&str] = &[
+    "m5.large",
+    "m5.xlarge",
+    "c6i.large",
+    "t3.medium",
+    "r6g.large",
+    "m6g.large",
+    "c5.2xlarge",
+];
+
+/// RDS instance classes, by the database's number modulo their count.
+pub const RDS_INSTANCE_TYPES: &[&str] = &[
+    "db.r6g.large",
+    "db.m6g.large",
+    "db.t4g.medium",
+    "db.r6g.xlarge",
+];
+
+/// Services Cost Explorer puts in the `global` region.
+pub const GLOBAL_SERVICES: &[&str] = &["Amazon CloudFront", "AWS Cost Explorer"];
+
+/// Services whose charges have no region (`NoRegion`).
+pub const REGIONLESS_SERVICES: &[&str] = &[
+    "Tax",
+    "AWS Support (Business)",
+    "Savings Plans for AWS Compute usage",
+];
+
+/// A stable hash (FNV-1a) of a string: what the per-account choices below are made by.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The values of [`EXTRA_DIMENSIONS`] of the rows of one account, service and record type, and
+/// resource (its number among the account's resources of the service, and its id), derived
+/// from nothing else:
+///
+/// - REGION: `global` for [`GLOBAL_SERVICES`], `NoRegion` for [`REGIONLESS_SERVICES`]; an RDS
+///   database's the region of its ARN; otherwise the account's home region of
+///   [`HOME_REGIONS`] (by a hash of the account id), except every fifth EC2 instance (numbers
+///   4, 9, ...) which runs in us-west-2 (us-east-1 if that is the home region).
+/// - AZ: the region and a letter for EC2 instances (a, b, c by the instance's number modulo 3),
+///   RDS databases (a, b by number modulo 2) and the EBS volumes and NAT gateways of
+///   `EC2 - Other`; `NoAZ` otherwise.
+/// - INSTANCE_TYPE: [`EC2_INSTANCE_TYPES`] and [`RDS_INSTANCE_TYPES`] by the resource's number;
+///   `NoInstanceType` otherwise.
+/// - PLATFORM: `Windows` for EC2 instances whose number is 3 modulo 7, `Linux/UNIX` for the
+///   other instances; `NoPlatform` otherwise. TENANCY: `Shared` for EC2 instances and RDS
+///   databases, `NoTenancy` otherwise. DATABASE_ENGINE: `MySQL` (even numbers) or `PostgreSQL`
+///   (odd) for RDS databases, `NoDatabaseEngine` otherwise.
+/// - PURCHASE_TYPE, by record type: `Savings Plans` for SavingsPlanCoveredUsage,
+///   SavingsPlanNegation and SavingsPlanRecurringFee; `Standard Reserved Instances` for
+///   DiscountedUsage and RIFee; `Spot Instances` for the Usage of EC2 instance number 13;
+///   `On Demand Instances` for everything else (Usage, Credit, Refund, Tax, Support).
+/// - USAGE_TYPE and OPERATION: per service, prefixed by the region's code (`USE1-`, `EU-`, ...)
+///   as Cost Explorer writes them, e.g. `USE1-BoxUsage:m5.large` / `RunInstances` (Windows:
+///   `RunInstances:0002`, Spot: `USE1-SpotUsage:c5.2xlarge` / `RunInstances:SV001`),
+///   `USE1-InstanceUsage:db.r6g.large` / `CreateDBInstance:0002` (reserved:
+///   `USE1-HeavyUsage:...`), CloudFront's `US-DataTransfer-Out-Bytes` (or `EU-`, `AP-`, by
+///   account); `NoUsageType` / `NoOperation` for Tax.
+pub fn extra_dimensions(
+    account_id: &str,
+    service: &str,
+    record_type: &str,
+    resource: Option<(usize, &str)>,
+) -> [String; 9] {
+    let hash = stable_hash(account_id);
+    let home = HOME_REGIONS[(hash % HOME_REGIONS.len() as u64) as usize].0;
+    let ec2 = service == "Amazon Elastic Compute Cloud - Compute";
+    let rds = service == "Amazon Relational Database Service";
+    let region: &str = if GLOBAL_SERVICES.contains(&service) {
+        "global"
+    } else if REGIONLESS_SERVICES.contains(&service) {
+        NO_REGION
+    } else {
+        match resource {
+            Some((_, id)) if id.starts_with("arn:") => id.split(':').nth(3).unwrap_or(home),
+            Some((index, _)) if ec2 && index % 5 == 4 => {
+                if home == "us-east-1" {
+                    "us-west-2"
+                } else {
+                    "us-east-1"
+                }
+            }
+            _ => home,
+        }
+    };
+    let prefix = usage_prefix(region);
+    let purchase_type = match record_type {
+        "SavingsPlanCoveredUsage" | "SavingsPlanNegation" | "SavingsPlanRecurringFee" => {
+            "Savings Plans"
+        }
+        "DiscountedUsage" | "RIFee" => "Standard Reserved Instances",
+        "Usage" if ec2 && resource.is_some_and(|(index, _)| index == 13) => "Spot Instances",
+        _ => "On Demand Instances",
+    };
+    let mut az = NO_AZ.to_string();
+    let mut instance_type = NO_INSTANCE_TYPE;
+    let mut platform = NO_PLATFORM;
+    let mut tenancy = NO_TENANCY;
+    let mut engine = NO_DATABASE_ENGINE;
+    let (usage_type, operation) = match (service, resource) {
+        (_, Some((index, _))) if ec2 => {
+            az = format!("{region}{}", ["a", "b", "c"][index % 3]);
+            instance_type = EC2_INSTANCE_TYPES[index % EC2_INSTANCE_TYPES.len()];
+            tenancy = "Shared";
+            let windows = index % 7 == 3;
+            platform = if windows { "Windows" } else { "Linux/UNIX" };
+            if purchase_type == "Spot Instances" {
+                (
+                    format!("{prefix}-SpotUsage:{instance_type}"),
+                    "RunInstances:SV001",
+                )
+            } else {
+                (
+                    format!("{prefix}-BoxUsage:{instance_type}"),
+                    if windows {
+                        "RunInstances:0002"
+                    } else {
+                        "RunInstances"
+                    },
+                )
+            }
+        }
+        (_, Some((index, _))) if rds => {
+            az = format!("{region}{}", ["a", "b"][index % 2]);
+            instance_type = RDS_INSTANCE_TYPES[index % RDS_INSTANCE_TYPES.len()];
+            tenancy = "Shared";
+            let (name, operation) = if index % 2 == 0 {
+                ("MySQL", "CreateDBInstance:0002")
+            } else {
+                ("PostgreSQL", "CreateDBInstance:0014")
+            };
+            engine = name;
+            let kind = if purchase_type == "Standard Reserved Instances" {
+                "HeavyUsage"
+            } else {
+                "InstanceUsage"
+            };
+            (format!("{prefix}-{kind}:{instance_type}"), operation)
+        }
+        ("EC2 - Other", _) => match (hash >> 8) % 3 {
+            0 => {
+                az = format!("{region}a");
+                (format!("{prefix}-EBS:VolumeUsage.gp3"), "CreateVolume-Gp3")
+            }
+            1 => {
+                az = format!("{region}b");
+                (format!("{prefix}-NatGateway-Hours"), "NatGateway")
+            }
+            _ => (
+                format!("{prefix}-DataTransfer-Regional-Bytes"),
+                "InterZone-In",
+            ),
+        },
+        ("Amazon Simple Storage Service", _) => {
+            (format!("{prefix}-TimedStorage-ByteHrs"), "StandardStorage")
+        }
+        ("Amazon CloudFront", _) => (
+            format!(
+                "{}-DataTransfer-Out-Bytes",
+                ["US", "EU", "AP"][((hash >> 16) % 3) as usize]
+            ),
+            "WebDistribution",
+        ),
+        ("AWS Lambda", _) => (format!("{prefix}-Lambda-GB-Second"), "Invoke"),
+        ("Amazon DynamoDB", _) => (
+            format!("{prefix}-ReadRequestUnits"),
+            "PayPerRequestThroughput",
+        ),
+        ("Amazon Elastic Container Service for Kubernetes", _) => (
+            format!("{prefix}-AmazonEKS-Hours:perCluster"),
+            "CreateOperation",
+        ),
+        ("AmazonCloudWatch", _) => (format!("{prefix}-CW:MetricMonitorUsage"), "MetricStorage"),
+        ("AWS Key Management Service", _) => (format!("{prefix}-KMS-Keys"), "CreateKey"),
+        ("Amazon Virtual Private Cloud", _) => (
+            format!("{prefix}-PublicIPv4:InUseAddress"),
+            "AssociateAddressVPC",
+        ),
+        ("Savings Plans for AWS Compute usage", _) => {
+            ("ComputeSP:3yrPartialUpfront".to_string(), NO_OPERATION)
+        }
+        ("AWS Support (Business)", _) => ("Dollar".to_string(), NO_OPERATION),
+        ("AWS Cost Explorer", _) => ("APIRequest".to_string(), "GetCostAndUsage"),
+        _ => (NO_USAGE_TYPE.to_string(), NO_OPERATION),
+    };
+    [
+        az,
+        instance_type.to_string(),
+        operation.to_string(),
+        purchase_type.to_string(),
+        region.to_string(),
+        usage_type,
+        platform.to_string(),
+        tenancy.to_string(),
+        engine.to_string(),
+    ]
 }
 
 /// (service, record types it bills under, typical daily usage in USD)
@@ -314,11 +691,15 @@ pub struct DatasetSpec<'a> {
     pub idle_accounts: &'a [(&'a str, &'a str)],
 }
 
+/// An interned (name, value) pair: a tag or a cost category's value.
+type Label = (Arc<str>, Arc<str>);
+
 /// One `Arc` per distinct string.
 #[derive(Default)]
 struct Interner {
     strings: HashSet<Arc<str>>,
     tag_sets: HashMap<Vec<(usize, usize)>, TagSet>,
+    category_sets: HashMap<Vec<Label>, TagSet>,
 }
 
 impl Interner {
@@ -343,13 +724,59 @@ impl Interner {
         self.tag_sets.insert(picks, set.clone());
         set
     }
+
+    /// The (name, value) set of the cost categories of the rows of `account_id` with `tags`.
+    fn categories(
+        &mut self,
+        account_id: &str,
+        tags: &TagSet,
+        categories: &[CostCategory],
+    ) -> TagSet {
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let pairs: Vec<Label> = categories
+            .iter()
+            .filter_map(|c| {
+                let value = c.value_for(account_id, &tags)?;
+                Some((self.string(&c.name), self.string(value)))
+            })
+            .collect();
+        if let Some(set) = self.category_sets.get(&pairs) {
+            return set.clone();
+        }
+        let set: TagSet = Arc::from(pairs.clone());
+        self.category_sets.insert(pairs, set.clone());
+        set
+    }
+
+    /// What the rows of one account, service, record type and resource share.
+    fn meta(
+        &mut self,
+        (account_id, service, record_type): (&str, &str, &str),
+        resource: Option<(usize, &Arc<str>)>,
+        tags: &TagSet,
+        categories: &[CostCategory],
+    ) -> Arc<RowMeta> {
+        let values = extra_dimensions(
+            account_id,
+            service,
+            record_type,
+            resource.map(|(index, id)| (index, &**id)),
+        );
+        Arc::new(RowMeta {
+            resource_id: resource.map(|(_, id)| id.clone()),
+            dimensions: values.map(|v| self.string(&v)),
+            categories: self.categories(account_id, tags, categories),
+        })
+    }
 }
 
 /// What every row of one account and service shares, per resource (one "resource" for
 /// services billed in one line).
 struct ServicePlan {
-    resource_ids: Vec<Option<Arc<str>>>,
     tags: Vec<TagSet>,
+    /// Per record type of the service (indexed like its record types in [`SERVICES`]), per
+    /// resource.
+    metas: Vec<Vec<Arc<RowMeta>>>,
 }
 
 /// The interned strings of one account's rows.
@@ -357,12 +784,23 @@ struct AccountPlan {
     id: Arc<str>,
     /// Indexed like [`SERVICES`].
     services: Vec<ServicePlan>,
+    /// The meta of the account's AWS Cost Explorer row.
+    cost_explorer: Arc<RowMeta>,
 }
 
 impl Dataset {
     /// Generates realistic rows: a dozen services, usage, savings plans, reservations, support,
-    /// tax, negative credits and refunds, weekly rhythm, a partial "today".
+    /// tax, negative credits and refunds, weekly rhythm, a partial "today". No cost categories.
     pub fn generate(spec: &DatasetSpec<'_>) -> Self {
+        Self::generate_with_cost_categories(spec, &[])
+    }
+
+    /// Generates the rows of [`Dataset::generate`] (the same rows), categorised by
+    /// `categories`.
+    pub fn generate_with_cost_categories(
+        spec: &DatasetSpec<'_>,
+        categories: &[CostCategory],
+    ) -> Self {
         let mut rng = fastrand::Rng::with_seed(spec.seed);
         let mut interner = Interner::default();
         let values = tag_values(spec.accounts.len());
@@ -385,16 +823,16 @@ impl Dataset {
                 id: interner.string(account_id),
                 services: SERVICES
                     .iter()
-                    .map(|(service, ..)| {
+                    .map(|(service, service_record_types, _)| {
                         let resources = resource_count(service);
-                        let resource_ids = (0..resources.max(1))
+                        let resource_ids: Vec<Option<Arc<str>>> = (0..resources.max(1))
                             .map(|resource| {
                                 (resources > 0).then(|| {
                                     interner.string(&resource_id(service, account_id, resource))
                                 })
                             })
                             .collect();
-                        let tags = (0..resources.max(1))
+                        let tags: Vec<TagSet> = (0..resources.max(1))
                             .map(|resource| {
                                 if *service == "Tax" {
                                     untagged.clone()
@@ -404,9 +842,32 @@ impl Dataset {
                                 }
                             })
                             .collect();
-                        ServicePlan { resource_ids, tags }
+                        let metas = service_record_types
+                            .iter()
+                            .map(|record_type| {
+                                (0..resources.max(1))
+                                    .map(|resource| {
+                                        interner.meta(
+                                            (account_id, service, record_type),
+                                            resource_ids[resource]
+                                                .as_ref()
+                                                .map(|id| (resource, id)),
+                                            &tags[resource],
+                                            categories,
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .collect();
+                        ServicePlan { tags, metas }
                     })
                     .collect(),
+                cost_explorer: interner.meta(
+                    (account_id, "AWS Cost Explorer", "Usage"),
+                    None,
+                    &untagged,
+                    categories,
+                ),
             })
             .collect();
 
@@ -466,8 +927,8 @@ impl Dataset {
                                 service: services[s].clone(),
                                 record_type: record_types[s][t].clone(),
                                 amounts,
-                                resource_id: service_plan.resource_ids[resource].clone(),
                                 tags: service_plan.tags[resource].clone(),
+                                meta: service_plan.metas[t][resource].clone(),
                             });
                         }
                     }
@@ -479,8 +940,8 @@ impl Dataset {
                     service: cost_explorer.clone(),
                     record_type: usage.clone(),
                     amounts: [rng.i64(1..9999); 5],
-                    resource_id: None,
                     tags: untagged.clone(),
+                    meta: plan.cost_explorer.clone(),
                 });
             }
             day = day + Days::new(1);
@@ -498,7 +959,41 @@ impl Dataset {
                 .checked_sub(1)
                 .map(|back| spec.today - Days::new(back)),
             today: Some(spec.today),
+            cost_categories: categories.to_vec(),
         }
+    }
+
+    /// The dataset with its rows categorised by `categories` instead (and nothing else
+    /// changed).
+    pub fn with_cost_categories(mut self, categories: Vec<CostCategory>) -> Self {
+        let mut interner = Interner::default();
+        // Per (meta, account, tag set) of the rows: the old meta, kept alive so that its
+        // address is not reused while it is a key, and the new one.
+        type Old = Arc<RowMeta>;
+        let mut metas: HashMap<(usize, usize, usize), (Old, Arc<RowMeta>)> = HashMap::new();
+        for row in &mut self.rows {
+            let key = (
+                Arc::as_ptr(&row.meta) as usize,
+                row.account_id.as_ptr() as usize,
+                row.tags.as_ptr() as usize,
+            );
+            let (_, meta) = metas.entry(key).or_insert_with(|| {
+                let meta = Arc::new(RowMeta {
+                    resource_id: row.meta.resource_id.clone(),
+                    dimensions: row.meta.dimensions.clone(),
+                    categories: interner.categories(&row.account_id, &row.tags, &categories),
+                });
+                (row.meta.clone(), meta)
+            });
+            row.meta = meta.clone();
+        }
+        self.cost_categories = categories;
+        self
+    }
+
+    /// The cost categories the rows are categorised by.
+    pub fn cost_categories(&self) -> &[CostCategory] {
+        &self.cost_categories
     }
 
     /// The rows of the days in `[from, to)`: a slice of [`Dataset::rows`], found by binary
@@ -626,6 +1121,8 @@ pub fn format_units(units: i128) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -779,6 +1276,187 @@ mod tests {
         assert!(a.day_rows(day(1), day(13)).is_empty());
         assert_eq!(a.day_rows(day(13), day(24)).len(), a.rows.len());
         assert!(Dataset::default().day_rows(day(1), day(30)).is_empty());
+    }
+
+    #[test]
+    fn every_row_has_a_value_of_each_dimension_derived_from_its_fields() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let a = Dataset::generate(&small_spec(today));
+        let regions: std::collections::BTreeSet<&str> = HOME_REGIONS
+            .iter()
+            .map(|(r, _)| *r)
+            .chain(["global", NO_REGION])
+            .collect();
+        // (account, service, record type, resource) -> dimensions.
+        let mut seen: HashMap<(&str, &str, &str, Option<&str>), Vec<&str>> = HashMap::new();
+        let mut values: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for row in &a.rows {
+            let dims: Vec<&str> = DIMENSIONS
+                .iter()
+                .map(|d| row.dimension(d).unwrap())
+                .collect();
+            for (d, v) in DIMENSIONS.iter().zip(&dims) {
+                values.entry(d).or_default().insert(v);
+            }
+            let key = (
+                row.account_id(),
+                row.service(),
+                row.record_type(),
+                row.resource_id(),
+            );
+            assert_eq!(seen.entry(key).or_insert_with(|| dims.clone()), &dims);
+            // Interned: one allocation per value.
+            for i in 0..EXTRA_DIMENSIONS.len() {
+                let first = a.rows[0].extra_dimension_interned(i);
+                let here = row.extra_dimension_interned(i);
+                assert!(**first != **here || Arc::ptr_eq(first, here));
+            }
+            let dim = |d: &str| row.dimension(d).unwrap();
+            assert!(regions.contains(dim("REGION")), "{row:?}");
+            assert!(dim("AZ") == NO_AZ || dim("AZ").starts_with(dim("REGION")));
+            assert_eq!(dim("RESOURCE_ID"), row.resource_id().unwrap_or_default());
+            let expected_purchase = match row.record_type() {
+                "SavingsPlanCoveredUsage" | "SavingsPlanNegation" | "SavingsPlanRecurringFee" => {
+                    vec!["Savings Plans"]
+                }
+                "DiscountedUsage" | "RIFee" => vec!["Standard Reserved Instances"],
+                "Usage" => vec!["On Demand Instances", "Spot Instances"],
+                _ => vec!["On Demand Instances"],
+            };
+            assert!(expected_purchase.contains(&dim("PURCHASE_TYPE")), "{row:?}");
+            match (row.service(), row.resource_id()) {
+                ("Amazon Elastic Compute Cloud - Compute", Some(_)) => {
+                    assert!(EC2_INSTANCE_TYPES.contains(&dim("INSTANCE_TYPE")));
+                    assert!(dim("USAGE_TYPE").ends_with(dim("INSTANCE_TYPE")));
+                    assert!(dim("OPERATION").starts_with("RunInstances"));
+                    assert_ne!(dim("AZ"), NO_AZ);
+                    assert!(["Linux/UNIX", "Windows"].contains(&dim("PLATFORM")));
+                }
+                ("Amazon Relational Database Service", Some(id)) => {
+                    assert!(RDS_INSTANCE_TYPES.contains(&dim("INSTANCE_TYPE")));
+                    assert!(id.contains(&format!(":{}:", dim("REGION"))));
+                    assert!(dim("OPERATION").starts_with("CreateDBInstance"));
+                    assert!(["MySQL", "PostgreSQL"].contains(&dim("DATABASE_ENGINE")));
+                }
+                (service, _) => {
+                    assert_eq!(dim("INSTANCE_TYPE"), NO_INSTANCE_TYPE);
+                    assert_eq!(dim("DATABASE_ENGINE"), NO_DATABASE_ENGINE);
+                    assert_eq!(dim("PLATFORM"), NO_PLATFORM);
+                    assert_eq!(dim("TENANCY"), NO_TENANCY);
+                    if GLOBAL_SERVICES.contains(&service) {
+                        assert_eq!(dim("REGION"), "global");
+                    }
+                    if service == "Tax" {
+                        assert_eq!(dim("REGION"), NO_REGION);
+                        assert_eq!(dim("USAGE_TYPE"), NO_USAGE_TYPE);
+                        assert_eq!(dim("OPERATION"), NO_OPERATION);
+                    }
+                }
+            }
+        }
+        assert_eq!(a.rows[0].dimension("BILLING_ENTITY"), None);
+        assert_eq!(a.rows[0].dimension("az"), None);
+        // Varied: several regions, AZs, instance types, usage types and purchase types.
+        for (dimension, at_least) in [
+            ("REGION", 4),
+            ("AZ", 6),
+            ("INSTANCE_TYPE", 8),
+            ("USAGE_TYPE", 20),
+            ("OPERATION", 10),
+            ("PURCHASE_TYPE", 4),
+            ("PLATFORM", 3),
+            ("DATABASE_ENGINE", 3),
+        ] {
+            assert!(
+                values[dimension].len() >= at_least,
+                "{dimension}: {:?}",
+                values[dimension]
+            );
+        }
+        // Usage types as AWS writes them.
+        assert!(
+            values["USAGE_TYPE"]
+                .iter()
+                .any(|u| u.contains("-BoxUsage:"))
+        );
+        assert!(
+            values["USAGE_TYPE"]
+                .iter()
+                .any(|u| u.ends_with("-DataTransfer-Out-Bytes"))
+        );
+    }
+
+    #[test]
+    fn rows_are_categorised_by_the_first_rule_that_applies() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let categories = vec![
+            CostCategory {
+                name: "Team".into(),
+                rules: vec![
+                    CostCategoryRule::Tag {
+                        value: "Platform".into(),
+                        key: "team".into(),
+                        values: vec!["platform".into()],
+                    },
+                    CostCategoryRule::Accounts {
+                        value: "Members".into(),
+                        accounts: vec!["222222222222".into(), "444444444444".into()],
+                    },
+                ],
+                default_value: None,
+            },
+            CostCategory {
+                name: "Owner".into(),
+                rules: vec![CostCategoryRule::Accounts {
+                    value: "Payer".into(),
+                    accounts: vec!["111111111111".into()],
+                }],
+                default_value: Some("Others".into()),
+            },
+        ];
+        let plain = Dataset::generate(&small_spec(today));
+        assert!(plain.cost_categories().is_empty());
+        assert!(
+            plain
+                .rows
+                .iter()
+                .all(|r| r.cost_categories().next().is_none())
+        );
+        let generated = Dataset::generate_with_cost_categories(&small_spec(today), &categories);
+        let later = plain.clone().with_cost_categories(categories.clone());
+        assert_eq!(generated, later);
+        assert_eq!(generated.cost_categories(), &categories[..]);
+        assert_eq!(generated.rows.len(), plain.rows.len());
+        let mut uncategorised = 0;
+        for (row, before) in generated.rows.iter().zip(&plain.rows) {
+            // Nothing else changes.
+            assert_eq!(row.day, before.day);
+            assert_eq!(row.amounts, before.amounts);
+            for d in DIMENSIONS {
+                assert_eq!(row.dimension(d), before.dimension(d));
+            }
+            let team = if row.tag("team") == Some("platform") {
+                Some("Platform")
+            } else if ["222222222222", "444444444444"].contains(&row.account_id()) {
+                Some("Members")
+            } else {
+                None
+            };
+            assert_eq!(row.cost_category("Team"), team, "{row:?}");
+            uncategorised += usize::from(team.is_none());
+            let owner = if row.account_id() == "111111111111" {
+                "Payer"
+            } else {
+                "Others"
+            };
+            assert_eq!(row.cost_category("Owner"), Some(owner));
+            assert_eq!(row.cost_category("Nope"), None);
+            let names: Vec<&str> = row.cost_categories().map(|(n, _)| n).collect();
+            assert_eq!(names.len(), 1 + usize::from(team.is_some()));
+        }
+        assert!(uncategorised > 0 && uncategorised < generated.rows.len());
+        // Re-categorised without categories: as generated without them.
+        assert_eq!(generated.with_cost_categories(Vec::new()), plain);
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod simulator;
 
 use chrono::NaiveDate;
 
-pub use dataset::{CostMetric, Dataset, DatasetSpec};
+pub use dataset::{CostCategory, CostCategoryRule, CostMetric, Dataset, DatasetSpec};
 pub use simulator::{Arrival, Behavior, LoggedRequest, Simulator, SimulatorBuilder};
 
 /// The accounts of the demo organization: the payer first, then its members.
@@ -173,8 +173,119 @@ pub fn demo_organization(scale: usize) -> Vec<(String, String)> {
     accounts
 }
 
-/// The demo's datasets for `scale` accounts: the organization's payer's, and the workload
-/// account's.
+/// The environments of generated accounts, by the last word of their names, as the demo's
+/// "Environment" cost category names them.
+const ENVIRONMENT_VALUES: &[(&str, &str)] = &[
+    ("prod", "Production"),
+    ("staging", "Staging"),
+    ("dev", "Development"),
+    ("qa", "QA"),
+    ("sandbox", "Sandbox"),
+    ("perf", "Performance"),
+    ("dr", "Disaster Recovery"),
+    ("shared", "Shared Services"),
+];
+
+/// The "Environment" of an account of a demo organization: the demo's Production, Staging and
+/// data lake accounts are Production, Staging and Production; a generated account's is named
+/// by the last word of its name ("payments-eu-prod", "payments-prod-2": Production); the
+/// management account has none.
+fn environment_of(id: &str, name: &str) -> Option<&'static str> {
+    match id {
+        "333333333333" | "555555555555" => return Some("Production"),
+        "444444444444" => return Some("Staging"),
+        "111111111111" => return None,
+        _ => {}
+    }
+    let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+    let word = name.rsplit('-').next()?;
+    ENVIRONMENT_VALUES
+        .iter()
+        .find(|(w, _)| *w == word)
+        .map(|(_, value)| *value)
+}
+
+/// A tag value as a cost category value: words capitalised, joined by spaces (cost category
+/// values allow letters, digits, spaces, '-' and '_'): `web "frontend"` is `Web Frontend`.
+fn category_value(tag_value: &str) -> String {
+    tag_value
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut chars = w.chars();
+            chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The cost categories of a demo organization of `accounts` (id, name), in its payer's
+/// dataset:
+///
+/// - "Team": first, one rule per value of the `team` tag the organization's rows carry: rows
+///   tagged `team=platform` are `Platform`, `team=web "frontend"` `Web Frontend` (each word
+///   capitalised); then the untagged rest of the accounts whose names contain "data" (any
+///   case; the demo's data lake) is `Data`; everything else (untagged rows of other accounts,
+///   Tax, the Cost Explorer row) is uncategorised (`Team$`).
+/// - "Environment": by account (see the account rules of [`environment_of`]): the demo's
+///   Production and data lake accounts `Production`, Staging `Staging`, a generated account
+///   by the last word of its name (`prod` → `Production`, `staging` → `Staging`, `dev` →
+///   `Development`, `qa` → `QA`, `sandbox` → `Sandbox`, `perf` → `Performance`, `dr` →
+///   `Disaster Recovery`, `shared` → `Shared Services`); the management account uncategorised.
+///
+/// Neither has a default value.
+pub fn demo_cost_categories(accounts: &[(&str, &str)]) -> Vec<CostCategory> {
+    let teams = &dataset::tag_values(accounts.len())[0];
+    let mut team_rules: Vec<CostCategoryRule> = teams
+        .iter()
+        .map(|team| CostCategoryRule::Tag {
+            value: category_value(team),
+            key: "team".to_string(),
+            values: vec![team.to_string()],
+        })
+        .collect();
+    team_rules.push(CostCategoryRule::Accounts {
+        value: "Data".to_string(),
+        accounts: accounts
+            .iter()
+            .filter(|(_, name)| name.to_lowercase().contains("data"))
+            .map(|(id, _)| id.to_string())
+            .collect(),
+    });
+    let mut environments: Vec<(&str, Vec<String>)> = Vec::new();
+    for (id, name) in accounts {
+        if let Some(environment) = environment_of(id, name) {
+            match environments.iter_mut().find(|(e, _)| *e == environment) {
+                Some((_, ids)) => ids.push(id.to_string()),
+                None => environments.push((environment, vec![id.to_string()])),
+            }
+        }
+    }
+    vec![
+        CostCategory {
+            name: "Team".to_string(),
+            rules: team_rules,
+            default_value: None,
+        },
+        CostCategory {
+            name: "Environment".to_string(),
+            rules: environments
+                .into_iter()
+                .map(|(value, accounts)| CostCategoryRule::Accounts {
+                    value: value.to_string(),
+                    accounts,
+                })
+                .collect(),
+            default_value: None,
+        },
+    ]
+}
+
+/// The demo's datasets for `scale` accounts: the organization's payer's (with the cost
+/// categories of [`demo_cost_categories`]), and the workload account's (without any).
 pub fn demo_datasets(today: NaiveDate, scale: usize) -> (Dataset, Dataset) {
     let history_days = if scale > DEMO_SCALE {
         LARGE_DEMO_HISTORY_DAYS
@@ -186,15 +297,18 @@ pub fn demo_datasets(today: NaiveDate, scale: usize) -> (Dataset, Dataset) {
         .iter()
         .map(|(id, name)| (id.as_str(), name.as_str()))
         .collect();
-    let organization = Dataset::generate(&DatasetSpec {
-        seed: 20_261_123,
-        accounts: &accounts,
-        today,
-        history_days,
-        estimated_days: 2,
-        scale: 1.0,
-        idle_accounts: DEMO_IDLE_MEMBERS,
-    });
+    let organization = Dataset::generate_with_cost_categories(
+        &DatasetSpec {
+            seed: 20_261_123,
+            accounts: &accounts,
+            today,
+            history_days,
+            estimated_days: 2,
+            scale: 1.0,
+            idle_accounts: DEMO_IDLE_MEMBERS,
+        },
+        &demo_cost_categories(&accounts),
+    );
     let workload = Dataset::generate(&DatasetSpec {
         seed: 42,
         accounts: DEMO_WORKLOAD,
@@ -351,6 +465,133 @@ mod tests {
             Some(today - Days::new(62))
         );
         assert_eq!(organization.accounts.len(), 5);
+    }
+
+    /// A hash of every row's fields other than its derived dimensions and cost categories.
+    fn rows_fingerprint(rows: &[dataset::SimRow]) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for r in rows {
+            let line = format!(
+                "{}|{}|{}|{}|{:?}|{:?}|{:?}\n",
+                r.day,
+                r.account_id(),
+                r.service(),
+                r.record_type(),
+                r.amounts,
+                r.resource_id(),
+                r.tags().collect::<Vec<_>>()
+            );
+            for b in line.bytes() {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        hash
+    }
+
+    #[test]
+    fn the_demo_rows_are_those_generated_before_dimensions_and_cost_categories() {
+        // Fingerprints taken before rows had more dimensions than account, service, record
+        // type and resource, or cost categories: those add to the rows, and change none.
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        for (scale, expected) in [
+            (
+                DEMO_SCALE,
+                [
+                    (17_896, 0xa50b_654a_858b_bf5c),
+                    (4_053, 0x9f69_58cd_ff0e_a3cf),
+                ],
+            ),
+            (
+                60,
+                [
+                    (136_890, 0xfb8f_3104_017e_a864),
+                    (2_068, 0xaedf_5ddc_0f6b_5a79),
+                ],
+            ),
+        ] {
+            let (organization, workload) = demo_datasets(today, scale);
+            for (dataset, (rows, fingerprint)) in [organization, workload].iter().zip(expected) {
+                assert_eq!(dataset.rows.len(), rows, "scale {scale}");
+                assert_eq!(
+                    rows_fingerprint(&dataset.rows),
+                    fingerprint,
+                    "scale {scale}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_demo_organization_has_team_and_environment_cost_categories() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let (organization, workload) = demo_datasets(today, DEMO_SCALE);
+        assert!(workload.cost_categories().is_empty());
+        assert!(
+            workload
+                .rows
+                .iter()
+                .all(|r| r.cost_categories().next().is_none())
+        );
+        let names: Vec<&str> = organization
+            .cost_categories()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["Team", "Environment"]);
+        let mut teams = BTreeSet::new();
+        let mut uncategorised = 0;
+        for row in &organization.rows {
+            let team = match row.tag("team") {
+                Some("platform") => Some("Platform"),
+                Some("data") => Some("Data"),
+                Some("web \"frontend\"") => Some("Web Frontend"),
+                Some(other) => panic!("team {other}"),
+                None if row.account_id() == "555555555555" => Some("Data"),
+                None => None,
+            };
+            assert_eq!(row.cost_category("Team"), team, "{row:?}");
+            teams.extend(team);
+            uncategorised += usize::from(team.is_none());
+            let environment = match row.account_id() {
+                "333333333333" | "555555555555" => Some("Production"),
+                "444444444444" => Some("Staging"),
+                _ => None,
+            };
+            assert_eq!(row.cost_category("Environment"), environment);
+        }
+        assert_eq!(teams.len(), 3);
+        assert!(uncategorised > 100);
+        // Generated accounts by the last word of their names.
+        let accounts = demo_organization(60);
+        let categories = demo_cost_categories(
+            &accounts
+                .iter()
+                .map(|(id, name)| (id.as_str(), name.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        let environment = &categories[1];
+        for (id, name) in &accounts[4..] {
+            let word = name.rsplit('-').next().unwrap();
+            let expected = ENVIRONMENT_VALUES
+                .iter()
+                .find(|(w, _)| *w == word)
+                .map(|(_, v)| *v);
+            assert!(expected.is_some(), "{name}");
+            assert_eq!(environment.value_for(id, &[]), expected, "{name}");
+        }
+        assert_eq!(environment.value_for("111111111111", &[]), None);
+        assert_eq!(
+            environment_of("1", "payments-eu-prod-2"),
+            Some("Production")
+        );
+        assert_eq!(category_value("web \"frontend\""), "Web Frontend");
+        let (organization, _) = demo_datasets(today, 60);
+        let teams: BTreeSet<&str> = organization
+            .rows
+            .iter()
+            .filter_map(|r| r.cost_category("Team"))
+            .collect();
+        assert_eq!(teams.len(), 4);
     }
 
     #[tokio::test]
