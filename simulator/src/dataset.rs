@@ -36,7 +36,7 @@ pub type TagSet = Arc<[(Arc<str>, Arc<str>)]>;
 ///
 /// Rows are made only by [`Dataset::generate`], which interns their strings: within a dataset,
 /// equal strings are the same allocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct SimRow {
     pub day: NaiveDate,
     account_id: Arc<str>,
@@ -46,9 +46,46 @@ pub struct SimRow {
     pub amounts: [i64; 5],
     /// Cost-allocation tags (key, value).
     tags: TagSet,
-    /// The resource, the other dimensions and the cost categories, shared by every row of
-    /// the same account, service, record type and resource.
-    meta: Arc<RowMeta>,
+    /// The index in `table` of what the row shares with every row of the same account,
+    /// service, record type and resource: its resource, other dimensions and cost categories.
+    meta: u32,
+    /// One table for all the rows of a dataset: each row touches one reference count and its
+    /// entry, instead of an allocation of its own.
+    table: Arc<MetaTable>,
+}
+
+/// The [`RowMeta`]s of a dataset's rows.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct MetaTable {
+    metas: Vec<RowMeta>,
+}
+
+impl PartialEq for SimRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.day == other.day
+            && self.account_id == other.account_id
+            && self.service == other.service
+            && self.record_type == other.record_type
+            && self.amounts == other.amounts
+            && self.tags == other.tags
+            && self.meta() == other.meta()
+    }
+}
+
+impl Eq for SimRow {}
+
+impl std::fmt::Debug for SimRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimRow")
+            .field("day", &self.day)
+            .field("account_id", &self.account_id)
+            .field("service", &self.service)
+            .field("record_type", &self.record_type)
+            .field("amounts", &self.amounts)
+            .field("tags", &self.tags)
+            .field("meta", self.meta())
+            .finish()
+    }
 }
 
 /// What the rows of one account, service, record type and resource share besides their
@@ -113,7 +150,7 @@ impl SimRow {
 
     /// The resource, for services with resource-level data.
     pub fn resource_id(&self) -> Option<&str> {
-        self.meta.resource_id.as_deref()
+        self.meta().resource_id.as_deref()
     }
 
     /// The row's value of a dimension of [`DIMENSIONS`], as Cost Explorer groups and filters
@@ -126,7 +163,7 @@ impl SimRow {
             "SERVICE" => self.service(),
             "RECORD_TYPE" => self.record_type(),
             "RESOURCE_ID" => self.resource_id().unwrap_or_default(),
-            _ => &self.meta.dimensions[EXTRA_DIMENSIONS.iter().position(|d| *d == key)?],
+            _ => &self.meta().dimensions[EXTRA_DIMENSIONS.iter().position(|d| *d == key)?],
         })
     }
 
@@ -137,7 +174,7 @@ impl SimRow {
 
     /// The cost categories the row is in, (name, value).
     pub fn cost_categories(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.meta.categories.iter().map(|(k, v)| (&**k, &**v))
+        self.meta().categories.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The value of a tag key, if the row carries it.
@@ -167,8 +204,12 @@ impl SimRow {
         &self.record_type
     }
 
+    fn meta(&self) -> &RowMeta {
+        &self.table.metas[self.meta as usize]
+    }
+
     pub(crate) fn resource_id_interned(&self) -> Option<&Arc<str>> {
-        self.meta.resource_id.as_ref()
+        self.meta().resource_id.as_ref()
     }
 
     pub(crate) fn tag_interned(&self, key: &str) -> Option<&Arc<str>> {
@@ -178,11 +219,11 @@ impl SimRow {
     /// The row's value of `EXTRA_DIMENSIONS[index]`.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn extra_dimension_interned(&self, index: usize) -> &Arc<str> {
-        &self.meta.dimensions[index]
+        &self.meta().dimensions[index]
     }
 
     pub(crate) fn cost_category_interned(&self, name: &str) -> Option<&Arc<str>> {
-        self.meta
+        self.meta()
             .categories
             .iter()
             .find(|(k, _)| &**k == name)
@@ -292,6 +333,78 @@ pub enum CostCategoryRule {
         key: String,
         values: Vec<String>,
     },
+}
+
+/// Cost categories compiled for categorising many rows: per category, the first rule that
+/// lists each account, and the tag rules.
+struct CompiledCategories<'a> {
+    categories: Vec<CompiledCategory<'a>>,
+}
+
+struct CompiledCategory<'a> {
+    category: &'a CostCategory,
+    /// Account to the index of the first rule that lists it.
+    accounts: HashMap<&'a str, usize>,
+    /// (rule index, key, values) of the tag rules, in order.
+    tags: Vec<(usize, &'a str, &'a [String])>,
+}
+
+impl<'a> CompiledCategories<'a> {
+    fn new(categories: &'a [CostCategory]) -> Self {
+        let categories = categories
+            .iter()
+            .map(|category| {
+                let mut accounts = HashMap::new();
+                let mut tags = Vec::new();
+                for (index, rule) in category.rules.iter().enumerate() {
+                    match rule {
+                        CostCategoryRule::Accounts { accounts: ids, .. } => {
+                            for id in ids {
+                                accounts.entry(id.as_str()).or_insert(index);
+                            }
+                        }
+                        CostCategoryRule::Tag { key, values, .. } => {
+                            tags.push((index, key.as_str(), values.as_slice()));
+                        }
+                    }
+                }
+                CompiledCategory {
+                    category,
+                    accounts,
+                    tags,
+                }
+            })
+            .collect();
+        CompiledCategories { categories }
+    }
+
+    /// (name, value) of each category the rows of `account_id` with `tags` are in: what
+    /// [`CostCategory::value_for`] says.
+    fn values(&self, account_id: &str, tags: &TagSet) -> Vec<(&'a str, &'a str)> {
+        self.categories
+            .iter()
+            .filter_map(|c| {
+                let by_account = c.accounts.get(account_id).copied();
+                let by_tag = c
+                    .tags
+                    .iter()
+                    .take_while(|(index, ..)| by_account.is_none_or(|a| *index < a))
+                    .find(|(_, key, values)| {
+                        tags.iter()
+                            .any(|(k, v)| **k == **key && values.iter().any(|w| **w == **v))
+                    })
+                    .map(|(index, ..)| *index);
+                let value = match by_tag.or(by_account) {
+                    Some(index) => match &c.category.rules[index] {
+                        CostCategoryRule::Accounts { value, .. }
+                        | CostCategoryRule::Tag { value, .. } => value,
+                    },
+                    None => c.category.default_value.as_ref()?,
+                };
+                Some((c.category.name.as_str(), value.as_str()))
+            })
+            .collect()
+    }
 }
 
 impl CostCategory {
@@ -500,8 +613,43 @@ pub fn extra_dimensions(
     record_type: &str,
     resource: Option<(usize, &str)>,
 ) -> [String; 9] {
-    let hash = stable_hash(account_id);
-    let home = HOME_REGIONS[(hash % HOME_REGIONS.len() as u64) as usize].0;
+    dimensions_by(
+        AccountChoices::of(account_id),
+        service,
+        record_type,
+        resource,
+    )
+}
+
+/// What the dimensions of an account's rows depend on besides their service, record type
+/// and resource: indices of its home region in [`HOME_REGIONS`], of the kind of its
+/// `EC2 - Other` cost, and of its CloudFront edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct AccountChoices {
+    home: usize,
+    other: usize,
+    edge: usize,
+}
+
+impl AccountChoices {
+    fn of(account_id: &str) -> Self {
+        let hash = stable_hash(account_id);
+        AccountChoices {
+            home: (hash % HOME_REGIONS.len() as u64) as usize,
+            other: ((hash >> 8) % 3) as usize,
+            edge: ((hash >> 16) % 3) as usize,
+        }
+    }
+}
+
+/// [`extra_dimensions`] of an account of `choices`.
+fn dimensions_by(
+    choices: AccountChoices,
+    service: &str,
+    record_type: &str,
+    resource: Option<(usize, &str)>,
+) -> [String; 9] {
+    let home = HOME_REGIONS[choices.home].0;
     let ec2 = service == "Amazon Elastic Compute Cloud - Compute";
     let rds = service == "Amazon Relational Database Service";
     let region: &str = if GLOBAL_SERVICES.contains(&service) {
@@ -575,7 +723,7 @@ pub fn extra_dimensions(
             };
             (format!("{prefix}-{kind}:{instance_type}"), operation)
         }
-        ("EC2 - Other", _) => match (hash >> 8) % 3 {
+        ("EC2 - Other", _) => match choices.other {
             0 => {
                 az = format!("{region}a");
                 (format!("{prefix}-EBS:VolumeUsage.gp3"), "CreateVolume-Gp3")
@@ -595,7 +743,7 @@ pub fn extra_dimensions(
         ("Amazon CloudFront", _) => (
             format!(
                 "{}-DataTransfer-Out-Bytes",
-                ["US", "EU", "AP"][((hash >> 16) % 3) as usize]
+                ["US", "EU", "AP"][choices.edge]
             ),
             "WebDistribution",
         ),
@@ -700,7 +848,25 @@ struct Interner {
     strings: HashSet<Arc<str>>,
     tag_sets: HashMap<Vec<(usize, usize)>, TagSet>,
     category_sets: HashMap<Vec<Label>, TagSet>,
+    /// The account (the address of its id) whose categories `account_categories` holds.
+    categories_of: usize,
+    /// Per tag set address: the categories of the rows of `categories_of` with those tags.
+    account_categories: HashMap<usize, TagSet>,
+    /// The metas of the rows planned so far.
+    metas: Vec<RowMeta>,
+    /// Per [`DimensionsKey`]: the interned values of [`EXTRA_DIMENSIONS`].
+    dimensions: HashMap<DimensionsKey, [Arc<str>; EXTRA_DIMENSIONS.len()]>,
 }
+
+/// What a row's dimensions are made from: its account's choices, service, record type,
+/// resource number and, for an ARN, its region (its index in [`HOME_REGIONS`]).
+type DimensionsKey = (
+    AccountChoices,
+    &'static str,
+    &'static str,
+    Option<usize>,
+    Option<usize>,
+);
 
 impl Interner {
     fn string(&mut self, s: &str) -> Arc<str> {
@@ -725,48 +891,89 @@ impl Interner {
         set
     }
 
-    /// The (name, value) set of the cost categories of the rows of `account_id` with `tags`.
+    /// The (name, value) set of the cost categories of the rows of `account_id` with `tags`
+    /// (computed once per tag set of each account in a row).
     fn categories(
         &mut self,
         account_id: &str,
         tags: &TagSet,
-        categories: &[CostCategory],
+        categories: &CompiledCategories<'_>,
     ) -> TagSet {
-        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (&**k, &**v)).collect();
-        let pairs: Vec<Label> = categories
-            .iter()
-            .filter_map(|c| {
-                let value = c.value_for(account_id, &tags)?;
-                Some((self.string(&c.name), self.string(value)))
-            })
-            .collect();
-        if let Some(set) = self.category_sets.get(&pairs) {
+        if self.categories_of != account_id.as_ptr() as usize {
+            self.categories_of = account_id.as_ptr() as usize;
+            self.account_categories.clear();
+        }
+        // The caller holds `tags` (its address is not reused) while it plans the account.
+        let key = tags.as_ptr() as usize;
+        if let Some(set) = self.account_categories.get(&key) {
             return set.clone();
         }
-        let set: TagSet = Arc::from(pairs.clone());
-        self.category_sets.insert(pairs, set.clone());
+        let pairs: Vec<Label> = categories
+            .values(account_id, tags)
+            .into_iter()
+            .map(|(name, value)| (self.string(name), self.string(value)))
+            .collect();
+        let set = match self.category_sets.get(&pairs) {
+            Some(set) => set.clone(),
+            None => {
+                let set: TagSet = Arc::from(pairs.clone());
+                self.category_sets.insert(pairs, set.clone());
+                set
+            }
+        };
+        self.account_categories.insert(key, set.clone());
         set
     }
 
-    /// What the rows of one account, service, record type and resource share.
+    /// What the rows of one account, service, record type and resource share: its index in
+    /// `metas`.
     fn meta(
         &mut self,
-        (account_id, service, record_type): (&str, &str, &str),
+        (account_id, service, record_type): (&str, &'static str, &'static str),
         resource: Option<(usize, &Arc<str>)>,
         tags: &TagSet,
-        categories: &[CostCategory],
-    ) -> Arc<RowMeta> {
-        let values = extra_dimensions(
-            account_id,
+        categories: &CompiledCategories<'_>,
+    ) -> u32 {
+        let choices = AccountChoices::of(account_id);
+        // The dimensions depend on the account only through its choices (and on an ARN's
+        // region): made and interned once per key.
+        let arn_region = resource
+            .and_then(|(_, id)| id.strip_prefix("arn:"))
+            .map(|id| {
+                let region = id.split(':').nth(2).unwrap_or_default();
+                HOME_REGIONS.iter().position(|(r, _)| *r == region)
+            });
+        let key = (
+            choices,
             service,
             record_type,
-            resource.map(|(index, id)| (index, &**id)),
+            resource.map(|(index, _)| index),
+            arn_region.flatten(),
         );
-        Arc::new(RowMeta {
+        let known = arn_region.is_none_or(|r| r.is_some());
+        let dimensions = match self.dimensions.get(&key).filter(|_| known) {
+            Some(dimensions) => dimensions.clone(),
+            None => {
+                let values = dimensions_by(
+                    choices,
+                    service,
+                    record_type,
+                    resource.map(|(index, id)| (index, &**id)),
+                );
+                let dimensions = values.map(|v| self.string(&v));
+                if known {
+                    self.dimensions.insert(key, dimensions.clone());
+                }
+                dimensions
+            }
+        };
+        let meta = RowMeta {
             resource_id: resource.map(|(_, id)| id.clone()),
-            dimensions: values.map(|v| self.string(&v)),
+            dimensions,
             categories: self.categories(account_id, tags, categories),
-        })
+        };
+        self.metas.push(meta);
+        (self.metas.len() - 1) as u32
     }
 }
 
@@ -776,7 +983,7 @@ struct ServicePlan {
     tags: Vec<TagSet>,
     /// Per record type of the service (indexed like its record types in [`SERVICES`]), per
     /// resource.
-    metas: Vec<Vec<Arc<RowMeta>>>,
+    metas: Vec<Vec<u32>>,
 }
 
 /// The interned strings of one account's rows.
@@ -785,7 +992,7 @@ struct AccountPlan {
     /// Indexed like [`SERVICES`].
     services: Vec<ServicePlan>,
     /// The meta of the account's AWS Cost Explorer row.
-    cost_explorer: Arc<RowMeta>,
+    cost_explorer: u32,
 }
 
 impl Dataset {
@@ -803,6 +1010,7 @@ impl Dataset {
     ) -> Self {
         let mut rng = fastrand::Rng::with_seed(spec.seed);
         let mut interner = Interner::default();
+        let compiled = CompiledCategories::new(categories);
         let values = tag_values(spec.accounts.len());
         let untagged: TagSet = Arc::from([]);
         let services: Vec<Arc<str>> = SERVICES
@@ -853,7 +1061,7 @@ impl Dataset {
                                                 .as_ref()
                                                 .map(|id| (resource, id)),
                                             &tags[resource],
-                                            categories,
+                                            &compiled,
                                         )
                                     })
                                     .collect()
@@ -866,11 +1074,14 @@ impl Dataset {
                     (account_id, "AWS Cost Explorer", "Usage"),
                     None,
                     &untagged,
-                    categories,
+                    &compiled,
                 ),
             })
             .collect();
 
+        let table = Arc::new(MetaTable {
+            metas: std::mem::take(&mut interner.metas),
+        });
         let mut rows = Vec::new();
         let first = spec.today - Days::new(spec.history_days);
         let mut day = first;
@@ -928,7 +1139,8 @@ impl Dataset {
                                 record_type: record_types[s][t].clone(),
                                 amounts,
                                 tags: service_plan.tags[resource].clone(),
-                                meta: service_plan.metas[t][resource].clone(),
+                                meta: service_plan.metas[t][resource],
+                                table: table.clone(),
                             });
                         }
                     }
@@ -941,7 +1153,8 @@ impl Dataset {
                     record_type: usage.clone(),
                     amounts: [rng.i64(1..9999); 5],
                     tags: untagged.clone(),
-                    meta: plan.cost_explorer.clone(),
+                    meta: plan.cost_explorer,
+                    table: table.clone(),
                 });
             }
             day = day + Days::new(1);
@@ -967,26 +1180,38 @@ impl Dataset {
     /// changed).
     pub fn with_cost_categories(mut self, categories: Vec<CostCategory>) -> Self {
         let mut interner = Interner::default();
-        // Per (meta, account, tag set) of the rows: the old meta, kept alive so that its
-        // address is not reused while it is a key, and the new one.
-        type Old = Arc<RowMeta>;
-        let mut metas: HashMap<(usize, usize, usize), (Old, Arc<RowMeta>)> = HashMap::new();
-        for row in &mut self.rows {
-            let key = (
-                Arc::as_ptr(&row.meta) as usize,
-                row.account_id.as_ptr() as usize,
-                row.tags.as_ptr() as usize,
-            );
-            let (_, meta) = metas.entry(key).or_insert_with(|| {
-                let meta = Arc::new(RowMeta {
-                    resource_id: row.meta.resource_id.clone(),
-                    dimensions: row.meta.dimensions.clone(),
-                    categories: interner.categories(&row.account_id, &row.tags, &categories),
-                });
-                (row.meta.clone(), meta)
-            });
-            row.meta = meta.clone();
+        let compiled = CompiledCategories::new(&categories);
+        // Per (table, meta, account, tag set) of the rows: the index of their new meta. No row
+        // changes until every new meta is made, so no address is reused meanwhile.
+        let mut indices: HashMap<(usize, u32, usize, usize), u32> = HashMap::new();
+        let mut metas = Vec::new();
+        let new: Vec<u32> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let key = (
+                    Arc::as_ptr(&row.table) as usize,
+                    row.meta,
+                    row.account_id.as_ptr() as usize,
+                    row.tags.as_ptr() as usize,
+                );
+                *indices.entry(key).or_insert_with(|| {
+                    let meta = row.meta();
+                    metas.push(RowMeta {
+                        resource_id: meta.resource_id.clone(),
+                        dimensions: meta.dimensions.clone(),
+                        categories: interner.categories(&row.account_id, &row.tags, &compiled),
+                    });
+                    (metas.len() - 1) as u32
+                })
+            })
+            .collect();
+        let table = Arc::new(MetaTable { metas });
+        for (row, meta) in self.rows.iter_mut().zip(new) {
+            row.meta = meta;
+            row.table = table.clone();
         }
+        drop(compiled);
         self.cost_categories = categories;
         self
     }
@@ -1413,6 +1638,30 @@ mod tests {
                 }],
                 default_value: Some("Others".into()),
             },
+            CostCategory {
+                name: "Mixed".into(),
+                rules: vec![
+                    CostCategoryRule::Tag {
+                        value: "Staging".into(),
+                        key: "env".into(),
+                        values: vec!["staging".into()],
+                    },
+                    CostCategoryRule::Accounts {
+                        value: "Payer".into(),
+                        accounts: vec!["111111111111".into()],
+                    },
+                    CostCategoryRule::Tag {
+                        value: "Data".into(),
+                        key: "team".into(),
+                        values: vec!["data".into(), "platform".into()],
+                    },
+                    CostCategoryRule::Accounts {
+                        value: "Never".into(),
+                        accounts: vec!["111111111111".into(), "222222222222".into()],
+                    },
+                ],
+                default_value: None,
+            },
         ];
         let plain = Dataset::generate(&small_spec(today));
         assert!(plain.cost_categories().is_empty());
@@ -1451,8 +1700,28 @@ mod tests {
             };
             assert_eq!(row.cost_category("Owner"), Some(owner));
             assert_eq!(row.cost_category("Nope"), None);
+            // Every category as its rules say, in order.
+            let tags: Vec<(&str, &str)> = row.tags().collect();
+            for category in &categories {
+                assert_eq!(
+                    row.cost_category(&category.name),
+                    category.value_for(row.account_id(), &tags),
+                    "{row:?}"
+                );
+            }
+            let mixed = match (row.tag("env"), row.account_id(), row.tag("team")) {
+                (Some("staging"), ..) => Some("Staging"),
+                (_, "111111111111", _) => Some("Payer"),
+                (_, _, Some("data" | "platform")) => Some("Data"),
+                (_, "222222222222", _) => Some("Never"),
+                _ => None,
+            };
+            assert_eq!(row.cost_category("Mixed"), mixed, "{row:?}");
             let names: Vec<&str> = row.cost_categories().map(|(n, _)| n).collect();
-            assert_eq!(names.len(), 1 + usize::from(team.is_some()));
+            assert_eq!(
+                names.len(),
+                1 + usize::from(team.is_some()) + usize::from(mixed.is_some())
+            );
         }
         assert!(uncategorised > 0 && uncategorised < generated.rows.len());
         // Re-categorised without categories: as generated without them.
