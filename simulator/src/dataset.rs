@@ -217,7 +217,6 @@ impl SimRow {
     }
 
     /// The row's value of `EXTRA_DIMENSIONS[index]`.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn extra_dimension_interned(&self, index: usize) -> &Arc<str> {
         &self.meta().dimensions[index]
     }
@@ -526,7 +525,7 @@ pub const NO_DATABASE_ENGINE: &str = "NoDatabaseEngine";
 
 /// Home regions of accounts (picked by a hash of the account id; us-east-1 twice as often),
 /// and the prefix of their usage types.
-const HOME_REGIONS: &[(&str, &str)] = &[
+pub const HOME_REGIONS: &[(&str, &str)] = &[
     ("us-east-1", "USE1"),
     ("us-east-1", "USE1"),
     ("us-west-2", "USW2"),

@@ -230,7 +230,7 @@ fn category_value(tag_value: &str) -> String {
 ///   capitalised); then the untagged rest of the accounts whose names contain "data" (any
 ///   case; the demo's data lake) is `Data`; everything else (untagged rows of other accounts,
 ///   Tax, the Cost Explorer row) is uncategorised (`Team$`).
-/// - "Environment": by account (see the account rules of [`environment_of`]): the demo's
+/// - "Environment": by account: the demo's
 ///   Production and data lake accounts `Production`, Staging `Staging`, a generated account
 ///   by the last word of its name (`prod` → `Production`, `staging` → `Staging`, `dev` →
 ///   `Development`, `qa` → `QA`, `sandbox` → `Sandbox`, `perf` → `Performance`, `dr` →

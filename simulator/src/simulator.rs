@@ -17,12 +17,28 @@
 //! each page a request, so [`Simulator::billed_requests`] counts them all; the faults of
 //! [`Behavior`] apply to them as to every Cost Explorer operation.
 //!
+//! # Grouping and filtering
+//!
+//! `GetCostAndUsage` groups by up to two keys, each a dimension of
+//! [`super::dataset::DIMENSIONS`] (`RESOURCE_ID` only in `GetCostAndUsageWithResources`), a tag
+//! key (`key$value`, `key$` for untagged rows) or a cost category (`Name$value`, `Name$` for
+//! uncategorised rows, as AWS writes them). Its `Filter` (and `GetCostForecast`'s and
+//! `GetCostCategories`') is an `Expression` of exactly one root (`And`, `Or` of two or more,
+//! `Not`, `Dimensions`, `Tags`, `CostCategories`) with the `MatchOptions` AWS documents for
+//! GetCostAndUsage: `EQUALS` and `CASE_SENSITIVE` for dimensions; `EQUALS`, `ABSENT` and
+//! `CASE_SENSITIVE` for tags and cost categories. A tag (category) filter with values keeps
+//! rows whose value is one of them, a row without one having the empty value; `ABSENT`, or a
+//! key without values, keeps rows without one; neither key nor values keeps rows without any.
+//! Anything else is refused with a `ValidationException` (the simulator's `Filter::compile`), only when
+//! there are rows to filter, as AWS does. `GetCostCategories` lists the cost categories, or one
+//! category's values, of the rows of a period.
+//!
 //! Each account can be switched at run time ([`Simulator::set_behavior`]) to one of the faults
 //! AWS shows ([`Behavior`]), answered in AWS's own error shapes (`x-amzn-ErrorType` and
 //! `__type`, a message, an `x-amzn-RequestId` header on every answer), and back.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::SocketAddr;
@@ -41,7 +57,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::dataset::{CostMetric, Dataset, SimRow, basis_index, format_units};
+use super::dataset::{
+    CostMetric, DIMENSIONS, Dataset, EXTRA_DIMENSIONS, SimRow, basis_index, format_units,
+};
 
 /// The cost operations the simulator serves; with [`super::commitments::OPERATIONS`], the
 /// billed ones (see [`is_billed`]).
@@ -49,6 +67,7 @@ pub const COST_OPERATIONS: &[&str] = &[
     "GetCostAndUsage",
     "GetCostAndUsageWithResources",
     "GetCostForecast",
+    "GetCostCategories",
 ];
 
 /// Whether `operation` is one of the billed Cost Explorer operations the simulator serves:
@@ -865,6 +884,9 @@ fn json_api(
         "GetCostForecast" => {
             get_cost_forecast(&account.dataset, &request, unit).map(|v| v.to_string())
         }
+        "GetCostCategories" => {
+            get_cost_categories(state, &account, &request).map(|v| v.to_string())
+        }
         other if super::commitments::OPERATIONS.contains(&other) => super::commitments::serve(
             other,
             &super::commitments::Context {
@@ -924,13 +946,80 @@ pub(super) fn date_field(value: &Value, field: &str) -> Result<NaiveDate, ApiErr
         .map_err(|_| validation(&format!("TimePeriod.{field} {text:?} is invalid")))
 }
 
-/// A dimension the simulator knows.
+/// Every dimension of Cost Explorer's API model (its `Dimension` enum): a `Dimensions`
+/// expression with another key is refused as AWS refuses a value outside an enum.
+const AWS_DIMENSIONS: &[&str] = &[
+    "AGREEMENT_END_DATE_TIME_AFTER",
+    "AGREEMENT_END_DATE_TIME_BEFORE",
+    "ANOMALY_TOTAL_IMPACT_ABSOLUTE",
+    "ANOMALY_TOTAL_IMPACT_PERCENTAGE",
+    "AZ",
+    "BILLING_ENTITY",
+    "CACHE_ENGINE",
+    "DATABASE_ENGINE",
+    "DEPLOYMENT_OPTION",
+    "INSTANCE_TYPE",
+    "INSTANCE_TYPE_FAMILY",
+    "INVOICING_ENTITY",
+    "LEGAL_ENTITY_NAME",
+    "LINKED_ACCOUNT",
+    "LINKED_ACCOUNT_NAME",
+    "OPERATING_SYSTEM",
+    "OPERATION",
+    "PAYER_ACCOUNT",
+    "PAYMENT_OPTION",
+    "PLATFORM",
+    "PRODUCT_ATTRIBUTE",
+    "PURCHASE_TYPE",
+    "RECORD_TYPE",
+    "REGION",
+    "RESERVATION_ID",
+    "RESOURCE_ID",
+    "RIGHTSIZING_TYPE",
+    "SAVINGS_PLANS_TYPE",
+    "SAVINGS_PLAN_ARN",
+    "SCOPE",
+    "SERVICE",
+    "SERVICE_CODE",
+    "SUBSCRIPTION_ID",
+    "TENANCY",
+    "USAGE_TYPE",
+    "USAGE_TYPE_GROUP",
+];
+
+/// Every match option of Cost Explorer's API model (its `MatchOption` enum).
+const AWS_MATCH_OPTIONS: &[&str] = &[
+    "ABSENT",
+    "CASE_INSENSITIVE",
+    "CASE_SENSITIVE",
+    "CONTAINS",
+    "ENDS_WITH",
+    "EQUALS",
+    "GREATER_THAN_OR_EQUAL",
+    "STARTS_WITH",
+];
+
+/// Every group type of Cost Explorer's API model (its `GroupDefinitionType` enum).
+const AWS_GROUP_TYPES: &[&str] = &["COST_CATEGORY", "DIMENSION", "PRODUCT_ATTRIBUTE", "TAG"];
+
+/// The error AWS answers for a value outside one of its model's enums.
+fn enum_error(value: &str, path: &str, allowed: &[&str]) -> ApiError {
+    validation(&format!(
+        "1 validation error detected: Value '{value}' at '{path}' failed to satisfy constraint: \
+         Member must satisfy enum value set: [{}]",
+        allowed.join(", ")
+    ))
+}
+
+/// A dimension the simulator knows: those of [`super::dataset::DIMENSIONS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dimension {
     LinkedAccount,
     Service,
     RecordType,
     ResourceId,
+    /// The dimension of [`EXTRA_DIMENSIONS`] at this index.
+    Extra(usize),
 }
 
 impl Dimension {
@@ -940,7 +1029,7 @@ impl Dimension {
             "SERVICE" => Dimension::Service,
             "RECORD_TYPE" => Dimension::RecordType,
             "RESOURCE_ID" => Dimension::ResourceId,
-            _ => return None,
+            _ => Dimension::Extra(EXTRA_DIMENSIONS.iter().position(|d| *d == name)?),
         })
     }
 
@@ -950,6 +1039,7 @@ impl Dimension {
             Dimension::Service => "SERVICE",
             Dimension::RecordType => "RECORD_TYPE",
             Dimension::ResourceId => "RESOURCE_ID",
+            Dimension::Extra(index) => EXTRA_DIMENSIONS[index],
         }
     }
 
@@ -960,6 +1050,7 @@ impl Dimension {
             Dimension::Service => row.service(),
             Dimension::RecordType => row.record_type(),
             Dimension::ResourceId => row.resource_id().unwrap_or_default(),
+            Dimension::Extra(index) => row.extra_dimension_interned(index),
         }
     }
 
@@ -970,26 +1061,98 @@ impl Dimension {
             Dimension::Service => Some(row.service_interned()),
             Dimension::RecordType => Some(row.record_type_interned()),
             Dimension::ResourceId => row.resource_id_interned(),
+            Dimension::Extra(index) => Some(row.extra_dimension_interned(index)),
         }
     }
 }
 
-/// A `GroupBy` key: a dimension, or a tag key.
+/// A `GroupBy` key: a dimension, a tag key, or a cost category.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum GroupKey {
     Dimension(Dimension),
     Tag(String),
+    CostCategory(String),
 }
 
 impl GroupKey {
+    /// The row's interned value of this key (`None`: none).
+    fn interned<'r>(&self, row: &'r SimRow) -> Option<&'r Arc<str>> {
+        match self {
+            GroupKey::Dimension(d) => d.interned(row),
+            GroupKey::Tag(k) => row.tag_interned(k),
+            GroupKey::CostCategory(c) => row.cost_category_interned(c),
+        }
+    }
+
     /// What identifies the row's value of this key within a dataset: the address of the
     /// interned string (0: none). Equal strings of one dataset share an address.
     fn identity(&self, row: &SimRow) -> usize {
-        let interned = match self {
-            GroupKey::Dimension(d) => d.interned(row),
-            GroupKey::Tag(k) => row.tag_interned(k),
+        self.interned(row).map_or(0, |s| s.as_ptr() as usize)
+    }
+
+    /// The `Type` and `Key` of the key's `GroupDefinition`.
+    fn definition(&self) -> (&'static str, &str) {
+        match self {
+            GroupKey::Dimension(d) => ("DIMENSION", d.name()),
+            GroupKey::Tag(t) => ("TAG", t),
+            GroupKey::CostCategory(c) => ("COST_CATEGORY", c),
+        }
+    }
+
+    /// A request's `GroupBy` keys, checked as Cost Explorer checks them: at most two, each of
+    /// a type of the model; dimensions of [`DIMENSIONS`] (RESOURCE_ID only with resources);
+    /// tag keys and cost category names not empty (a key no row has groups every row under
+    /// `key$`, as AWS does).
+    fn parse_all(request: &Value, with_resources: bool) -> Result<Vec<GroupKey>, ApiError> {
+        let Some(groups) = request.get("GroupBy").and_then(Value::as_array) else {
+            return Ok(Vec::new());
         };
-        interned.map_or(0, |s| s.as_ptr() as usize)
+        if groups.len() > 2 {
+            return Err(validation("You can only group by up to two dimensions"));
+        }
+        let mut keys = Vec::new();
+        for (n, group) in groups.iter().enumerate() {
+            let kind = group
+                .get("Type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let key = group.get("Key").and_then(Value::as_str).unwrap_or_default();
+            if !AWS_GROUP_TYPES.contains(&kind) {
+                return Err(enum_error(
+                    kind,
+                    &format!("groupBy.{}.member.type", n + 1),
+                    AWS_GROUP_TYPES,
+                ));
+            }
+            keys.push(match (kind, Dimension::parse(key)) {
+                ("DIMENSION", Some(d)) if d != Dimension::ResourceId || with_resources => {
+                    GroupKey::Dimension(d)
+                }
+                ("DIMENSION", None) if !AWS_DIMENSIONS.contains(&key) => {
+                    return Err(validation(&format!(
+                        "Invalid group by dimension key {key:?}: valid values for the DIMENSION \
+                         type are {}",
+                        DIMENSIONS
+                            .iter()
+                            .filter(|d| with_resources || **d != "RESOURCE_ID")
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                ("TAG" | "COST_CATEGORY", _) if key.is_empty() => {
+                    return Err(validation(&format!("GroupBy {kind} requires a Key")));
+                }
+                ("TAG", _) => GroupKey::Tag(key.to_string()),
+                ("COST_CATEGORY", _) => GroupKey::CostCategory(key.to_string()),
+                _ => {
+                    return Err(validation(&format!(
+                        "GroupBy {kind} {key} is not simulated"
+                    )));
+                }
+            });
+        }
+        Ok(keys)
     }
 }
 
@@ -1017,6 +1180,27 @@ impl ValueSet {
     }
 }
 
+/// What a `Tags` or `CostCategories` expression on one key keeps.
+#[derive(Debug)]
+enum LabelTest {
+    /// Rows whose value of the key is one of these; a row without one has the empty value.
+    Equals(ValueSet),
+    /// Rows without a value of the key (untagged, or uncategorised).
+    Absent,
+}
+
+impl LabelTest {
+    fn matches(&self, value: Option<&Arc<str>>) -> bool {
+        match self {
+            LabelTest::Equals(values) => values.contains(value.map_or("", |v| &**v)),
+            LabelTest::Absent => value.is_none(),
+        }
+    }
+}
+
+/// The roots an `Expression` may have, as AWS's error message lists them.
+const EXPRESSION_ROOTS: &str = "And, Or, Not, Dimensions, Tags, CostCategories";
+
 /// A Cost Explorer filter `Expression`, checked and compiled once per request.
 #[derive(Debug)]
 enum Filter {
@@ -1024,23 +1208,37 @@ enum Filter {
     Or(Vec<Filter>),
     Not(Box<Filter>),
     Dimension(Dimension, ValueSet),
+    /// A tag key and its test; `None`: rows without any tag.
+    Tag(Option<(Box<str>, LabelTest)>),
+    /// A cost category and its test; `None`: rows in no cost category.
+    CostCategory(Option<(Box<str>, LabelTest)>),
 }
 
 impl Filter {
-    /// Checks an expression as Cost Explorer does: every error, in the order the parts appear.
+    /// Checks an expression as Cost Explorer checks GetCostAndUsage's: every error, in the
+    /// order the parts appear.
     fn compile(expression: &Value) -> Result<Filter, ApiError> {
+        Filter::compile_at(expression, "filter")
+    }
+
+    /// Compiles the expression at `path` (as AWS names a member in its validation errors,
+    /// such as `filter.and.2.member.dimensions.key`).
+    fn compile_at(expression: &Value, path: &str) -> Result<Filter, ApiError> {
         let object = expression
             .as_object()
             .ok_or_else(|| validation("Filter must be an object"))?;
-        if object.len() != 1 {
-            return Err(validation(
-                "an Expression must have exactly one of And, Or, Not, Dimensions",
-            ));
+        if object.len() > 1 {
+            return Err(validation(&format!(
+                "Expression has more than one roots. Only one root operator is allowed for each \
+                 expression: {EXPRESSION_ROOTS}"
+            )));
         }
-        let (kind, inner) = object
-            .iter()
-            .next()
-            .ok_or_else(|| validation("empty Expression"))?;
+        let Some((kind, inner)) = object.iter().next() else {
+            return Err(validation(&format!(
+                "Expression has no root. One root operator is required for each expression: \
+                 {EXPRESSION_ROOTS}"
+            )));
+        };
         match kind.as_str() {
             "And" | "Or" => {
                 let items = inner
@@ -1049,9 +1247,13 @@ impl Filter {
                 if items.len() < 2 {
                     return Err(validation("And/Or needs at least two expressions"));
                 }
+                let member = kind.to_lowercase();
                 let filters = items
                     .iter()
-                    .map(Filter::compile)
+                    .enumerate()
+                    .map(|(n, item)| {
+                        Filter::compile_at(item, &format!("{path}.{member}.{}.member", n + 1))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(if kind == "And" {
                     Filter::And(filters)
@@ -1059,20 +1261,76 @@ impl Filter {
                     Filter::Or(filters)
                 })
             }
-            "Not" => Ok(Filter::Not(Box::new(Filter::compile(inner)?))),
+            "Not" => Ok(Filter::Not(Box::new(Filter::compile_at(
+                inner,
+                &format!("{path}.not"),
+            )?))),
             "Dimensions" => {
+                let path = format!("{path}.dimensions");
                 let key = inner
                     .get("Key")
                     .and_then(Value::as_str)
                     .ok_or_else(|| validation("Dimensions.Key is required"))?;
-                let values: Vec<&str> = inner
-                    .get("Values")
-                    .and_then(Value::as_array)
-                    .map(|v| v.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let dimension = Dimension::parse(key)
-                    .ok_or_else(|| validation(&format!("dimension {key} is not simulated")))?;
-                Ok(Filter::Dimension(dimension, ValueSet::new(values)))
+                if !AWS_DIMENSIONS.contains(&key) {
+                    return Err(enum_error(key, &format!("{path}.key"), AWS_DIMENSIONS));
+                }
+                match_options(inner, &path, "Dimensions", &["EQUALS"])?;
+                let dimension = Dimension::parse(key).ok_or_else(|| match key {
+                    "LINKED_ACCOUNT_NAME" | "SERVICE_CODE" => validation(&format!(
+                        "Dimension {key} can only be used in CostCategoryRule"
+                    )),
+                    _ => validation(&format!("dimension {key} is not simulated")),
+                })?;
+                Ok(Filter::Dimension(dimension, ValueSet::new(values(inner))))
+            }
+            "Tags" | "CostCategories" => {
+                let member = if kind == "Tags" {
+                    "tags"
+                } else {
+                    "costCategories"
+                };
+                let path = format!("{path}.{member}");
+                let key = match inner.get("Key") {
+                    None => None,
+                    Some(key) => Some(
+                        key.as_str()
+                            .filter(|k| !k.is_empty())
+                            .ok_or_else(|| validation(&format!("{kind}.Key must not be empty")))?,
+                    ),
+                };
+                let (equals, absent) = match_options(inner, &path, kind, &["EQUALS", "ABSENT"])?;
+                let values = values(inner);
+                let test = if equals && absent {
+                    return Err(validation(&format!(
+                        "MatchOptions EQUALS and ABSENT cannot be combined in {kind}"
+                    )));
+                } else if absent && !values.is_empty() {
+                    return Err(validation(&format!(
+                        "{kind} with MatchOptions ABSENT takes no Values"
+                    )));
+                } else if equals && values.is_empty() {
+                    return Err(validation(&format!(
+                        "{kind} with MatchOptions EQUALS requires Values"
+                    )));
+                } else if values.is_empty() {
+                    // AWS: without Values, ABSENT applies to the key (or without a key, to all
+                    // keys).
+                    LabelTest::Absent
+                } else {
+                    LabelTest::Equals(ValueSet::new(values))
+                };
+                let keyed = match (key, test) {
+                    (Some(key), test) => Some((Box::from(key), test)),
+                    (None, LabelTest::Absent) => None,
+                    (None, LabelTest::Equals(_)) => {
+                        return Err(validation(&format!("{kind}.Key is required with Values")));
+                    }
+                };
+                Ok(if kind == "Tags" {
+                    Filter::Tag(keyed)
+                } else {
+                    Filter::CostCategory(keyed)
+                })
             }
             other => Err(validation(&format!("filter {other} is not simulated"))),
         }
@@ -1096,8 +1354,68 @@ impl Filter {
             Filter::Or(filters) => filters.iter().any(|f| f.matches(row)),
             Filter::Not(filter) => !filter.matches(row),
             Filter::Dimension(dimension, values) => values.contains(dimension.value(row)),
+            Filter::Tag(Some((key, test))) => test.matches(row.tag_interned(key)),
+            Filter::Tag(None) => row.tags().next().is_none(),
+            Filter::CostCategory(Some((name, test))) => {
+                test.matches(row.cost_category_interned(name))
+            }
+            Filter::CostCategory(None) => row.cost_categories().next().is_none(),
         }
     }
+}
+
+/// The string `Values` of a `Dimensions`, `Tags` or `CostCategories` expression (others are
+/// ignored).
+fn values(inner: &Value) -> Vec<&str> {
+    inner
+        .get("Values")
+        .and_then(Value::as_array)
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Checks the `MatchOptions` of a `kind` expression at `path`: each of the model's, and of
+/// those GetCostAndUsage takes for it: for `Dimensions`, EQUALS and CASE_SENSITIVE; for
+/// `Tags` and `CostCategories`, EQUALS, ABSENT and CASE_SENSITIVE. Whether each of `kinds`
+/// (the options other than CASE_SENSITIVE) is given, in their order.
+fn match_options(
+    inner: &Value,
+    path: &str,
+    kind: &str,
+    kinds: &[&str],
+) -> Result<(bool, bool), ApiError> {
+    let Some(options) = inner.get("MatchOptions") else {
+        return Ok((false, false));
+    };
+    let options = options
+        .as_array()
+        .ok_or_else(|| validation(&format!("{kind}.MatchOptions takes a list")))?;
+    let mut given = (false, false);
+    for option in options {
+        let option = option.as_str().unwrap_or_default();
+        if !AWS_MATCH_OPTIONS.contains(&option) {
+            return Err(enum_error(
+                option,
+                &format!("{path}.matchOptions"),
+                AWS_MATCH_OPTIONS,
+            ));
+        }
+        match kinds.iter().position(|k| *k == option) {
+            Some(0) => given.0 = true,
+            Some(_) => given.1 = true,
+            None if option == "CASE_SENSITIVE" => {}
+            None => {
+                let mut valid: Vec<&str> = kinds.to_vec();
+                valid.push("CASE_SENSITIVE");
+                return Err(validation(&format!(
+                    "MatchOptions {option} is not supported for {kind}: valid values for \
+                     MatchOptions for {kind} are {}",
+                    valid.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(given)
 }
 
 /// The result periods for `[start, end)`: days, or months cut at month boundaries.
@@ -1198,8 +1516,8 @@ fn aggregate(
         }
     };
     let empty: Arc<str> = Arc::from("");
-    // "key$value" labels of tag groups, by (key, value identity).
-    let mut tag_labels: HashMap<(usize, usize), Arc<str>> = HashMap::new();
+    // "key$value" labels of tag and cost category groups, by (key, value identity).
+    let mut labels: HashMap<(usize, usize), Arc<str>> = HashMap::new();
     let mut entries = Vec::new();
     for (index, &(from, to)) in periods.iter().enumerate() {
         let rows = dataset
@@ -1225,10 +1543,11 @@ fn aggregate(
                     .enumerate()
                     .map(|(k, key)| match key {
                         GroupKey::Dimension(d) => d.interned(row).unwrap_or(&empty).clone(),
-                        GroupKey::Tag(t) => tag_labels
+                        GroupKey::Tag(name) | GroupKey::CostCategory(name) => labels
                             .entry((k, key.identity(row)))
                             .or_insert_with(|| {
-                                Arc::from(format!("{t}${}", row.tag(t).unwrap_or_default()))
+                                let value = key.interned(row).map_or("", |v| &**v);
+                                Arc::from(format!("{name}${value}"))
                             })
                             .clone(),
                     })
@@ -1356,43 +1675,12 @@ fn get_cost_and_usage(
             .ok_or_else(|| validation(&format!("Metric {name} is not supported")))?;
         metrics.push((name.to_string(), basis));
     }
-    let mut group_keys = Vec::new();
-    if let Some(groups) = request.get("GroupBy").and_then(Value::as_array) {
-        if groups.len() > 2 {
-            return Err(validation("You can only group by up to two dimensions"));
-        }
-        for group in groups {
-            let kind = group
-                .get("Type")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let key = group.get("Key").and_then(Value::as_str).unwrap_or_default();
-            match (kind, Dimension::parse(key)) {
-                ("DIMENSION", Some(d)) if d != Dimension::ResourceId || with_resources => {
-                    group_keys.push(GroupKey::Dimension(d));
-                }
-                ("TAG", _) if !key.is_empty() => group_keys.push(GroupKey::Tag(key.to_string())),
-                _ => {
-                    return Err(validation(&format!(
-                        "GroupBy {kind} {key} is not simulated"
-                    )));
-                }
-            }
-        }
-    }
+    let group_keys = GroupKey::parse_all(request, with_resources)?;
     let token = request.get("NextPageToken").and_then(Value::as_str);
     let periods = periods(start, end, granularity)?;
     let filter = Filter::for_rows(request, dataset.day_rows(start, end))?;
 
-    // Paging: a token is the offset and a fingerprint of the query it belongs to.
-    let mut fingerprint_source = request.clone();
-    if let Some(object) = fingerprint_source.as_object_mut() {
-        object.remove("NextPageToken");
-    }
-    let source = fingerprint_source.to_string();
-    let mut hasher = DefaultHasher::new();
-    source.hash(&mut hasher);
-    let fingerprint = format!("{:016x}", hasher.finish());
+    let (source, fingerprint) = fingerprint(request);
     let cached = state
         .cache
         .lock()
@@ -1424,23 +1712,7 @@ fn get_cost_and_usage(
         }
     };
 
-    let offset = match token {
-        None => 0,
-        Some(token) => {
-            let (offset, print) = token
-                .split_once('.')
-                .ok_or_else(|| validation("invalid NextPageToken"))?;
-            if print != fingerprint {
-                return Err(validation("NextPageToken does not belong to this request"));
-            }
-            offset
-                .parse::<usize>()
-                .map_err(|_| validation("invalid NextPageToken"))?
-        }
-    };
-    if offset > entries.len() {
-        return Err(validation("invalid NextPageToken"));
-    }
+    let offset = token_offset(token, &fingerprint, entries.len())?;
     // A looping account answers the first page, always with the same token.
     let looping = !with_resources && account.behavior == Behavior::LoopingToken;
     let offset = if looping { 0 } else { offset };
@@ -1457,6 +1729,193 @@ fn get_cost_and_usage(
         &entries[offset..page_end],
         token.as_deref(),
     ))
+}
+
+/// Paging: a token is the offset of a page and the fingerprint of the request it belongs to.
+/// The request without its `NextPageToken`, as written, and its fingerprint.
+fn fingerprint(request: &Value) -> (String, String) {
+    let mut fingerprint_source = request.clone();
+    if let Some(object) = fingerprint_source.as_object_mut() {
+        object.remove("NextPageToken");
+    }
+    let source = fingerprint_source.to_string();
+    let mut hasher = DefaultHasher::new();
+    source.hash(&mut hasher);
+    let fingerprint = format!("{:016x}", hasher.finish());
+    (source, fingerprint)
+}
+
+/// The offset a `NextPageToken` names (0 without one): a token of the request of
+/// `fingerprint`, within its `len` entries.
+fn token_offset(token: Option<&str>, fingerprint: &str, len: usize) -> Result<usize, ApiError> {
+    let offset = match token {
+        None => 0,
+        Some(token) => {
+            let (offset, print) = token
+                .split_once('.')
+                .ok_or_else(|| validation("invalid NextPageToken"))?;
+            if print != fingerprint {
+                return Err(validation("NextPageToken does not belong to this request"));
+            }
+            offset
+                .parse::<usize>()
+                .map_err(|_| validation("invalid NextPageToken"))?
+        }
+    };
+    if offset > len {
+        return Err(validation("invalid NextPageToken"));
+    }
+    Ok(offset)
+}
+
+/// GetCostCategories: the names of the cost categories of the rows of `TimePeriod` that the
+/// `Filter` keeps (those with cost: a name or value without a row is not listed), or with
+/// `CostCategoryName`, that category's values; in alphabetical order, each `SearchString`
+/// (case-insensitive substring) keeps; paged by the simulator's page size (`NextPageToken`),
+/// with `ReturnSize` (on the page) and `TotalSize` (all). With `SortBy` (cost metrics, summed
+/// over the rows), one page of at most `MaxResults` (1 to 1000, default 1000), without
+/// `NextPageToken` or `SearchString`, as AWS documents; without it, `MaxResults` is ignored.
+fn get_cost_categories(
+    state: &State,
+    account: &AccountState,
+    request: &Value,
+) -> Result<Value, ApiError> {
+    let dataset = &account.dataset;
+    let (start, end) = time_period(request)?;
+    let name = match request.get("CostCategoryName") {
+        None => None,
+        Some(name) => Some(
+            name.as_str()
+                .filter(|n| (1..=50).contains(&n.chars().count()))
+                .ok_or_else(|| {
+                    validation("CostCategoryName must be from 1 to 50 characters long")
+                })?,
+        ),
+    };
+    let search = request.get("SearchString").and_then(Value::as_str);
+    let token = request.get("NextPageToken").and_then(Value::as_str);
+    let max_results = match request.get("MaxResults") {
+        None => 1000,
+        Some(max) => match max.as_u64() {
+            Some(n @ 1..=1000) => n as usize,
+            _ => return Err(validation("MaxResults must be from 1 to 1000")),
+        },
+    };
+    // (metric index, descending) of each SortBy definition.
+    let mut sort = Vec::new();
+    for definition in request
+        .get("SortBy")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = definition
+            .get("Key")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let basis = match key {
+            "UsageQuantity" | "NormalizedUsageAmount" => {
+                return Err(validation(&format!("SortBy {key} is not simulated")));
+            }
+            _ => CostMetric::from_name(key).ok_or_else(|| {
+                validation(&format!(
+                    "SortBy Key {key:?} is invalid: the supported values are BlendedCost, \
+                     UnblendedCost, AmortizedCost, NetAmortizedCost, NetUnblendedCost, \
+                     UsageQuantity and NormalizedUsageAmount"
+                ))
+            })?,
+        };
+        let descending = match definition.get("SortOrder").and_then(Value::as_str) {
+            None | Some("ASCENDING") => false,
+            Some("DESCENDING") => true,
+            Some(other) => {
+                return Err(enum_error(
+                    other,
+                    "sortBy.member.sortOrder",
+                    &["ASCENDING", "DESCENDING"],
+                ));
+            }
+        };
+        sort.push((basis_index(basis), descending));
+    }
+    if !sort.is_empty() && (token.is_some() || search.is_some()) {
+        return Err(validation(
+            "When you use the SortBy value, the NextPageToken and SearchString key values \
+             aren't supported",
+        ));
+    }
+    let rows = dataset.day_rows(start, end);
+    let filter = Filter::for_rows(request, rows)?;
+    let mut objects: BTreeMap<&str, Sums> = BTreeMap::new();
+    fn add<'a>(objects: &mut BTreeMap<&'a str, Sums>, object: &'a str, row: &SimRow) {
+        let sums = objects.entry(object).or_insert([0; 5]);
+        for (sum, amount) in sums.iter_mut().zip(row.amounts) {
+            *sum += i128::from(amount);
+        }
+    }
+    for row in rows
+        .iter()
+        .filter(|r| filter.as_ref().is_none_or(|f| f.matches(r)))
+    {
+        match name {
+            None => {
+                for (category, _) in row.cost_categories() {
+                    add(&mut objects, category, row);
+                }
+            }
+            Some(name) => {
+                if let Some(value) = row.cost_category(name) {
+                    add(&mut objects, value, row);
+                }
+            }
+        }
+    }
+    let search = search.map(str::to_lowercase);
+    let mut objects: Vec<(&str, Sums)> = objects
+        .into_iter()
+        .filter(|(object, _)| {
+            search
+                .as_ref()
+                .is_none_or(|s| object.to_lowercase().contains(s.as_str()))
+        })
+        .collect();
+    let total = objects.len();
+    let (objects, next) = if sort.is_empty() {
+        let (_, fingerprint) = fingerprint(request);
+        let offset = token_offset(token, &fingerprint, total)?;
+        let looping = account.behavior == Behavior::LoopingToken;
+        let offset = if looping { 0 } else { offset };
+        let end = (offset + state.page_size).min(total);
+        let next = (looping || end < total).then(|| format!("{end}.{fingerprint}"));
+        (&objects[offset..end], next)
+    } else {
+        objects.sort_by(|a, b| {
+            for &(basis, descending) in &sort {
+                let order = a.1[basis].cmp(&b.1[basis]);
+                let order = if descending { order.reverse() } else { order };
+                if order.is_ne() {
+                    return order;
+                }
+            }
+            a.0.cmp(b.0)
+        });
+        (&objects[..total.min(max_results)], None)
+    };
+    let list: Vec<&str> = objects.iter().map(|(object, _)| *object).collect();
+    let mut response = json!({
+        "ReturnSize": list.len(),
+        "TotalSize": total,
+    });
+    let field = if name.is_some() {
+        "CostCategoryValues"
+    } else {
+        "CostCategoryNames"
+    };
+    response[field] = json!(list);
+    if let Some(next) = next {
+        response["NextPageToken"] = Value::String(next);
+    }
+    Ok(response)
 }
 
 /// What a page of a query's answer is written with.
@@ -1588,10 +2047,7 @@ fn render_page(page: &Page<'_>, entries: &[Entry], token: Option<&str>) -> Strin
         if n > 0 {
             out.push(',');
         }
-        let (kind, name) = match key {
-            GroupKey::Dimension(d) => ("DIMENSION", d.name()),
-            GroupKey::Tag(t) => ("TAG", t.as_str()),
-        };
+        let (kind, name) = key.definition();
         out.push_str("{\"Key\":");
         write_json_str(&mut out, name);
         out.push_str(",\"Type\":");
@@ -1916,21 +2372,27 @@ mod tests {
         day(2026, 11, 23)
     }
 
+    const ORG: &[(&str, &str)] = &[
+        ("111111111111", "Management"),
+        ("333333333333", "Production"),
+        ("444444444444", "Staging"),
+        ("555555555555", "Data \"Lake\" \\ Analytics\nTeam\u{1} é"),
+    ];
+
+    /// An organization with the demo's cost categories (Team and Environment).
     fn org() -> Dataset {
-        Dataset::generate(&DatasetSpec {
-            seed: 11,
-            accounts: &[
-                ("111111111111", "Management"),
-                ("333333333333", "Production"),
-                ("444444444444", "Staging"),
-                ("555555555555", "Data \"Lake\" \\ Analytics\nTeam\u{1} é"),
-            ],
-            today: today(),
-            history_days: 45,
-            estimated_days: 2,
-            scale: 1.0,
-            idle_accounts: &[("666666666666", "Sandbox")],
-        })
+        Dataset::generate_with_cost_categories(
+            &DatasetSpec {
+                seed: 11,
+                accounts: ORG,
+                today: today(),
+                history_days: 45,
+                estimated_days: 2,
+                scale: 1.0,
+                idle_accounts: &[("666666666666", "Sandbox")],
+            },
+            &crate::demo_cost_categories(ORG),
+        )
     }
 
     /// A simulator's state, to call its HTTP handler without a socket.
@@ -1999,17 +2461,59 @@ mod tests {
         })
     }
 
-    /// The filter semantics before filters were compiled: the expression walked per row.
+    /// The filter semantics, walked per row: an independent model of what Cost Explorer keeps
+    /// (and refuses), with the messages the simulator answers.
     fn reference_matches(expression: &Value, row: &SimRow) -> Result<bool, ApiError> {
+        reference_matches_at(expression, row, "filter")
+    }
+
+    fn reference_matches_at(
+        expression: &Value,
+        row: &SimRow,
+        path: &str,
+    ) -> Result<bool, ApiError> {
+        let roots = "And, Or, Not, Dimensions, Tags, CostCategories";
         let object = expression
             .as_object()
             .ok_or_else(|| validation("Filter must be an object"))?;
-        if object.len() != 1 {
-            return Err(validation(
-                "an Expression must have exactly one of And, Or, Not, Dimensions",
-            ));
+        if object.len() > 1 {
+            return Err(validation(&format!(
+                "Expression has more than one roots. Only one root operator is allowed for each \
+                 expression: {roots}"
+            )));
+        }
+        if object.is_empty() {
+            return Err(validation(&format!(
+                "Expression has no root. One root operator is required for each expression: \
+                 {roots}"
+            )));
         }
         let (kind, inner) = object.iter().next().unwrap();
+        let strings = |field: &str| -> Vec<&str> {
+            inner
+                .get(field)
+                .and_then(Value::as_array)
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default()
+        };
+        let option_error = |option: &str, path: &str| {
+            validation(&format!(
+                "1 validation error detected: Value '{option}' at '{path}.matchOptions' failed to \
+                 satisfy constraint: Member must satisfy enum value set: [ABSENT, \
+                 CASE_INSENSITIVE, CASE_SENSITIVE, CONTAINS, ENDS_WITH, EQUALS, \
+                 GREATER_THAN_OR_EQUAL, STARTS_WITH]"
+            ))
+        };
+        let known_options = [
+            "ABSENT",
+            "CASE_INSENSITIVE",
+            "CASE_SENSITIVE",
+            "CONTAINS",
+            "ENDS_WITH",
+            "EQUALS",
+            "GREATER_THAN_OR_EQUAL",
+            "STARTS_WITH",
+        ];
         match kind.as_str() {
             "And" | "Or" => {
                 let items = inner
@@ -2019,8 +2523,9 @@ mod tests {
                     return Err(validation("And/Or needs at least two expressions"));
                 }
                 let mut results = Vec::new();
-                for item in items {
-                    results.push(reference_matches(item, row)?);
+                for (n, item) in items.iter().enumerate() {
+                    let path = format!("{path}.{}.{}.member", kind.to_lowercase(), n + 1);
+                    results.push(reference_matches_at(item, row, &path)?);
                 }
                 Ok(if kind == "And" {
                     results.iter().all(|r| *r)
@@ -2028,25 +2533,102 @@ mod tests {
                     results.iter().any(|r| *r)
                 })
             }
-            "Not" => Ok(!reference_matches(inner, row)?),
+            "Not" => Ok(!reference_matches_at(inner, row, &format!("{path}.not"))?),
             "Dimensions" => {
+                let path = format!("{path}.dimensions");
                 let key = inner
                     .get("Key")
                     .and_then(Value::as_str)
                     .ok_or_else(|| validation("Dimensions.Key is required"))?;
-                let values: Vec<&str> = inner
-                    .get("Values")
-                    .and_then(Value::as_array)
-                    .map(|v| v.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let actual = match key {
-                    "LINKED_ACCOUNT" => row.account_id(),
-                    "SERVICE" => row.service(),
-                    "RECORD_TYPE" => row.record_type(),
-                    "RESOURCE_ID" => row.resource_id().unwrap_or_default(),
-                    _ => return Err(validation(&format!("dimension {key} is not simulated"))),
+                if !AWS_DIMENSIONS.contains(&key) {
+                    return Err(validation(&format!(
+                        "1 validation error detected: Value '{key}' at '{path}.key' failed to \
+                         satisfy constraint: Member must satisfy enum value set: [{}]",
+                        AWS_DIMENSIONS.join(", ")
+                    )));
+                }
+                for option in inner["MatchOptions"].as_array().into_iter().flatten() {
+                    let option = option.as_str().unwrap_or_default();
+                    if !known_options.contains(&option) {
+                        return Err(option_error(option, &path));
+                    }
+                    if !["EQUALS", "CASE_SENSITIVE"].contains(&option) {
+                        return Err(validation(&format!(
+                            "MatchOptions {option} is not supported for Dimensions: valid values \
+                             for MatchOptions for Dimensions are EQUALS, CASE_SENSITIVE"
+                        )));
+                    }
+                }
+                if ["LINKED_ACCOUNT_NAME", "SERVICE_CODE"].contains(&key) {
+                    return Err(validation(&format!(
+                        "Dimension {key} can only be used in CostCategoryRule"
+                    )));
+                }
+                let actual = row
+                    .dimension(key)
+                    .ok_or_else(|| validation(&format!("dimension {key} is not simulated")))?;
+                Ok(strings("Values").contains(&actual))
+            }
+            "Tags" | "CostCategories" => {
+                let member = if kind == "Tags" {
+                    "tags"
+                } else {
+                    "costCategories"
                 };
-                Ok(values.contains(&actual))
+                let path = format!("{path}.{member}");
+                let key = match inner.get("Key") {
+                    None => None,
+                    Some(Value::String(key)) if !key.is_empty() => Some(key.as_str()),
+                    Some(_) => return Err(validation(&format!("{kind}.Key must not be empty"))),
+                };
+                let mut options = BTreeSet::new();
+                for option in inner["MatchOptions"].as_array().into_iter().flatten() {
+                    let option = option.as_str().unwrap_or_default();
+                    if !known_options.contains(&option) {
+                        return Err(option_error(option, &path));
+                    }
+                    if !["EQUALS", "ABSENT", "CASE_SENSITIVE"].contains(&option) {
+                        return Err(validation(&format!(
+                            "MatchOptions {option} is not supported for {kind}: valid values for \
+                             MatchOptions for {kind} are EQUALS, ABSENT, CASE_SENSITIVE"
+                        )));
+                    }
+                    options.insert(option);
+                }
+                let values = strings("Values");
+                if options.contains("EQUALS") && options.contains("ABSENT") {
+                    return Err(validation(&format!(
+                        "MatchOptions EQUALS and ABSENT cannot be combined in {kind}"
+                    )));
+                }
+                if options.contains("ABSENT") && !values.is_empty() {
+                    return Err(validation(&format!(
+                        "{kind} with MatchOptions ABSENT takes no Values"
+                    )));
+                }
+                if options.contains("EQUALS") && values.is_empty() {
+                    return Err(validation(&format!(
+                        "{kind} with MatchOptions EQUALS requires Values"
+                    )));
+                }
+                let pairs: Vec<(&str, &str)> = if kind == "Tags" {
+                    row.tags().collect()
+                } else {
+                    row.cost_categories().collect()
+                };
+                match key {
+                    // No key: ABSENT for every key.
+                    None if values.is_empty() => Ok(pairs.is_empty()),
+                    None => Err(validation(&format!("{kind}.Key is required with Values"))),
+                    Some(key) => {
+                        let value = pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+                        Ok(if values.is_empty() {
+                            value.is_none()
+                        } else {
+                            values.contains(&value.unwrap_or(""))
+                        })
+                    }
+                }
             }
             other => Err(validation(&format!("filter {other} is not simulated"))),
         }
@@ -2071,17 +2653,73 @@ mod tests {
             json!({"And": [dimension("LINKED_ACCOUNT", &["333333333333"]), dimension("SERVICE", &[EC2])]}),
             json!({"Or": [dimension("RECORD_TYPE", &["Credit"]), {"Not": dimension("LINKED_ACCOUNT", &["111111111111"])}, dimension("SERVICE", &["Tax"])]}),
             json!({"Not": {"And": [dimension("RECORD_TYPE", &["Usage", "Refund"]), {"Or": [dimension("SERVICE", &[EC2]), dimension("LINKED_ACCOUNT", &["555555555555"])]}]}}),
+            // Valid since AZ is simulated, and Tags and CostCategories without Key and Values
+            // mean ABSENT for every key (untagged, uncategorised rows), as AWS documents.
+            json!({"And": [dimension("SERVICE", &[EC2]), {"Tags": {}}]}),
+            json!({"And": [dimension("AZ", &["x"]), {"Tags": {}}]}),
+            json!({"Not": dimension("AZ", &["x"])}),
+            json!({"CostCategories": {}}),
+            // The other dimensions.
+            dimension("REGION", &["us-east-1", "global"]),
+            dimension("REGION", &["NoRegion"]),
+            dimension("AZ", &["NoAZ"]),
+            dimension("INSTANCE_TYPE", &["m5.large", "db.r6g.large", "t3.medium"]),
+            dimension("PURCHASE_TYPE", &["Savings Plans", "Spot Instances"]),
+            dimension("PLATFORM", &["Windows"]),
+            dimension("TENANCY", &["Shared"]),
+            dimension("DATABASE_ENGINE", &["PostgreSQL"]),
+            json!({"Dimensions": {"Key": "OPERATION", "Values": ["RunInstances", "Invoke"], "MatchOptions": ["EQUALS", "CASE_SENSITIVE"]}}),
+            json!({"Not": {"Dimensions": {"Key": "USAGE_TYPE", "Values": ["NoUsageType"], "MatchOptions": ["CASE_SENSITIVE"]}}}),
+            // Tags: a value, the empty value of untagged rows, ABSENT.
+            json!({"Tags": {"Key": "team", "Values": ["platform", "web \"frontend\""]}}),
+            json!({"Tags": {"Key": "team", "Values": ["data", ""], "MatchOptions": ["EQUALS"]}}),
+            json!({"Tags": {"Key": "env", "MatchOptions": ["ABSENT"]}}),
+            json!({"Tags": {"Key": "env"}}),
+            json!({"Tags": {"Key": "team", "Values": ["Platform"], "MatchOptions": ["CASE_SENSITIVE", "EQUALS"]}}),
+            json!({"Tags": {"MatchOptions": ["ABSENT"]}}),
+            json!({"And": [{"Tags": {"Key": "nonexistent", "Values": [""]}}, dimension("RECORD_TYPE", &["Credit"])]}),
+            // Cost categories likewise.
+            json!({"CostCategories": {"Key": "Team", "Values": ["Platform", "Data"]}}),
+            json!({"CostCategories": {"Key": "Team", "Values": [""]}}),
+            json!({"CostCategories": {"Key": "Environment", "MatchOptions": ["ABSENT"]}}),
+            json!({"Not": {"CostCategories": {"Key": "Environment", "Values": ["Production"], "MatchOptions": ["EQUALS", "CASE_SENSITIVE"]}}}),
+            json!({"CostCategories": {"Key": "Nonexistent", "Values": ["x"]}}),
+            json!({"And": [
+                {"Or": [{"Tags": {"Key": "team", "Values": ["platform"]}}, {"CostCategories": {"Key": "Environment", "Values": ["Staging"]}}]},
+                {"Not": dimension("REGION", &["global", "NoRegion"])},
+                {"CostCategories": {"MatchOptions": ["ABSENT"], "Key": "Nonexistent"}},
+            ]}),
             // Invalid expressions.
             json!([1]),
             json!({}),
             json!({"Dimensions": {"Key": "SERVICE", "Values": []}, "Not": {}}),
             json!({"And": 3}),
             json!({"Or": [dimension("SERVICE", &[EC2])]}),
-            json!({"And": [dimension("SERVICE", &[EC2]), {"Tags": {}}]}),
-            json!({"And": [dimension("AZ", &["x"]), {"Tags": {}}]}),
+            json!({"And": [dimension("SERVICE", &[EC2]), {"Tags": {"Values": ["x"]}}]}),
+            json!({"And": [dimension("BILLING_ENTITY", &["x"]), {"Tags": {}}]}),
             json!({"Not": {"Dimensions": {"Values": ["x"]}}}),
-            json!({"Not": dimension("AZ", &["x"])}),
-            json!({"CostCategories": {}}),
+            json!({"Not": dimension("BILLING_ENTITY", &["x"])}),
+            json!({"CostCategories": {"Values": ["x"]}}),
+            json!({"And": []}),
+            json!({"Tags": {"Key": "team", "Values": ["x"]}, "CostCategories": {"Key": "Team", "Values": ["x"]}}),
+            dimension("NOT_A_DIMENSION", &["x"]),
+            dimension("region", &["us-east-1"]),
+            json!({"And": [dimension("SERVICE", &[EC2]), {"Not": {"Or": [dimension("AZ", &["x"]), dimension("Region", &["x"])]}}]}),
+            dimension("LINKED_ACCOUNT_NAME", &["Production"]),
+            json!({"Dimensions": {"Key": "REGION", "Values": ["us-east-1"], "MatchOptions": ["ABSENT"]}}),
+            json!({"Dimensions": {"Key": "REGION", "Values": ["us-"], "MatchOptions": ["STARTS_WITH"]}}),
+            json!({"Dimensions": {"Key": "REGION", "Values": ["US-EAST-1"], "MatchOptions": ["CASE_INSENSITIVE"]}}),
+            json!({"Dimensions": {"Key": "REGION", "Values": ["x"], "MatchOptions": ["SIMILAR"]}}),
+            json!({"Tags": {"Key": "team", "Values": ["x"], "MatchOptions": ["ABSENT"]}}),
+            json!({"Tags": {"Key": "team", "MatchOptions": ["EQUALS"]}}),
+            json!({"Tags": {"Key": "team", "Values": ["x"], "MatchOptions": ["EQUALS", "ABSENT"]}}),
+            json!({"Tags": {"Key": "team", "Values": ["plat"], "MatchOptions": ["CONTAINS"]}}),
+            json!({"Tags": {"Key": "team", "Values": ["x"], "MatchOptions": ["GREATER_THAN_OR_EQUAL"]}}),
+            json!({"Tags": {"Key": "team", "Values": ["x"], "MatchOptions": ["FUZZY"]}}),
+            json!({"Tags": {"Key": "", "Values": ["x"]}}),
+            json!({"CostCategories": {"Key": "Team", "Values": ["Data"], "MatchOptions": ["ENDS_WITH"]}}),
+            json!({"CostCategories": {"Key": "Team", "MatchOptions": ["ABSENT", "EQUALS"]}}),
+            json!({"ProductAttributes": {"Key": "model", "Values": ["x"]}}),
         ]
     }
 
@@ -2113,15 +2751,15 @@ mod tests {
                 }
             }
         }
-        assert_eq!(valid, 10);
+        assert_eq!(valid, 37);
     }
 
     #[test]
     fn filter_errors_surface_only_with_rows_to_filter() {
         let dataset = org();
-        let bad = json!({"Filter": dimension("AZ", &["x"])});
+        let bad = json!({"Filter": dimension("BILLING_ENTITY", &["x"])});
         let err = Filter::for_rows(&bad, &dataset.rows).unwrap_err();
-        assert_eq!(err.1, "dimension AZ is not simulated");
+        assert_eq!(err.1, "dimension BILLING_ENTITY is not simulated");
         assert!(Filter::for_rows(&bad, &[]).unwrap().is_none());
         assert!(
             Filter::for_rows(&json!({}), &dataset.rows)
@@ -2162,10 +2800,14 @@ mod tests {
                     .iter()
                     .map(|(kind, key)| match (kind.as_str(), key.as_str()) {
                         ("TAG", k) => format!("{k}${}", row.tag(k).unwrap_or_default()),
+                        ("COST_CATEGORY", k) => {
+                            format!("{k}${}", row.cost_category(k).unwrap_or_default())
+                        }
                         (_, "LINKED_ACCOUNT") => row.account_id().to_string(),
                         (_, "SERVICE") => row.service().to_string(),
                         (_, "RECORD_TYPE") => row.record_type().to_string(),
-                        _ => row.resource_id().unwrap_or_default().to_string(),
+                        (_, "RESOURCE_ID") => row.resource_id().unwrap_or_default().to_string(),
+                        (_, other) => row.dimension(other).unwrap().to_string(),
                     })
                     .collect();
                 let sums = out.entry((from.to_string(), labels)).or_insert((0, 0));
@@ -2286,6 +2928,534 @@ mod tests {
                     .collect();
             assert_eq!(answered, all, "every period is answered, empty ones too");
         }
+    }
+
+    /// Checks every page of `request` against [`reference`]: the exact sums of the rows, every
+    /// period answered; the group definitions as asked.
+    /// The number of groups expected.
+    async fn assert_exact(
+        state: &State,
+        dataset: &Dataset,
+        operation: &str,
+        request: &Value,
+    ) -> usize {
+        let page_size = state.page_size;
+        let pages = pages(state, operation, request).await;
+        let (groups, answered) = collect_groups(&pages, page_size);
+        let expected = reference(dataset, request);
+        let expected_groups: BTreeMap<_, _> = expected
+            .iter()
+            .map(|(k, (u, a))| (k.clone(), (format_units(*u), format_units(*a))))
+            .collect();
+        assert_eq!(groups, expected_groups, "{request}");
+        let start = date_field(&request["TimePeriod"], "Start").unwrap();
+        let end = date_field(&request["TimePeriod"], "End").unwrap();
+        let all: BTreeSet<String> = periods(start, end, request["Granularity"].as_str().unwrap())
+            .unwrap()
+            .iter()
+            .map(|(from, _)| from.to_string())
+            .collect();
+        assert_eq!(answered, all, "every period is answered, empty ones too");
+        for page in &pages {
+            assert_eq!(page["GroupDefinitions"], request["GroupBy"], "{request}");
+        }
+        expected.len()
+    }
+
+    #[tokio::test]
+    async fn grouped_by_every_dimension_and_cost_category_the_sums_are_exact() {
+        let state = state(23, Behavior::Normal);
+        let dataset = org();
+        let mut queries = Vec::new();
+        for dimension in DIMENSIONS.iter().filter(|d| **d != "RESOURCE_ID") {
+            queries.push(query(
+                "2026-10-01",
+                "2026-11-24",
+                "MONTHLY",
+                &[("DIMENSION", dimension)],
+            ));
+            queries.push(query(
+                "2026-11-16",
+                "2026-11-24",
+                "DAILY",
+                &[("DIMENSION", dimension), ("COST_CATEGORY", "Team")],
+            ));
+        }
+        for category in ["Team", "Environment", "Nonexistent"] {
+            queries.push(query(
+                "2026-10-01",
+                "2026-11-24",
+                "MONTHLY",
+                &[("COST_CATEGORY", category)],
+            ));
+            queries.push(query(
+                "2026-11-10",
+                "2026-11-24",
+                "DAILY",
+                &[("COST_CATEGORY", category)],
+            ));
+        }
+        queries.push(query(
+            "2026-10-01",
+            "2026-11-24",
+            "MONTHLY",
+            &[("COST_CATEGORY", "Environment"), ("TAG", "team")],
+        ));
+        let mut both = query(
+            "2026-11-01",
+            "2026-11-24",
+            "DAILY",
+            &[("COST_CATEGORY", "Team"), ("COST_CATEGORY", "Environment")],
+        );
+        both["Filter"] = json!({"Not": {"Tags": {"Key": "env", "MatchOptions": ["ABSENT"]}}});
+        queries.push(both);
+        let mut regional = query(
+            "2026-10-01",
+            "2026-11-24",
+            "MONTHLY",
+            &[("DIMENSION", "REGION"), ("DIMENSION", "AZ")],
+        );
+        regional["Filter"] = json!({"And": [
+            {"CostCategories": {"Key": "Environment", "Values": ["Production", "Staging"]}},
+            {"Not": dimension("PURCHASE_TYPE", &["Savings Plans"])},
+        ]});
+        queries.push(regional);
+        let mut uncategorised = query(
+            "2026-11-01",
+            "2026-11-24",
+            "DAILY",
+            &[("DIMENSION", "USAGE_TYPE"), ("DIMENSION", "OPERATION")],
+        );
+        uncategorised["Filter"] = json!({"CostCategories": {"Key": "Team", "Values": [""]}});
+        queries.push(uncategorised);
+        for request in &queries {
+            let groups = assert_exact(&state, &dataset, "GetCostAndUsage", request).await;
+            assert!(groups > 0, "{request}");
+        }
+        // Resources with their instance types.
+        let mut resources = query(
+            "2026-11-20",
+            "2026-11-23",
+            "DAILY",
+            &[("DIMENSION", "RESOURCE_ID"), ("DIMENSION", "INSTANCE_TYPE")],
+        );
+        resources["Filter"] = json!({"And": [
+            dimension("SERVICE", &[EC2, "Amazon Relational Database Service"]),
+            {"Tags": {"Key": "team", "Values": ["platform", "data"]}},
+        ]});
+        let groups =
+            assert_exact(&state, &dataset, "GetCostAndUsageWithResources", &resources).await;
+        assert!(groups > 20);
+        // The labels as AWS writes them: "Team$Platform", and "Team$" for the uncategorised.
+        let by_team = query(
+            "2026-11-01",
+            "2026-11-24",
+            "MONTHLY",
+            &[("COST_CATEGORY", "Team")],
+        );
+        let (_, page) = call(&state, "GetCostAndUsage", &by_team).await;
+        let keys: BTreeSet<&str> = page["ResultsByTime"][0]["Groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["Keys"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["Team$", "Team$Data", "Team$Platform", "Team$Web Frontend"])
+        );
+    }
+
+    #[tokio::test]
+    async fn without_cost_categories_every_row_is_uncategorised() {
+        let dataset = Dataset::generate(&DatasetSpec {
+            seed: 5,
+            accounts: &[("111111111111", "Workload")],
+            today: today(),
+            history_days: 40,
+            estimated_days: 2,
+            scale: 0.15,
+            idle_accounts: &[],
+        });
+        let state = Simulator::builder()
+            .account("111111111111", dataset.clone())
+            .access_key(KEY, "secret", "111111111111")
+            .page_size(500)
+            .state;
+        let request = query(
+            "2026-11-01",
+            "2026-11-24",
+            "MONTHLY",
+            &[("COST_CATEGORY", "Team"), ("DIMENSION", "REGION")],
+        );
+        assert_exact(&state, &dataset, "GetCostAndUsage", &request).await;
+        let (_, page) = call(&state, "GetCostAndUsage", &request).await;
+        for group in page["ResultsByTime"][0]["Groups"].as_array().unwrap() {
+            assert_eq!(group["Keys"][0], "Team$");
+        }
+        let mut absent = query("2026-11-01", "2026-11-24", "MONTHLY", &[]);
+        absent["Filter"] = json!({"CostCategories": {"Key": "Team", "MatchOptions": ["ABSENT"]}});
+        let (_, all) = call(
+            &state,
+            "GetCostAndUsage",
+            &query("2026-11-01", "2026-11-24", "MONTHLY", &[]),
+        )
+        .await;
+        let (_, kept) = call(&state, "GetCostAndUsage", &absent).await;
+        assert_eq!(kept["ResultsByTime"], all["ResultsByTime"]);
+    }
+
+    #[tokio::test]
+    async fn every_filter_through_the_handler_keeps_what_the_reference_keeps() {
+        let state = state(200, Behavior::Normal);
+        let dataset = org();
+        let mut kept_some = 0;
+        for expression in filters() {
+            let mut request = query(
+                "2026-11-10",
+                "2026-11-24",
+                "DAILY",
+                &[("COST_CATEGORY", "Team"), ("DIMENSION", "REGION")],
+            );
+            request["Filter"] = expression.clone();
+            let row = &dataset.day_rows(day(2026, 11, 10), today())[0];
+            match reference_matches(&expression, row) {
+                Ok(_) => {
+                    let groups = assert_exact(&state, &dataset, "GetCostAndUsage", &request).await;
+                    kept_some += usize::from(groups > 0);
+                }
+                Err((code, message)) => {
+                    let (status, error) = call(&state, "GetCostAndUsage", &request).await;
+                    assert_eq!(status, 400, "{expression}");
+                    assert_eq!(error["__type"], json!(code));
+                    assert_eq!(error["Message"], json!(message), "{expression}");
+                }
+            }
+        }
+        assert!(kept_some > 30, "{kept_some}");
+    }
+
+    /// The names (or values) of every page of a GetCostCategories request, checking each
+    /// page's sizes.
+    async fn cost_category_pages(state: &State, request: &Value) -> (Vec<String>, usize) {
+        let field = if request.get("CostCategoryName").is_some() {
+            "CostCategoryValues"
+        } else {
+            "CostCategoryNames"
+        };
+        let mut listed = Vec::new();
+        let answers = pages(state, "GetCostCategories", request).await;
+        let total = answers[0]["TotalSize"].as_u64().unwrap() as usize;
+        for page in &answers {
+            let list = page[field].as_array().unwrap();
+            assert!(list.len() <= state.page_size);
+            assert_eq!(page["ReturnSize"], json!(list.len()));
+            assert_eq!(page["TotalSize"], json!(total));
+            listed.extend(list.iter().map(|v| v.as_str().unwrap().to_string()));
+        }
+        assert_eq!(listed.len(), total);
+        (listed, answers.len())
+    }
+
+    #[tokio::test]
+    async fn cost_categories_and_their_values_are_listed_and_paged() {
+        let state = state(2, Behavior::Normal);
+        let dataset = org();
+        let period = json!({"Start": "2026-11-01", "End": "2026-11-24"});
+        let rows = dataset.day_rows(day(2026, 11, 1), day(2026, 11, 24));
+        let expected = |name: Option<&str>, keep: &dyn Fn(&SimRow) -> bool| -> Vec<String> {
+            let listed: BTreeSet<String> = rows
+                .iter()
+                .filter(|r| keep(r))
+                .flat_map(|r| {
+                    r.cost_categories()
+                        .filter_map(|(n, v)| match name {
+                            None => Some(n.to_string()),
+                            Some(name) => (n == name).then(|| v.to_string()),
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            listed.into_iter().collect()
+        };
+        // The names, then each one's values, in pages of two.
+        let (names, _) = cost_category_pages(&state, &json!({"TimePeriod": period})).await;
+        assert_eq!(names, ["Environment", "Team"]);
+        assert_eq!(names, expected(None, &|_| true));
+        let (teams, count) = cost_category_pages(
+            &state,
+            &json!({"TimePeriod": period, "CostCategoryName": "Team"}),
+        )
+        .await;
+        assert_eq!(teams, ["Data", "Platform", "Web Frontend"]);
+        assert_eq!(teams, expected(Some("Team"), &|_| true));
+        assert_eq!(count, 2);
+        let (first, _) = {
+            let (_, page) = call(
+                &state,
+                "GetCostCategories",
+                &json!({"TimePeriod": period, "CostCategoryName": "Team"}),
+            )
+            .await;
+            (page, ())
+        };
+        assert_eq!(first["ReturnSize"], 2);
+        assert_eq!(first["TotalSize"], 3);
+        assert!(first.get("CostCategoryNames").is_none());
+        assert!(first["NextPageToken"].is_string());
+        // Searched (case-insensitive), and filtered.
+        let (found, _) = cost_category_pages(
+            &state,
+            &json!({"TimePeriod": period, "CostCategoryName": "Team", "SearchString": "FRONT"}),
+        )
+        .await;
+        assert_eq!(found, ["Web Frontend"]);
+        let (found, _) = cost_category_pages(
+            &state,
+            &json!({"TimePeriod": period, "SearchString": "env"}),
+        )
+        .await;
+        assert_eq!(found, ["Environment"]);
+        let filter = json!({"Or": [
+            dimension("LINKED_ACCOUNT", &["444444444444"]),
+            {"Tags": {"Key": "team", "Values": ["platform"]}},
+        ]});
+        let (environments, _) = cost_category_pages(
+            &state,
+            &json!({"TimePeriod": period, "CostCategoryName": "Environment", "Filter": filter}),
+        )
+        .await;
+        let keep = |r: &SimRow| reference_matches(&filter, r).unwrap();
+        assert_eq!(environments, expected(Some("Environment"), &keep));
+        assert!(!environments.is_empty());
+        // No cost, no names; an unknown category has no values.
+        for request in [
+            json!({"TimePeriod": {"Start": "2026-01-01", "End": "2026-02-01"}}),
+            json!({"TimePeriod": period, "CostCategoryName": "Nonexistent"}),
+            json!({"TimePeriod": period, "Filter": {"CostCategories": {}}}),
+        ] {
+            let (status, page) = call(&state, "GetCostCategories", &request).await;
+            assert_eq!(status, 200, "{page}");
+            assert_eq!(page["TotalSize"], 0, "{request}");
+            assert_eq!(page["ReturnSize"], 0);
+            assert!(page.get("NextPageToken").is_none());
+        }
+        // Sorted by cost: one page of at most MaxResults.
+        let unblended = |value: &str| {
+            dataset.total_units(CostMetric::Unblended, |r| {
+                r.day >= day(2026, 11, 1)
+                    && r.day < day(2026, 11, 24)
+                    && r.cost_category("Team") == Some(value)
+            })
+        };
+        let mut by_cost = teams.clone();
+        by_cost.sort_by_key(|t| std::cmp::Reverse(unblended(t)));
+        let (status, page) = call(
+            &state,
+            "GetCostCategories",
+            &json!({"TimePeriod": period, "CostCategoryName": "Team", "MaxResults": 2,
+                    "SortBy": [{"Key": "UnblendedCost", "SortOrder": "DESCENDING"}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["CostCategoryValues"], json!(by_cost[..2]));
+        assert_eq!(
+            (page["ReturnSize"].clone(), page["TotalSize"].clone()),
+            (json!(2), json!(3))
+        );
+        assert!(page.get("NextPageToken").is_none());
+        let (_, page) = call(
+            &state,
+            "GetCostCategories",
+            &json!({"TimePeriod": period, "CostCategoryName": "Team",
+                    "SortBy": [{"Key": "UnblendedCost"}]}),
+        )
+        .await;
+        by_cost.reverse();
+        assert_eq!(page["CostCategoryValues"], json!(by_cost));
+        // Refused.
+        let token = first["NextPageToken"].clone();
+        for (request, message) in [
+            (
+                json!({"CostCategoryName": "Team"}),
+                "TimePeriod is required".to_string(),
+            ),
+            (
+                json!({"TimePeriod": period, "CostCategoryName": ""}),
+                "CostCategoryName must be from 1 to 50 characters long".into(),
+            ),
+            (
+                json!({"TimePeriod": period, "MaxResults": 1001}),
+                "MaxResults must be from 1 to 1000".into(),
+            ),
+            (
+                json!({"TimePeriod": period, "SearchString": "a", "SortBy": [{"Key": "BlendedCost"}]}),
+                "When you use the SortBy value, the NextPageToken and SearchString key values \
+                 aren't supported"
+                    .into(),
+            ),
+            (
+                json!({"TimePeriod": period, "SortBy": [{"Key": "UsageQuantity"}]}),
+                "SortBy UsageQuantity is not simulated".into(),
+            ),
+            (
+                json!({"TimePeriod": period, "SortBy": [{"Key": "BlendedCost", "SortOrder": "UP"}]}),
+                "1 validation error detected: Value 'UP' at 'sortBy.member.sortOrder' failed to \
+                 satisfy constraint: Member must satisfy enum value set: [ASCENDING, DESCENDING]"
+                    .into(),
+            ),
+            (
+                json!({"TimePeriod": period, "CostCategoryName": "Environment", "NextPageToken": token}),
+                "NextPageToken does not belong to this request".into(),
+            ),
+            (
+                json!({"TimePeriod": period, "Filter": {"Tags": {"Values": ["x"]}}}),
+                "Tags.Key is required with Values".into(),
+            ),
+        ] {
+            let (status, error) = call(&state, "GetCostCategories", &request).await;
+            assert_eq!(status, 400, "{request}");
+            assert_eq!(error["__type"], "ValidationException");
+            assert_eq!(error["Message"], json!(message), "{request}");
+        }
+        // Billed like every Cost Explorer operation, each page a request.
+        assert!(is_billed("GetCostCategories"));
+        let statuses: Vec<u16> = state
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.operation == "GetCostCategories")
+            .map(|r| r.status)
+            .collect();
+        // 12 pages answered, 8 requests refused.
+        assert_eq!(statuses.len(), 20);
+        assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 8);
+        // A looping account answers the first page with the same token, again and again.
+        set_behavior(&state, "111111111111", Behavior::LoopingToken);
+        let request = json!({"TimePeriod": period, "CostCategoryName": "Team"});
+        let (_, looping) = call(&state, "GetCostCategories", &request).await;
+        let mut next = request.clone();
+        next["NextPageToken"] = looping["NextPageToken"].clone();
+        let (_, again) = call(&state, "GetCostCategories", &next).await;
+        assert_eq!(again, looping);
+        assert_eq!(looping["CostCategoryValues"], first["CostCategoryValues"]);
+    }
+
+    #[tokio::test]
+    async fn bad_group_by_and_filters_are_refused_as_aws_refuses_them() {
+        let state = state(500, Behavior::Normal);
+        let refused = |group_by: Value, filter: Option<Value>| {
+            let mut request = query("2026-11-01", "2026-11-24", "MONTHLY", &[]);
+            request["GroupBy"] = group_by;
+            if let Some(filter) = filter {
+                request["Filter"] = filter;
+            }
+            request
+        };
+        let long = "x".repeat(60);
+        let cases: Vec<(Value, Option<Value>, String)> = vec![
+            (
+                json!([{"Type": "DIMENSION", "Key": "SERVICE"}, {"Type": "TAG", "Key": "team"}, {"Type": "COST_CATEGORY", "Key": "Team"}]),
+                None,
+                "You can only group by up to two dimensions".into(),
+            ),
+            (
+                json!([{"Type": "DIMENSION", "Key": "SERVICE"}, {"Type": "CATEGORY", "Key": "Team"}]),
+                None,
+                "1 validation error detected: Value 'CATEGORY' at 'groupBy.2.member.type' failed \
+                 to satisfy constraint: Member must satisfy enum value set: [COST_CATEGORY, \
+                 DIMENSION, PRODUCT_ATTRIBUTE, TAG]"
+                    .into(),
+            ),
+            (
+                json!([{"Type": "DIMENSION", "Key": "NOT_A_DIMENSION"}]),
+                None,
+                "Invalid group by dimension key \"NOT_A_DIMENSION\": valid values for the \
+                 DIMENSION type are LINKED_ACCOUNT, SERVICE, RECORD_TYPE, AZ, INSTANCE_TYPE, \
+                 OPERATION, PURCHASE_TYPE, REGION, USAGE_TYPE, PLATFORM, TENANCY, DATABASE_ENGINE"
+                    .into(),
+            ),
+            (
+                json!([{"Type": "DIMENSION", "Key": "BILLING_ENTITY"}]),
+                None,
+                "GroupBy DIMENSION BILLING_ENTITY is not simulated".into(),
+            ),
+            (
+                json!([{"Type": "DIMENSION", "Key": "RESOURCE_ID"}]),
+                None,
+                "GroupBy DIMENSION RESOURCE_ID is not simulated".into(),
+            ),
+            (
+                json!([{"Type": "COST_CATEGORY", "Key": ""}]),
+                None,
+                "GroupBy COST_CATEGORY requires a Key".into(),
+            ),
+            (
+                json!([{"Type": "TAG"}]),
+                None,
+                "GroupBy TAG requires a Key".into(),
+            ),
+            (
+                json!([{"Type": "PRODUCT_ATTRIBUTE", "Key": "model"}]),
+                None,
+                "GroupBy PRODUCT_ATTRIBUTE model is not simulated".into(),
+            ),
+            (
+                json!([{"Type": "COST_CATEGORY", "Key": "Team"}]),
+                Some(json!({"Tags": {"Key": "team", "Values": ["x"], "MatchOptions": ["ABSENT"]}})),
+                "Tags with MatchOptions ABSENT takes no Values".into(),
+            ),
+            (
+                json!([]),
+                Some(
+                    json!({"And": [{"CostCategories": {"Key": "Team", "Values": ["Data"]}}, {"Dimensions": {"Key": "REGION", "Values": ["us-east-1"], "MatchOptions": ["CASE_INSENSITIVE"]}}]}),
+                ),
+                "MatchOptions CASE_INSENSITIVE is not supported for Dimensions: valid values \
+                 for MatchOptions for Dimensions are EQUALS, CASE_SENSITIVE"
+                    .into(),
+            ),
+        ];
+        for (group_by, filter, message) in cases {
+            let request = refused(group_by, filter);
+            let (status, error) = call(&state, "GetCostAndUsage", &request).await;
+            assert_eq!(status, 400, "{request}");
+            assert_eq!(error["__type"], "ValidationException");
+            assert_eq!(error["Message"], message, "{request}");
+        }
+        // A cost category's name may be long (a GroupBy key is up to 1,024 characters): no
+        // row has it.
+        let request = query(
+            "2026-11-01",
+            "2026-11-24",
+            "MONTHLY",
+            &[("COST_CATEGORY", &long)],
+        );
+        let (status, page) = call(&state, "GetCostAndUsage", &request).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            page["ResultsByTime"][0]["Groups"][0]["Keys"][0],
+            json!(format!("{long}$"))
+        );
+        // A bad filter is reported only when there are rows to filter.
+        let mut before = query(
+            "2026-01-01",
+            "2026-02-01",
+            "MONTHLY",
+            &[("COST_CATEGORY", "Team")],
+        );
+        before["Filter"] = json!({"Tags": {"Key": "team", "MatchOptions": ["EQUALS"]}});
+        let (status, page) = call(&state, "GetCostAndUsage", &before).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["ResultsByTime"][0]["Groups"], json!([]));
+        let mut during = before.clone();
+        during["TimePeriod"] = json!({"Start": "2026-11-01", "End": "2026-11-02"});
+        let (status, error) = call(&state, "GetCostAndUsage", &during).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            error["Message"],
+            "Tags with MatchOptions EQUALS requires Values"
+        );
     }
 
     #[tokio::test]
@@ -2447,6 +3617,7 @@ mod tests {
             .map(|key| match key {
                 GroupKey::Dimension(d) => json!({"Type": "DIMENSION", "Key": d.name()}),
                 GroupKey::Tag(t) => json!({"Type": "TAG", "Key": t}),
+                GroupKey::CostCategory(c) => json!({"Type": "COST_CATEGORY", "Key": c}),
             })
             .collect();
         let attributes: Vec<Value> = accounts_seen
@@ -2516,6 +3687,36 @@ mod tests {
                     GroupKey::Dimension(Dimension::LinkedAccount),
                 ],
                 &["UnblendedCost"],
+            ),
+            (
+                "2026-10-01",
+                "2026-11-24",
+                "MONTHLY",
+                &[
+                    GroupKey::CostCategory("Team".into()),
+                    GroupKey::Dimension(Dimension::LinkedAccount),
+                ],
+                &["AmortizedCost", "UnblendedCost"],
+            ),
+            (
+                "2026-11-10",
+                "2026-11-24",
+                "DAILY",
+                &[
+                    GroupKey::Dimension(Dimension::parse("USAGE_TYPE").unwrap()),
+                    GroupKey::CostCategory("Environment".into()),
+                ],
+                &["NetAmortizedCost"],
+            ),
+            (
+                "2026-11-01",
+                "2026-11-24",
+                "MONTHLY",
+                &[
+                    GroupKey::Dimension(Dimension::parse("REGION").unwrap()),
+                    GroupKey::Dimension(Dimension::parse("INSTANCE_TYPE").unwrap()),
+                ],
+                &["BlendedCost"],
             ),
         ];
         for (start, end, granularity, group_keys, metric_names) in cases {
@@ -2707,10 +3908,13 @@ mod tests {
             json!(format_units(week * 7 / 7))
         );
         let mut bad = request.clone();
-        bad["Filter"] = dimension("AZ", &["x"]);
+        bad["Filter"] = dimension("BILLING_ENTITY", &["x"]);
         let (status, error) = call(&state, "GetCostForecast", &bad).await;
         assert_eq!(status, 400);
-        assert_eq!(error["Message"], "dimension AZ is not simulated");
+        assert_eq!(
+            error["Message"],
+            "dimension BILLING_ENTITY is not simulated"
+        );
     }
 
     /// Generates the 1,500-account demo organization and times a query through the handler.
@@ -2779,6 +3983,24 @@ mod tests {
                 warm.len()
             );
         }
+        // A view: grouped by a cost category and a dimension, under a tag filter.
+        let request = json!({
+            "TimePeriod": {"Start": month_start.to_string(), "End": (today + Days::new(1)).to_string()},
+            "Granularity": "DAILY",
+            "Metrics": ["UnblendedCost"],
+            "Filter": {"And": [
+                {"Tags": {"Key": "team", "MatchOptions": ["ABSENT"]}},
+                {"Not": dimension("REGION", &["global", "NoRegion"])},
+            ]},
+            "GroupBy": [{"Type": "COST_CATEGORY", "Key": "Environment"}, {"Type": "DIMENSION", "Key": "USAGE_TYPE"}],
+        });
+        let started = Instant::now();
+        let (status, page) = call_with(&state, key, "GetCostAndUsage", &request).await;
+        assert_eq!(status, 200, "{page}");
+        eprintln!(
+            "DAILY, untagged, by Environment and USAGE_TYPE: first page (cold) {:.2?}",
+            started.elapsed()
+        );
         eprintln!(
             "RSS at the end: {} (peak {})",
             status_kb("VmRSS:"),
