@@ -69,17 +69,16 @@ pub const GROUP_DIMENSIONS: [(&str, &str); 18] = [
 /// Labels every view series has, which a key's label must not take.
 const RESERVED_LABELS: [&str; 4] = ["integration", "view", "cost_basis", "account_name"];
 
-/// `MatchOptions` Cost Explorer knows.
-const MATCH_OPTIONS: [&str; 8] = [
-    "EQUALS",
-    "ABSENT",
-    "STARTS_WITH",
-    "ENDS_WITH",
-    "CONTAINS",
-    "CASE_SENSITIVE",
-    "CASE_INSENSITIVE",
-    "GREATER_THAN_OR_EQUAL",
-];
+/// The `MatchOptions` GetCostAndUsage takes: "Valid values for MatchOptions for Dimensions
+/// are EQUALS and CASE_SENSITIVE"; for CostCategories and Tags, EQUALS, ABSENT and
+/// CASE_SENSITIVE (its API reference). Cost Explorer knows others (STARTS_WITH, CONTAINS, ...)
+/// for other operations only.
+fn match_options_for(kind: KeyKind) -> &'static [&'static str] {
+    match kind {
+        KeyKind::Dimension => &["EQUALS", "CASE_SENSITIVE"],
+        KeyKind::Tag | KeyKind::CostCategory => &["EQUALS", "ABSENT", "CASE_SENSITIVE"],
+    }
+}
 
 /// The views part.
 pub struct Views;
@@ -573,21 +572,15 @@ fn values_of(
     for (i, option) in raw.match_options.iter().flatten().enumerate() {
         let option_key = format!("{at}.MatchOptions[{i}]");
         let text = x.non_empty(&option_key, option)?;
-        if !MATCH_OPTIONS.contains(&text.as_str()) {
+        let allowed = match_options_for(kind);
+        if !allowed.contains(&text.as_str()) {
             return Err(error(
                 option_key,
                 option.referenced,
                 format!(
-                    "{text:?} is not a match option; expected one of {}",
-                    MATCH_OPTIONS.join(", ")
+                    "{text:?} is not a match option GetCostAndUsage takes here; expected one of {}",
+                    allowed.join(", ")
                 ),
-            ));
-        }
-        if text == "ABSENT" && kind == KeyKind::Dimension {
-            return Err(error(
-                option_key,
-                option.referenced,
-                "ABSENT applies to Tags and CostCategories, not to Dimensions",
             ));
         }
         match_options.push(text);
@@ -602,6 +595,13 @@ fn values_of(
             format!("{at}.Values"),
             location,
             "needs at least one value (only MatchOptions: [ABSENT] takes none)",
+        ));
+    }
+    if !values.is_empty() && absent {
+        return Err(error(
+            format!("{at}.Values"),
+            location,
+            "is given with MatchOptions: [ABSENT], which matches cost without the key: give no Values",
         ));
     }
     Ok(FilterExpr::Values {
@@ -666,7 +666,7 @@ mod tests {
             - Tags: {Key: env, Values: [prod]}
             - Or:
                 - CostCategories: {Key: Team, MatchOptions: [ABSENT]}
-                - Dimensions: {Key: USAGE_TYPE, Values: [BoxUsage], MatchOptions: [CONTAINS]}
+                - Dimensions: {Key: USAGE_TYPE, Values: [EU-BoxUsage], MatchOptions: [CASE_SENSITIVE]}
 ",
         );
         assert_eq!(got.len(), 3);
@@ -717,7 +717,7 @@ mod tests {
         assert_eq!(
             got[2].filter.as_ref().map(ToString::to_string).as_deref(),
             Some(
-                "And(tag env in [\"prod\"], Or(cost category Team in [] ABSENT, USAGE_TYPE in [\"BoxUsage\"] CONTAINS))"
+                "And(tag env in [\"prod\"], Or(cost category Team in [] ABSENT, USAGE_TYPE in [\"EU-BoxUsage\"] CASE_SENSITIVE))"
             )
         );
     }
@@ -808,7 +808,7 @@ mod tests {
                 "      - name: v\n        group_by: [{dimension: REGION}]\n        filter:\n          Tags: {Key: a, Values: [b], MatchOptions: [EQUAL]}\n",
                 "integrations[0].views[0].filter.Tags.MatchOptions[0]",
                 (9, 54),
-                "\"EQUAL\" is not a match option",
+                "\"EQUAL\" is not a match option GetCostAndUsage takes here",
             ),
             (
                 "      - name: v\n        group_by: [{dimension: REGION}]\n        filter:\n          Not: {Tags: {Key: a}}\n",
@@ -820,7 +820,19 @@ mod tests {
                 "      - name: v\n        group_by: [{dimension: REGION}]\n        filter:\n          Dimensions: {Key: REGION, Values: [], MatchOptions: [ABSENT]}\n",
                 "integrations[0].views[0].filter.Dimensions.MatchOptions[0]",
                 (9, 64),
-                "ABSENT applies to Tags and CostCategories",
+                "\"ABSENT\" is not a match option GetCostAndUsage takes here; expected one of EQUALS, CASE_SENSITIVE",
+            ),
+            (
+                "      - name: v\n        group_by: [{dimension: REGION}]\n        filter:\n          Tags: {Key: a, Values: [b], MatchOptions: [CONTAINS]}\n",
+                "integrations[0].views[0].filter.Tags.MatchOptions[0]",
+                (9, 54),
+                "\"CONTAINS\" is not a match option GetCostAndUsage takes here; expected one of EQUALS, ABSENT, CASE_SENSITIVE",
+            ),
+            (
+                "      - name: v\n        group_by: [{dimension: REGION}]\n        filter:\n          CostCategories: {Key: Team, Values: [Data], MatchOptions: [ABSENT]}\n",
+                "integrations[0].views[0].filter.CostCategories.Values",
+                (9, 27),
+                "is given with MatchOptions: [ABSENT]",
             ),
             (
                 "      - name: v\n        group_by: [{dimension: REGION}]\n        filter:\n          Dimensions: {Key: COUNTRY, Values: [x]}\n",
