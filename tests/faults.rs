@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_cost_exporter::credentials::Timeouts;
@@ -29,46 +27,9 @@ const REASONS: [&str; 8] = [
     "api_budget",
 ];
 
-/// Every log line the exporters of this test binary write, in logfmt as the binary writes it.
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUFFER.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "warn,aws_cost_exporter=info",
-            ))
-            .event_format(aws_cost_exporter::logfmt::Logfmt)
-            .fmt_fields(aws_cost_exporter::logfmt::Logfmt)
-            .with_writer(move || LogWriter(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        buffer
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The log lines that mention `integration=<name>`.
 fn log_lines(integration: &str) -> Vec<String> {
-    let text = String::from_utf8(log_buffer().lock().unwrap().clone()).unwrap();
-    let tag = format!("integration={integration} ");
-    text.lines()
-        .filter(|l| l.contains(&tag) || l.ends_with(&format!("integration={integration}")))
-        .map(str::to_string)
-        .collect()
+    logs::integration_lines(integration)
 }
 
 /// Fast schedules for tests: a retry 100 ms after a failure; SDK timeouts long enough for the
@@ -176,7 +137,7 @@ async fn fault_and_recover(
     timeouts: Timeouts,
     expect: Expect,
 ) {
-    log_buffer();
+    logs::capture();
     let today = date(2026, 11, 23);
     let exporter = start_exporter_with(parse_config(yaml), today, options(timeouts)).await;
     let addr = exporter.local_addr();
@@ -503,7 +464,7 @@ async fn an_sts_that_refuses_assume_role() {
 
 #[tokio::test]
 async fn slow_answers_within_the_timeouts_succeed_and_never_block_a_scrape() {
-    log_buffer();
+    logs::capture();
     let today = date(2026, 11, 23);
     let sim = standalone(today).await;
     sim.set_behavior(ACCOUNT, Behavior::Hang(Duration::from_millis(300)));
@@ -553,7 +514,7 @@ async fn slow_answers_within_the_timeouts_succeed_and_never_block_a_scrape() {
 
 #[tokio::test]
 async fn a_fault_lasting_one_refresh_counts_exactly_once() {
-    log_buffer();
+    logs::capture();
     let today = date(2026, 11, 23);
     let sim = standalone(today).await;
     let exporter = start_exporter_with(
@@ -606,7 +567,7 @@ async fn a_fault_lasting_one_refresh_counts_exactly_once() {
 
 #[tokio::test]
 async fn a_partial_failure_counts_the_reason_of_its_first_failed_part() {
-    log_buffer();
+    logs::capture();
     let today = date(2026, 11, 23);
     let sim = Simulator::builder()
         .account("111111111111", org_dataset(today, 3))
@@ -664,7 +625,7 @@ async fn a_partial_failure_counts_the_reason_of_its_first_failed_part() {
 
 #[tokio::test]
 async fn the_concurrency_cap_holds() {
-    log_buffer();
+    logs::capture();
     let today = date(2026, 11, 23);
     let sim = standalone(today).await;
     sim.set_behavior(ACCOUNT, Behavior::Hang(Duration::from_secs(3600)));
@@ -717,7 +678,7 @@ async fn the_concurrency_cap_holds() {
 
 #[tokio::test]
 async fn a_reload_stops_the_old_refresh_before_the_new_one_queries() {
-    log_buffer();
+    logs::capture();
     let today = date(2026, 11, 23);
     const OTHER_KEY: (&str, &str) = ("AKIATESTFAULTS000002", "faults-second-secret");
     let sim = Simulator::builder()
@@ -786,7 +747,7 @@ async fn a_reload_stops_the_old_refresh_before_the_new_one_queries() {
 
 #[tokio::test]
 async fn a_removed_integration_forgets_its_failure_counters() {
-    log_buffer();
+    logs::capture();
     let today = date(2026, 11, 23);
     let sim = standalone(today).await;
     sim.set_behavior(ACCOUNT, Behavior::AccessDenied);

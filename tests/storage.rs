@@ -8,7 +8,6 @@ mod common;
 
 use std::io::Read as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_cost_exporter::api_budget::RESERVE_BLOCK;
@@ -26,49 +25,15 @@ fn noon(day: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap())
 }
 
-/// Every log line of the test binary (all tests run in one process; each uses its own
-/// integration names).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = LogWriter(buffer.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("warn,aws_cost_exporter=info")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        buffer
-    })
-}
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The log lines that mention `integration=<name>` and contain `text`.
 fn log_lines(name: &str, text: &str) -> Vec<String> {
-    let logs = logs().lock().unwrap();
-    String::from_utf8_lossy(&logs)
-        .lines()
-        .filter(|l| l.contains(&format!("integration={name} ")) && l.contains(text))
-        .map(str::to_string)
-        .collect()
+    let mut lines = logs::integration_lines(name);
+    lines.retain(|l| l.contains(text));
+    lines
 }
 
 async fn start(config: Config, clock: &TestClock, storage: Option<&Path>) -> Exporter {
-    logs();
+    logs::capture();
     Exporter::start(
         config,
         ExporterOptions {
@@ -295,7 +260,7 @@ async fn bad_stored_files_are_ignored_with_one_log_line() {
             "foreign",
             good.clone(),
             "",
-            "written for integration \"good\"",
+            "written for integration \\\"good\\\"",
         ),
     ];
     for (name, contents, extra, reason) in cases {
@@ -424,11 +389,7 @@ async fn the_daily_cap_stops_refreshes_until_the_next_utc_day() {
     );
     let failures = log_lines("capped", "refresh failed");
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert!(
-        failures[0].contains("reason=\"api_budget\""),
-        "{}",
-        failures[0]
-    );
+    assert!(failures[0].contains("reason=api_budget"), "{}", failures[0]);
     for reason in ["api_budget", "access_denied", "aws_error", "throttled"] {
         assert_eq!(
             value_of(

@@ -24,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 pub mod commitments;
+pub mod logs;
 pub mod parts;
 pub mod running;
 
