@@ -107,6 +107,35 @@ fn bad_config_is_refused_with_file_line_column_and_key() {
     );
 }
 
+/// A bad view stops the start itself (not only `--config.check`): one line naming the file,
+/// line, column and key, exit status 1, nothing served.
+#[test]
+fn a_bad_view_stops_the_start_at_its_key() {
+    let path = temp_file(
+        "bad-view",
+        "integrations:\n  - name: payer\n    account_id: \"111111111111\"\n    labels: {team: platform}\n    views:\n      - name: by_team\n        group_by:\n          - cost_category: Team\n            label: team\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect::<Vec<_>>(),
+        [format!(
+            "error: invalid configuration {} at line 9 column 20: integrations[0].views[0].group_by[0].label: \"team\" is a static label of the integration (labels); choose another",
+            path.display()
+        )],
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
 #[test]
 fn an_unusable_storage_path_stops_the_start_and_is_named() {
     let config = temp_file(
