@@ -559,3 +559,60 @@ async fn a_cost_category_missing_from_the_account_is_served_uncategorised_and_lo
     assert_eq!(warned(logs::integration_lines("uncategorised")).len(), 1);
     exporter.shutdown().await;
 }
+
+/// The views of the README's worked examples, as written there: every one is accepted, served
+/// in both families, and adds up to the month's cost it selects (the untagged view: the rows
+/// without a team tag).
+#[tokio::test]
+async fn the_readme_examples_are_served() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n## Views\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Views section");
+    let examples: Vec<&str> = section
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|block| block.starts_with("      - name:"))
+        .collect();
+    assert_eq!(examples.len(), 3, "three worked examples");
+    let sim = simulator().await;
+    let mut yaml = yaml(&sim, "readme", &[]);
+    for example in &examples {
+        yaml.push_str(example);
+    }
+    let clock = TestClock::at(noon(today()));
+    let exporter = start(&yaml, &clock).await;
+    let samples = wait_for_refresh(exporter.local_addr(), &["readme"]).await;
+    assert_eq!(refresh_success(&samples, "readme"), Some(1.0));
+    for view in ["team_by_region", "production_instance_types", "untagged"] {
+        for family in [DAILY, MONTH_TO_DATE] {
+            assert!(
+                samples
+                    .iter()
+                    .any(|s| s.name == family && s.label("view") == view),
+                "{view} {family}"
+            );
+        }
+    }
+    let [month, _] = month_and_day(today(), 1);
+    let untagged: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.name == MONTH_TO_DATE
+                && s.label("view") == "untagged"
+                && s.label("cost_basis") == "unblended"
+        })
+        .map(|s| s.value)
+        .sum();
+    assert_close(
+        untagged,
+        dataset().total(cost_metric(CostBasis::Unblended), |r| {
+            r.day >= month.0 && r.day < month.1 && r.tag("team").is_none()
+        }),
+        "the untagged view",
+    );
+    exporter.shutdown().await;
+}
