@@ -54,31 +54,51 @@ pub struct FamilyDesc {
 impl FamilyDesc {
     /// Writes the `# HELP` / `# TYPE` (and for OpenMetrics `# UNIT`) lines.
     pub fn write_header(&self, out: &mut String, format: Format) {
-        let kind = match self.kind {
-            MetricType::Gauge => "gauge",
-        };
-        match format {
-            Format::Classic => {
-                let _ = writeln!(
-                    out,
-                    "# HELP {} {}",
-                    self.name,
-                    escape_help(self.help, format)
-                );
-                let _ = writeln!(out, "# TYPE {} {kind}", self.name);
+        write_header(out, (self.name, self.help, self.unit), self.kind, format);
+    }
+}
+
+/// A gauge family whose name and help the configuration gives (one of the metrics of an
+/// electrolux-shaped file), served after the exporter's own families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NamedFamily {
+    pub name: String,
+    pub help: String,
+}
+
+impl NamedFamily {
+    /// Writes the `# HELP` / `# TYPE` lines.
+    pub fn write_header(&self, out: &mut String, format: Format) {
+        write_header(
+            out,
+            (&self.name, &self.help, None),
+            MetricType::Gauge,
+            format,
+        );
+    }
+}
+
+/// The `# HELP` / `# TYPE` (and for OpenMetrics `# UNIT`) lines of a family.
+fn write_header(
+    out: &mut String,
+    (name, help, unit): (&str, &str, Option<&str>),
+    kind: MetricType,
+    format: Format,
+) {
+    let kind = match kind {
+        MetricType::Gauge => "gauge",
+    };
+    match format {
+        Format::Classic => {
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(help, format));
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        }
+        Format::OpenMetrics => {
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            if let Some(unit) = unit {
+                let _ = writeln!(out, "# UNIT {name} {unit}");
             }
-            Format::OpenMetrics => {
-                let _ = writeln!(out, "# TYPE {} {kind}", self.name);
-                if let Some(unit) = self.unit {
-                    let _ = writeln!(out, "# UNIT {} {unit}", self.name);
-                }
-                let _ = writeln!(
-                    out,
-                    "# HELP {} {}",
-                    self.name,
-                    escape_help(self.help, format)
-                );
-            }
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(help, format));
         }
     }
 }

@@ -34,11 +34,12 @@ use crate::api_budget::{ApiBudget, CapReached};
 use crate::clock::{Clock, lock, sleep_until};
 use crate::cost_explorer::Period;
 use crate::credentials::{Clients, Timeouts};
+use crate::exposition::{FamilyDesc, NamedFamily};
 use crate::failure::{Classify, Concise, Reason, ToConcise};
 use crate::logfmt;
 use crate::metrics::Metrics;
 use crate::model::Integration;
-use crate::parts::{Cx, Encoding, FAMILIES, PartError, Parts, Scope, Shared};
+use crate::parts::{Cx, Encoding, PartError, Parts, Scope, Shared, layout};
 use crate::snapshot::{Block, Identity, IntegrationSnapshot, SnapshotStore};
 use crate::storage::{Storage, Stored};
 
@@ -292,6 +293,8 @@ impl Resumed {
 /// Everything one integration's refresh task needs.
 pub struct Refresher {
     integration: Integration,
+    /// Its snapshots' families.
+    layout: (&'static [FamilyDesc], Arc<[NamedFamily]>),
     clients: Clients,
     data_delay_days: u32,
     store: Arc<SnapshotStore>,
@@ -321,6 +324,7 @@ impl Refresher {
     ) -> Self {
         let parts = Parts::new(&integration, data_delay_days);
         Self {
+            layout: layout(&integration),
             integration,
             clients,
             data_delay_days,
@@ -370,7 +374,7 @@ impl Refresher {
             self.integration.name.clone(),
             period,
             fetched_at,
-            &FAMILIES,
+            (self.layout.0, self.layout.1.clone()),
             blocks,
         ));
         self.first_due = if parts.is_served("costs") && !failing {
@@ -467,7 +471,7 @@ impl Refresher {
             self.integration.name.clone(),
             period,
             fetched_at,
-            &FAMILIES,
+            (self.layout.0, self.layout.1.clone()),
             blocks,
         ));
         let summary = RefreshSummary {

@@ -20,7 +20,9 @@ use chrono::{DateTime, Utc};
 use crate::aggregate::Table;
 use crate::clock::lock;
 pub use crate::cost_explorer::Period;
-use crate::exposition::{FamilyDesc, Format, MetricType, Piece, Run, push_label_value, push_value};
+use crate::exposition::{
+    FamilyDesc, Format, MetricType, NamedFamily, Piece, Run, push_label_value, push_value,
+};
 use crate::model::{CostBasis, Integration};
 
 /// A gauge family.
@@ -116,11 +118,11 @@ impl Names {
 
 /// `aws_cost_series` and `aws_cost_series_dropped` of an integration: one sample each per
 /// counted family (its sample lines, and the series its cap folded away).
-pub fn series_counts(identity: &Identity, counted: &[(FamilyDesc, usize, usize)]) -> [Block; 2] {
+pub fn series_counts(identity: &Identity, counted: &[(&str, usize, usize)]) -> [Block; 2] {
     let mut series = Lines::new(&SERIES, identity);
     let mut dropped = Lines::new(&SERIES_DROPPED, identity);
     for (family, samples, folded) in counted {
-        let labels = [("metric", family.name)];
+        let labels = [("metric", *family)];
         series.sample(&labels, *samples as f64);
         dropped.sample(&labels, *folded as f64);
     }
@@ -137,7 +139,9 @@ pub struct IntegrationSnapshot {
     pub fetched_at: DateTime<Utc>,
     /// The families, in exposition order (the same for every snapshot).
     families: &'static [FamilyDesc],
-    /// One block per family.
+    /// The families its configuration names, after those.
+    named: Arc<[NamedFamily]>,
+    /// One block per family, then one per named family.
     blocks: Vec<Block>,
 }
 
@@ -166,11 +170,27 @@ impl Identity {
     pub fn of(integration: &Integration) -> Self {
         Self::new(&integration.name, &integration.labels)
     }
+
+    /// Just `labels`, without `integration` (the series of an electrolux-shaped file carry
+    /// only the labels it names).
+    pub fn labels(labels: &[(String, String)]) -> Self {
+        let mut out = String::new();
+        for (label, value) in labels {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(label);
+            out.push_str("=\"");
+            push_label_value(&mut out, value);
+            out.push('"');
+        }
+        Self(out)
+    }
 }
 
 /// Writes one family's sample lines of one integration.
 pub struct Lines<'a> {
-    name: &'static str,
+    name: &'a str,
     identity: &'a Identity,
     out: String,
     samples: usize,
@@ -178,8 +198,13 @@ pub struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     pub fn new(family: &FamilyDesc, identity: &'a Identity) -> Self {
+        Self::named(family.name, identity)
+    }
+
+    /// Lines of the family `name`.
+    pub fn named(name: &'a str, identity: &'a Identity) -> Self {
         Self {
-            name: family.name,
+            name,
             identity,
             out: String::new(),
             samples: 0,
@@ -192,7 +217,9 @@ impl<'a> Lines<'a> {
         self.out.push('{');
         self.out.push_str(&self.identity.0);
         for (label, value) in labels {
-            self.out.push(',');
+            if !self.out.ends_with('{') {
+                self.out.push(',');
+            }
             self.out.push_str(label);
             self.out.push_str("=\"");
             push_label_value(&mut self.out, value);
@@ -279,20 +306,22 @@ pub fn table_block<const K: usize>(
 }
 
 impl IntegrationSnapshot {
-    /// A snapshot of `blocks`, one per family of `families`.
+    /// A snapshot of `blocks`, one per family of `families` and then one per family of
+    /// `named`.
     pub fn new(
         integration: String,
         period: Period,
         fetched_at: DateTime<Utc>,
-        families: &'static [FamilyDesc],
+        (families, named): (&'static [FamilyDesc], Arc<[NamedFamily]>),
         mut blocks: Vec<Block>,
     ) -> Self {
-        blocks.resize_with(families.len(), Block::default);
+        blocks.resize_with(families.len() + named.len(), Block::default);
         Self {
             integration,
             period,
             fetched_at,
             families,
+            named,
             blocks,
         }
     }
@@ -310,6 +339,13 @@ impl IntegrationSnapshot {
             .map_or(&[], |index| &self.blocks[index].piece.text)
     }
 
+    /// The families its configuration names, with their blocks.
+    fn named_blocks(&self) -> impl Iterator<Item = (&NamedFamily, &Block)> {
+        self.named
+            .iter()
+            .zip(self.blocks.iter().skip(self.families.len()))
+    }
+
     /// The number of series this snapshot serves.
     pub fn series_count(&self) -> usize {
         self.blocks.iter().map(|b| b.samples).sum()
@@ -325,6 +361,19 @@ pub struct Rendered {
 }
 
 impl Rendered {
+    /// Appends one family: its headers and every integration's samples, unless it has none.
+    fn push_family(&mut self, [classic, openmetrics]: [&Piece; 2], pieces: &[&Piece]) {
+        if pieces.iter().all(|piece| piece.is_empty()) {
+            return;
+        }
+        self.classic.push(classic);
+        self.openmetrics.push(openmetrics);
+        for piece in pieces {
+            self.classic.push(piece);
+            self.openmetrics.push(piece);
+        }
+    }
+
     /// The cost families in `format`: each family's header lines, then every integration's
     /// samples of it.
     pub fn run(&self, format: Format) -> &Run {
@@ -385,15 +434,26 @@ impl StoreInner {
                 .iter()
                 .filter_map(|s| s.blocks.get(index).map(|b| &b.piece))
                 .collect();
-            if pieces.iter().all(|piece| piece.is_empty()) {
-                continue;
+            rendered.push_family([classic, openmetrics], &pieces);
+        }
+        // The named families, each once, in the order the integrations first name them: every
+        // integration's samples of one under its header (the first integration's help).
+        let mut named: Vec<(&NamedFamily, Vec<&Piece>)> = Vec::new();
+        for snapshot in &ordered {
+            for (family, block) in snapshot.named_blocks() {
+                match named.iter_mut().find(|(f, _)| f.name == family.name) {
+                    Some((_, pieces)) => pieces.push(&block.piece),
+                    None => named.push((family, vec![&block.piece])),
+                }
             }
-            rendered.classic.push(classic);
-            rendered.openmetrics.push(openmetrics);
-            for piece in pieces {
-                rendered.classic.push(piece);
-                rendered.openmetrics.push(piece);
-            }
+        }
+        for (family, pieces) in named {
+            let [classic, openmetrics] = [Format::Classic, Format::OpenMetrics].map(|format| {
+                let mut header = String::new();
+                family.write_header(&mut header, format);
+                Piece::new(header)
+            });
+            rendered.push_family([&classic, &openmetrics], &pieces);
         }
         rendered
     }
@@ -453,6 +513,43 @@ mod tests {
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+    }
+
+    /// A family named by the configuration is served once, under one header, with every
+    /// integration's samples of it; its series carry only the labels given.
+    #[test]
+    fn named_families_join_across_integrations() {
+        let store = SnapshotStore::new(vec!["a".into(), "b".into()]);
+        let named: Arc<[NamedFamily]> = vec![NamedFamily {
+            name: "aws_daily_cost_usd".into(),
+            help: "Daily cost".into(),
+        }]
+        .into();
+        for (integration, publisher, value) in [("a", "1", 1.5), ("b", "2", 2.0)] {
+            let identity = Identity::labels(&[("Publisher".into(), publisher.into())]);
+            let mut lines = Lines::named("aws_daily_cost_usd", &identity);
+            lines.sample(&[("ChargeType", "Usage")], value);
+            let ours = Identity::new(integration, &[]);
+            let mut own = Lines::new(&DAILY, &ours);
+            own.sample(&[], 3.0);
+            let snapshot = IntegrationSnapshot::new(
+                integration.into(),
+                Period::new(day(23), 1),
+                Utc::now(),
+                (std::slice::from_ref(&DAILY), named.clone()),
+                vec![own.block(0), lines.block(0)],
+            );
+            store.publish(Arc::new(snapshot));
+        }
+        let text: Vec<u8> = store.rendered().run(Format::Classic).plain().concat();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "# HELP aws_cost_daily_usd Cost\n# TYPE aws_cost_daily_usd gauge\n\
+             aws_cost_daily_usd{integration=\"a\"} 3\naws_cost_daily_usd{integration=\"b\"} 3\n\
+             # HELP aws_daily_cost_usd Daily cost\n# TYPE aws_daily_cost_usd gauge\n\
+             aws_daily_cost_usd{Publisher=\"1\",ChargeType=\"Usage\"} 1.5\n\
+             aws_daily_cost_usd{Publisher=\"2\",ChargeType=\"Usage\"} 2\n"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cost_explorer::Period;
 use crate::credentials::Clients;
-use crate::exposition::FamilyDesc;
+use crate::exposition::{FamilyDesc, NamedFamily};
 use crate::failure::{Classify, Concise, Reason, ToConcise};
 use crate::model::{DEFAULT_MAX_SERIES, Integration};
 use crate::schema::{ConfigError, Expander, NativeIntegration, Text, positive};
@@ -105,6 +105,12 @@ pub trait Part: 'static {
     /// Writes every setting that shapes its series.
     fn fingerprint(integration: &Integration, data_delay_days: u32, print: &mut Fingerprint);
 
+    /// The families the integration's configuration names for it to serve (all counted in
+    /// `aws_cost_series`), served after every part's own; by default none.
+    fn named(_integration: &Integration) -> Vec<NamedFamily> {
+        Vec::new()
+    }
+
     /// Whether it asks AWS this refresh (by default, every refresh).
     fn due(_cx: &Cx<'_>, _kept: &Self::Kept) -> bool {
         true
@@ -149,6 +155,7 @@ pub struct Kind {
     pub required: bool,
     pub needs_cost_rows: bool,
     pub enabled: fn(&Integration) -> bool,
+    pub named: fn(&Integration) -> Vec<NamedFamily>,
     pub(crate) configure:
         fn(&NativeIntegration, &Keys<'_>, &mut Integration) -> Result<(), ConfigError>,
     /// The fingerprint of its settings in an integration, with `data_delay_days`.
@@ -165,6 +172,7 @@ impl Kind {
             required: P::REQUIRED,
             needs_cost_rows: P::NEEDS_COST_ROWS,
             enabled: P::enabled,
+            named: P::named,
             configure: P::configure,
             fingerprint: fingerprint_of::<P>,
             slot: empty_slot::<P>,
@@ -259,6 +267,9 @@ pub struct Out<'a> {
     families: &'static [FamilyDesc],
     blocks: &'a mut [Block],
     previous: Option<&'a [Block]>,
+    /// One block per family of [`Part::named`], and their last ones.
+    named: &'a mut [Block],
+    previous_named: Option<&'a [Block]>,
 }
 
 impl Out<'_> {
@@ -269,10 +280,20 @@ impl Out<'_> {
         }
     }
 
+    /// Sets the family at `index` of [`Part::named`].
+    pub fn set_named(&mut self, index: usize, block: Block) {
+        if let Some(slot) = self.named.get_mut(index) {
+            *slot = block;
+        }
+    }
+
     /// Keeps the part's last encoded series (none, if it has none).
     pub fn keep(&mut self) {
         if let Some(previous) = self.previous {
             self.blocks.clone_from_slice(previous);
+        }
+        if let Some(previous) = self.previous_named {
+            self.named.clone_from_slice(previous);
         }
     }
 }
@@ -395,13 +416,33 @@ pub enum Scope {
 }
 
 /// One integration's parts as its refresher keeps them, aligned with [`PARTS`]: whether each
-/// is enabled, its fingerprint, what it keeps, and whether its series are served (fetched, or
-/// carried over under the same fingerprint) or owed a fetch.
+/// is enabled, its fingerprint, what it keeps, whether its series are served (fetched, or
+/// carried over under the same fingerprint) or owed a fetch, and how many named families it
+/// serves.
+///
+/// Their blocks are laid out as [`FAMILIES`], then each part's named families in [`PARTS`]
+/// order (see [`named_families`]).
 pub struct Parts {
     enabled: Vec<bool>,
     prints: Vec<u64>,
     slots: Vec<Box<dyn Slot>>,
     served: Vec<bool>,
+    named: Vec<usize>,
+}
+
+/// The families an integration's configuration names, in [`PARTS`] order: after [`FAMILIES`]
+/// in its snapshot.
+pub fn named_families(integration: &Integration) -> Vec<NamedFamily> {
+    PARTS
+        .iter()
+        .filter(|part| (part.enabled)(integration))
+        .flat_map(|part| (part.named)(integration))
+        .collect()
+}
+
+/// An integration's snapshot families: [`FAMILIES`], then its [`named_families`].
+pub fn layout(integration: &Integration) -> (&'static [FamilyDesc], Arc<[NamedFamily]>) {
+    (&FAMILIES, named_families(integration).into())
 }
 
 /// One enabled part during a refresh.
@@ -434,8 +475,14 @@ impl PartMut<'_> {
 impl Parts {
     /// An integration's parts, none served yet.
     pub fn new(integration: &Integration, data_delay_days: u32) -> Self {
+        let enabled: Vec<bool> = PARTS.iter().map(|p| (p.enabled)(integration)).collect();
         Self {
-            enabled: PARTS.iter().map(|p| (p.enabled)(integration)).collect(),
+            named: PARTS
+                .iter()
+                .zip(&enabled)
+                .map(|(p, on)| if *on { (p.named)(integration).len() } else { 0 })
+                .collect(),
+            enabled,
             prints: PARTS
                 .iter()
                 .map(|p| (p.fingerprint)(integration, data_delay_days))
@@ -443,6 +490,17 @@ impl Parts {
             slots: PARTS.iter().map(|p| (p.slot)()).collect(),
             served: vec![false; PARTS.len()],
         }
+    }
+
+    /// Where part `i`'s named families' blocks are.
+    fn named_range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = FAMILIES.len() + self.named[..i].iter().sum::<usize>();
+        start..start + self.named[i]
+    }
+
+    /// How many blocks its layout has.
+    fn block_count(&self) -> usize {
+        FAMILIES.len() + self.named.iter().sum::<usize>()
     }
 
     /// The enabled parts owed a fetch: their series are not served.
@@ -489,6 +547,7 @@ impl Parts {
             prints: self.prints.clone(),
             slots: self.slots.iter().map(|slot| slot.kept()).collect(),
             served: self.served.clone(),
+            named: self.named.clone(),
         }
     }
 
@@ -505,20 +564,25 @@ impl Parts {
     /// Encodes every enabled part into the families' blocks, in [`FAMILIES`] order, with the
     /// series counts; a part that did not run keeps its blocks of `previous` (same order).
     pub fn encode(&self, cx: &Encoding<'_>, previous: Option<&[Block]>) -> Vec<Block> {
-        let mut blocks = vec![Block::default(); FAMILIES.len()];
+        let mut blocks = vec![Block::default(); self.block_count()];
+        let previous = previous.filter(|p| p.len() == blocks.len());
         for (i, part) in PARTS.iter().enumerate() {
             if !self.enabled[i] {
                 continue;
             }
             let range = part.range();
+            let named = self.named_range(i);
+            let (own, rest) = blocks.split_at_mut(FAMILIES.len());
             let mut out = Out {
                 families: part.families,
-                blocks: &mut blocks[range.clone()],
+                blocks: &mut own[range.clone()],
                 previous: previous.and_then(|p| p.get(range)),
+                named: &mut rest[named.start - FAMILIES.len()..named.end - FAMILIES.len()],
+                previous_named: previous.and_then(|p| p.get(named)),
             };
             self.slots[i].encode(cx, &mut out);
         }
-        self.count(cx.identity, &mut blocks);
+        self.count(cx.identity, &named_families(cx.integration), &mut blocks);
         blocks
     }
 
@@ -527,21 +591,27 @@ impl Parts {
         self.slots = self.slots.iter().map(|slot| slot.kept()).collect();
     }
 
-    /// Sets `aws_cost_series` and `aws_cost_series_dropped` (the last two blocks) from the
-    /// counted families of the enabled parts.
-    fn count(&self, identity: &Identity, blocks: &mut [Block]) {
-        let counted: Vec<(FamilyDesc, usize, usize)> = PARTS
+    /// Sets `aws_cost_series` and `aws_cost_series_dropped` (the last two of [`FAMILIES`])
+    /// from the counted families of the enabled parts and the `named` families.
+    fn count(&self, identity: &Identity, named: &[NamedFamily], blocks: &mut [Block]) {
+        let mut counted: Vec<(&str, usize, usize)> = PARTS
             .iter()
             .zip(&self.enabled)
             .filter(|(_, on)| **on)
             .flat_map(|(part, _)| part.counted.iter())
             .map(|family| {
                 let block = &blocks[index_of(family)];
-                (*family, block.samples, block.dropped)
+                (family.name, block.samples, block.dropped)
             })
             .collect();
+        counted.extend(
+            named
+                .iter()
+                .zip(blocks.iter().skip(FAMILIES.len()))
+                .map(|(family, block)| (family.name.as_str(), block.samples, block.dropped)),
+        );
         let [series, dropped] = crate::snapshot::series_counts(identity, &counted);
-        if let [.., last_but_one, last] = blocks {
+        if let [.., last_but_one, last] = &mut blocks[..FAMILIES.len()] {
             *last_but_one = series;
             *last = dropped;
         }
@@ -560,7 +630,11 @@ impl Parts {
                 Record {
                     part: part.name.to_string(),
                     fingerprint: self.prints[i],
-                    blocks: blocks[part.range()].iter().map(Block::encoded).collect(),
+                    blocks: blocks[part.range()]
+                        .iter()
+                        .chain(blocks.get(self.named_range(i)).unwrap_or_default())
+                        .map(Block::encoded)
+                        .collect(),
                     kept: kept.into_bytes(),
                 }
             })
@@ -568,20 +642,22 @@ impl Parts {
     }
 
     /// The parts a storage file recorded: a record that names a part, has one block per family
-    /// of it and a kept state that reads is a served part under the record's fingerprint.
-    /// Returns them with their blocks ([`FAMILIES`] order, compressed again).
+    /// of it (then one per named family) and a kept state that reads is a served part under
+    /// the record's fingerprint. Returns them with their blocks (their layout, compressed
+    /// again).
     pub fn from_records(records: &[Record]) -> (Parts, Vec<Block>) {
         let mut parts = Parts {
             enabled: vec![false; PARTS.len()],
             prints: vec![0; PARTS.len()],
             slots: PARTS.iter().map(|p| (p.slot)()).collect(),
             served: vec![false; PARTS.len()],
+            named: vec![0; PARTS.len()],
         };
         let mut blocks = vec![Block::default(); FAMILIES.len()];
         for (i, part) in PARTS.iter().enumerate() {
             let Some(record) = records
                 .iter()
-                .find(|r| r.part == part.name && r.blocks.len() == part.families.len())
+                .find(|r| r.part == part.name && r.blocks.len() >= part.families.len())
             else {
                 continue;
             };
@@ -593,9 +669,12 @@ impl Parts {
             parts.enabled[i] = true;
             parts.served[i] = true;
             parts.prints[i] = record.fingerprint;
-            for (block, encoded) in blocks[part.range()].iter_mut().zip(&record.blocks) {
+            let (own, named) = record.blocks.split_at(part.families.len());
+            for (block, encoded) in blocks[part.range()].iter_mut().zip(own) {
                 *block = Block::from_encoded(encoded);
             }
+            parts.named[i] = named.len();
+            blocks.extend(named.iter().map(Block::from_encoded));
         }
         (parts, blocks)
     }
@@ -611,19 +690,26 @@ impl Parts {
         blocks: &[Block],
     ) -> (Parts, Vec<Block>) {
         let mut parts = Parts::new(integration, data_delay_days);
-        let mut served = vec![Block::default(); FAMILIES.len()];
+        let mut served = vec![Block::default(); parts.block_count()];
         for (i, part) in PARTS.iter().enumerate() {
-            let same = old.enabled[i] && old.served[i] && old.prints[i] == parts.prints[i];
+            let same = old.enabled[i]
+                && old.served[i]
+                && old.prints[i] == parts.prints[i]
+                && old.named[i] == parts.named[i];
             if parts.enabled[i] && same {
                 parts.slots[i] = old.slots[i].kept();
                 parts.served[i] = true;
-                let range = part.range();
-                if let Some(old_blocks) = blocks.get(range.clone()) {
-                    served[range].clone_from_slice(old_blocks);
+                let own = part.range();
+                if let Some(old_blocks) = blocks.get(own.clone()) {
+                    served[own].clone_from_slice(old_blocks);
+                }
+                if let Some(old_named) = blocks.get(old.named_range(i)) {
+                    served[parts.named_range(i)].clone_from_slice(old_named);
                 }
             }
         }
-        parts.count(&Identity::of(integration), &mut served);
+        let named = named_families(integration);
+        parts.count(&Identity::of(integration), &named, &mut served);
         (parts, served)
     }
 }
@@ -771,7 +857,7 @@ pub(crate) mod fixtures {
                 self.integration.name.clone(),
                 self.period,
                 self.now,
-                &FAMILIES,
+                layout(&self.integration),
                 blocks,
             )
         }
