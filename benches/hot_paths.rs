@@ -197,7 +197,7 @@ fn snapshot(integration: &Integration, costs: &CostData) -> IntegrationSnapshot 
         integration.name.clone(),
         period,
         chrono::Utc::now(),
-        aws_cost_exporter::parts::layout(&integration),
+        aws_cost_exporter::parts::layout(integration),
         blocks,
     )
 }
