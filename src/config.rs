@@ -1,4 +1,6 @@
-//! Configuration: which shape a file has, the validation of every integration's common keys
+//! Configuration: which shape a file has (this exporter's own, a Backstage app-config with
+//! InfraWallet's integrations, or an electrolux-oss/aws-cost-exporter file, see
+//! [`crate::electrolux`]), the validation of every integration's common keys
 //! (name, account, credentials, region, endpoints, cost bases, interval, request cap), then each
 //! part's own keys by the part itself ([`crate::parts::PARTS`]), converting the file
 //! ([`crate::schema`]) to the model ([`crate::model`]), in the spirit of YACE's per-job-kind
@@ -46,6 +48,9 @@ pub fn parse_with_env(
     let probe: Probe = from_yaml(text)?;
     match probe {
         Probe::Document(doc) if doc.backend.is_some() => parse_infrawallet(text, env),
+        Probe::Document(doc) if doc.target_aws_accounts.is_some() => {
+            crate::electrolux::parse(text, env)
+        }
         // A document that is not a mapping (a scalar, a list) is the native shape's to refuse,
         // with its position; see `Probe::Other`.
         Probe::Document(_) | Probe::Other(_) => parse_native(text, env),
@@ -72,6 +77,8 @@ enum Probe {
 #[derive(Deserialize)]
 struct ProbeDocument {
     backend: Option<serde::de::IgnoredAny>,
+    /// electrolux-oss/aws-cost-exporter's shape.
+    target_aws_accounts: Option<serde::de::IgnoredAny>,
 }
 
 struct KeyNames {

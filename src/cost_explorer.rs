@@ -620,6 +620,17 @@ impl<'a> Pager<'a> {
             if result.estimated {
                 self.stats.estimated.insert(start);
             }
+            if keys_wanted == 0 {
+                // Ungrouped: the period's total, as one group without keys.
+                if let Some(total) = &result.total {
+                    self.amounts.clear();
+                    for basis in self.bases {
+                        self.amounts.push(amount_of(total, *basis)?);
+                    }
+                    sink(start, &[], &self.amounts)?;
+                }
+                continue;
+            }
             for group in &result.groups {
                 if group.keys.count() != keys_wanted {
                     return Err(CostExplorerError::Malformed(format!(
@@ -635,18 +646,7 @@ impl<'a> Pager<'a> {
                 })?;
                 self.amounts.clear();
                 for basis in self.bases {
-                    let amount = metrics.get(*basis).ok_or_else(|| {
-                        CostExplorerError::Malformed(format!(
-                            "a group lacks the requested metric {}",
-                            basis.metric()
-                        ))
-                    })?;
-                    self.amounts.push(match amount {
-                        page::RawAmount::Usd(value) => *value,
-                        page::RawAmount::Refused(written) => {
-                            check_amount(basis.metric(), &written.0, &written.1)?
-                        }
-                    });
+                    self.amounts.push(amount_of(metrics, *basis)?);
                 }
                 sink(start, &keys, &self.amounts)?;
             }
@@ -683,6 +683,20 @@ impl<'a> Pager<'a> {
     /// What the pages fetched so far returned besides groups.
     pub fn into_stats(self) -> QueryStats {
         self.stats
+    }
+}
+
+/// One requested cost metric's amount in a group (or a total).
+fn amount_of(metrics: &page::RawMetrics, basis: CostBasis) -> Result<f64, CostExplorerError> {
+    let amount = metrics.get(basis).ok_or_else(|| {
+        CostExplorerError::Malformed(format!(
+            "a group lacks the requested metric {}",
+            basis.metric()
+        ))
+    })?;
+    match amount {
+        page::RawAmount::Usd(value) => Ok(*value),
+        page::RawAmount::Refused(written) => check_amount(basis.metric(), &written.0, &written.1),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod cost_explorer;
 pub mod credentials;
+pub mod electrolux;
 pub mod exposition;
 pub mod failure;
 pub mod logfmt;

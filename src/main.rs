@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use aws_cost_exporter::config::ConfigFormat;
 use aws_cost_exporter::server::{self, Limits};
 use aws_cost_exporter::{Exporter, ExporterOptions, config, web_config};
 use aws_cost_simulator::{DEMO_SCALE, start_simulator, start_simulator_on};
@@ -31,9 +32,10 @@ struct Flags {
     /// Validate the configuration and exit, without calling AWS.
     #[arg(long = "config.check")]
     config_check: bool,
-    /// Address to listen on (`:10067` means every interface).
-    #[arg(long = "web.listen-address", default_value = ":10067")]
-    listen_address: String,
+    /// Address to listen on (`:10067` means every interface) [default: :10067, or
+    /// `:<exporter_port>` of an electrolux-oss/aws-cost-exporter file]
+    #[arg(long = "web.listen-address")]
+    listen_address: Option<String>,
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", default_value = "/metrics")]
     telemetry_path: String,
@@ -82,6 +84,9 @@ struct Flags {
 
 /// The most accounts `--demo.scale` simulates (about 6.5 million cost series).
 const MAX_DEMO_SCALE: usize = 100_000;
+
+/// Where it listens unless told (or an electrolux file's `exporter_port` says).
+const DEFAULT_LISTEN_ADDRESS: &str = ":10067";
 
 /// The demo configuration, with `${AWS_COST_EXPORTER_DEMO_ENDPOINT}` for the simulator.
 const DEMO_CONFIG: &str = include_str!("../examples/demo.yaml");
@@ -225,10 +230,20 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let listen_address = match (&flags.listen_address, config.format) {
+        (Some(address), _) => address.clone(),
+        (
+            None,
+            ConfigFormat::Electrolux {
+                exporter_port: Some(port),
+            },
+        ) => format!(":{port}"),
+        (None, _) => DEFAULT_LISTEN_ADDRESS.to_string(),
+    };
     let mut exporter = Exporter::start(
         config,
         ExporterOptions {
-            listen_address: flags.listen_address.clone(),
+            listen_address,
             telemetry_path: flags.telemetry_path.clone(),
             refresh: aws_cost_exporter::refresh::RefreshOptions {
                 max_concurrency: flags.max_concurrency,

@@ -32,6 +32,21 @@ struct BuildLabels {
     revision: String,
 }
 
+/// The exporter's own families as the page names them (an electrolux metric may not take one).
+pub const NAMES: [&str; 11] = [
+    "aws_cost_exporter_build_info",
+    "aws_cost_refresh_success",
+    "aws_cost_refresh_failures_total",
+    "aws_cost_refresh_last_success_timestamp_seconds",
+    "aws_cost_refresh_duration_seconds",
+    "aws_cost_api_requests_total",
+    "aws_cost_query_success",
+    "aws_cost_exporter_config_last_reload_successful",
+    "aws_cost_exporter_config_last_reload_success_timestamp_seconds",
+    "aws_cost_data_age_seconds",
+    "aws_cost_api_budget_exhausted",
+];
+
 /// The labels of one integration's series: `integration`, its static labels, then the
 /// series' own.
 type Labels = Vec<(String, String)>;
@@ -473,5 +488,29 @@ impl Intercept for RequestCounter {
         self.metrics
             .record_api_request(&self.integration, operation, outcome);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    /// [`NAMES`] is every family the registry serves: a family added there fails here.
+    #[test]
+    fn names_are_the_registry_families() {
+        let metrics = Metrics::new();
+        metrics.init_failures("a");
+        metrics.record_refresh("a", true, 1.0, 2.0);
+        metrics.record_api_request("a", "GetCostAndUsage", Outcome::Success);
+        metrics.record_query("a", "costs", true);
+        metrics.record_data_fetched("a", chrono::Utc::now());
+        metrics.record_api_budget_exhausted("a", None);
+        let text = metrics.encode(Format::Classic);
+        let served: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect();
+        assert_eq!(served, NAMES);
     }
 }

@@ -3,7 +3,9 @@
 //! these types is always valid (names unique, account ids of 12 digits, cost bases distinct,
 //! budgets on a configured cost basis, ...).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default refresh interval: Cost Explorer data changes a few times a day.
@@ -33,6 +35,9 @@ pub enum ConfigFormat {
     Native,
     /// A Backstage `app-config.yaml` with InfraWallet's AWS integrations.
     InfraWallet,
+    /// An electrolux-oss/aws-cost-exporter `exporter_config.yaml`, with its `exporter_port`
+    /// (the listen port unless `--web.listen-address` is given).
+    Electrolux { exporter_port: Option<u16> },
 }
 
 /// One AWS account (a management account covers its members) with its own credentials.
@@ -79,6 +84,68 @@ pub struct Integration {
     pub views: Vec<View>,
     /// Static labels on every series of the integration, by name.
     pub labels: Vec<(String, String)>,
+    /// Whether it serves the cost series (off only for an electrolux-shaped file, whose
+    /// metrics are all it serves).
+    pub costs: bool,
+    /// The metrics of an electrolux-shaped file, for the target accounts this integration's
+    /// credentials ask for.
+    pub electrolux: Option<Arc<Electrolux>>,
+}
+
+/// What an electrolux-oss/aws-cost-exporter file asks of one integration: its metrics, for
+/// each of its target accounts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Electrolux {
+    /// Each target account's labels (`Publisher` and the rest of its keys), by name; every
+    /// series of a target carries them.
+    pub targets: Vec<Vec<(String, String)>>,
+    pub metrics: Vec<ElectroluxMetric>,
+}
+
+/// One of an electrolux file's `metrics`: a family of its own name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElectroluxMetric {
+    pub name: String,
+    pub help: String,
+    /// `DAILY`: the day before `today - data_delay_days`; `MONTHLY`: from the first of that
+    /// day's month through it.
+    pub monthly: bool,
+    pub data_delay_days: u32,
+    /// The Cost Explorer metric (`AmortizedCost`, ...).
+    pub metric_type: CostBasis,
+    /// None, one or two keys.
+    pub groups: Vec<ElectroluxGroup>,
+    /// `RECORD_TYPE` in the record types, and every tag filter and static dimension filter.
+    pub filter: FilterExpr,
+    /// One query per value, each under its own filter too, with its labels.
+    pub iterate: Option<ElectroluxIterate>,
+    /// Groups cheaper than `threshold` summed into one series whose every key is `value`.
+    pub merge_minor_cost: Option<(f64, String)>,
+}
+
+/// One key an electrolux metric groups by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElectroluxGroup {
+    pub kind: KeyKind,
+    pub key: String,
+    pub label: String,
+    pub alias: Option<ElectroluxAlias>,
+}
+
+/// A second label whose value is the first's mapped (empty when unmapped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElectroluxAlias {
+    pub label: String,
+    pub map: BTreeMap<String, String>,
+}
+
+/// A dimension filter with `iterate: true`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElectroluxIterate {
+    pub key: String,
+    pub values: Vec<String>,
+    pub label: String,
+    pub alias: Option<ElectroluxAlias>,
 }
 
 /// Every label name the exporter's series carry, besides a view's own keys: a static label
@@ -282,6 +349,8 @@ impl Integration {
             max_anomaly_series: DEFAULT_MAX_ANOMALY_SERIES,
             views: Vec::new(),
             labels: Vec::new(),
+            costs: true,
+            electrolux: None,
         }
     }
 

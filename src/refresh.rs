@@ -377,7 +377,13 @@ impl Refresher {
             (self.layout.0, self.layout.1.clone()),
             blocks,
         ));
-        self.first_due = if parts.is_served("costs") && !failing {
+        // Without cost series (an electrolux-shaped file), the data is its parts'.
+        let served = if self.integration.costs {
+            parts.is_served("costs")
+        } else {
+            parts.served().next().is_some() && parts.owed().next().is_none()
+        };
+        self.first_due = if served && !failing {
             chrono::TimeDelta::from_std(self.integration.refresh_interval)
                 .ok()
                 .and_then(|interval| fetched_at.checked_add_signed(interval))
@@ -444,9 +450,11 @@ impl Refresher {
             }
             part.share(&mut shared);
         }
-        // Without new cost data, the snapshot still describes the served cost data's fetch.
+        // Without new cost data, the snapshot still describes the served cost data's fetch
+        // (without cost series, that of the last full refresh in which every part succeeded).
+        let kept = self.integration.costs || scope == Scope::Owed || !failures.is_empty();
         let (fetched_at, period) = match (&shared.rows, &previous) {
-            (None, Some(previous)) => (previous.fetched_at, previous.period),
+            (None, Some(previous)) if kept => (previous.fetched_at, previous.period),
             _ => (now, period),
         };
 

@@ -101,8 +101,9 @@ pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Config
     })
 }
 
-/// Keys whose values are secrets, in both file shapes.
-const SECRET_KEYS: [&str; 5] = [
+/// Keys whose values are secrets, in every file shape.
+const SECRET_KEYS: [&str; 6] = [
+    "aws_access_secret",
     "secret_access_key",
     "secretAccessKey",
     "accessKeySecret",

@@ -46,7 +46,7 @@ pub const SERIES: FamilyDesc = gauge(
 );
 pub const SERIES_DROPPED: FamilyDesc = gauge(
     "aws_cost_series_dropped",
-    "Series folded into __other__ per cost metric because of max_resource_series or max_tag_series",
+    "Series folded into __other__ per cost metric by its cap (max_tag_series, max_resource_series, a view's max_series), or anomalies left out by max_anomaly_series",
     None,
 );
 
@@ -209,6 +209,11 @@ impl<'a> Lines<'a> {
             out: String::new(),
             samples: 0,
         }
+    }
+
+    /// Writes the samples after this with `identity` instead.
+    pub fn set_identity(&mut self, identity: &'a Identity) {
+        self.identity = identity;
     }
 
     /// Writes `name{integration="...",static="...",label="value",...` (no closing brace).

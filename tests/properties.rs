@@ -791,6 +791,8 @@ impl GenIntegration {
                 .unwrap_or(DEFAULT_MAX_ANOMALY_SERIES),
             views: Vec::new(),
             labels: Vec::new(),
+            costs: true,
+            electrolux: None,
         }
     }
 }

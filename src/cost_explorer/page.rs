@@ -124,6 +124,9 @@ pub struct RawResult<'a> {
     pub time_period: Option<RawPeriod<'a>>,
     #[serde(borrow, default)]
     pub groups: Vec<RawGroup<'a>>,
+    /// The period's total: what an ungrouped query returns.
+    #[serde(default)]
+    pub total: Option<RawMetrics>,
     #[serde(default)]
     pub estimated: bool,
 }

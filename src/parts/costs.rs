@@ -116,8 +116,9 @@ impl Part for Costs {
     type Fetched = Arc<CostData>;
     type Kept = Kept;
 
-    fn enabled(_integration: &Integration) -> bool {
-        true
+    /// Always, but for an electrolux-shaped file's integrations, which serve its metrics only.
+    fn enabled(integration: &Integration) -> bool {
+        integration.costs
     }
 
     /// `budgets` (the integration's cost bases are validated before any part).

@@ -28,6 +28,7 @@
 pub mod anomalies;
 pub mod commitments;
 pub mod costs;
+pub mod electrolux;
 pub mod forecast;
 pub mod organizations;
 pub mod resources;
@@ -52,7 +53,7 @@ use serde_saphyr::Spanned;
 
 /// Every part, in refresh order: each is fetched after those before it, and may use what they
 /// hand on ([`Shared`]). Costs come first: without them nothing is published.
-pub static PARTS: [Kind; 8] = [
+pub static PARTS: [Kind; 9] = [
     Kind::of::<costs::Costs>(),
     Kind::of::<tags::Tags>(),
     Kind::of::<resources::Resources>(),
@@ -61,6 +62,7 @@ pub static PARTS: [Kind; 8] = [
     Kind::of::<commitments::Commitments>(),
     Kind::of::<anomalies::Anomalies>(),
     Kind::of::<views::Views>(),
+    Kind::of::<electrolux::Electrolux>(),
 ];
 
 /// Every family the exporter serves, in exposition order: each part's, in [`PARTS`] order,

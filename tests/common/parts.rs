@@ -33,6 +33,10 @@ pub const OFF: &[(&str, &str, &str)] = &[
     ("views", VIEWS, ""),
 ];
 
+/// The parts no file of this exporter's own shape turns on: only an electrolux-oss file does
+/// (tests/electrolux.rs covers it, its reload and its storage).
+pub const NOT_NATIVE: &[&str] = &["electrolux"];
+
 /// The views of the test's configuration.
 pub const VIEWS: &str = "    views:
       - name: service_by_charge_type
