@@ -7,6 +7,7 @@ Only the standard library and PyYAML (from tests/e2e/tools/requirements.txt).
 import argparse
 import base64
 import datetime
+import itertools
 import json
 import re
 import socket
@@ -294,6 +295,72 @@ def prom_query(prometheus, path, params):
     return body["data"]
 
 
+def go_quote(value):
+    # Go's %q for the label values Prometheus returns (printable text).
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def js_regex(pattern, where):
+    # Grafana's stringToJsRegex: /pattern/flags as written, anything else anchored.
+    if not pattern.startswith("/"):
+        return re.compile("^" + pattern + "$")
+    m = re.fullmatch(r"/(.*?)/(i?)", pattern)
+    if not m:
+        fail(f"panel {where}: regex {pattern!r}: flags other than i are not modelled")
+    return re.compile(m.group(1), re.IGNORECASE if m.group(2) else 0)
+
+
+def js_replacement(template, match):
+    # JavaScript's String.prototype.replace: $1..$99 (unmatched: empty), $& and $$.
+    def one(m):
+        token = m.group(0)
+        if token == "$$":
+            return "$"
+        if token == "$&":
+            return match.group(0)
+        n = int(token[1:])
+        if n > (match.re.groups or 0):
+            return token
+        return match.group(n) or ""
+    return re.sub(r"\$\$|\$&|\$\d{1,2}", one, template)
+
+
+def series_names(panel, target, series, where):
+    """The names a panel gives a query's series, where the Prometheus data source names them (a
+    legend template, or "" for the verbose {label="value", ...}), after the panel's renameByRegex
+    transformations; None for __auto, which Grafana's front end names. Each must be distinct and
+    not empty, and no series may fall back to the query's expression (Grafana's name for a
+    series without labels under the verbose legend)."""
+    legend_format = target.get("legendFormat", "")
+    if legend_format == "__auto":
+        return None
+    result = []
+    for s in series:
+        labels = dict(s["metric"])
+        if legend_format:
+            name = re.sub(r"\{\{\s*(.+?)\s*\}\}", lambda m: labels.get(m.group(1), ""), legend_format)
+        else:
+            metric = labels.pop("__name__", "")
+            pairs = ", ".join(f"{k}={go_quote(v)}" for k, v in sorted(labels.items()))
+            name = f"{metric}{{{pairs}}}" if pairs or not metric else metric
+            if name == "{}":
+                fail(f"panel {where}: a series without labels, which Grafana names by the query's expression")
+        for transformation in panel.get("transformations", []):
+            if transformation["id"] != "renameByRegex":
+                continue
+            regex = js_regex(transformation["options"]["regex"], where)
+            m = regex.search(name)
+            if m:
+                name = name[:m.start()] + js_replacement(transformation["options"]["renamePattern"], m) + name[m.end():]
+        result.append(name)
+    if "" in result:
+        fail(f"panel {where}: a series is named by an empty string: {[s['metric'] for s in series]}")
+    duplicates = sorted({n for n in result if result.count(n) > 1})
+    if duplicates:
+        fail(f"panel {where}: series share the names {duplicates}")
+    return result
+
+
 def panels_of(panels):
     for panel in panels:
         yield panel
@@ -305,6 +372,7 @@ def cmd_dashboard(args):
     prometheus = args.prometheus
     names = set(prom_query(prometheus, "/api/v1/label/__name__/values", {}))
     values = {}
+    each = {}  # variables without a default: every option
     for variable in dashboard["templating"]["list"]:
         name = variable["name"]
         if variable["type"] == "datasource":
@@ -320,7 +388,21 @@ def cmd_dashboard(args):
         options = prom_query(prometheus, f"/api/v1/label/{m.group(2)}/values", params)
         if not options:
             fail(f"variable {name}: {query} has no values")
-        current = variable.get("current", {}).get("value")
+        if "current" not in variable:
+            # No default: Grafana selects the first option, in the variable's order, and the user
+            # any other; the queries that use it are run with each of them.
+            if variable.get("multi") or variable.get("includeAll"):
+                fail(f"variable {name}: no default, but multi-value or with All (Grafana's choice is not modelled)")
+            sort = variable.get("sort", 0)
+            if sort == 1:
+                options = sorted(options)  # alphabetical, ascending
+            elif sort != 0:
+                fail(f"variable {name}: sort {sort} is not modelled")
+            values[name] = options[0]
+            each[name] = options
+            say(f"  variable {name}: {len(options)} values {options[:6]}{'...' if len(options) > 6 else ''}, no default -> {values[name]}; its queries run with each")
+            continue
+        current = variable["current"].get("value")
         if variable.get("includeAll") and current in ("$__all", ["$__all"]):
             values[name] = variable.get("allValue") or "(" + "|".join(prom_regex_escape(o) for o in options) + ")"
         else:
@@ -336,30 +418,36 @@ def cmd_dashboard(args):
             continue
         targets = panel.get("targets") or fail(f"panel {panel['title']!r} has no query")
         for target in targets:
-            expr = interpolate(target["expr"], values)
-            for metric in set(re.findall(r"\b(aws_cost_[a-z_]+|up)\b(?!\s*\()", expr)):
-                if metric not in names:
-                    fail(f"panel {panel['title']!r} refers to {metric}, which Prometheus does not have")
-            if target.get("instant"):
-                data = prom_query(prometheus, "/api/v1/query", {"query": expr, "time": now})
-                series = data["result"]
-            else:
-                data = prom_query(prometheus, "/api/v1/query_range",
-                                  {"query": expr, "start": now - 600, "end": now, "step": 15})
-                series = [s for s in data["result"] if s["values"]]
-            if not series:
-                fail(f"panel {panel['title']!r} query {target['refId']} returned no data: {expr}")
-            # The labels the panel shows (legend) and groups by must be on every series: a
-            # misspelt label still returns data, aggregated into one unlabelled series.
-            wanted = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
-            for group in re.findall(r"\bby\s*\(([^)]*)\)", expr):
-                wanted.update(label.strip() for label in group.split(",") if label.strip())
-            for s in series:
-                missing = sorted(label for label in wanted if label not in s["metric"])
-                if missing:
-                    fail(f"panel {panel['title']!r} query {target['refId']}: a series lacks {missing}: {s['metric']} ({expr})")
-            count += 1
-            say(f"  {panel['title']} [{target['refId']}]: {len(series)} series")
+            used = sorted({m.group(1) or m.group(2) or m.group(3) for m in VARIABLE.finditer(target["expr"])} & set(each))
+            for choice in itertools.product(*(each[name] for name in used)):
+                chosen = dict(zip(used, choice))
+                expr = interpolate(target["expr"], {**values, **chosen})
+                where = f"{panel['title']!r} query {target['refId']}" + "".join(f" {k}={v}" for k, v in chosen.items())
+                for metric in set(re.findall(r"\b(aws_cost_[a-z_]+|up)\b(?!\s*\()", expr)):
+                    if metric not in names:
+                        fail(f"panel {panel['title']!r} refers to {metric}, which Prometheus does not have")
+                if target.get("instant"):
+                    data = prom_query(prometheus, "/api/v1/query", {"query": expr, "time": now})
+                    series = data["result"]
+                else:
+                    data = prom_query(prometheus, "/api/v1/query_range",
+                                      {"query": expr, "start": now - 600, "end": now, "step": 15})
+                    series = [s for s in data["result"] if s["values"]]
+                if not series:
+                    fail(f"panel {where} returned no data: {expr}")
+                # The labels the panel shows (legend) and groups by must be on every series: a
+                # misspelt label still returns data, aggregated into one unlabelled series.
+                wanted = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+                for group in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+                    wanted.update(label.strip() for label in group.split(",") if label.strip())
+                for s in series:
+                    missing = sorted(label for label in wanted if label not in s["metric"])
+                    if missing:
+                        fail(f"panel {where}: a series lacks {missing}: {s['metric']} ({expr})")
+                legend = series_names(panel, target, series, where)
+                count += 1
+                shown = f"; legend {legend[:4]}{'...' if len(legend) > 4 else ''}" if legend else ""
+                say(f"  {panel['title']} [{target['refId']}]{''.join(f' {k}={v}' for k, v in chosen.items())}: {len(series)} series{shown}")
     say(f"  {count} queries of the dashboard answered with data")
 
 
