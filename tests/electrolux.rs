@@ -657,3 +657,97 @@ async fn its_metrics_are_served_with_its_names_labels_and_values() {
     assert!(!samples.iter().any(|s| s.name == "aws_cost_daily_usd"));
     exporter.shutdown().await;
 }
+
+/// The file's metrics survive a restart with `--storage.path` (served at once, byte for byte,
+/// before any request) and a reload that changes nothing of them.
+#[tokio::test]
+async fn its_metrics_are_stored_and_carried_over() {
+    use aws_cost_exporter::{Exporter, ExporterOptions};
+    use chrono::{TimeDelta, TimeZone as _, Utc};
+
+    let dataset = org_dataset(today(), 11).with_cost_categories(demo_cost_categories(ORG));
+    let sim = Simulator::builder()
+        .account("111111111111", dataset)
+        .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
+        .page_size(1000)
+        .start()
+        .await
+        .unwrap();
+    let config = || {
+        let mut config = parse(
+            FILE,
+            &[
+                ("AWS_ACCESS_KEY", PAYER_KEY.0),
+                ("AWS_ACCESS_SECRET", PAYER_KEY.1),
+            ],
+        )
+        .unwrap();
+        for integration in &mut config.integrations {
+            integration.endpoint_url = Some(sim.endpoint());
+        }
+        config
+    };
+    let noon = Utc.from_utc_datetime(&today().and_hms_opt(12, 0, 0).unwrap());
+    let clock = TestClock::at(noon);
+    let dir = tempfile::tempdir().unwrap();
+    let start = |config| {
+        Exporter::start(
+            config,
+            ExporterOptions {
+                listen_address: "127.0.0.1:0".into(),
+                telemetry_path: "/metrics".into(),
+                clock: clock.clock(),
+                storage_path: Some(dir.path().to_path_buf()),
+                refresh: test_refresh_options(),
+                ..ExporterOptions::default()
+            },
+        )
+    };
+    let names = [
+        "daily_by_service_account",
+        "daily_by_service_account_amortized",
+        "monthly_by_team",
+        "daily_by_category_region",
+        "daily_total",
+    ];
+    let lines = |page: &str| -> Vec<String> {
+        page.lines()
+            .filter(|l| names.iter().any(|n| l.starts_with(&format!("{n}{{"))))
+            .map(str::to_string)
+            .collect()
+    };
+    let first = start(config()).await.unwrap();
+    wait_for_refresh(first.local_addr(), &["default"]).await;
+    let served = lines(&get(first.local_addr(), "/metrics").await.text());
+    assert!(served.len() > 20, "{served:?}");
+    first.shutdown().await;
+
+    let requests = sim.requests().len();
+    clock.set(noon + TimeDelta::hours(1));
+    let mut second = start(config()).await.unwrap();
+    let page = get(second.local_addr(), "/metrics").await.text();
+    assert_eq!(lines(&page), served, "served from storage at once");
+    assert!(
+        page.contains("aws_cost_data_age_seconds{integration=\"default\"} 3600"),
+        "{}",
+        page.lines()
+            .filter(|l| l.contains("data_age"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.requests().len(),
+        requests,
+        "nothing asked before it is due"
+    );
+
+    let summary = second.reload(config()).await;
+    assert!(summary.changed.is_empty(), "{summary:?}");
+    assert_eq!(
+        lines(&get(second.local_addr(), "/metrics").await.text()),
+        served
+    );
+    assert_eq!(sim.requests().len(), requests);
+    second.shutdown().await;
+}
