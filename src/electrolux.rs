@@ -865,7 +865,7 @@ mod tests {
         match name {
             "EXPORTER_PORT" => Some("8080".into()),
             "EMPTY" => Some(String::new()),
-            "AWS_ACCESS_KEY" => Some("AKIAELECTROLUX000001".into()),
+            "AWS_ACCESS_KEY" => Some("AKIAELECTRLX1EXAMPLE".into()),
             "AWS_ACCESS_SECRET" => Some("electrolux-secret".into()),
             _ => None,
         }

@@ -393,8 +393,8 @@ async fn demo_serves_both_integrations_without_leaking_secrets_and_stops_on_sigt
     assert!(log.contains(" msg=\"shutting down\""), "{log}");
 
     for secret in [
-        "demo-payer-secret-not-real",
-        "demo-security-secret-not-real",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
         "simulated-secret-",
         "simulated-session-token-",
     ] {
@@ -451,7 +451,7 @@ async fn sighup_reloads_the_configuration_file() {
         .account("111111111111", org_dataset(today, 3))
         .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
         .account("222222222222", single_dataset("222222222222", today, 5))
-        .access_key("AKIATESTSOLO00000001", "solo-secret", "222222222222")
+        .access_key("AKIATESTSOLO1EXAMPLE", "solo-secret", "222222222222")
         .start()
         .await
         .unwrap();
@@ -462,7 +462,7 @@ async fn sighup_reloads_the_configuration_file() {
         sim.endpoint()
     );
     let solo = format!(
-        "  - name: solo\n    account_id: \"222222222222\"\n    access_key_id: AKIATESTSOLO00000001\n    secret_access_key: solo-secret\n    endpoint_url: {}\n",
+        "  - name: solo\n    account_id: \"222222222222\"\n    access_key_id: AKIATESTSOLO1EXAMPLE\n    secret_access_key: solo-secret\n    endpoint_url: {}\n",
         sim.endpoint()
     );
     let path = temp_file("reload", &format!("integrations:\n{payer}"));

@@ -107,7 +107,7 @@ fn the_example_file_is_read_as_is() {
         &[
             ("EXPORTER_PORT", "8080"),
             ("POLLING_INTERVAL_SECONDS", "3600.5"),
-            ("AWS_ACCESS_KEY", "AKIAEXAMPLEKEY000001"),
+            ("AWS_ACCESS_KEY", "AKIAEXAMPLEK1EXAMPLE"),
             ("AWS_ACCESS_SECRET", "example-secret"),
             ("AWS_ASSUMED_ROLE", "CostExporter"),
         ],
@@ -138,7 +138,7 @@ fn the_example_file_is_read_as_is() {
                 .as_ref()
                 .unwrap()
                 .access_key_id,
-            "AKIAEXAMPLEKEY000001"
+            "AKIAEXAMPLEK1EXAMPLE"
         );
         let targets = &integration.electrolux.as_ref().unwrap().targets;
         assert_eq!(targets.len(), 1);

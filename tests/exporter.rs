@@ -448,10 +448,10 @@ async fn a_failing_integration_does_not_affect_a_healthy_one() {
         .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
         .account("666666666666", single_dataset("666666666666", today, 1))
         .behavior("666666666666", Behavior::AccessDenied)
-        .access_key("AKIATESTDENIED000001", "denied-secret", "666666666666")
+        .access_key("AKIATESTDENY1EXAMPLE", "denied-secret", "666666666666")
         .account("777777777777", single_dataset("777777777777", today, 2))
         .behavior("777777777777", Behavior::Currency("EUR".into()))
-        .access_key("AKIATESTEURO00000001", "euro-secret", "777777777777")
+        .access_key("AKIATESTEURO1EXAMPLE", "euro-secret", "777777777777")
         .start()
         .await
         .unwrap();
@@ -460,13 +460,13 @@ async fn a_failing_integration_does_not_affect_a_healthy_one() {
         (
             "denied",
             "666666666666",
-            "AKIATESTDENIED000001",
+            "AKIATESTDENY1EXAMPLE",
             "denied-secret",
         ),
         (
             "euro",
             "777777777777",
-            "AKIATESTEURO00000001",
+            "AKIATESTEURO1EXAMPLE",
             "euro-secret",
         ),
     ] {
@@ -542,12 +542,12 @@ async fn refresh_errors_say_what_went_wrong() {
     let sim = Simulator::builder()
         .account("777777777777", single_dataset("777777777777", today, 2))
         .behavior("777777777777", Behavior::Currency("EUR".into()))
-        .access_key("AKIATESTEURO00000001", "euro-secret", "777777777777")
+        .access_key("AKIATESTEURO1EXAMPLE", "euro-secret", "777777777777")
         .start()
         .await
         .unwrap();
     let yaml = format!(
-        "integrations:\n  - name: euro\n    account_id: \"777777777777\"\n    access_key_id: AKIATESTEURO00000001\n    secret_access_key: euro-secret\n    endpoint_url: {}\n",
+        "integrations:\n  - name: euro\n    account_id: \"777777777777\"\n    access_key_id: AKIATESTEURO1EXAMPLE\n    secret_access_key: euro-secret\n    endpoint_url: {}\n",
         sim.endpoint()
     );
     let config = parse_config(&yaml);
@@ -816,10 +816,10 @@ async fn reload_adds_changes_and_removes_integrations() {
         .account("111111111111", org_dataset(today, 3))
         .access_key(PAYER_KEY.0, PAYER_KEY.1, "111111111111")
         .account("222222222222", single_dataset("222222222222", today, 5))
-        .access_key("AKIATESTSOLO00000001", "solo-secret", "222222222222")
+        .access_key("AKIATESTSOLO1EXAMPLE", "solo-secret", "222222222222")
         .account("666666666666", single_dataset("666666666666", today, 1))
         .behavior("666666666666", Behavior::AccessDenied)
-        .access_key("AKIATESTDENIED000001", "denied-secret", "666666666666")
+        .access_key("AKIATESTDENY1EXAMPLE", "denied-secret", "666666666666")
         .start()
         .await
         .unwrap();
@@ -833,14 +833,14 @@ async fn reload_adds_changes_and_removes_integrations() {
     let denied = entry(
         "denied",
         "666666666666",
-        "AKIATESTDENIED000001",
+        "AKIATESTDENY1EXAMPLE",
         "denied-secret",
         "",
     );
     let solo = entry(
         "solo",
         "222222222222",
-        "AKIATESTSOLO00000001",
+        "AKIATESTSOLO1EXAMPLE",
         "solo-secret",
         "",
     );

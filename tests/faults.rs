@@ -15,7 +15,7 @@ use aws_cost_simulator::{Arrival, Behavior, Simulator};
 use common::*;
 
 const ACCOUNT: &str = "222222222222";
-const KEY: (&str, &str) = ("AKIATESTFAULTS000001", "faults-secret-value-do-not-leak");
+const KEY: (&str, &str) = ("AKIATESTFLT01EXAMPLE", "faults-secret-value-do-not-leak");
 const REASONS: [&str; 8] = [
     "access_denied",
     "throttled",
@@ -680,7 +680,7 @@ async fn the_concurrency_cap_holds() {
 async fn a_reload_stops_the_old_refresh_before_the_new_one_queries() {
     logs::capture();
     let today = date(2026, 11, 23);
-    const OTHER_KEY: (&str, &str) = ("AKIATESTFAULTS000002", "faults-second-secret");
+    const OTHER_KEY: (&str, &str) = ("AKIATESTFLT02EXAMPLE", "faults-second-secret");
     let sim = Simulator::builder()
         .account(ACCOUNT, single_dataset(ACCOUNT, today, 9))
         .access_key(KEY.0, KEY.1, ACCOUNT)

@@ -24,9 +24,9 @@ use common::*;
 
 const PAYER_ACCOUNT: &str = "111111111111";
 const WORKLOAD_ACCOUNT: &str = "222222222222";
-const PAYER_KEY_ID: &str = "AKIASECRETSPAYER0001";
+const PAYER_KEY_ID: &str = "AKIASECRETSP1EXAMPLE";
 const PAYER_SECRET: &str = "payer-secret-canary-7f3a91c2";
-const BASE_KEY_ID: &str = "AKIASECRETSBASE00001";
+const BASE_KEY_ID: &str = "AKIASECRETSB1EXAMPLE";
 /// The base identity's secret, given to the binary through `${ACE_SECRETS_TEST_SECRET}`.
 const EXPANDED_SECRET: &str = "expanded-secret-canary-5be02d7e";
 const EXTERNAL_ID: &str = "external-id-canary-c41d9e06";

@@ -208,7 +208,7 @@ async fn https(
 /// what these tests look at.
 fn offline_config() -> aws_cost_exporter::config::Config {
     parse_config(
-        "integrations:\n  - name: offline\n    account_id: \"123456789012\"\n    access_key_id: AKIATESTOFFLINE00001\n    secret_access_key: offline-secret-value\n    endpoint_url: http://127.0.0.1:9\n    forecast: false\n",
+        "integrations:\n  - name: offline\n    account_id: \"123456789012\"\n    access_key_id: AKIATESTOFFL1EXAMPLE\n    secret_access_key: offline-secret-value\n    endpoint_url: http://127.0.0.1:9\n    forecast: false\n",
     )
 }
 
@@ -769,7 +769,7 @@ fn offline_yaml(names: &[&str]) -> String {
     let mut yaml = String::from("integrations:\n");
     for name in names {
         yaml.push_str(&format!(
-            "  - name: {name}\n    account_id: \"123456789012\"\n    access_key_id: AKIATESTOFFLINE00001\n    secret_access_key: offline-secret-value\n    endpoint_url: http://127.0.0.1:9\n    forecast: false\n"
+            "  - name: {name}\n    account_id: \"123456789012\"\n    access_key_id: AKIATESTOFFL1EXAMPLE\n    secret_access_key: offline-secret-value\n    endpoint_url: http://127.0.0.1:9\n    forecast: false\n"
         ));
     }
     yaml

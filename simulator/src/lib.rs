@@ -329,14 +329,14 @@ pub fn demo_simulator(today: NaiveDate, scale: usize) -> SimulatorBuilder {
         .account("111111111111", organization)
         .account("222222222222", workload)
         .access_key(
-            "AKIADEMOPAYER0000001",
-            "demo-payer-secret-not-real",
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             "111111111111",
         )
         // The security account's identity has no Cost Explorer access of its own.
         .access_key(
-            "AKIADEMOSECURITY0001",
-            "demo-security-secret-not-real",
+            "AKIAI44QH8DHBEXAMPLE",
+            "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
             "999999999999",
         )
         .role("222222222222", "CostExporter", Some("demo-external-id"))

@@ -2361,7 +2361,7 @@ mod tests {
     use crate::DatasetSpec;
     use http_body_util::Full;
 
-    const KEY: &str = "AKIATESTPAYER0000001";
+    const KEY: &str = "AKIATESTPAYR1EXAMPLE";
     const EC2: &str = "Amazon Elastic Compute Cloud - Compute";
 
     fn day(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -3947,7 +3947,7 @@ mod tests {
             status_kb("VmHWM:")
         );
         let month_start = today.with_day(1).unwrap();
-        let key = "AKIADEMOPAYER0000001";
+        let key = "AKIAIOSFODNN7EXAMPLE";
         for granularity in ["MONTHLY", "DAILY"] {
             let mut request = json!({
                 "TimePeriod": {"Start": month_start.to_string(), "End": (today + Days::new(1)).to_string()},

@@ -34,8 +34,8 @@ pub const ORG: &[(&str, &str)] = &[
     ("444444444444", "Staging"),
     ("555555555555", "Data \"Lake\" \\ Analytics\nTeam"),
 ];
-pub const PAYER_KEY: (&str, &str) = ("AKIATESTPAYER0000001", "payer-secret-value");
-pub const BASE_KEY: (&str, &str) = ("AKIATESTBASE00000001", "base-secret-value");
+pub const PAYER_KEY: (&str, &str) = ("AKIATESTPAYR1EXAMPLE", "payer-secret-value");
+pub const BASE_KEY: (&str, &str) = ("AKIATESTBASE1EXAMPLE", "base-secret-value");
 
 pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()

@@ -80,8 +80,8 @@ pub fn full_config(endpoint: &str) -> String {
 integrations:
   - name: payer
     account_id: \"111111111111\"
-    access_key_id: AKIADEMOPAYER0000001
-    secret_access_key: demo-payer-secret-not-real
+    access_key_id: AKIAIOSFODNN7EXAMPLE
+    secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
     endpoint_url: {endpoint}
     organizations_endpoint_url: {endpoint}
     cost_basis: [unblended, amortized]

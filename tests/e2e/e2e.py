@@ -582,7 +582,7 @@ MOTO_MODES = {
         "account": MOTO_MANAGEMENT,
         "role_arn": f"arn:aws:iam::{MOTO_MANAGEMENT}:role/CostExporter",
         "external_id": "moto-e2e-external-id",
-        "access_key_id": "AKIAMOTOE2ESTATIC001",
+        "access_key_id": "AKIAMOTOE2E01EXAMPLE",
         "secret_access_key": "moto-e2e-static-secret-not-real",
         "session_name": "aws-cost-exporter-moto",
     },
