@@ -10,8 +10,11 @@ import datetime
 import itertools
 import json
 import re
+import shlex
 import socket
+import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.parse
@@ -489,6 +492,288 @@ def cmd_chart_sources(args):
         if d["kind"] == "ConfigMap" and "aws-cost-exporter.yaml" in d.get("data", {}):
             with open(args.config_out, "w", encoding="utf-8") as f:
                 f.write(d["data"]["aws-cost-exporter.yaml"])
+
+
+# --- step 4: the chart's values, the README's commands, the image reference -------------------
+
+
+def load_docs(path):
+    return [d for d in yaml.safe_load_all(open(path, encoding="utf-8")) if d]
+
+
+def only(docs, kind, where):
+    found = [d for d in docs if d["kind"] == kind]
+    if len(found) != 1:
+        fail(f"{where}: expected one {kind}, found {len(found)}")
+    return found[0]
+
+
+def check(what, ok):
+    if not ok:
+        fail(what)
+
+
+def exporter_container(deployment):
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "exporter")
+
+
+def cmd_chart_values(args):
+    """Every value of ci/full-values.yaml that the chart's later additions read lands where it
+    should in the rendered manifests."""
+    docs = load_docs(args.manifests)
+    values = yaml.safe_load(open(args.values, encoding="utf-8"))
+    deployment = only(docs, "Deployment", args.manifests)
+    pod = deployment["spec"]["template"]
+    container = exporter_container(deployment)
+    service = only(docs, "Service", args.manifests)
+    fullname = deployment["metadata"]["name"]
+    namespace = deployment["metadata"]["namespace"]
+
+    # commonLabels: on every object, the pod template included, never on selectors.
+    for d in docs + [pod]:
+        labels = d["metadata"].get("labels", {})
+        for k, v in values["commonLabels"].items():
+            check_equal(f"commonLabels {k} on {d.get('kind', 'pod template')}/{d['metadata'].get('name', '')}", labels.get(k), v)
+    for k in values["commonLabels"]:
+        check(f"commonLabels {k} must not be in the Deployment's selector", k not in deployment["spec"]["selector"]["matchLabels"])
+        check(f"commonLabels {k} must not be in the Service's selector", k not in service["spec"]["selector"])
+    say(f"  commonLabels on all {len(docs)} objects and the pod template, not on selectors")
+
+    # extraArgs after the chart's own flags; extraEnv, extraEnvFrom; extra volumes and mounts.
+    check_equal("the container's last args (extraArgs)", container["args"][-len(values["extraArgs"]):], values["extraArgs"])
+    for e in values["extraEnv"]:
+        check(f"extraEnv {e} in the container's env", e in container.get("env", []))
+    check_equal("envFrom (credentials.existingSecret, then extraEnvFrom)", container["envFrom"],
+                [{"secretRef": {"name": values["credentials"]["existingSecret"]}}] + values["extraEnvFrom"])
+    for v in values["extraVolumes"]:
+        check(f"extraVolumes {v['name']} in the pod's volumes", v in pod["spec"]["volumes"])
+    for m in values["extraVolumeMounts"]:
+        check(f"extraVolumeMounts {m['name']} in the container's volumeMounts", m in container["volumeMounts"])
+    check_equal("podAnnotations (and no checksum of the configuration)", pod["metadata"].get("annotations"), values["podAnnotations"])
+    check_equal("topologySpreadConstraints", pod["spec"].get("topologySpreadConstraints"), values["topologySpreadConstraints"])
+    say("  extraArgs, extraEnv, extraEnvFrom, extraVolumes, extraVolumeMounts, podAnnotations (no checksum), topologySpreadConstraints in the Deployment")
+
+    # storage on the PersistentVolumeClaim the chart creates.
+    pvc_values = values["storage"]["persistentVolumeClaim"]
+    pvc = only(docs, "PersistentVolumeClaim", args.manifests)
+    check_equal("PVC name", pvc["metadata"]["name"], f"{fullname}-storage")
+    check_equal("PVC size", pvc["spec"]["resources"]["requests"]["storage"], pvc_values["size"])
+    check_equal("PVC storageClassName", pvc["spec"].get("storageClassName"), pvc_values["storageClassName"])
+    check_equal("PVC accessModes", pvc["spec"]["accessModes"], pvc_values.get("accessModes", ["ReadWriteOnce"]))
+    for k, v in pvc_values["annotations"].items():
+        check_equal(f"PVC annotation {k}", pvc["metadata"].get("annotations", {}).get(k), v)
+    storage = next(v for v in pod["spec"]["volumes"] if v["name"] == "storage")
+    check_equal("the storage volume", storage, {"name": "storage", "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]}})
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "storage")
+    check(f"--storage.path={mount['mountPath']} in the args", f"--storage.path={mount['mountPath']}" in container["args"])
+    say(f"  storage: PersistentVolumeClaim {pvc['metadata']['name']} ({pvc_values['size']}, {pvc_values['storageClassName']}) mounted at --storage.path")
+
+    # ServiceMonitor: namespace, jobLabel, relabelings, metricRelabelings.
+    sm_values = values["serviceMonitor"]
+    sm = only(docs, "ServiceMonitor", args.manifests)
+    check_equal("ServiceMonitor namespace", sm["metadata"]["namespace"], sm_values["namespace"])
+    check_equal("ServiceMonitor namespaceSelector (the Service's namespace)", sm["spec"]["namespaceSelector"], {"matchNames": [namespace]})
+    check_equal("ServiceMonitor jobLabel", sm["spec"].get("jobLabel"), sm_values["jobLabel"])
+    job = service["metadata"]["labels"].get(sm_values["jobLabel"])
+    check(f"the Service has the jobLabel {sm_values['jobLabel']} and its value keeps aws-cost-exporter (AwsCostExporterDown): {job!r}",
+          job is not None and "aws-cost-exporter" in job)
+    endpoint = sm["spec"]["endpoints"][0]
+    check_equal("ServiceMonitor relabelings", endpoint.get("relabelings"), sm_values["relabelings"])
+    check_equal("ServiceMonitor metricRelabelings", endpoint.get("metricRelabelings"), sm_values["metricRelabelings"])
+    say(f"  ServiceMonitor in {sm_values['namespace']} (selecting the Service in {namespace}), jobLabel {sm_values['jobLabel']} (job={job}), relabelings, metricRelabelings")
+
+    # NetworkPolicy: the exporter's pods, its port only, from the selected peers and helm test's pod.
+    np_values = values["networkPolicy"]
+    np = only(docs, "NetworkPolicy", args.manifests)
+    check_equal("NetworkPolicy podSelector", np["spec"]["podSelector"], {"matchLabels": deployment["spec"]["selector"]["matchLabels"]})
+    check_equal("NetworkPolicy policyTypes", np["spec"]["policyTypes"], ["Ingress"])
+    check_equal("NetworkPolicy ingress rules", len(np["spec"]["ingress"]), 1)
+    rule = np["spec"]["ingress"][0]
+    check_equal("NetworkPolicy ports", rule["ports"], [{"port": "http", "protocol": "TCP"}])
+    check("the container port the NetworkPolicy names (http) is 10067",
+          {"name": "http", "containerPort": 10067, "protocol": "TCP"} in container["ports"])
+    peers = rule["from"]
+    check_equal("NetworkPolicy first peer (namespaceSelector and podSelector together)", peers[0],
+                {"namespaceSelector": np_values["namespaceSelector"], "podSelector": np_values["podSelector"]})
+    test_pod = only([d for d in docs if d["kind"] == "Pod"], "Pod", args.manifests)
+    test_labels = test_pod["metadata"]["labels"]
+    check("NetworkPolicy lets helm test's pod in", any(
+        set(p) == {"podSelector"} and all(test_labels.get(k) == v for k, v in p["podSelector"]["matchLabels"].items())
+        for p in peers))
+    check("helm test's pod is not selected by the Service",
+          not all(test_labels.get(k) == v for k, v in service["spec"]["selector"].items()))
+    for p in np_values["extraFrom"]:
+        check(f"NetworkPolicy extraFrom {p}", p in peers)
+    say("  NetworkPolicy: the exporter's pod, port http (10067) only, from namespaceSelector+podSelector, extraFrom and helm test's pod")
+
+    # helm test: the Service's /-/ready, over HTTPS with webConfig.tls, with basic auth.
+    t_values = values["tests"]
+    check_equal("helm test pod hook", test_pod["metadata"]["annotations"].get("helm.sh/hook"), "test")
+    tc = test_pod["spec"]["containers"][0]
+    check_equal("helm test image", tc["image"], f"{t_values['image']['repository']}@{t_values['image']['digest']}")
+    scheme = "https" if values["webConfig"]["tls"] else "http"
+    url = f"{scheme}://{service['metadata']['name']}.{namespace}.svc:{service['spec']['ports'][0]['port']}/-/ready"
+    check_equal("helm test URL", tc["args"][-1], url)
+    check("helm test --insecure with webConfig.tls", "--insecure" in tc["args"])
+    check("helm test --user with tests.basicAuthSecret", "--user" in tc["args"])
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in tc["env"]}
+    check_equal("helm test credentials Secret", refs, {t_values["basicAuthSecret"]})
+    say(f"  helm test pod: {tc['image']} asks {url} with basic auth from {t_values['basicAuthSecret']}")
+
+
+def cmd_chart_defaults(args):
+    """The chart's defaults (ci/config-values.yaml): storage on an emptyDir, no configuration
+    checksum on the pod (the exporter reloads the mounted file), the ConfigMap mounted as a
+    directory (a subPath mount never sees updates), helm test over HTTP, no NetworkPolicy."""
+    docs = load_docs(args.manifests)
+    deployment = only(docs, "Deployment", args.manifests)
+    pod = deployment["spec"]["template"]
+    container = exporter_container(deployment)
+    check("no checksum annotation on the pod", not any(k.startswith("checksum/") for k in (pod["metadata"].get("annotations") or {})))
+    storage = next((v for v in pod["spec"].get("volumes", []) if v["name"] == "storage"), None)
+    check_equal("the default storage volume", storage, {"name": "storage", "emptyDir": {"sizeLimit": "256Mi"}})
+    check("--storage.path=/var/lib/aws-cost-exporter by default", "--storage.path=/var/lib/aws-cost-exporter" in container["args"])
+    config_mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    check("the ConfigMap is mounted as a directory, without subPath", "subPath" not in config_mount)
+    check("the config file is in the ConfigMap's directory",
+          f"--config.file={config_mount['mountPath']}/aws-cost-exporter.yaml" in container["args"])
+    check("no NetworkPolicy or PersistentVolumeClaim by default",
+          not [d for d in docs if d["kind"] in ("NetworkPolicy", "PersistentVolumeClaim")])
+    test_pod = only([d for d in docs if d["kind"] == "Pod"], "Pod", args.manifests)
+    check("helm test over HTTP by default", test_pod["spec"]["containers"][0]["args"][-1].startswith("http://"))
+    say("  defaults: storage on an emptyDir at --storage.path, no checksum/config, the ConfigMap mounted as a directory, helm test over HTTP")
+
+
+def readme_section(text, heading):
+    """The text under a Markdown heading (exactly as written, e.g. "### Helm"), up to the next
+    heading of the same level or above."""
+    level = heading.split(" ")[0]
+    lines = text.splitlines()
+    try:
+        start = lines.index(heading)
+    except ValueError:
+        fail(f"README has no heading {heading!r}")
+    out = []
+    in_code = False
+    for line in lines[start + 1:]:
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        if not in_code and re.match(r"#{1,%d} " % len(level), line):
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
+def code_blocks(section, lang):
+    return [textwrap.dedent(m.group(1)) for m in re.finditer(r"^ *```%s\n(.*?)^ *```" % lang, section, re.S | re.M)]
+
+
+def helm_installs(section):
+    """Every `helm install` command in the section's sh blocks, as argv lists."""
+    commands = []
+    for block in code_blocks(section, "sh"):
+        for line in block.replace("\\\n", " ").splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv[:2] == ["helm", "install"]:
+                commands.append(argv)
+    return commands
+
+
+def cmd_chart_readme(args):
+    """The README's `helm install` commands (Quick start and Helm), rendered as written with the
+    README's my-values.yaml, make the ServiceAccount the IAM trust policy names, annotated with
+    the role the README names; the install's notes print that subject."""
+    readme = open(args.readme, encoding="utf-8").read()
+    helm_section = readme_section(readme, "### Helm")
+    iam = readme_section(readme, "### IAM")
+    subjects = set(re.findall(r'"(system:serviceaccount:[^"]+)"', iam))
+    check_equal("trust-policy subjects in README's IAM", len(subjects), 1)
+    subject = subjects.pop()
+    values_blocks = [b for b in code_blocks(helm_section, "yaml") if b.startswith("config:")]
+    check_equal("my-values.yaml blocks (starting with config:) in README's Helm", len(values_blocks), 1)
+    values_file = f"{args.work}/readme-my-values.yaml"
+    with open(values_file, "w", encoding="utf-8") as f:
+        f.write(values_blocks[0])
+    role = yaml.safe_load(values_blocks[0])["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"]
+    check(f"README's IAM names the role {role} of my-values.yaml", role in iam)
+    chart_name = yaml.safe_load(open(f"{args.chart}/Chart.yaml", encoding="utf-8"))["name"]
+    commands = helm_installs(readme_section(readme, "## Quick start on AWS")) + helm_installs(helm_section)
+    check("README has helm install commands in Quick start and Helm", len(commands) >= 2)
+    for n, argv in enumerate(commands):
+        release, chart, rest = argv[2], argv[3], argv[4:]
+        check(f"{' '.join(argv)}: the chart is deploy/helm/{chart_name} or oci://.../{chart_name}",
+              chart == f"deploy/helm/{chart_name}" or (chart.startswith("oci://") and chart.endswith(f"/{chart_name}")))
+        opts, namespace, has_values, i = [], "default", False, 0
+        while i < len(rest):
+            a = rest[i]
+            if a in ("--namespace", "-n"):
+                namespace = rest[i + 1]; i += 2
+            elif a in ("-f", "--values"):
+                check_equal(f"{' '.join(argv)}: values file", rest[i + 1], "my-values.yaml")
+                has_values = True; i += 2
+            elif a == "--version":
+                i += 2
+            elif a in ("--set", "--set-string"):
+                opts += [a, rest[i + 1]]; i += 2
+            else:
+                fail(f"{' '.join(argv)}: the test does not know the option {a}")
+        check(f"{' '.join(argv)}: -f my-values.yaml", has_values)
+        common = [release, args.chart, "--namespace", namespace, "-f", values_file] + opts
+        out = f"{args.work}/readme-install-{n}.yaml"
+        with open(out, "w", encoding="utf-8") as f:
+            subprocess.run([args.helm, "template"] + common, check=True, stdout=f, stderr=subprocess.DEVNULL)
+        sa = only(load_docs(out), "ServiceAccount", out)
+        rendered = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
+        check_equal(f"`{' '.join(argv)}`: the rendered ServiceAccount against README's IAM trust policy", rendered, subject)
+        check_equal(f"`{' '.join(argv)}`: the ServiceAccount's role", sa["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn"), role)
+        deployment = only(load_docs(out), "Deployment", out)
+        check_equal(f"`{' '.join(argv)}`: the Deployment's serviceAccountName", deployment["spec"]["template"]["spec"]["serviceAccountName"], sa["metadata"]["name"])
+        notes = subprocess.run([args.helm, "install", "--dry-run=client"] + common, check=True,
+                               capture_output=True, text=True).stdout
+        check(f"`{' '.join(argv)}`: helm install's notes print the subject {subject}",
+              f"IRSA trust-policy subject (README, \"IAM\"): {subject}" in notes and f"Service account: {sa['metadata']['name']}" in notes)
+        say(f"  README: `{' '.join(argv)}` renders ServiceAccount {sa['metadata']['name']} in {namespace} = IAM's {subject} (and the notes say so)")
+
+
+def cmd_image_refs(args):
+    """The chart's default image, the kustomize base's and the README's (Helm) are one reference,
+    at the chart's appVersion, also listed in Chart.yaml's artifacthub.io/images."""
+    chart = yaml.safe_load(open(f"{args.chart}/Chart.yaml", encoding="utf-8"))
+    helm_image = exporter_container(only(load_docs(args.helm_manifests), "Deployment", args.helm_manifests))["image"]
+    kustomize_image = exporter_container(only(load_docs(args.kustomize_manifests), "Deployment", args.kustomize_manifests))["image"]
+    readme = readme_section(open(args.readme, encoding="utf-8").read(), "### Helm")
+    readme_images = set(re.findall(r"`((?:ghcr\.io|docker\.io|quay\.io)/[^`\s:@]*aws-cost-exporter[^`\s:@]*:[^`\s]+)`", readme))
+    check_equal("image references in README's Helm section", len(readme_images), 1)
+    readme_image = readme_images.pop()
+    artifacthub = [i["image"] for i in yaml.safe_load(chart["annotations"]["artifacthub.io/images"]) if i["name"] == chart["name"]]
+    check_equal("the chart's default image against the kustomize base's", helm_image, kustomize_image)
+    check_equal("the chart's default image against README's", helm_image, readme_image)
+    check_equal("the chart's default image against Chart.yaml's artifacthub.io/images", [helm_image], artifacthub)
+    check_equal("the default image's tag against the chart's appVersion", helm_image.rsplit(":", 1)[1], str(chart["appVersion"]))
+    say(f"  image: {helm_image} in the chart's default, the kustomize base, README (Helm) and artifacthub.io/images")
+
+
+def cmd_chart_package(args):
+    """The packaged chart: the rules and the dashboard as files (not symlinks), the schema, the
+    test pod, Artifact Hub metadata; no ci/ values."""
+    import tarfile
+    with tarfile.open(args.package) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        for name in ("Chart.yaml", "values.yaml", "values.schema.json", "templates/NOTES.txt",
+                     "templates/tests/ready.yaml", "templates/networkpolicy.yaml", "templates/pvc.yaml",
+                     "files/aws-cost-exporter.json", "files/aws-cost-exporter.rules.yml"):
+            m = members.get(f"{args.name}/{name}")
+            check(f"{args.package} holds {name} as a regular file", m is not None and m.isfile() and m.size > 0)
+        check(f"{args.package} holds no ci/ values", not [n for n in members if n.startswith(f"{args.name}/ci/")])
+        chart = yaml.safe_load(tar.extractfile(f"{args.name}/Chart.yaml"))
+    for key in ("home", "sources", "icon", "maintainers"):
+        check(f"Chart.yaml has {key}", chart.get(key))
+    for key in ("artifacthub.io/license", "artifacthub.io/links", "artifacthub.io/images"):
+        check(f"Chart.yaml has the annotation {key}", chart.get("annotations", {}).get(key))
+    for key in ("artifacthub.io/links", "artifacthub.io/images"):
+        check(f"{key} is a YAML list", isinstance(yaml.safe_load(chart["annotations"][key]), list))
+    say(f"  {args.package.rsplit('/', 1)[-1]}: rules and dashboard as files, schema, test pod, no ci/; home, sources, icon, maintainers, Artifact Hub annotations")
 
 
 # --- step 0: the image -----------------------------------------------------------------------
@@ -982,6 +1267,23 @@ def main():
     for a in ("manifests", "rules", "dashboard", "config_out"):
         p.add_argument(a)
     p.set_defaults(func=cmd_chart_sources)
+    p = sub.add_parser("chart-values")
+    for a in ("manifests", "values"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_chart_values)
+    p = sub.add_parser("chart-defaults"); p.add_argument("manifests"); p.set_defaults(func=cmd_chart_defaults)
+    p = sub.add_parser("chart-readme")
+    for a in ("helm", "chart", "readme", "work"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_chart_readme)
+    p = sub.add_parser("image-refs")
+    for a in ("chart", "helm_manifests", "kustomize_manifests", "readme"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_image_refs)
+    p = sub.add_parser("chart-package")
+    for a in ("package", "name"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_chart_package)
     p = sub.add_parser("moto-plan")
     p.add_argument("mode", choices=sorted(MOTO_MODES))
     for a in ("moto", "config", "plan"):

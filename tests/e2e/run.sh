@@ -20,10 +20,15 @@
 #                 Prometheus: an error, an empty result or a series without the labels the
 #                 panel groups by or shows fails
 #   4. manifests  helm lint and render (with and without the optional parts, from the directory
-#                 and packaged), kubectl kustomize; every object validated offline against the
-#                 Kubernetes schemas (kubernetes-validate --strict) or the Prometheus Operator's
-#                 CRD models; the configurations they carry pass --config.check; the dashboard
-#                 JSON type-checked against @grafana/schema with tsc
+#                 and packaged, and as the dependency of an umbrella chart with global values),
+#                 kubectl kustomize; every object validated offline against the Kubernetes
+#                 schemas (kubernetes-validate --strict) or the Prometheus Operator's CRD models;
+#                 each value of ci/full-values.yaml where it should land, the defaults (storage
+#                 on an emptyDir, no config checksum), misspelt values refused; the README's
+#                 helm install commands against its IRSA trust policy, and one image reference
+#                 in the chart, kustomize and README; the packaged archive's contents; the
+#                 configurations they carry pass --config.check; the dashboard JSON type-checked
+#                 against @grafana/schema with tsc
 #   5. moto       moto's server (PyPI: a third-party AWS emulator) as Cost Explorer and STS,
 #                 loaded with a small organization's cost as its queue of GetCostAndUsage
 #                 results, in the exact order the exporter asks. The exporter, with static keys
@@ -591,6 +596,69 @@ config_check() {
   log "  $1: $(cat "$WORK/$1.check")"
 }
 
+# step_umbrella CHART: the chart as the dependency of an umbrella chart (file://, with global
+# values and the usual enabled condition) renders, lints and validates; misspelt values are still
+# refused, at the root and nested, directly and through the umbrella.
+step_umbrella() {
+  local chart=$1 umbrella="$WORK/umbrella"
+  mkdir -p "$umbrella"
+  cat >"$umbrella/Chart.yaml" <<EOF
+apiVersion: v2
+name: platform
+version: 1.0.0
+dependencies:
+  - name: aws-cost-exporter
+    version: "$(sed -n 's/^version: //p' "$chart/Chart.yaml")"
+    repository: file://$chart
+    condition: aws-cost-exporter.enabled
+EOF
+  cat >"$umbrella/values.yaml" <<'EOF'
+global:
+  imageRegistry: registry.example.com
+  labels:
+    platform: shared
+aws-cost-exporter:
+  enabled: true
+  config:
+    integrations:
+      - name: payer
+        account_id: "123456789012"
+EOF
+  mkdir -p "$umbrella/templates"
+  cat >"$umbrella/templates/platform.yaml" <<'EOF'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: platform
+  labels:
+    {{- toYaml .Values.global.labels | nindent 4 }}
+data:
+  registry: {{ .Values.global.imageRegistry }}
+EOF
+  "$HELM" dependency build "$umbrella" >"$WORK/umbrella-dep.out" 2>&1 ||
+    fail "helm dependency build of the umbrella chart: $(cat "$WORK/umbrella-dep.out")"
+  "$HELM" lint --strict "$umbrella" >"$WORK/umbrella-lint.out" 2>&1 ||
+    fail "helm lint --strict of the umbrella chart: $(cat "$WORK/umbrella-lint.out")"
+  "$HELM" template e2e "$umbrella" --namespace monitoring >"$WORK/helm-umbrella.yaml" 2>"$WORK/helm-umbrella.err" ||
+    fail "helm template of the umbrella chart (global values): $(cat "$WORK/helm-umbrella.err")"
+  log "  umbrella chart with global values and the enabled condition: helm lint --strict and template"
+  validate helm-umbrella "$WORK/helm-umbrella.yaml" ConfigMap,ConfigMap,Deployment,Pod,Service,ServiceAccount
+  "$HELM" template e2e "$chart" -f "$chart/ci/config-values.yaml" --set global.anything.nested=1 >/dev/null 2>&1 ||
+    fail "the chart refuses global values"
+  local typo dir set key
+  for typo in "$umbrella|aws-cost-exporter.serviceAcount.create=false|serviceAcount" \
+    "$umbrella|aws-cost-exporter.imagee.tag=x|imagee" "$chart|imagee.tag=x|imagee" \
+    "$chart|storage.persistentVolumeClaim.sise=1Gi|sise" "$chart|networkPolicy.podSelectr.x=y|podSelectr"; do
+    IFS='|' read -r dir set key <<<"$typo"
+    if "$HELM" template e2e "$dir" -f "$chart/ci/config-values.yaml" --set "$set" >/dev/null 2>"$WORK/typo.err"; then
+      fail "a misspelt value was accepted: --set $set ($dir)"
+    fi
+    grep -q "additional properties '$key' not allowed" "$WORK/typo.err" ||
+      fail "--set $set: refused, but not as the unknown key $key: $(cat "$WORK/typo.err")"
+  done
+  log "  global accepted (any content); misspelt keys refused at the root and nested, directly and through the umbrella"
+}
+
 step_manifests() {
   log "step 4: Helm chart, kustomize, dashboard types"
   local chart="$ROOT/deploy/helm/aws-cost-exporter"
@@ -610,11 +678,12 @@ step_manifests() {
     fail "helm package: $(cat "$WORK/helm-package.err")"
   local packaged
   packaged=$(ls "$WORK"/package/aws-cost-exporter-*.tgz)
+  "$PY" "$E2E/e2e.py" chart-package "$packaged" aws-cost-exporter
 
   local values kinds
-  for values in demo:Deployment,Service,ServiceAccount \
-    config:ConfigMap,Deployment,Service,ServiceAccount \
-    full:ConfigMap,ConfigMap,Deployment,PrometheusRule,Service,ServiceAccount,ServiceMonitor; do
+  for values in demo:Deployment,Pod,Service,ServiceAccount \
+    config:ConfigMap,Deployment,Pod,Service,ServiceAccount \
+    full:ConfigMap,ConfigMap,Deployment,NetworkPolicy,PersistentVolumeClaim,Pod,PrometheusRule,Service,ServiceAccount,ServiceMonitor; do
     kinds=${values#*:}
     values=${values%%:*}
     "$HELM" lint --strict "$chart" -f "$chart/ci/$values-values.yaml" >"$WORK/helm-lint-$values.out" 2>&1 ||
@@ -631,12 +700,27 @@ step_manifests() {
       "$ROOT/deploy/grafana/aws-cost-exporter.json" "$WORK/helm-$values.config.yaml"
     if [ -s "$WORK/helm-$values.config.yaml" ]; then config_check "helm-$values" "$WORK/helm-$values.config.yaml"; fi
   done
+  # Each value of ci/full-values.yaml where it should land; the defaults.
+  "$PY" "$E2E/e2e.py" chart-values "$WORK/helm-full.yaml" "$chart/ci/full-values.yaml"
+  "$PY" "$E2E/e2e.py" chart-defaults "$WORK/helm-config.yaml"
+  # An existing claim instead of the chart's.
+  "$HELM" template e2e "$chart" -f "$chart/ci/config-values.yaml" --set storage.existingClaim=mine \
+    --set storage.persistentVolumeClaim.create=true 2>/dev/null |
+    grep -A1 'persistentVolumeClaim:' | grep -q 'claimName: mine' || fail "storage.existingClaim is not the storage volume"
+  log "  storage.existingClaim wins over a created claim"
+
+  step_umbrella "$chart"
 
   "$KUBECTL" kustomize "$ROOT/deploy/kubernetes/base" >"$WORK/kustomize-base.yaml"
   validate kustomize-base "$WORK/kustomize-base.yaml" ConfigMap,Deployment,Service,ServiceAccount
   config_check kustomize-base "$ROOT/deploy/kubernetes/base/aws-cost-exporter.yaml"
   "$KUBECTL" kustomize "$ROOT/deploy/kubernetes/example" >"$WORK/kustomize-example.yaml"
   validate kustomize-example "$WORK/kustomize-example.yaml" ConfigMap,Deployment,Service,ServiceAccount,ServiceMonitor
+
+  # The README's helm install commands, rendered as written, against its IRSA trust policy; one
+  # image reference in the chart, the kustomize base and the README.
+  "$PY" "$E2E/e2e.py" chart-readme "$HELM" "$chart" "$ROOT/README.md" "$WORK"
+  "$PY" "$E2E/e2e.py" image-refs "$chart" "$WORK/helm-config.yaml" "$WORK/kustomize-base.yaml" "$ROOT/README.md"
 
   # tsc: the dashboard against @grafana/schema, the custom resources against their models.
   cp "$E2E/dashboard-types.ts" "$TOOLS/npm/check/"

@@ -32,6 +32,9 @@ helm.sh/chart: {{ include "aws-cost-exporter.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: exporter
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "aws-cost-exporter.serviceAccountName" -}}
@@ -47,6 +50,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The IRSA trust policy's subject for the service account. */}}
+{{- define "aws-cost-exporter.irsaSubject" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "aws-cost-exporter.serviceAccountName" .) }}
+{{- end }}
+
+{{/* The storage volume's claim: an existing one, the chart's, or none (an emptyDir). */}}
+{{- define "aws-cost-exporter.storageClaim" -}}
+{{- if .Values.storage.existingClaim }}
+{{- .Values.storage.existingClaim }}
+{{- else if .Values.storage.persistentVolumeClaim.create }}
+{{- include "aws-cost-exporter.fullname" . }}-storage
+{{- end }}
+{{- end }}
+
+{{- define "aws-cost-exporter.testImage" -}}
+{{- with .Values.tests.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository .tag }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -68,4 +95,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
 {{- end }}
 {{- toYaml $probe }}
+{{- end }}
+
+{{/* The labels of helm test's pod that the NetworkPolicy lets in. */}}
+{{- define "aws-cost-exporter.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "aws-cost-exporter.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
