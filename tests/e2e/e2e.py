@@ -9,6 +9,7 @@ import base64
 import datetime
 import itertools
 import json
+import pathlib
 import re
 import shlex
 import socket
@@ -389,7 +390,12 @@ def cmd_dashboard(args):
             fail(f"variable {name}: not a label_values() query: {query}")
         params = {"match[]": [interpolate(m.group(1), values)]} if m.group(1) else {}
         options = prom_query(prometheus, f"/api/v1/label/{m.group(2)}/values", params)
-        if not options:
+        if name in SCOPE_VARIABLES:
+            # Hidden, All by default, and All matches series without the label (.* matches "").
+            for key, want in (("hide", 2), ("includeAll", True), ("allValue", ".*")):
+                check_equal(f"variable {name} {key}", variable.get(key), want)
+            check_equal(f"variable {name} default", variable.get("current", {}).get("value"), ["$__all"])
+        if not options and not (variable.get("includeAll") and variable.get("allValue")):
             fail(f"variable {name}: {query} has no values")
         if "current" not in variable:
             # No default: Grafana selects the first option, in the variable's order, and the user
@@ -413,6 +419,15 @@ def cmd_dashboard(args):
                 fail(f"variable {name}: its default {current!r} is not among {options}")
             values[name] = current
         say(f"  variable {name}: {len(options)} values {options[:6]}{'...' if len(options) > 6 else ''} -> {values[name]}")
+
+    check_scoped(dashboard)
+    # The defaults select every exporter Prometheus scrapes, with a cluster label or without.
+    everything = prom_query(prometheus, "/api/v1/query", {"query": "count(aws_cost_exporter_build_info)"})["result"]
+    scoped = prom_query(prometheus, "/api/v1/query", {"query": interpolate(
+        f"count(aws_cost_exporter_build_info{{{SCOPE}}})", values)})["result"]
+    check_equal("exporters selected by the default job and cluster", scoped and scoped[0]["value"][1],
+                everything and everything[0]["value"][1])
+    say(f"  job and cluster: the defaults select all {everything[0]['value'][1]} exporters")
 
     now = time.time()
     count = 0
@@ -452,6 +467,177 @@ def cmd_dashboard(args):
                 shown = f"; legend {legend[:4]}{'...' if len(legend) > 4 else ''}" if legend else ""
                 say(f"  {panel['title']} [{target['refId']}]{''.join(f' {k}={v}' for k, v in chosen.items())}: {len(series)} series{shown}")
     say(f"  {count} queries of the dashboard answered with data")
+    if args.source:
+        check_request_bill(dashboard, prometheus, values, args.source, now)
+
+
+SCOPE_VARIABLES = ("job", "cluster")
+SCOPE = 'job=~"$job", cluster=~"$cluster"'
+SELECTOR = re.compile(r'(?<![\w:"])(aws_cost_[a-z_]+|up)\b(?!\s*\()(\{[^}]*\})?')
+
+
+def check_scoped(dashboard):
+    """Every metric selector of every query and variable (but job's and cluster's own) carries
+    job=~"$job" and cluster=~"$cluster"."""
+    exprs = []
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query" and variable["name"] not in SCOPE_VARIABLES:
+            query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+            exprs.append((f"variable {variable['name']}", query))
+    for panel in panels_of(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            exprs.append((f"panel {panel['title']!r} query {target['refId']}", target["expr"]))
+    for where, expr in exprs:
+        for m in SELECTOR.finditer(expr):
+            matchers = m.group(2) or ""
+            if 'job=~"$job"' not in matchers or 'cluster=~"$cluster"' not in matchers:
+                fail(f"{where}: {m.group(0)} lacks {SCOPE}: {expr}")
+    say(f"  every selector of the {len(exprs)} queries carries {SCOPE}")
+
+
+# --- the exporter's own bill: which operations are billed --------------------------------
+
+# The AWS clients the exporter counts requests on (aws_cost_api_requests_total), by crate:
+# Cost Explorer bills every request (src/api_budget.rs); STS and Organizations are free.
+BILLED_CRATES = {"aws_sdk_costexplorer"}
+FREE_CRATES = {"aws_sdk_sts", "aws_sdk_organizations"}
+# An operation call on a client: `client.op()`, `self.client().op()`, `self.sts.op()`, with
+# the fluent method of an operation (snake case of its name: at least two words).
+CLIENT_CALL = re.compile(r"\b(client(?:\(\))?|sts|organizations)\s*\.\s*([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\(\)")
+
+
+def source_operations(source):
+    """{operation: billed} for every AWS operation the exporter's source calls, each classified
+    by its client: the sts and organizations receivers are STS and Organizations; a client
+    receiver by the one AWS SDK crate its file uses."""
+    operations = {}
+    for path in sorted(pathlib.Path(source).rglob("*.rs")):
+        text = re.sub(r"//[^\n]*", "", path.read_text(encoding="utf-8"))
+        crates = set(re.findall(r"\b(aws_sdk_[a-z]+)\b", text)) & (BILLED_CRATES | FREE_CRATES)
+        for m in CLIENT_CALL.finditer(text):
+            receiver, method = m.group(1), m.group(2)
+            if receiver == "sts":
+                crate = "aws_sdk_sts"
+            elif receiver == "organizations":
+                crate = "aws_sdk_organizations"
+            elif len(crates) == 1:
+                crate = next(iter(crates))
+            else:
+                fail(f"{path}: {m.group(0)}: cannot tell which AWS client it is on (the file uses {sorted(crates) or 'none'})")
+            operation = "".join(word.capitalize() for word in method.split("_"))
+            billed = crate in BILLED_CRATES
+            if operations.get(operation, billed) != billed:
+                fail(f"{path}: {operation} is called on a billed and on a free client; the operation label cannot tell them apart")
+            operations[operation] = billed
+    if not any(operations.values()) or all(operations.values()):
+        fail(f"{source}: expected billed and free operations, found {operations}")
+    return operations
+
+
+def scraped_bill(prometheus, values, billed):
+    """0.01 USD per billed request counted on the pages of the exporters Prometheus scrapes that the
+    job and cluster variables select, for the integrations the integration variable selects."""
+    total = 0.0
+    targets = prom_query(prometheus, "/api/v1/targets", {"state": "active"})["activeTargets"]
+    for target in targets:
+        labels = target["labels"]
+        if not all(re.fullmatch(values[name], labels.get(name, "")) for name in SCOPE_VARIABLES):
+            continue
+        for name, sample_labels, value in scrape(target["scrapeUrl"]):
+            if name == "aws_cost_api_requests_total" and sample_labels["operation"] in billed \
+                    and re.fullmatch(values["integration"], sample_labels["integration"]):
+                total += value
+    return total * 0.01
+
+
+def label_matches(op, pattern, value):
+    # Prometheus's matchers: regular expressions fully anchored.
+    return {"=": value == pattern, "!=": value != pattern,
+            "=~": re.fullmatch(pattern, value) is not None,
+            "!~": re.fullmatch(pattern, value) is None}[op]
+
+
+def check_request_bill(dashboard, prometheus, values, source, now):
+    """Every query that prices the exporter's requests (aws_cost_api_requests_total times 0.01)
+    counts exactly the billed operations: every Cost Explorer operation the source calls, and
+    neither STS's nor Organizations'; and, in Prometheus, its value is the sum of the billed
+    operations' counters computed independently."""
+    operations = source_operations(source)
+    billed = sorted(o for o, b in operations.items() if b)
+    free = sorted(o for o, b in operations.items() if not b)
+    say(f"  the source's billed operations: {billed}; free: {free}")
+
+    seen = {s["metric"]["operation"]: float(s["value"][1]) for s in prom_query(
+        prometheus, "/api/v1/query", {"query": "sum by (operation) (aws_cost_api_requests_total)", "time": now})["result"]}
+    unknown = sorted(set(seen) - set(operations))
+    if unknown:
+        fail(f"Prometheus counts requests of {unknown}, which the source reader did not find: update source_operations")
+    for name, group in (("billed", billed), ("free", free)):
+        missing = sorted(set(group) - set(seen))
+        if missing:
+            say(f"  NOTE: no {name} request of {missing} in Prometheus (the demo does not make it)")
+    if not [o for o in free if seen.get(o)]:
+        fail(f"no free request in Prometheus ({seen}): the exclusion of free operations is not exercised")
+
+    checked = 0
+    for panel in panels_of(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            if "aws_cost_api_requests_total" not in expr or not re.search(r"\*\s*0\.01\b", expr):
+                continue
+            where = f"panel {panel['title']!r} query {target['refId']}"
+            selectors = re.findall(r"aws_cost_api_requests_total(\{[^}]*\})", expr)
+            if len(selectors) != 1:
+                fail(f"{where}: expected one aws_cost_api_requests_total selector: {expr}")
+            matchers = re.findall(r'\boperation\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"', selectors[0])
+            counted = [o for o in operations if all(label_matches(op, pat, o) for op, pat in matchers)]
+            wrong = sorted(o for o in operations if (o in counted) != operations[o])
+            if wrong:
+                fail(f"{where}: counts {sorted(counted)}, but the billed operations are {billed} "
+                     f"(free: {free}); wrong for {wrong}: {expr}")
+            # In Prometheus: the operations the panel's selector picks, and its value against the
+            # same expression over the billed operations named one by one.
+            got_ops = {s["metric"].get("operation") for s in prom_query(prometheus, "/api/v1/query", {
+                "query": interpolate(f"group by (operation) (aws_cost_api_requests_total{selectors[0]})", values),
+                "time": now})["result"]}
+            check_equal(f"{where}: operations it counts in Prometheus", sorted(got_ops),
+                        sorted(o for o in billed if o in seen))
+            others = [m.group(0) for m in re.finditer(r'(\w+)\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"', selectors[0])
+                      if m.group(1) != "operation"]
+            reference = expr.replace(selectors[0], "{" + ", ".join(others + [f'operation=~"{"|".join(billed)}"']) + "}")
+            got = prom_query(prometheus, "/api/v1/query", {"query": interpolate(expr, values), "time": now})["result"]
+            want = prom_query(prometheus, "/api/v1/query", {"query": interpolate(reference, values), "time": now})["result"]
+            if len(got) != 1 or len(want) != 1:
+                fail(f"{where}: expected one value each: {got} against {want} ({reference})")
+            g, w = float(got[0]["value"][1]), float(want[0]["value"][1])
+            if abs(g - w) > 1e-9 * max(1.0, abs(w)):
+                fail(f"{where}: {g} against {w} from the billed operations' counters ({reference})")
+            # The counters themselves (the increase over the test's few minutes is usually 0): the
+            # panel's expression without increase(), against the exporters' own pages.
+            counter_expr, n = re.subn(r"increase\((aws_cost_api_requests_total\{[^}]*\})\[[^\]]+\]\)", r"\1", expr)
+            if n != 1:
+                fail(f"{where}: expected increase(aws_cost_api_requests_total{{...}}[range]): {expr}")
+            for attempt in range(5):
+                before = prom_query(prometheus, "/api/v1/query", {"query": interpolate(counter_expr, values)})["result"]
+                scraped = scraped_bill(prometheus, values, billed)
+                after = prom_query(prometheus, "/api/v1/query", {"query": interpolate(counter_expr, values)})["result"]
+                if len(before) == 1 and before == after or attempt == 4:
+                    break
+                time.sleep(6)  # a scrape or refresh in between: once more
+            if len(before) != 1:
+                fail(f"{where}: expected one value: {before} ({counter_expr})")
+            c = float(before[0]["value"][1])
+            if not c > 0 or abs(c - scraped) > 1e-9 * max(1.0, scraped):
+                fail(f"{where}: its expression on the counters gives {c} USD in Prometheus, the billed "
+                     f"operations' counters on the exporters' pages {scraped} USD ({counter_expr})")
+            all_ops = prom_query(prometheus, "/api/v1/query", {"query": interpolate(
+                counter_expr.replace(selectors[0], "{" + ", ".join(others) + "}"), values)})["result"]
+            say(f"  {panel['title']} [{target['refId']}]: {g:.2f} USD, the same over the billed operations "
+                f"{w:.2f}; on the counters {c:.2f} USD, from the exporters' pages {scraped:.2f} "
+                f"(every operation, free ones included: {float(all_ops[0]['value'][1]):.2f})")
+            checked += 1
+    if not checked:
+        fail("no dashboard query prices the exporter's requests (aws_cost_api_requests_total * 0.01)")
 
 
 # --- step 4: rendered manifests -----------------------------------------------------------
@@ -1258,7 +1444,9 @@ def main():
         p.add_argument(a)
     p.set_defaults(func=cmd_image_config)
     p = sub.add_parser("image-command"); p.add_argument("image"); p.set_defaults(func=cmd_image_command)
-    p = sub.add_parser("dashboard"); p.add_argument("prometheus"); p.add_argument("dashboard"); p.set_defaults(func=cmd_dashboard)
+    p = sub.add_parser("dashboard"); p.add_argument("prometheus"); p.add_argument("dashboard")
+    p.add_argument("--source", help="the exporter's src/: check the queries that price its requests against its billed operations")
+    p.set_defaults(func=cmd_dashboard)
     p = sub.add_parser("split")
     for a in ("manifests", "native", "custom", "kinds"):
         p.add_argument(a)

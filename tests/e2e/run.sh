@@ -18,7 +18,12 @@
 #                 annotations; the inhibited, within-budget and health alerts must not
 #   3. dashboard  every query of the Grafana dashboard, its variables resolved, against that
 #                 Prometheus: an error, an empty result or a series without the labels the
-#                 panel groups by or shows fails
+#                 panel groups by or shows fails; every selector is scoped by the hidden job and
+#                 cluster variables, whose defaults select both exporters (the demo's scrape
+#                 has a cluster label, the other none); the query pricing the exporter's own
+#                 requests counts exactly the Cost Explorer operations the source calls (not
+#                 STS's or Organizations'), and in Prometheus equals the same sum over those
+#                 operations named one by one
 #   4. manifests  helm lint and render (with and without the optional parts, from the directory
 #                 and packaged, and as the dependency of an umbrella chart with global values),
 #                 kubectl kustomize; every object validated offline against the Kubernetes
@@ -535,6 +540,10 @@ scrape_configs:
   - job_name: aws-cost-exporter-demo
     static_configs:
       - targets: ["127.0.0.1:$demo_port"]
+        # One exporter with a cluster label, one without: the dashboard's cluster variable
+        # must select both by default.
+        labels:
+          cluster: e2e
 EOF
   promtool check config "$WORK/prometheus.yml" >/dev/null
   start prometheus prometheus --config.file="$WORK/prometheus.yml" \
@@ -553,7 +562,7 @@ step_dashboard() {
   # Two scrapes of both exporters and a rule evaluation at least.
   wait_for 60 "both exporters scraped" prometheus \
     sh -c "curl -fsS --max-time 5 '$PROM/api/v1/query?query=count(up%3D%3D1)' | grep -q '\"2\"'"
-  run_fg "$PY" "$E2E/e2e.py" dashboard "$PROM" "$ROOT/deploy/grafana/aws-cost-exporter.json"
+  run_fg "$PY" "$E2E/e2e.py" dashboard "$PROM" "$ROOT/deploy/grafana/aws-cost-exporter.json" --source "$ROOT/src"
 }
 
 # --- step 4: manifests ----------------------------------------------------------------------
