@@ -1010,6 +1010,45 @@ mod tests {
         assert_eq!(decoded, text);
     }
 
+    /// Thresholds shape the costs part's series, so they are in its fingerprint (a reload that
+    /// changes them serves the new ones); the default thresholds add nothing, so a file written
+    /// before thresholds existed keeps its fingerprint. The forecast part ignores them.
+    #[test]
+    fn budget_thresholds_in_the_costs_fingerprint() {
+        let mut i = integration(&[CostBasis::Unblended]);
+        i.budgets = vec![Budget {
+            name: "all".into(),
+            monthly_usd: 10.0,
+            accounts: vec![],
+            services: vec![],
+            cost_basis: CostBasis::Unblended,
+            thresholds: Threshold::DEFAULT.to_vec(),
+        }];
+        let prints = |i: &Integration| {
+            (
+                fingerprint_of::<Costs>(i, 1),
+                fingerprint_of::<Forecast>(i, 1),
+            )
+        };
+        let (costs, forecast) = prints(&i);
+        let mut printed = Fingerprint::new(Costs::NAME);
+        print_rows(&mut printed, &i, 1);
+        print_budgets(&mut printed, &i.budgets);
+        printed.u64(0);
+        assert_eq!(costs, printed.finish(), "the default adds nothing");
+        i.budgets[0].thresholds = vec![Threshold {
+            percent: 80.0,
+            on: ThresholdOn::Actual,
+        }];
+        let (other, same) = prints(&i);
+        assert_ne!(other, costs);
+        assert_eq!(same, forecast);
+        i.budgets[0].thresholds[0].percent = 90.0;
+        assert_ne!(prints(&i).0, other);
+        i.budgets[0].thresholds = Threshold::DEFAULT.to_vec();
+        assert_eq!(prints(&i), (costs, forecast));
+    }
+
     #[test]
     fn forecasts_and_budgets() {
         let mut i = integration(&[CostBasis::Unblended]);
