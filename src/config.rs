@@ -593,6 +593,86 @@ integrations:
         assert!(e.message.contains("last 14 days"), "{e}");
     }
 
+    const THRESHOLDS: &str = r#"
+integrations:
+  - name: payer
+    account_id: "123456789012"
+    budgets:
+      - name: platform
+        monthly_usd: 12000
+        thresholds:
+          - {percent: 50, on: actual}
+          - {percent: 80, on: actual}
+          - {percent: 100, on: forecast}
+          - {percent: 112.5, on: actual}
+      - name: quiet
+        monthly_usd: 100
+        thresholds: []
+      - name: default
+        monthly_usd: 100
+"#;
+
+    #[test]
+    fn budget_thresholds() {
+        let config = parse(THRESHOLDS).unwrap();
+        let budgets = &config.integrations[0].budgets;
+        let actual = |percent| Threshold {
+            percent,
+            on: ThresholdOn::Actual,
+        };
+        let forecast = |percent| Threshold {
+            percent,
+            on: ThresholdOn::Forecast,
+        };
+        assert_eq!(
+            budgets[0].thresholds,
+            vec![actual(50.0), actual(80.0), forecast(100.0), actual(112.5)]
+        );
+        assert_eq!(budgets[0].thresholds[3].ratio(), 1.125);
+        assert_eq!(budgets[1].thresholds, vec![]);
+        assert_eq!(budgets[2].thresholds, vec![actual(100.0), forecast(100.0)]);
+    }
+
+    #[test]
+    fn bad_budget_thresholds() {
+        let e = err(&THRESHOLDS.replace("{percent: 80, on: actual}", "{percent: 0, on: actual}"));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("integrations[0].budgets[0].thresholds[1].percent")
+        );
+        assert_eq!(e.position, Some((10, 23)));
+        assert_eq!(
+            e.message,
+            "must be a positive percentage of the budget, such as 80 or 100"
+        );
+        let e = err(&THRESHOLDS.replace(
+            "{percent: 100, on: forecast}",
+            "{percent: 100, on: forecasted}",
+        ));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("integrations[0].budgets[0].thresholds[2].on")
+        );
+        assert_eq!(e.position, Some((11, 32)));
+        assert_eq!(
+            e.message,
+            "unknown threshold kind \"forecasted\"; expected actual or forecast"
+        );
+        let e =
+            err(&THRESHOLDS.replace("{percent: 112.5, on: actual}", "{percent: 80, on: actual}"));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("integrations[0].budgets[0].thresholds[3]")
+        );
+        assert_eq!(e.position, Some((12, 13)));
+        assert_eq!(e.message, "duplicate threshold 80% on actual");
+        let e = err(&THRESHOLDS.replace("{percent: 50, on: actual}", "{percent: 50, of: actual}"));
+        assert!(e.message.contains("unknown field `of`"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(9));
+        let e = err(&THRESHOLDS.replace("{percent: 50, on: actual}", "{percent: 50}"));
+        assert!(e.message.contains("missing field `on`"), "{e}");
+    }
+
     #[test]
     fn defaults() {
         let config =

@@ -150,7 +150,7 @@ pub struct ElectroluxIterate {
 
 /// Every label name the exporter's series carry, besides a view's own keys: a static label
 /// must not take one of them.
-pub const SERIES_LABELS: [&str; 30] = [
+pub const SERIES_LABELS: [&str; 32] = [
     "account_id",
     "account_name",
     "anomaly_id",
@@ -163,9 +163,11 @@ pub const SERIES_LABELS: [&str; 30] = [
     "integration",
     "metric",
     "monitor",
+    "on",
     "operation",
     "outcome",
     "payment_option",
+    "percent",
     "period",
     "query",
     "reason",
@@ -298,6 +300,59 @@ pub struct Budget {
     /// Empty: every service.
     pub services: Vec<String>,
     pub cost_basis: CostBasis,
+    /// What the budget's alert compares with what: `thresholds` in the file, by default
+    /// [`Threshold::DEFAULT`] (100 % of the budget spent, and forecast).
+    pub thresholds: Vec<Threshold>,
+}
+
+/// What a budget threshold compares with the budget: the month-to-date spend or the month's
+/// forecast, as AWS Budgets' `ACTUAL` and `FORECASTED` notifications do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ThresholdOn {
+    Actual,
+    Forecast,
+}
+
+impl ThresholdOn {
+    pub const ALL: [ThresholdOn; 2] = [ThresholdOn::Actual, ThresholdOn::Forecast];
+
+    /// The `on` label's value, and the word in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThresholdOn::Actual => "actual",
+            ThresholdOn::Forecast => "forecast",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|on| on.as_str() == text)
+    }
+}
+
+/// One alerting threshold of a budget: `percent` of `monthly_usd`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub percent: f64,
+    pub on: ThresholdOn,
+}
+
+impl Threshold {
+    /// The thresholds of a budget without `thresholds`: the budget spent, and forecast to be.
+    pub const DEFAULT: [Threshold; 2] = [
+        Threshold {
+            percent: 100.0,
+            on: ThresholdOn::Actual,
+        },
+        Threshold {
+            percent: 100.0,
+            on: ThresholdOn::Forecast,
+        },
+    ];
+
+    /// The share of the budget, as served in `aws_cost_budget_threshold_ratio`.
+    pub fn ratio(&self) -> f64 {
+        self.percent / 100.0
+    }
 }
 
 impl Budget {

@@ -260,6 +260,14 @@ pub struct RawBudget {
     pub accounts: Option<Vec<Text>>,
     pub services: Option<Vec<Text>>,
     pub cost_basis: Option<Text>,
+    pub thresholds: Option<Spanned<Vec<Spanned<RawThreshold>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThreshold {
+    pub percent: Spanned<f64>,
+    pub on: Text,
 }
 
 /// The part of a Backstage `app-config.yaml` the exporter reads; the rest is ignored.

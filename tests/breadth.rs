@@ -452,7 +452,7 @@ async fn forecasts_and_budgets_are_exact() {
     let today = date(2026, 11, 23);
     let sim = simulator(today, false).await;
     let extra = format!(
-        "    budgets:\n      - name: prod-ec2\n        monthly_usd: 9000\n        accounts: [\"333333333333\"]\n        services: [\"{EC2}\"]\n      - name: total\n        monthly_usd: 120000\n        cost_basis: amortized\n      - name: data\n        monthly_usd: 5000\n        accounts: [\"444444444444\", \"555555555555\"]\n"
+        "    budgets:\n      - name: prod-ec2\n        monthly_usd: 9000\n        accounts: [\"333333333333\"]\n        services: [\"{EC2}\"]\n        thresholds:\n          - {{percent: 50, on: actual}}\n          - {{percent: 80, on: actual}}\n          - {{percent: 112.5, on: forecast}}\n      - name: total\n        monthly_usd: 120000\n        cost_basis: amortized\n      - name: data\n        monthly_usd: 5000\n        accounts: [\"444444444444\", \"555555555555\"]\n"
     );
     let samples = scrape_once(&sim, &extra, today).await;
     assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
@@ -524,6 +524,33 @@ async fn forecasts_and_budgets_are_exact() {
     }
     // One forecast per cost basis, one per filtered budget; the unfiltered one reuses its basis'.
     assert_eq!(requests(&samples, "GetCostForecast"), Some(4.0));
+    // Every threshold of every budget: prod-ec2's own, the others' the default 100 % of both.
+    let thresholds: Vec<(String, String, String, f64)> =
+        of(&samples, "aws_cost_budget_threshold_ratio")
+            .into_iter()
+            .map(|s| {
+                assert_eq!(s.label("integration"), "payer");
+                (
+                    s.label("budget").to_string(),
+                    s.label("on").to_string(),
+                    s.label("percent").to_string(),
+                    s.value,
+                )
+            })
+            .collect();
+    let want: Vec<(String, String, String, f64)> = [
+        ("prod-ec2", "actual", "50", 0.5),
+        ("prod-ec2", "actual", "80", 0.8),
+        ("prod-ec2", "forecast", "112.5", 1.125),
+        ("total", "actual", "100", 1.0),
+        ("total", "forecast", "100", 1.0),
+        ("data", "actual", "100", 1.0),
+        ("data", "forecast", "100", 1.0),
+    ]
+    .iter()
+    .map(|(b, o, p, v)| (b.to_string(), o.to_string(), p.to_string(), *v))
+    .collect();
+    assert_eq!(thresholds, want);
 }
 
 #[tokio::test]

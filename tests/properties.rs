@@ -15,7 +15,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_cost_exporter::config::{
     Budget, Config, ConfigError, ConfigFormat, CostBasis, DEFAULT_MAX_ANOMALY_SERIES,
     DEFAULT_MAX_API_REQUESTS_PER_DAY, DEFAULT_MAX_SERIES, DEFAULT_REGION, Integration, Secret,
-    StaticCredentials, expand_env, parse_with_env,
+    StaticCredentials, Threshold, expand_env, parse_with_env,
 };
 use aws_cost_exporter::cost_explorer::{
     CostExplorer, CostExplorerError, Dimension, Granularity, GroupKey, Query, parse_date, tag_value,
@@ -780,6 +780,7 @@ impl GenIntegration {
                     accounts: b.accounts.clone().unwrap_or_default(),
                     services: list(&b.services),
                     cost_basis: b.cost_basis.map_or(bases[0], |i| bases[i % bases.len()]),
+                    thresholds: Threshold::DEFAULT.to_vec(),
                 })
                 .collect(),
             organizations: self.organizations.unwrap_or(false),

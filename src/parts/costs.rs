@@ -36,10 +36,11 @@ use crate::cost_explorer::{
     CostExplorer, CostExplorerError, Dimension, Granularity, GroupKey, Period, Query,
 };
 use crate::exposition::FamilyDesc;
-use crate::model::{Budget, CostBasis, Integration};
-use crate::schema::{ConfigError, NativeIntegration};
+use crate::model::{Budget, CostBasis, Integration, Threshold, ThresholdOn};
+use crate::schema::{ConfigError, Expander, NativeIntegration, RawThreshold};
 use crate::snapshot::{Lines, gauge, table_block};
 use crate::storage::{Fingerprint, LoadError, Reader, Writer};
+use serde_saphyr::Spanned;
 
 pub const DAILY: FamilyDesc = gauge(
     "aws_cost_daily_usd",
@@ -71,6 +72,11 @@ pub const BUDGET_MONTH_TO_DATE: FamilyDesc = gauge(
     "Cost in USD of the current UTC month within the budget's filter",
     Some("usd"),
 );
+pub const BUDGET_THRESHOLD: FamilyDesc = gauge(
+    "aws_cost_budget_threshold_ratio",
+    "An alerting threshold of the budget as a share of it, on the month-to-date spend (on=\"actual\") or the month's forecast (on=\"forecast\")",
+    None,
+);
 pub const ACCOUNT_INFO: FamilyDesc = gauge(
     "aws_cost_account_info",
     "The accounts an integration knows, with their names; always 1",
@@ -78,13 +84,14 @@ pub const ACCOUNT_INFO: FamilyDesc = gauge(
 );
 
 /// The families of the costs part, in exposition order.
-pub const FAMILIES: [FamilyDesc; 7] = [
+pub const FAMILIES: [FamilyDesc; 8] = [
     DAILY,
     MONTH_TO_DATE,
     DATA_DAY,
     ESTIMATED,
     BUDGET,
     BUDGET_MONTH_TO_DATE,
+    BUDGET_THRESHOLD,
     ACCOUNT_INFO,
 ];
 
@@ -170,12 +177,17 @@ impl Part for Costs {
                     basis
                 }
             };
+            let thresholds = match &budget.thresholds {
+                None => Threshold::DEFAULT.to_vec(),
+                Some(list) => thresholds(x, &budget_key("thresholds"), list)?,
+            };
             budgets.push(Budget {
                 name,
                 monthly_usd: amount.value,
                 accounts,
                 services,
                 cost_basis,
+                thresholds,
             });
         }
         into.budgets = budgets;
@@ -187,6 +199,18 @@ impl Part for Costs {
     fn fingerprint(integration: &Integration, data_delay_days: u32, print: &mut Fingerprint) {
         super::print_rows(print, integration, data_delay_days);
         super::print_budgets(print, &integration.budgets);
+        // Budgets without `thresholds` print nothing more, so that the fingerprint of a file
+        // written before thresholds existed is unchanged (its stored series stay served).
+        for (i, budget) in integration.budgets.iter().enumerate() {
+            if budget.thresholds != Threshold::DEFAULT {
+                print.u64(i as u64);
+                print.u64(budget.thresholds.len() as u64);
+                for threshold in &budget.thresholds {
+                    print.f64(threshold.percent);
+                    print.str(threshold.on.as_str());
+                }
+            }
+        }
     }
 
     async fn fetch(cx: &Cx<'_>, _kept: &Kept) -> Result<Arc<CostData>, PartError> {
@@ -259,9 +283,21 @@ impl Part for Costs {
         out.set(&ESTIMATED, lines.block(0));
         let mut amount = Lines::new(&BUDGET, name);
         let mut spent = Lines::new(&BUDGET_MONTH_TO_DATE, name);
+        let mut ratios = Lines::new(&BUDGET_THRESHOLD, name);
         for budget in &integration.budgets {
             let labels = [("budget", budget.name.as_str())];
             amount.sample(&labels, budget.monthly_usd);
+            for threshold in &budget.thresholds {
+                let percent = format_percent(threshold.percent);
+                ratios.sample(
+                    &[
+                        ("budget", budget.name.as_str()),
+                        ("on", threshold.on.as_str()),
+                        ("percent", percent.as_str()),
+                    ],
+                    threshold.ratio(),
+                );
+            }
             let mtd = kept
                 .totals
                 .budgets
@@ -272,6 +308,7 @@ impl Part for Costs {
         }
         out.set(&BUDGET, amount.block(0));
         out.set(&BUDGET_MONTH_TO_DATE, spent.block(0));
+        out.set(&BUDGET_THRESHOLD, ratios.block(0));
         // Every account with a name or with cost.
         let mut known: BTreeSet<&str> = names.ids().collect();
         for table in [&costs.daily, &costs.month] {
@@ -576,6 +613,57 @@ fn place<'k>(split: Dimension, value: &'k str, keys: &[&'k str]) -> [&'k str; 3]
         Dimension::Service => [keys[0], value, keys[1]],
         Dimension::RecordType => [keys[0], keys[1], value],
     }
+}
+
+/// A budget's `thresholds`: each `percent` positive and finite, `on` `actual` or `forecast`,
+/// no two alike; an empty list is allowed (no threshold: the budget's alert never fires).
+fn thresholds(
+    x: &Expander<'_>,
+    key: &str,
+    list: &Spanned<Vec<Spanned<RawThreshold>>>,
+) -> Result<Vec<Threshold>, ConfigError> {
+    let mut out: Vec<Threshold> = Vec::with_capacity(list.value.len());
+    for (i, raw) in list.value.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let percent = &raw.value.percent;
+        if !(percent.value.is_finite() && percent.value > 0.0) {
+            return Err(ConfigError::new(
+                Some(format!("{at}.percent")),
+                Some(percent.referenced),
+                "must be a positive percentage of the budget, such as 80 or 100",
+            ));
+        }
+        let text = x.text(&format!("{at}.on"), &raw.value.on)?;
+        let Some(on) = ThresholdOn::parse(text.trim()) else {
+            return Err(ConfigError::new(
+                Some(format!("{at}.on")),
+                Some(raw.value.on.referenced),
+                format!("unknown threshold kind {text:?}; expected actual or forecast"),
+            ));
+        };
+        let threshold = Threshold {
+            percent: percent.value,
+            on,
+        };
+        if out.contains(&threshold) {
+            return Err(ConfigError::new(
+                Some(at),
+                Some(raw.referenced),
+                format!(
+                    "duplicate threshold {}% on {}",
+                    format_percent(threshold.percent),
+                    on.as_str()
+                ),
+            ));
+        }
+        out.push(threshold);
+    }
+    Ok(out)
+}
+
+/// A threshold's percentage as its `percent` label: `80`, `12.5`.
+fn format_percent(percent: f64) -> String {
+    format!("{percent}")
 }
 
 #[cfg(test)]

@@ -874,7 +874,7 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::costs::{ACCOUNT_INFO, CostData, Costs, DAILY, DATA_DAY, ESTIMATED, MONTH_TO_DATE};
-    use super::costs::{BUDGET, BUDGET_MONTH_TO_DATE};
+    use super::costs::{BUDGET, BUDGET_MONTH_TO_DATE, BUDGET_THRESHOLD};
     use super::fixtures::Refreshed;
     use super::forecast::BUDGET_FORECAST;
     use super::forecast::{
@@ -884,7 +884,7 @@ mod tests {
     use super::*;
     use crate::aggregate::Table;
     use crate::exposition::Format;
-    use crate::model::{Budget, CostBasis};
+    use crate::model::{Budget, CostBasis, Threshold, ThresholdOn};
     use crate::snapshot::{SERIES, SERIES_DROPPED, SnapshotStore};
 
     fn day(d: u32) -> NaiveDate {
@@ -1010,6 +1010,45 @@ mod tests {
         assert_eq!(decoded, text);
     }
 
+    /// Thresholds shape the costs part's series, so they are in its fingerprint (a reload that
+    /// changes them serves the new ones); the default thresholds add nothing, so a file written
+    /// before thresholds existed keeps its fingerprint. The forecast part ignores them.
+    #[test]
+    fn budget_thresholds_in_the_costs_fingerprint() {
+        let mut i = integration(&[CostBasis::Unblended]);
+        i.budgets = vec![Budget {
+            name: "all".into(),
+            monthly_usd: 10.0,
+            accounts: vec![],
+            services: vec![],
+            cost_basis: CostBasis::Unblended,
+            thresholds: Threshold::DEFAULT.to_vec(),
+        }];
+        let prints = |i: &Integration| {
+            (
+                fingerprint_of::<Costs>(i, 1),
+                fingerprint_of::<Forecast>(i, 1),
+            )
+        };
+        let (costs, forecast) = prints(&i);
+        let mut printed = Fingerprint::new(Costs::NAME);
+        print_rows(&mut printed, &i, 1);
+        print_budgets(&mut printed, &i.budgets);
+        printed.u64(0);
+        assert_eq!(costs, printed.finish(), "the default adds nothing");
+        i.budgets[0].thresholds = vec![Threshold {
+            percent: 80.0,
+            on: ThresholdOn::Actual,
+        }];
+        let (other, same) = prints(&i);
+        assert_ne!(other, costs);
+        assert_eq!(same, forecast);
+        i.budgets[0].thresholds[0].percent = 90.0;
+        assert_ne!(prints(&i).0, other);
+        i.budgets[0].thresholds = Threshold::DEFAULT.to_vec();
+        assert_eq!(prints(&i), (costs, forecast));
+    }
+
     #[test]
     fn forecasts_and_budgets() {
         let mut i = integration(&[CostBasis::Unblended]);
@@ -1020,6 +1059,7 @@ mod tests {
                 accounts: vec![],
                 services: vec![],
                 cost_basis: CostBasis::Unblended,
+                thresholds: Threshold::DEFAULT.to_vec(),
             },
             Budget {
                 name: "s3-main".into(),
@@ -1027,6 +1067,16 @@ mod tests {
                 accounts: vec!["111111111111".into()],
                 services: vec!["Amazon S3".into()],
                 cost_basis: CostBasis::Unblended,
+                thresholds: vec![
+                    Threshold {
+                        percent: 50.0,
+                        on: ThresholdOn::Actual,
+                    },
+                    Threshold {
+                        percent: 12.5,
+                        on: ThresholdOn::Forecast,
+                    },
+                ],
             },
         ];
         let mut costs = CostData::new(1);
@@ -1075,6 +1125,16 @@ mod tests {
         assert_eq!(
             find(snap.text(&BUDGET_FORECAST), &[("budget", "all")]),
             Some(11.6)
+        );
+        // Every threshold of every budget, in the order of the file.
+        assert_eq!(
+            std::str::from_utf8(snap.text(&BUDGET_THRESHOLD)).unwrap(),
+            concat!(
+                "aws_cost_budget_threshold_ratio{integration=\"payer\",budget=\"all\",on=\"actual\",percent=\"100\"} 1\n",
+                "aws_cost_budget_threshold_ratio{integration=\"payer\",budget=\"all\",on=\"forecast\",percent=\"100\"} 1\n",
+                "aws_cost_budget_threshold_ratio{integration=\"payer\",budget=\"s3-main\",on=\"actual\",percent=\"50\"} 0.5\n",
+                "aws_cost_budget_threshold_ratio{integration=\"payer\",budget=\"s3-main\",on=\"forecast\",percent=\"12.5\"} 0.125\n",
+            )
         );
 
         // The last day: nothing left to forecast, the forecast is month to date.

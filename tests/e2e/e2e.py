@@ -119,9 +119,16 @@ def cmd_e2e_config(args):
     budgets = {
         "e2e-spent": round(mtd / 2, 2),
         "e2e-within": round(forecast * 2, 2),
+        # Thresholds of its own: half spent, so over 25% of the spend and not over 95%, and a
+        # forecast threshold well above the forecast.
+        "e2e-thresholds": round(mtd * 2, 2),
     }
     if gap >= 2:
         budgets["e2e-forecast"] = round(mtd + gap / 2, 2)
+    low = 25
+    high_forecast = int(forecast / budgets["e2e-thresholds"] * 100) + 50
+    thresholds = {"e2e-thresholds": [{"percent": low, "on": "actual"}, {"percent": 95, "on": "actual"},
+                                     {"percent": high_forecast, "on": "forecast"}]}
     config = {
         "refresh_interval": "1h",
         "integrations": [{
@@ -131,13 +138,14 @@ def cmd_e2e_config(args):
             "secret_access_key": payer["secret_access_key"],
             "endpoint_url": args.endpoint,
             "cost_basis": [payer["cost_basis"][0]],
-            "budgets": [{"name": n, "monthly_usd": v} for n, v in budgets.items()],
+            "budgets": [dict({"name": n, "monthly_usd": v}, **({"thresholds": thresholds[n]} if n in thresholds else {}))
+                        for n, v in budgets.items()],
         }],
     }
     with open(args.out, "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     with open(args.expect, "w", encoding="utf-8") as f:
-        json.dump({"month_to_date": mtd, "forecast": forecast, "budgets": budgets}, f)
+        json.dump({"month_to_date": mtd, "forecast": forecast, "budgets": budgets, "low": low}, f)
     say(f"  demo payer month to date {mtd:.2f} USD, forecast {forecast:.2f} USD; e2e budgets {budgets}")
 
 
@@ -176,30 +184,35 @@ def check_equal(what, got, want):
         fail(f"{what}: expected {want!r}, got {got!r}")
 
 
+def humanize_percentage(ratio):
+    """Prometheus' humanizePercentage for shares of at least 1%."""
+    return "%.4g%%" % (ratio * 100)
+
+
 def cmd_expect_alerts(args):
     expect = json.load(open(args.expect, encoding="utf-8"))
-    mtd, forecast, budgets = expect["month_to_date"], expect["forecast"], expect["budgets"]
+    mtd, forecast, budgets, low = expect["month_to_date"], expect["forecast"], expect["budgets"], expect["low"]
     deadline = time.monotonic() + args.timeout
+    name = "AwsCostBudgetThresholdExceeded"
 
-    def e2e(alert, name, budget):
-        return (alert["labels"].get("alertname") == name
-                and alert["labels"].get("integration") == "e2e"
-                and alert["labels"].get("budget") == budget
-                and alert["status"] == "firing")
+    def key(alert):
+        labels = alert["labels"]
+        if labels.get("alertname") != name or labels.get("integration") != "e2e" or alert["status"] != "firing":
+            return None
+        return (labels.get("budget"), labels.get("on"), labels.get("percent"))
 
-    wanted = [("AwsCostBudgetExceeded", "e2e-spent")]
+    wanted = [("e2e-spent", "actual", "100"), ("e2e-thresholds", "actual", str(low))]
     if "e2e-forecast" in budgets:
-        wanted.append(("AwsCostBudgetForecastOverBudget", "e2e-forecast"))
+        wanted.append(("e2e-forecast", "forecast", "100"))
     else:
         say("  NOTE: today is the last day of the UTC month: the forecast is the month to date, so no "
-            "budget can be forecast over without being spent; the forecast alert is checked at "
+            "budget can be forecast over without being spent; the forecast threshold is checked at "
             "Alertmanager (inhibited by the spent one) instead of at the webhook")
     received = {}
     while time.monotonic() < deadline:
         for receiver, body, alert in webhook_alerts(args.webhook_log):
-            for name, budget in wanted:
-                if e2e(alert, name, budget):
-                    received[(name, budget)] = (receiver, body, alert)
+            if key(alert) in wanted:
+                received[key(alert)] = (receiver, body, alert)
         if len(received) == len(wanted):
             break
         time.sleep(1)
@@ -212,51 +225,56 @@ def cmd_expect_alerts(args):
         fail(f"within {args.timeout}s the webhook did not receive {missing}; Prometheus alerts: {json.dumps(rules)[:3000]}")
     say(f"  webhook received {sorted(received)} after {args.timeout - (deadline - time.monotonic()):.0f}s")
 
-    for (name, budget), (receiver, body, alert) in received.items():
+    for (budget, on, percent), (receiver, body, alert) in received.items():
+        what = f"{name} {budget} {on} {percent}%"
         amount = budgets[budget]
         labels = alert["labels"]
-        check_equal(f"{name} receiver", receiver, "finops")
-        check_equal(f"{name} job", labels.get("job"), "aws-cost-exporter")
-        check_equal(f"{name} category", labels.get("category"), "budget")
-        check_equal(f"{name} group labels", body["groupLabels"], {"alertname": name, "integration": "e2e", "budget": budget})
+        check_equal(f"{what} receiver", receiver, "finops")
+        check_equal(f"{what} job", labels.get("job"), "aws-cost-exporter")
+        check_equal(f"{what} category", labels.get("category"), "budget")
+        check_equal(f"{what} severity", labels.get("severity"), "warning")
+        check_equal(f"{what} instance", labels.get("instance"), None)
+        check_equal(f"{what} group labels", body["groupLabels"], {"alertname": name, "integration": "e2e", "budget": budget})
         notes = alert["annotations"]
-        check_equal(f"{name} budget_usd", notes.get("budget_usd"), f"{amount:.2f}")
-        if name == "AwsCostBudgetForecastOverBudget":
-            check_equal(f"{name} severity", labels.get("severity"), "warning")
-            check_equal(f"{name} summary", notes.get("summary"),
-                        f"AWS budget {budget} (e2e) is forecast to exceed its monthly budget")
-            check_equal(f"{name} forecast_usd", notes.get("forecast_usd"), f"{forecast:.2f}")
-            check_equal(f"{name} description", notes.get("description"),
-                        f"The forecast for this month within budget {budget} of integration e2e is "
-                        f"{forecast:.2f} USD, over the budget of {amount:.2f} USD ({mtd:.2f} USD spent so far).")
-        else:
-            check_equal(f"{name} severity", labels.get("severity"), "critical")
-            check_equal(f"{name} summary", notes.get("summary"), f"AWS budget {budget} (e2e) is spent")
-            check_equal(f"{name} month_to_date_usd", notes.get("month_to_date_usd"), f"{mtd:.2f}")
-            check_equal(f"{name} description", notes.get("description"),
-                        f"{mtd:.2f} USD have been spent this month within budget {budget} of integration "
-                        f"e2e, over the budget of {amount:.2f} USD.")
-        say(f"  {name} {budget}: receiver {receiver}, labels and annotations as expected")
+        figure = forecast if on == "forecast" else mtd
+        ratio = figure / amount
+        check_equal(f"{what} budget_usd", notes.get("budget_usd"), f"{amount:.2f}")
+        check_equal(f"{what} ratio", notes.get("ratio"), f"{ratio:.4f}")
+        check_equal(f"{what} runbook_url", notes.get("runbook_url"),
+                    "https://example.com/aws-cost-exporter/blob/main/docs/runbooks.md#awscostbudgetthresholdexceeded")
+        verb = "is forecast at" if on == "forecast" else "has spent"
+        check_equal(f"{what} summary", notes.get("summary"),
+                    f"AWS budget {budget} (e2e) {verb} {humanize_percentage(ratio)} of its monthly budget, "
+                    f"over its {percent}% threshold")
+        subject = "The forecast for this month" if on == "forecast" else "The spend so far this month"
+        check_equal(f"{what} description", notes.get("description"),
+                    f"{subject} within budget {budget} of integration e2e is {figure:.2f} USD, "
+                    f"{humanize_percentage(ratio)} of the budget of {amount:.2f} USD, over the {percent}% "
+                    f"threshold on the {on} spend ({mtd:.2f} USD spent so far).")
+        say(f"  {what}: receiver {receiver}, labels and annotations as expected")
 
-    # What must not have arrived: anything about the budget within its limits, the spent
-    # budget's forecast warning (inhibited), and exporter health alerts.
+    # What must not have arrived: anything about the budget within its limits, the thresholds
+    # not crossed, the spent budget's forecast threshold (inhibited), and exporter health alerts.
     for receiver, _, alert in webhook_alerts(args.webhook_log):
         labels = alert["labels"]
         if labels.get("budget") == "e2e-within":
             fail(f"an alert for the budget within its limits reached {receiver}: {labels}")
+        if labels.get("integration") == "e2e" and labels.get("budget") == "e2e-thresholds" \
+                and labels.get("percent") != str(low):
+            fail(f"a threshold of e2e-thresholds that is not crossed reached {receiver}: {labels}")
         if labels.get("integration") == "e2e" and labels.get("budget") == "e2e-spent" \
-                and labels.get("alertname") == "AwsCostBudgetForecastOverBudget":
-            fail(f"the spent budget's forecast warning was not inhibited: it reached {receiver}")
+                and labels.get("on") == "forecast":
+            fail(f"the spent budget's forecast threshold was not inhibited: it reached {receiver}")
         if labels.get("category") == "exporter":
             fail(f"an exporter health alert reached {receiver}: {labels}")
 
-    # Alertmanager holds the spent budget's forecast warning, suppressed by the spent alert.
-    query = urllib.parse.urlencode({"filter": ['integration="e2e"', 'budget="e2e-spent"',
-                                               'alertname="AwsCostBudgetForecastOverBudget"']}, doseq=True)
+    # Alertmanager holds the spent budget's forecast threshold, suppressed by the spent one.
+    query = urllib.parse.urlencode({"filter": ['integration="e2e"', 'budget="e2e-spent"', 'on="forecast"',
+                                               f'alertname="{name}"']}, doseq=True)
     held = http_json(f"{args.alertmanager}/api/v2/alerts?{query}")
     if len(held) != 1 or held[0]["status"]["state"] != "suppressed" or not held[0]["status"]["inhibitedBy"]:
-        fail(f"Alertmanager should hold e2e-spent's forecast warning as inhibited; it has {json.dumps(held)[:2000]}")
-    say("  e2e-spent's forecast warning is at Alertmanager, inhibited by AwsCostBudgetExceeded")
+        fail(f"Alertmanager should hold e2e-spent's forecast threshold as inhibited; it has {json.dumps(held)[:2000]}")
+    say("  e2e-spent's 100% forecast threshold is at Alertmanager, inhibited by its 100% actual one")
 
     # Prometheus: nothing for the budget within limits, no exporter health alert in any state.
     alerts = http_json(f"{args.prometheus}/api/v1/alerts")["data"]["alerts"]

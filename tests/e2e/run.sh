@@ -458,13 +458,15 @@ step_rules() {
       fail "Alertmanager example: $* should go to $want, goes to $(amtool config routes test --config.file="$am" "$@" 2>/dev/null)"
     log "  route: $* -> $want"
   done <<'EOF'
-finops alertname=AwsCostBudgetForecastOverBudget severity=warning category=budget
-finops alertname=AwsCostBudgetExceeded severity=critical category=budget
+finops alertname=AwsCostBudgetThresholdExceeded severity=warning category=budget on=actual percent=80
+finops alertname=AwsCostBudgetThresholdExceeded severity=warning category=budget on=forecast percent=100
 finops alertname=AwsCostServiceDailySpike severity=warning category=spend
 finops alertname=AwsCostSavingsPlanExpiring severity=warning category=commitment
 finops alertname=AwsCostReservationUtilizationLow severity=warning category=commitment
 finops alertname=AwsCostAnomalyOpen severity=warning category=anomaly
-platform alertname=AwsCostRefreshFailing severity=warning category=exporter
+platform alertname=AwsCostExporterDown severity=critical category=exporter
+platform alertname=AwsCostRefreshFailing severity=critical category=exporter
+platform alertname=AwsCostDataStale severity=warning category=exporter
 platform alertname=SomethingElse
 EOF
   # One source of truth: the chart's rules and dashboard are deploy/'s files.
@@ -474,6 +476,10 @@ EOF
   [ "$(readlink -f "$chart/aws-cost-exporter.json")" = "$(readlink -f "$ROOT/deploy/grafana/aws-cost-exporter.json")" ] ||
     fail "$chart/aws-cost-exporter.json is not a link to deploy/grafana/aws-cost-exporter.json"
   log "  the chart's rules and dashboard are links to deploy/prometheus and deploy/grafana"
+  # Every alert has a runbook section and every section an alert; the chart's PrometheusRule
+  # is the file with the default values, and changes exactly what its values override.
+  "$PY" "$E2E/rules.py" runbooks "$rules" "$ROOT/docs/runbooks.md"
+  "$PY" "$E2E/rules.py" chart "$HELM" "$ROOT/deploy/helm/aws-cost-exporter" "$rules" "$WORK"
 }
 
 # --- step 2: live alerts ----------------------------------------------------------------------
