@@ -241,7 +241,7 @@ def cmd_expect_alerts(args):
         check_equal(f"{what} budget_usd", notes.get("budget_usd"), f"{amount:.2f}")
         check_equal(f"{what} ratio", notes.get("ratio"), f"{ratio:.4f}")
         check_equal(f"{what} runbook_url", notes.get("runbook_url"),
-                    "https://example.com/aws-cost-exporter/blob/main/docs/runbooks.md#awscostbudgetthresholdexceeded")
+                    "https://github.com/aws-cost-exporter/aws-cost-exporter/blob/main/docs/runbooks.md#awscostbudgetthresholdexceeded")
         verb = "is forecast at" if on == "forecast" else "has spent"
         check_equal(f"{what} summary", notes.get("summary"),
                     f"AWS budget {budget} (e2e) {verb} {humanize_percentage(ratio)} of its monthly budget, "

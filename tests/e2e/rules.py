@@ -17,7 +17,7 @@ import sys
 
 import yaml
 
-BASE = "https://example.com/aws-cost-exporter/blob/main/docs/runbooks.md"
+BASE = "https://github.com/aws-cost-exporter/aws-cost-exporter/blob/main/docs/runbooks.md"
 
 
 def fail(message):
