@@ -354,9 +354,20 @@ async fn several_quick_swaps_are_one_reload_of_the_last() {
     let mut volume = ConfigMapVolume::new("burst", &format!("integrations:\n{}", payer(&sim)));
     let (mut exporter, addr) = start(&volume.file(), "300ms", &["payer"]).await;
 
-    volume.update(&format!("integrations:\n{}", solo(&sim)));
-    volume.update(BAD);
-    volume.update(&format!("integrations:\n{}{}", solo(&sim), payer(&sim)));
+    // Five swaps 100 ms apart: the burst outlasts an interval, so a read lands inside it.
+    let burst = [
+        format!("integrations:\n{}", solo(&sim)),
+        BAD.to_string(),
+        format!("# 3\nintegrations:\n{}", payer(&sim)),
+        format!("integrations:\n{}{}", payer(&sim), solo(&sim)),
+        format!("integrations:\n{}{}", solo(&sim), payer(&sim)),
+    ];
+    for (i, text) in burst.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        volume.update(text);
+    }
     let line = exporter.wait_for_line(is_reloaded);
     assert_eq!(
         logfmt_field(&line, "added").as_deref(),
