@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod api_budget;
 pub mod clock;
 pub mod config;
+pub mod config_watch;
 pub mod cost_explorer;
 pub mod credentials;
 pub mod electrolux;

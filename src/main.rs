@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_cost_exporter::config::ConfigFormat;
+use aws_cost_exporter::config_watch::ConfigWatch;
 use aws_cost_exporter::server::{self, Limits};
 use aws_cost_exporter::{Exporter, ExporterOptions, config, web_config};
 use aws_cost_simulator::{DEMO_SCALE, start_simulator, start_simulator_on};
@@ -32,6 +33,15 @@ struct Flags {
     /// Validate the configuration and exit, without calling AWS.
     #[arg(long = "config.check")]
     config_check: bool,
+    /// How often to read --config.file and reload it, as SIGHUP does, when its content
+    /// changed (a Kubernetes ConfigMap update included); 0 turns watching off.
+    #[arg(
+        long = "config.watch-interval",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_watch_interval
+    )]
+    watch_interval: Duration,
     /// Address to listen on (`:10067` means every interface) [default: :10067, or
     /// `:<exporter_port>` of an electrolux-oss/aws-cost-exporter file]
     #[arg(long = "web.listen-address")]
@@ -122,6 +132,14 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_watch_interval(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+        .map_err(|err| format!("expected a duration such as 10s or 1m, or 0 for off: {err}"))
+}
+
 fn parse_max_connections(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -201,6 +219,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         shutdown_signal().await;
         return Ok(());
     }
+    // Before the file is loaded, so that a change in between is reloaded rather than missed.
+    let mut watch = match flags.demo || flags.config_check {
+        true => None,
+        false => ConfigWatch::start(&flags.config_file, flags.watch_interval).await,
+    };
     let _simulator;
     let config = if flags.demo {
         let simulator = start_simulator(today, flags.demo_scale)
@@ -264,15 +287,26 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let mut hangup = Hangup::install();
     let mut reload_requests = exporter.take_reload_requests();
+    if let Some(watch) = &watch {
+        tracing::info!(
+            file = %watch.path().display(),
+            interval = %humantime::format_duration(watch.interval()),
+            "watching the configuration file for changes"
+        );
+    }
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = hangup.recv() => {
                 // The outcome is logged by reload itself.
-                let _ = reload(&mut exporter, &flags).await;
+                let _ = reload(&mut exporter, &flags, &mut watch).await;
+            }
+            () = next_change(&mut watch) => {
+                tracing::info!(file = %flags.config_file.display(), "configuration file changed; reloading");
+                let _ = reload(&mut exporter, &flags, &mut watch).await;
             }
             Some(request) = next_reload_request(&mut reload_requests) => {
-                let outcome = reload(&mut exporter, &flags).await;
+                let outcome = reload(&mut exporter, &flags, &mut watch).await;
                 // The client may have gone; the reload happened all the same.
                 let _ = request.reply.send(outcome);
             }
@@ -292,14 +326,30 @@ async fn next_reload_request(
     }
 }
 
-/// What SIGHUP and `POST /-/reload` both do: reload `--config.file` (a file that fails
-/// validation is refused and the running configuration stays) and re-read
-/// `--web.config.file`. The error says why the configuration was refused.
-async fn reload(exporter: &mut Exporter, flags: &Flags) -> Result<(), String> {
+/// Resolves when `--config.file`'s content changed; never when it is not watched.
+async fn next_change(watch: &mut Option<ConfigWatch>) {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What SIGHUP, `POST /-/reload` and a change of the file's content all do: reload
+/// `--config.file` (a file that fails validation is refused and the running configuration
+/// stays) and re-read `--web.config.file`. The error says why the configuration was refused.
+async fn reload(
+    exporter: &mut Exporter,
+    flags: &Flags,
+    watch: &mut Option<ConfigWatch>,
+) -> Result<(), String> {
     let web = exporter.reload_web_config().map_err(|err| err.to_string());
     if flags.demo {
         tracing::warn!("reload: --demo has no configuration file to reload");
         return web.and(Err("--demo has no configuration file to reload".into()));
+    }
+    if let Some(watch) = watch {
+        // Whatever asked for the reload, the watch compares later reads with these bytes.
+        watch.loading().await;
     }
     let config = match config::load_file(&flags.config_file) {
         Ok(config) => config,

@@ -166,7 +166,7 @@ impl Metrics {
         reload_success.set(1);
         registry.register(
             "aws_cost_exporter_config_last_reload_successful",
-            "1 if the last configuration reload (SIGHUP) succeeded, else 0",
+            "1 if the last configuration reload (SIGHUP, POST /-/reload or a change of the file) succeeded, else 0",
             reload_success.clone(),
         );
         let reload_timestamp = Gauge::<f64, AtomicU64>::default();

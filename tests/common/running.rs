@@ -72,6 +72,23 @@ impl Running {
             .unwrap()
     }
 
+    /// Reads every line that comes within `duration`.
+    pub fn read_for(&mut self, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// How many of the lines read so far satisfy `predicate`.
+    pub fn count(&self, predicate: impl Fn(&str) -> bool) -> usize {
+        self.log.iter().filter(|line| predicate(line)).count()
+    }
+
     /// Reads what is left to read, until nothing comes for 200 ms.
     pub fn drain(&mut self) {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
