@@ -60,7 +60,10 @@ fn the_scanner_pattern_is_the_scanners() {
     let tail = "0123456789ABCDEF";
     let (asia, a3t) = (format!("ASIA{tail}"), format!("A3TX{tail}"));
     let text = format!("id AKIAIOSFODNN7EXAMPLE, {asia} {a3t}");
-    assert_eq!(key_ids(&text), ["AKIAIOSFODNN7EXAMPLE", asia.as_str(), a3t.as_str()]);
+    assert_eq!(
+        key_ids(&text),
+        ["AKIAIOSFODNN7EXAMPLE", asia.as_str(), a3t.as_str()]
+    );
     // Too short, too long, lower case, or inside a longer word: not a key id.
     let lower = asia.to_lowercase();
     let text = format!("AKIAEXAMPLE AKIA{tail}G {lower} X{asia} {asia}_");
@@ -87,8 +90,15 @@ fn every_access_key_id_in_the_repository_is_an_allow_listed_example() {
             }
         }
     }
-    assert!(scanned > 100, "only {scanned} text files found under {}", root.display());
-    assert!(keys >= 10, "only {keys} access key ids found: the scan is not reading the sources");
+    assert!(
+        scanned > 100,
+        "only {scanned} text files found under {}",
+        root.display()
+    );
+    assert!(
+        keys >= 10,
+        "only {keys} access key ids found: the scan is not reading the sources"
+    );
     assert!(
         offending.is_empty(),
         "access key ids a secret scanner would flag (use AWS's example form, ending in EXAMPLE):\n{}",
