@@ -11,7 +11,7 @@
 //! `Publisher`; without, every target is asked with the same credentials and gets the same
 //! figures, so one integration, `default`, asks once for all of them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,7 +115,8 @@ struct RawGroup {
 #[derive(Deserialize)]
 struct RawAlias {
     label_name: Option<Spanned<String>>,
-    map: Option<Spanned<BTreeMap<String, String>>>,
+    /// Keys spanned: a plain key PyYAML reads as a number (or bool, null, date) never matches.
+    map: Option<Spanned<HashMap<Spanned<String>, String>>>,
 }
 
 #[derive(Deserialize)]
@@ -128,13 +129,13 @@ struct RawMerge {
 #[derive(Deserialize)]
 struct RawTagFilter {
     tag_key: Option<Spanned<String>>,
-    tag_values: Option<Spanned<Vec<String>>>,
+    tag_values: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
 struct RawDimensionFilter {
     key: Option<Spanned<String>>,
-    values: Option<Spanned<Vec<String>>>,
+    values: Option<Spanned<Vec<Spanned<String>>>>,
     iterate: Option<Spanned<bool>>,
     label_name: Option<Spanned<String>>,
     alias: Option<Spanned<RawAlias>>,
@@ -160,10 +161,118 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let strict = env("ENVYAML_STRICT_DISABLE").is_none();
     let text = substitute(text, env, strict)?;
     let file: File = from_yaml(&text)?;
-    convert(&file)
+    convert(&file, &text)
 }
 
-fn convert(file: &File) -> Result<Config, ConfigError> {
+/// Whether the scalar at `at` in `text` (the substituted text the YAML was read from) is
+/// written plain, and PyYAML's `safe_load` (YAML 1.1, electrolux's reader) types it as no
+/// string: null, a bool, an int, a float or a timestamp. `value` is the scalar's text.
+fn pyyaml_typed(text: &str, at: Location, value: &str) -> bool {
+    let quoted = usize::try_from(at.line())
+        .ok()
+        .and_then(|line| text.lines().nth(line.checked_sub(1)?))
+        .and_then(|line| {
+            line.chars()
+                .nth(usize::try_from(at.column()).ok()?.checked_sub(1)?)
+        })
+        .is_some_and(|c| matches!(c, '"' | '\'' | '|' | '>'));
+    !quoted && yaml11_typed(value)
+}
+
+/// PyYAML's implicit resolvers (yaml/resolver.py) for a plain scalar: bool, int, float,
+/// null, timestamp. Everything else is a string.
+fn yaml11_typed(s: &str) -> bool {
+    const BOOLS: [&str; 18] = [
+        "yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE",
+        "on", "On", "ON", "off", "Off", "OFF",
+    ];
+    const NULLS: [&str; 5] = ["", "~", "null", "Null", "NULL"];
+    const INF_NAN: [&str; 6] = [".inf", ".Inf", ".INF", ".nan", ".NaN", ".NAN"];
+    if BOOLS.contains(&s) || NULLS.contains(&s) || INF_NAN.contains(&s) {
+        return true;
+    }
+    let all = |t: &str, f: fn(char) -> bool| !t.is_empty() && t.chars().all(f);
+    let digits_ = |c: char| c.is_ascii_digit() || c == '_';
+    let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if matches!(unsigned, ".inf" | ".Inf" | ".INF") {
+        return true;
+    }
+    // Sexagesimal: [1-9][0-9_]*(:[0-5]?[0-9])+, an int, or a float with a fraction after.
+    let sexagesimal = |t: &str| {
+        let mut parts = t.split(':');
+        let head = parts.next().unwrap_or_default();
+        let rest: Vec<&str> = parts.collect();
+        !rest.is_empty()
+            && head.starts_with(|c: char| ('1'..='9').contains(&c))
+            && all(head, digits_)
+            && rest.iter().all(|p| {
+                let b = p.as_bytes();
+                match b.len() {
+                    1 => b[0].is_ascii_digit(),
+                    2 => (b'0'..=b'5').contains(&b[0]) && b[1].is_ascii_digit(),
+                    _ => false,
+                }
+            })
+    };
+    let int = if let Some(b) = unsigned.strip_prefix("0b") {
+        all(b, |c| c == '0' || c == '1' || c == '_')
+    } else if let Some(x) = unsigned.strip_prefix("0x") {
+        all(x, |c| c.is_ascii_hexdigit() || c == '_')
+    } else if let Some(o) = unsigned.strip_prefix('0') {
+        o.is_empty() || all(o, |c| ('0'..='7').contains(&c) || c == '_')
+    } else {
+        (unsigned.starts_with(|c: char| ('1'..='9').contains(&c)) && all(unsigned, digits_))
+            || sexagesimal(unsigned)
+    };
+    // [0-9][0-9_]*\.[0-9_]*([eE][-+][0-9]+)?, and unsigned \.[0-9_]+(...)?, and
+    // sexagesimal with a fraction.
+    let exponent_ok = |e: &str| {
+        e.is_empty()
+            || e.strip_prefix(['e', 'E'])
+                .and_then(|e| e.strip_prefix(['-', '+']))
+                .is_some_and(|d| all(d, |c| c.is_ascii_digit()))
+    };
+    let float = match unsigned.split_once('.') {
+        Some((whole, rest)) => {
+            let split = rest.find(['e', 'E']).unwrap_or(rest.len());
+            let (fraction, exponent) = rest.split_at(split);
+            let fraction_ok = fraction.chars().all(digits_);
+            (whole.starts_with(|c: char| c.is_ascii_digit())
+                && all(whole, digits_)
+                && fraction_ok
+                && exponent_ok(exponent))
+                || (whole.is_empty()
+                    && unsigned.len() == s.len()
+                    && all(fraction, digits_)
+                    && exponent_ok(exponent))
+                || (sexagesimal(whole) && fraction_ok && exponent.is_empty())
+        }
+        None => false,
+    };
+    // A date (YYYY-MM-DD), or a date and time (YYYY-M-D[Tt ]...).
+    let timestamp = {
+        let b = s.as_bytes();
+        let date = b.len() >= 10 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-';
+        date && (b.len() == 10
+            && b[5..7].iter().all(u8::is_ascii_digit)
+            && b[7] == b'-'
+            && b[8..10].iter().all(u8::is_ascii_digit)
+            || s[5..]
+                .split_once(['T', 't', ' ', '\t'])
+                .is_some_and(|(d, _)| {
+                    let mut p = d.split('-');
+                    let ok = |x: Option<&str>| {
+                        x.is_some_and(|x| {
+                            (1..=2).contains(&x.len()) && all(x, |c| c.is_ascii_digit())
+                        })
+                    };
+                    ok(p.next()) && ok(p.next()) && p.next().is_none()
+                }))
+    };
+    int || float || timestamp
+}
+
+fn convert(file: &File, text: &str) -> Result<Config, ConfigError> {
     let targets = targets(file)?;
     let labels: BTreeSet<&str> = targets[0].iter().map(|(k, _)| k.as_str()).collect();
     let metrics_list = required(&file.metrics, "metrics", None)?;
@@ -174,6 +283,7 @@ fn convert(file: &File) -> Result<Config, ConfigError> {
             &format!("metrics[{i}]"),
             raw.referenced,
             &labels,
+            text,
         )?;
         if metrics.iter().any(|m| m.name == metric.name) {
             return Err(error(
@@ -347,6 +457,8 @@ fn targets(file: &File) -> Result<Vec<Vec<(String, String)>>, ConfigError> {
 /// The label names of a metric so far, to keep them distinct.
 struct LabelNames<'a> {
     accounts: &'a BTreeSet<&'a str>,
+    /// The text the YAML was read from.
+    text: &'a str,
     taken: BTreeSet<String>,
 }
 
@@ -386,6 +498,7 @@ fn metric(
     at: &str,
     location: Location,
     accounts: &BTreeSet<&str>,
+    text: &str,
 ) -> Result<ElectroluxMetric, ConfigError> {
     let name = required(
         &raw.metric_name,
@@ -413,6 +526,7 @@ fn metric(
     }
     let mut labels = LabelNames {
         accounts,
+        text,
         taken: BTreeSet::new(),
     };
     let group_by = required(&raw.group_by, &format!("{at}.group_by"), Some(location))?;
@@ -574,7 +688,12 @@ fn metric(
             &format!("{t_at}.tag_key"),
             Some(tag.referenced),
         )?;
-        let values = non_empty_values(&tag.value.tag_values, &format!("{t_at}.tag_values"), tag)?;
+        let values = non_empty_values(
+            &tag.value.tag_values,
+            &format!("{t_at}.tag_values"),
+            tag,
+            labels.text,
+        )?;
         filters.push(FilterExpr::Values {
             kind: KeyKind::Tag,
             key: key.value.clone(),
@@ -591,7 +710,8 @@ fn metric(
     {
         let d_at = format!("{at}.dimension_filters[{j}]");
         let key = required(&df.value.key, &format!("{d_at}.key"), Some(df.referenced))?;
-        let values = non_empty_values(&df.value.values, &format!("{d_at}.values"), df)?;
+        let values =
+            non_empty_values(&df.value.values, &format!("{d_at}.values"), df, labels.text)?;
         if df.value.iterate.as_ref().is_some_and(|i| i.value) {
             if iterate.is_some() {
                 return Err(error(
@@ -653,11 +773,13 @@ fn metric(
     })
 }
 
-/// A filter's values: a list of at least one (Cost Explorer refuses none).
+/// A filter's values: a list of at least one (Cost Explorer refuses none), each a string to
+/// electrolux too (an unquoted number is an int to PyYAML, which boto3 refuses at every poll).
 fn non_empty_values<T>(
-    values: &Option<Spanned<Vec<String>>>,
+    values: &Option<Spanned<Vec<Spanned<String>>>>,
     key: &str,
     parent: &Spanned<T>,
+    text: &str,
 ) -> Result<Vec<String>, ConfigError> {
     let values = required(values, key, Some(parent.referenced))?;
     if values.value.is_empty() {
@@ -667,7 +789,19 @@ fn non_empty_values<T>(
             "cannot be empty: Cost Explorer refuses a filter without values",
         ));
     }
-    Ok(values.value.clone())
+    for (k, value) in values.value.iter().enumerate() {
+        if pyyaml_typed(text, value.referenced, &value.value) {
+            return Err(error(
+                format!("{key}[{k}]"),
+                Some(value.referenced),
+                format!(
+                    "{:?} is not a string to electrolux (YAML 1.1 reads it as a number, bool, null or date, which Cost Explorer's client refuses): quote it",
+                    value.value
+                ),
+            ));
+        }
+    }
+    Ok(values.value.iter().map(|v| v.value.clone()).collect())
 }
 
 fn group(
@@ -749,9 +883,17 @@ fn alias(
             "Group alias must have a mapping!",
         )
     })?;
+    // Electrolux looks Cost Explorer's text up in the map: a key PyYAML types as a number (an
+    // unquoted account id), bool, null or date never matches.
+    let map = map
+        .value
+        .iter()
+        .filter(|(k, _)| !pyyaml_typed(labels.text, k.referenced, &k.value))
+        .map(|(k, v)| (k.value.clone(), v.clone()))
+        .collect();
     Ok(ElectroluxAlias {
         label: labels.take(label_name, format!("{at}.label_name"))?,
-        map: map.value.clone(),
+        map,
     })
 }
 
@@ -896,5 +1038,69 @@ mod tests {
         assert_eq!(err.position, Some((2, 5)));
         assert!(err.message.contains("$NOPE_VAR, $ALSO-MISSING"), "{err}");
         assert_eq!(substitute("b: $NOPE\n", &env, false).unwrap(), "b: $NOPE\n");
+    }
+
+    #[test]
+    fn plain_scalars_are_typed_as_pyyaml_types_them() {
+        for typed in [
+            "333333333333",
+            "+12",
+            "-0",
+            "0",
+            "",
+            "0755",
+            "0_7",
+            "0b101",
+            "0x1F",
+            "1_000",
+            "1:30",
+            "190:20:30",
+            "1.5",
+            "1.",
+            "-1.5e+3",
+            ".5",
+            "1:30.5",
+            ".inf",
+            "-.Inf",
+            ".NaN",
+            "yes",
+            "Off",
+            "TRUE",
+            "~",
+            "null",
+            "2024-01-31",
+            "2024-1-2T10:00:00Z",
+        ] {
+            assert!(yaml11_typed(typed), "{typed:?} is typed");
+        }
+        for text in [
+            "012345678901",
+            "08",
+            "0o17",
+            "1e3",
+            "1.5e3",
+            "+.5",
+            "1:60",
+            "-.nan",
+            "abc",
+            "y",
+            "n",
+            "2024-1-2",
+            "Usage",
+            "web \"frontend\"",
+            "12ab",
+            "0b",
+            "0x",
+        ] {
+            assert!(!yaml11_typed(text), "{text:?} is a string");
+        }
+        // Quoted in the text: a string whatever it says.
+        let text = "a: [333333333333, \"444444444444\", '5']\n";
+        let file: BTreeMap<String, Vec<Spanned<String>>> = from_yaml(text).unwrap();
+        let typed: Vec<bool> = file["a"]
+            .iter()
+            .map(|v| pyyaml_typed(text, v.referenced, &v.value))
+            .collect();
+        assert_eq!(typed, [true, false, false]);
     }
 }

@@ -147,6 +147,24 @@ fn cost_lines(page: &str) -> Vec<String> {
         .collect()
 }
 
+/// The log line's `key` field is `value`.
+#[track_caller]
+fn assert_field(line: &str, key: &str, value: &str) {
+    assert_eq!(
+        logfmt_field(line, key).as_deref(),
+        Some(value),
+        "{key} in {line}"
+    );
+}
+
+fn reload_successful(samples: &[Sample]) -> Option<f64> {
+    value_of(
+        samples,
+        "aws_cost_exporter_config_last_reload_successful",
+        &[],
+    )
+}
+
 fn is_reloaded(line: &str) -> bool {
     line.contains(" msg=\"configuration reloaded\"")
 }
@@ -166,33 +184,16 @@ async fn a_kubelet_configmap_swap_is_reloaded_and_served() {
     let (mut exporter, addr) = start(&volume.file(), "100ms", &["payer"]).await;
     let watching = exporter
         .wait_for_line(|l| l.contains(" msg=\"watching the configuration file for changes\""));
-    assert_eq!(
-        logfmt_field(&watching, "file").as_deref(),
-        Some(volume.file().to_string_lossy().as_ref())
-    );
-    assert_eq!(
-        logfmt_field(&watching, "interval").as_deref(),
-        Some("100ms")
-    );
+    assert_field(&watching, "file", volume.file().to_string_lossy().as_ref());
+    assert_field(&watching, "interval", "100ms");
 
     // An integration added.
     volume.update(&format!("integrations:\n{}{}", payer(&sim), solo(&sim)));
     let changed = exporter.wait_for_line(is_changed);
-    assert_eq!(
-        logfmt_field(&changed, "file").as_deref(),
-        Some(volume.file().to_string_lossy().as_ref())
-    );
+    assert_field(&changed, "file", volume.file().to_string_lossy().as_ref());
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "added").as_deref(),
-        Some("solo"),
-        "{line}"
-    );
-    assert_eq!(
-        logfmt_field(&line, "unchanged").as_deref(),
-        Some("payer"),
-        "{line}"
-    );
+    assert_field(&line, "added", "solo");
+    assert_field(&line, "unchanged", "payer");
     let samples = wait_for_refresh(addr, &["solo"]).await;
     assert_eq!(
         integrations(&samples),
@@ -200,28 +201,13 @@ async fn a_kubelet_configmap_swap_is_reloaded_and_served() {
     );
     assert_eq!(refresh_success(&samples, "solo"), Some(1.0));
     assert_eq!(refresh_success(&samples, "payer"), Some(1.0));
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_exporter_config_last_reload_successful",
-            &[]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(reload_successful(&samples), Some(1.0));
 
     // An integration removed: none of its series is left.
     volume.update(&format!("integrations:\n{}", solo(&sim)));
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "removed").as_deref(),
-        Some("payer"),
-        "{line}"
-    );
-    assert_eq!(
-        logfmt_field(&line, "unchanged").as_deref(),
-        Some("solo"),
-        "{line}"
-    );
+    assert_field(&line, "removed", "payer");
+    assert_field(&line, "unchanged", "solo");
     let samples = parse_exposition(&get(addr, "/metrics").await.text());
     assert_eq!(integrations(&samples), BTreeSet::from(["solo".to_string()]));
     assert_eq!(exporter.count(is_changed), 2);
@@ -252,7 +238,7 @@ async fn a_bad_file_swapped_in_keeps_the_running_configuration_and_is_counted() 
         "{line}"
     );
     let samples = wait_for(addr, "the failed reload", |s| {
-        value_of(s, "aws_cost_exporter_config_last_reload_successful", &[]) == Some(0.0)
+        reload_successful(s) == Some(0.0)
     })
     .await;
     // The running configuration stays: payer, byte for byte, nothing bought.
@@ -283,25 +269,10 @@ async fn a_bad_file_swapped_in_keeps_the_running_configuration_and_is_counted() 
     // A good file again: reloaded, and the failure is over.
     volume.update(&format!("integrations:\n{}{}", payer(&sim), solo(&sim)));
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "added").as_deref(),
-        Some("solo"),
-        "{line}"
-    );
-    assert_eq!(
-        logfmt_field(&line, "unchanged").as_deref(),
-        Some("payer"),
-        "{line}"
-    );
+    assert_field(&line, "added", "solo");
+    assert_field(&line, "unchanged", "payer");
     let samples = wait_for_refresh(addr, &["solo"]).await;
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_exporter_config_last_reload_successful",
-            &[]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(reload_successful(&samples), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,11 +311,7 @@ async fn a_swap_to_the_same_content_reloads_nothing_and_buys_nothing() {
     // The watch is alive all the same: a real change is the first reload.
     volume.update(&format!("integrations:\n{}{}", payer(&sim), solo(&sim)));
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "added").as_deref(),
-        Some("solo"),
-        "{line}"
-    );
+    assert_field(&line, "added", "solo");
     assert_eq!(exporter.count(is_reloaded), 1);
 }
 
@@ -369,21 +336,9 @@ async fn several_quick_swaps_are_one_reload_of_the_last() {
         volume.update(text);
     }
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "added").as_deref(),
-        Some("solo"),
-        "{line}"
-    );
-    assert_eq!(
-        logfmt_field(&line, "removed").as_deref(),
-        Some(""),
-        "{line}"
-    );
-    assert_eq!(
-        logfmt_field(&line, "unchanged").as_deref(),
-        Some("payer"),
-        "{line}"
-    );
+    assert_field(&line, "added", "solo");
+    assert_field(&line, "removed", "");
+    assert_field(&line, "unchanged", "payer");
     // Ten more intervals: nothing else.
     exporter.read_for(Duration::from_millis(3000));
     assert_eq!(exporter.count(is_changed), 1);
@@ -394,14 +349,7 @@ async fn several_quick_swaps_are_one_reload_of_the_last() {
         integrations(&samples),
         BTreeSet::from(["payer".to_string(), "solo".to_string()])
     );
-    assert_eq!(
-        value_of(
-            &samples,
-            "aws_cost_exporter_config_last_reload_successful",
-            &[]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(reload_successful(&samples), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,22 +371,14 @@ async fn in_place_writes_and_editor_renames_are_reloaded_and_sighup_is_not_repea
     )
     .unwrap();
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "added").as_deref(),
-        Some("solo"),
-        "{line}"
-    );
+    assert_field(&line, "added", "solo");
 
     // As editors save: a new file renamed over the old one.
     let temporary = dir.join(".aws-cost-exporter.yaml.swp");
     std::fs::write(&temporary, format!("integrations:\n{}", solo(&sim))).unwrap();
     std::fs::rename(&temporary, &file).unwrap();
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "removed").as_deref(),
-        Some("payer"),
-        "{line}"
-    );
+    assert_field(&line, "removed", "payer");
 
     // A change reloaded by SIGHUP is not reloaded again by the watch.
     std::fs::write(
@@ -454,11 +394,7 @@ async fn in_place_writes_and_editor_renames_are_reloaded_and_sighup_is_not_repea
             .success()
     );
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "added").as_deref(),
-        Some("payer"),
-        "{line}"
-    );
+    assert_field(&line, "added", "payer");
     exporter.read_for(Duration::from_millis(2000));
     assert_eq!(exporter.count(is_reloaded), 3);
     assert_eq!(exporter.count(is_changed), 2);
@@ -487,11 +423,7 @@ async fn a_zero_interval_turns_watching_off() {
             .success()
     );
     let line = exporter.wait_for_line(is_reloaded);
-    assert_eq!(
-        logfmt_field(&line, "added").as_deref(),
-        Some("solo"),
-        "{line}"
-    );
+    assert_field(&line, "added", "solo");
 
     let out = Command::new(common::running::BIN)
         .args(["--config.watch-interval=soon", "--config.check"])

@@ -153,6 +153,29 @@ fn with_metric(metric: &str) -> String {
     )
 }
 
+/// An alias map key PyYAML reads as a number (an unquoted account id) never matches the text
+/// Cost Explorer returns in electrolux: it is left out of the map, and a quoted one stays.
+#[test]
+fn alias_keys_electrolux_reads_as_numbers_never_match() {
+    let metric = "  - metric_name: m\n    metric_type: UnblendedCost\n    group_by:\n      enabled: true\n      merge_minor_cost: {enabled: false}\n      groups:\n        - type: DIMENSION\n          key: LINKED_ACCOUNT\n          label_name: AccountId\n          alias: {label_name: AccountAlias, map: {333333333333: production, \"444444444444\": staging, 0x1F: hex, 2024-01-31: date, 'yes': quoted, no: bool, web: web}}\n";
+    let config = parse(&with_metric(metric), &[]).unwrap();
+    let electrolux = config.integrations[0].electrolux.as_ref().unwrap();
+    let alias = electrolux.metrics[0].groups[0].alias.as_ref().unwrap();
+    let map: Vec<(&str, &str)> = alias
+        .map
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        map,
+        [
+            ("444444444444", "staging"),
+            ("web", "web"),
+            ("yes", "quoted")
+        ]
+    );
+}
+
 #[test]
 fn mistakes_are_refused_at_their_key() {
     let group = "  - metric_name: m\n    metric_type: UnblendedCost\n    group_by:\n      enabled: true\n      merge_minor_cost: {enabled: false}\n      groups:\n";
@@ -234,6 +257,12 @@ fn mistakes_are_refused_at_their_key() {
             "metrics[0].dimension_filters[0].values",
             (8, 32),
             "cannot be empty",
+        ),
+        (
+            "  - metric_name: m\n    metric_type: UnblendedCost\n    group_by: {enabled: false}\n    dimension_filters:\n      - {key: LINKED_ACCOUNT, values: [\"444444444444\", 333333333333]}\n".to_string(),
+            "metrics[0].dimension_filters[0].values[1]",
+            (8, 56),
+            "\"333333333333\" is not a string to electrolux (YAML 1.1 reads it as a number, bool, null or date, which Cost Explorer's client refuses): quote it",
         ),
         (
             "  - metric_name: m\n    metric_type: UnblendedCost\n    group_by: {enabled: false}\n    dimension_filters:\n      - {key: SERVICE, values: [a], iterate: true}\n".to_string(),

@@ -56,10 +56,8 @@ import time
 import urllib.error
 import urllib.request
 
-# The simulator's demo payer key (accepted for account 111111111111). aws-cost-exporter builds
-# before 13788bb use AKIADEMOPAYER0000001; from 13788bb on, AWS's documented example key.
+# The simulator's demo payer key (accepted for account 111111111111): AWS's documented example.
 DEMO_KEYS = [
-    ("AKIADEMOPAYER0000001", "demo-payer-secret-not-real"),
     ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
 ]
 
