@@ -2,7 +2,8 @@
 #
 #   podman build -t aws-cost-exporter .            # or: docker build, buildah build
 #   podman run --rm -p 10067:10067 aws-cost-exporter --demo
-#   buildah build --platform linux/amd64,linux/arm64 --manifest aws-cost-exporter .
+#   buildah build --platform linux/arm64 --manifest aws-cost-exporter .   # per platform
+#     (buildah 1.28, Debian bookworm's, also needs --build-arg BUILDPLATFORM=linux/amd64)
 #
 # The builder stage runs on the build machine's platform and compiles the release binary for
 # the target's (natively or across, never emulated) with the same two scripts CI runs on its

@@ -564,8 +564,10 @@ step_builder() {
 
   local started=$SECONDS
   AT_EXIT+=("buildah rmi -f $tag")
+  # Debian's buildah (1.28) does not set BUILDPLATFORM itself (newer ones and BuildKit do):
+  # without it, FROM --platform=$BUILDPLATFORM would look for an arm64 base.
   run_fg buildah build --isolation chroot --pull=never --platform linux/arm64 \
-    --build-arg RUST_IMAGE="$base" --build-arg REVISION=builder-stage \
+    --build-arg BUILDPLATFORM=linux/amd64 --build-arg RUST_IMAGE="$base" --build-arg REVISION=builder-stage \
     -f "$ROOT/Dockerfile" -t "$tag" "$ROOT" >"$WORK/builder-build.log" 2>&1 ||
     fail "buildah build (builder stage): $(tail -n 30 "$WORK/builder-build.log")"
   log "  buildah build --platform linux/arm64 (both stages): $((SECONDS - started)) s"
