@@ -242,22 +242,23 @@ install_node_tools() {
   log "tools: $("$HELM" version --short), kubectl $("$KUBECTL" version --client -o json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), tsc $(node "$dir/node_modules/typescript/bin/tsc" --version)"
 }
 
-# static_binary ARCH VARIABLE: the path in VARIABLE, absolute, or the static release binary for
-# ARCH built as CI builds it (deploy/container/toolchain.sh and build.sh).
+# static_binary ARCH VARIABLE: sets STATIC_BINARY to the path in VARIABLE, absolute, or to the
+# static release binary for ARCH built as CI builds it (deploy/container/toolchain.sh, build.sh).
 static_binary() {
-  local arch=$1 given=${!2:-} built
-  if [ -n "$given" ]; then
-    echo "$(cd "$(dirname "$given")" && pwd)/$(basename "$given")"
-  else
-    log "building the static $arch release binary (deploy/container/toolchain.sh and build.sh $arch)" >&2
-    sh "$ROOT/deploy/container/toolchain.sh" "$arch" >&2
-    built=$(cd "$ROOT" && sh deploy/container/build.sh "$arch" | tail -n 1)
-    echo "$(cd "$ROOT" && cd "$(dirname "$built")" && pwd)/$(basename "$built")"
+  local arch=$1 given=${!2:-}
+  if [ -z "$given" ]; then
+    log "building the static $arch release binary (deploy/container/toolchain.sh and build.sh $arch)"
+    sh "$ROOT/deploy/container/toolchain.sh" "$arch"
+    (cd "$ROOT" && sh deploy/container/build.sh "$arch" >"$WORK/build-$arch.out")
+    given=$(tail -n 1 "$WORK/build-$arch.out")
+    case "$given" in /*) ;; *) given="$ROOT/$given" ;; esac
   fi
+  STATIC_BINARY="$(cd "$(dirname "$given")" && pwd)/$(basename "$given")"
 }
 
 exporter_binary() {
-  EXPORTER=$(static_binary amd64 AWS_COST_EXPORTER_BIN)
+  static_binary amd64 AWS_COST_EXPORTER_BIN
+  EXPORTER=$STATIC_BINARY
   [ -x "$EXPORTER" ] || fail "no exporter binary at $EXPORTER"
   log "exporter: $EXPORTER ($("$EXPORTER" --version))"
 }
@@ -268,7 +269,8 @@ exporter_arm64() {
   [ -z "${EXPORTER_ARM64:-}" ] || return 0
   need qemu-aarch64-static:qemu-user-static
   QEMU_AARCH64=$(command -v qemu-aarch64-static)
-  EXPORTER_ARM64=$(static_binary arm64 AWS_COST_EXPORTER_BIN_ARM64)
+  static_binary arm64 AWS_COST_EXPORTER_BIN_ARM64
+  EXPORTER_ARM64=$STATIC_BINARY
   [ -f "$EXPORTER_ARM64" ] || fail "no arm64 exporter binary at $EXPORTER_ARM64"
   log "arm64 exporter: $EXPORTER_ARM64 ($("$QEMU_AARCH64" "$EXPORTER_ARM64" --version), under $("$QEMU_AARCH64" --version | head -n 1))"
 }
@@ -550,6 +552,13 @@ step_builder() {
   c=$(buildah from scratch)
   AT_EXIT+=("buildah rm $c" "buildah rmi -f $base")
   buildah add "$c" "$WORK/base.tar" / >/dev/null
+  # This host's certificate authorities (a network that inspects TLS adds its own, under
+  # /usr/local/share/ca-certificates), so that cargo reaches crates.io from the build as the
+  # host does.
+  if [ -d /usr/local/share/ca-certificates ]; then
+    buildah copy "$c" /usr/local/share/ca-certificates /usr/local/share/ca-certificates >/dev/null
+  fi
+  buildah copy "$c" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt >/dev/null
   mkdir -p "$WORK/rust/toolchains/$toolchain" "$WORK/rust/bin"
   tar -C "$sysroot" --exclude=./share/doc -cf - . | tar -C "$WORK/rust/toolchains/$toolchain" -xf -
   printf 'version = "12"\ndefault_toolchain = "%s"\nprofile = "minimal"\n' "$toolchain" >"$WORK/rust/settings.toml"
