@@ -569,7 +569,7 @@ step_builder() {
   buildah config --env RUSTUP_HOME=/usr/local/rustup --env CARGO_HOME=/usr/local/cargo \
     --env PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c"
   buildah commit --quiet "$c" "$base" >/dev/null
-  log "  base image $base: Debian bookworm (mmdebstrap) with $(rustc --version | cut -d' ' -f1-2) ($(buildah inspect --type image --format '{{.Docker.Size}}' "$base" 2>/dev/null || echo '?') bytes)"
+  log "  base image $base: Debian bookworm (mmdebstrap) with $(rustc --version | cut -d' ' -f1-2) ($(buildah images --noheading --format '{{.Size}}' "$base"))"
 
   local started=$SECONDS
   AT_EXIT+=("buildah rmi -f $tag")
@@ -580,11 +580,11 @@ step_builder() {
     -f "$ROOT/Dockerfile" -t "$tag" "$ROOT" >"$WORK/builder-build.log" 2>&1 ||
     fail "buildah build (builder stage): $(tail -n 30 "$WORK/builder-build.log")"
   log "  buildah build --platform linux/arm64 (both stages): $((SECONDS - started)) s"
-  grep -E '^toolchain.sh:|Finished|^STEP' "$WORK/builder-build.log" | sed 's/^/    /' | while IFS= read -r line; do log "$line"; done
+  grep -E '^toolchain.sh:|Finished|STEP [0-9/]+: RUN' "$WORK/builder-build.log" | sed 's/^/    /' | while IFS= read -r line; do log "$line"; done
   buildah inspect --type image "$tag" >"$WORK/image-builder.json"
   "$PY" -c 'import json,sys; a=json.load(open(sys.argv[1]))["OCIv1"]["architecture"]; sys.exit(a != "arm64" and f"architecture {a}")' \
     "$WORK/image-builder.json" || fail "the image built through the builder stage is not arm64"
-  c=$(buildah from --pull=never "$tag")
+  c=$(buildah from --pull=never --platform linux/arm64 "$tag")
   AT_EXIT+=("buildah rm $c")
   local mnt out
   mnt=$(buildah mount "$c")
