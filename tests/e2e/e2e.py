@@ -985,6 +985,8 @@ def cmd_chart_package(args):
 
 def cmd_image_config(args):
     image = json.load(open(args.image, encoding="utf-8"))
+    check_equal("image architecture", image["OCIv1"].get("architecture"), args.arch)
+    check_equal("image os", image["OCIv1"].get("os"), "linux")
     config = image["OCIv1"]["config"]
     check_equal("image user", config.get("User"), "65534:65534")
     check_equal("image entrypoint", config.get("Entrypoint"), ["/aws-cost-exporter"])
@@ -994,15 +996,119 @@ def cmd_image_config(args):
     check_equal("image HOME", env.get("HOME"), "/home/exporter")
     check_equal("image SSL_CERT_FILE", env.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt")
     labels = config.get("Labels") or {}
-    check_equal("image licence label", labels.get("org.opencontainers.image.licenses"), "Apache-2.0")
-    check_equal("image version label", labels.get("org.opencontainers.image.version"), args.version)
-    check_equal("image revision label", labels.get("org.opencontainers.image.revision"), args.revision)
-    if not labels.get("org.opencontainers.image.source"):
-        fail("the image has no org.opencontainers.image.source label")
+    oci = "org.opencontainers.image."
+    check_equal("image title label", labels.get(oci + "title"), "aws-cost-exporter")
+    check_equal("image licence label", labels.get(oci + "licenses"), "Apache-2.0")
+    check_equal("image version label", labels.get(oci + "version"), args.version)
+    check_equal("image revision label", labels.get(oci + "revision"), args.revision)
+    check_equal("image created label", labels.get(oci + "created"), args.created)
+    try:
+        datetime.datetime.strptime(args.created, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        fail(f"the created label {args.created!r} is not an RFC 3339 UTC time")
+    check_equal("image source label", labels.get(oci + "source"), args.source)
+    check_equal("image url label", labels.get(oci + "url"), args.url)
+    check_equal("image documentation label", labels.get(oci + "documentation"), args.documentation)
+    if not labels.get(oci + "description"):
+        fail("the image has no org.opencontainers.image.description label")
     layers = image["OCIv1"]["rootfs"]["diff_ids"]
     check_equal("image layers (scratch, then one root filesystem)", len(layers), 1)
-    say("  image config: user 65534:65534, entrypoint /aws-cost-exporter, port 10067, HOME and "
-        f"SSL_CERT_FILE, OCI labels (version {args.version}, Apache-2.0); one layer on scratch")
+    say(f"  image config ({args.arch}): linux/{args.arch}, user 65534:65534, entrypoint /aws-cost-exporter, "
+        f"port 10067, HOME and SSL_CERT_FILE, OCI labels (version {args.version}, revision, created "
+        f"{args.created}, source, url {args.url}, documentation, Apache-2.0); one layer on scratch")
+
+
+def cmd_manifest(args):
+    """The manifest list holds exactly the images given, each with its platform."""
+    listed = json.load(open(args.manifest, encoding="utf-8"))
+    entries = listed.get("manifests") or []
+    want = {}
+    for pair in args.images:
+        arch, path = pair.split("=", 1)
+        want[arch] = json.load(open(path, encoding="utf-8"))
+    check_equal("manifest list entries", len(entries), len(want))
+    seen = {}
+    for entry in entries:
+        platform = entry.get("platform") or {}
+        arch = platform.get("architecture")
+        check_equal(f"manifest list entry {entry.get('digest')} os", platform.get("os"), "linux")
+        if arch not in want:
+            fail(f"manifest list entry for {arch!r}, expected {sorted(want)}")
+        if arch in seen:
+            fail(f"two manifest list entries for {arch}")
+        image = want[arch]
+        check_equal(f"manifest list entry {arch}: the image's architecture", image["OCIv1"].get("architecture"), arch)
+        check_equal(f"manifest list entry {arch}: the image's manifest digest", entry.get("digest"),
+                    image.get("FromImageDigest"))
+        seen[arch] = entry["digest"]
+    say("  manifest list: " + ", ".join(f"linux/{a} {d[:19]}" for a, d in sorted(seen.items()))
+        + " (each the digest of the image built for it, whose config says that architecture)")
+
+
+ELF_MACHINES = {"amd64": 62, "arm64": 183}
+
+
+def cmd_elf(args):
+    """A 64-bit little-endian ELF executable for ARCH, static: no program interpreter and no
+    shared library needed (static-pie has a dynamic section, for its own relocations only)."""
+    import struct
+    data = open(args.binary, "rb").read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        fail(f"{args.binary} is not a 64-bit little-endian ELF")
+    e_type, e_machine = struct.unpack_from("<HH", data, 16)
+    check_equal(f"{args.binary}: ELF machine", e_machine, ELF_MACHINES[args.arch])
+    if e_type not in (2, 3):
+        fail(f"{args.binary}: ELF type {e_type}, not an executable")
+    e_phoff, = struct.unpack_from("<Q", data, 32)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 54)
+    needed = 0
+    for i in range(e_phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", data, e_phoff + i * e_phentsize)
+        if p_type == 3:
+            fail(f"{args.binary} has a program interpreter: it is dynamically linked")
+        if p_type == 2:
+            for j in range(0, p_filesz, 16):
+                tag, = struct.unpack_from("<q", data, p_offset + j)
+                if tag == 0:
+                    break
+                needed += tag == 1
+    check_equal(f"{args.binary}: shared libraries needed (DT_NEEDED)", needed, 0)
+    say(f"  {args.binary}: static ELF for {args.arch} (machine {e_machine}, no interpreter, no DT_NEEDED)")
+
+
+def cmd_dockerfile_builder(args):
+    """The Dockerfile's builder stage runs on the build platform and does what CI does on its
+    host: deploy/container/toolchain.sh for the target architecture, then build.sh into /out,
+    from which the final stage copies; .ci/run runs the same scripts for both architectures.
+    CI cannot pull the stage's base image, so it builds the final stage from its own binaries
+    (--build-context builder=...): this keeps the two paths the same commands."""
+    lines = open(args.dockerfile, encoding="utf-8").read().replace("\\\n", " ").splitlines()
+    stages, stage = {}, None
+    for line in lines:
+        line = " ".join(line.split())
+        if not line or line.startswith("#"):
+            continue
+        word = line.split(" ", 1)[0].upper()
+        if word == "FROM":
+            stage = line.rsplit(" ", 1)[-1] if " AS " in line.upper() else None
+            stages[stage] = {"from": line, "run": [], "copy": []}
+        elif word in ("RUN", "COPY") and stage:
+            stages[stage][word.lower()].append(line.split(" ", 1)[1])
+    builder = stages.get("builder") or fail("the Dockerfile has no builder stage")
+    check_equal("builder stage FROM", builder["from"], "FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS builder")
+    check_equal("builder stage RUN commands", builder["run"], [
+        'sh deploy/container/toolchain.sh "${TARGETARCH}" && rm -rf /var/lib/apt/lists/*',
+        'AWS_COST_EXPORTER_REVISION="${REVISION}" sh deploy/container/build.sh "${TARGETARCH}" /out',
+    ])
+    runtime = stages.get("runtime") or fail("the Dockerfile has no runtime stage")
+    check_equal("runtime stage COPY", runtime["copy"], ["--from=builder /out/ /"])
+    ci = open(args.ci, encoding="utf-8").read()
+    for command in ("sh deploy/container/toolchain.sh amd64 arm64", "sh deploy/container/build.sh amd64",
+                    "sh deploy/container/build.sh arm64"):
+        if command not in ci:
+            fail(f".ci/run does not run `{command}`, as the Dockerfile's builder stage does")
+    say("  Dockerfile builder stage: on $BUILDPLATFORM, toolchain.sh and build.sh for $TARGETARCH into /out, "
+        "the commands .ci/run runs for amd64 and arm64")
 
 
 def cmd_image_command(args):
@@ -1458,9 +1564,15 @@ def main():
     p.add_argument("--timeout", type=float, default=180)
     p.set_defaults(func=cmd_expect_alerts)
     p = sub.add_parser("image-config")
-    for a in ("image", "version", "revision"):
+    for a in ("image", "arch", "version", "revision", "created", "source", "url", "documentation"):
         p.add_argument(a)
     p.set_defaults(func=cmd_image_config)
+    p = sub.add_parser("manifest"); p.add_argument("manifest"); p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_manifest)
+    p = sub.add_parser("elf"); p.add_argument("binary"); p.add_argument("arch", choices=sorted(ELF_MACHINES))
+    p.set_defaults(func=cmd_elf)
+    p = sub.add_parser("dockerfile-builder"); p.add_argument("dockerfile"); p.add_argument("ci")
+    p.set_defaults(func=cmd_dockerfile_builder)
     p = sub.add_parser("image-command"); p.add_argument("image"); p.set_defaults(func=cmd_image_command)
     p = sub.add_parser("dashboard"); p.add_argument("prometheus"); p.add_argument("dashboard")
     p.add_argument("--source", help="the exporter's src/: check the queries that price its requests against its billed operations")

