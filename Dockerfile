@@ -32,7 +32,7 @@ RUN AWS_COST_EXPORTER_REVISION="${REVISION}" sh deploy/container/build.sh "${TAR
 FROM scratch AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=unknown
-ARG SOURCE=unknown
+ARG SOURCE=https://github.com/aws-cost-exporter/aws-cost-exporter
 # URL and DOCUMENTATION: the source's by default. CREATED: RFC 3339, e.g. $(date -u +%FT%TZ).
 ARG URL=${SOURCE}
 ARG DOCUMENTATION=${SOURCE}

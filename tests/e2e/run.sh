@@ -372,9 +372,9 @@ print(next(i for i in config["integrations"] if i["name"] == "payer")[sys.argv[2
 
 # The image's labels: the source given, the url and documentation given for amd64 and left to
 # their defaults (the source) for arm64.
-IMAGE_SOURCE=https://example.com/aws-cost-exporter
-IMAGE_URL=https://example.com/aws-cost-exporter/image
-IMAGE_DOCUMENTATION=https://example.com/aws-cost-exporter/README.md
+IMAGE_SOURCE=https://github.com/aws-cost-exporter/aws-cost-exporter
+IMAGE_URL=https://github.com/aws-cost-exporter/aws-cost-exporter/pkgs/container/aws-cost-exporter
+IMAGE_DOCUMENTATION=https://github.com/aws-cost-exporter/aws-cost-exporter#readme
 
 # build_image: the Dockerfile's final stage, built with buildah for linux/amd64 and linux/arm64
 # from the binaries under test, and a manifest list of both; sets IMAGE_VERSION,
