@@ -69,11 +69,25 @@ pub fn render_problem(
         out.push_str(&format!(" at line {line} column {column}"));
     }
     if let Some(key) = key {
-        out.push_str(&format!(": {key}"));
+        out.push_str(": ");
+        push_one_line(&mut out, key);
     }
     out.push_str(": ");
-    out.push_str(message);
+    push_one_line(&mut out, message);
     out
+}
+
+/// Appends `text` with its control characters escaped (`\n`, `\r`, `\u{1b}`, ...): a key or a
+/// value quoted from the file can hold a line break (a plain scalar folded over lines, a
+/// quoted `"\n"`), and a problem is always one line.
+fn push_one_line(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
 }
 
 fn position_of(location: Location) -> Option<(u64, u64)> {
@@ -551,5 +565,24 @@ pub fn positive(
             Some(v.referenced),
             "must be at least 1",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_is_one_line_whatever_its_key_holds() {
+        assert_eq!(
+            render_problem(
+                "invalid configuration",
+                None,
+                Some((3, 15)),
+                Some("integrations.integrations\nintegrations"),
+                "unclosed bracket '['\r\tx",
+            ),
+            "invalid configuration at line 3 column 15: integrations.integrations\\nintegrations: unclosed bracket '['\\r\\tx"
+        );
     }
 }

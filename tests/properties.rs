@@ -867,7 +867,19 @@ fn check_clear(e: &ConfigError, text: &str) -> Result<(), TestCaseError> {
     }
     if let Some(key) = &e.key {
         prop_assert!(!key.trim().is_empty(), "{shown:?}");
-        prop_assert!(shown.contains(key.as_str()), "{shown:?}");
+        // Shown with its control characters escaped, on the one line.
+        let escaped: String = key
+            .chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect();
+        prop_assert!(shown.contains(escaped.as_str()), "{shown:?}");
     }
     Ok(())
 }
