@@ -5,11 +5,13 @@
 
 pub mod commitments;
 pub mod dataset;
+pub mod publications;
 pub mod simulator;
 
 use chrono::NaiveDate;
 
 pub use dataset::{CostCategory, CostCategoryRule, CostMetric, Dataset, DatasetSpec};
+pub use publications::{Clock, Edition, LateCredit, Publications, fixed_clock, system_clock};
 pub use simulator::{Arrival, Behavior, LoggedRequest, Simulator, SimulatorBuilder};
 
 /// The accounts of the demo organization: the payer first, then its members.
@@ -342,6 +344,22 @@ pub fn demo_simulator(today: NaiveDate, scale: usize) -> SimulatorBuilder {
         .role("222222222222", "CostExporter", Some("demo-external-id"))
         .resource_level_data("111111111111")
         .page_size(DEMO_PAGE_SIZE)
+}
+
+/// The demo's simulated AWS replaying `day` as Cost Explorer publishes it: the datasets of
+/// [`demo_simulator`] generated through the day after `day` (so `day` has whole amounts and the
+/// next day exists), served as `publications` have published them at the time `clock` reads
+/// (see [`publications`]). With a clock on `day`, the day's cost grows at each publication,
+/// yesterday turns final and a late credit lands; after midnight, the next day begins.
+pub fn demo_replay(
+    day: NaiveDate,
+    scale: usize,
+    publications: Publications,
+    clock: Clock,
+) -> SimulatorBuilder {
+    demo_simulator(day.succ_opt().unwrap_or(day), scale)
+        .publications(publications)
+        .clock(clock)
 }
 
 /// Starts the demo's simulated AWS on loopback, with data up to `today` for an organization
