@@ -613,6 +613,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replayed_day_is_whole_and_published_as_the_clock_reads() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let at = |h: u32| day.and_hms_opt(h, 0, 0).unwrap().and_utc();
+        let sim = demo_replay(
+            day,
+            DEMO_SCALE,
+            Publications::default(),
+            fixed_clock(at(11)),
+        )
+        .start()
+        .await
+        .unwrap();
+        let base = sim.base_dataset("111111111111").unwrap();
+        let (organization, _) = demo_datasets(day + Days::new(1), DEMO_SCALE);
+        assert_eq!(*base, organization);
+        let served = sim.dataset("111111111111").unwrap();
+        assert_eq!(served.today, Some(day));
+        assert_eq!(served.estimated_from, Some(day));
+        assert_eq!(served.rows.last().map(|r| r.day), Some(day));
+        // The replayed day at two fifths of its whole amounts, row by row.
+        let units = |d: &Dataset| d.total_units(CostMetric::Unblended, |r| r.day == day);
+        let expected: i128 = base
+            .day_rows(day, day + Days::new(1))
+            .iter()
+            .map(|r| i128::from(r.amount(CostMetric::Unblended)) * 2 / 5)
+            .sum();
+        assert_eq!(units(&served), expected);
+        sim.set_time(at(18));
+        let later = sim.dataset("111111111111").unwrap();
+        assert!(units(&later) > units(&served));
+        // The workload account too.
+        assert_eq!(sim.dataset("222222222222").unwrap().today, Some(day));
+    }
+
+    #[tokio::test]
     async fn the_simulator_listens_where_asked() {
         let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
