@@ -192,6 +192,16 @@ impl SimRow {
         self.amounts[basis_index(basis)]
     }
 
+    /// The row on `day` with `amounts`, sharing everything else (a publication's partial
+    /// amounts, a late credit).
+    pub(crate) fn republished(&self, day: NaiveDate, amounts: [i64; 5]) -> SimRow {
+        SimRow {
+            day,
+            amounts,
+            ..self.clone()
+        }
+    }
+
     pub(crate) fn account_id_interned(&self) -> &Arc<str> {
         &self.account_id
     }
@@ -1213,6 +1223,23 @@ impl Dataset {
         drop(compiled);
         self.cost_categories = categories;
         self
+    }
+
+    /// A dataset of the same accounts and cost categories with other rows (sorted by day),
+    /// `today` and first Estimated day.
+    pub(crate) fn with_rows(
+        &self,
+        rows: Vec<SimRow>,
+        today: Option<NaiveDate>,
+        estimated_from: Option<NaiveDate>,
+    ) -> Dataset {
+        Dataset {
+            accounts: self.accounts.clone(),
+            rows,
+            estimated_from,
+            today,
+            cost_categories: self.cost_categories.clone(),
+        }
     }
 
     /// The cost categories the rows are categorised by.

@@ -5,11 +5,13 @@
 
 pub mod commitments;
 pub mod dataset;
+pub mod publications;
 pub mod simulator;
 
 use chrono::NaiveDate;
 
 pub use dataset::{CostCategory, CostCategoryRule, CostMetric, Dataset, DatasetSpec};
+pub use publications::{Clock, Edition, LateCredit, Publications, fixed_clock, system_clock};
 pub use simulator::{Arrival, Behavior, LoggedRequest, Simulator, SimulatorBuilder};
 
 /// The accounts of the demo organization: the payer first, then its members.
@@ -344,6 +346,22 @@ pub fn demo_simulator(today: NaiveDate, scale: usize) -> SimulatorBuilder {
         .page_size(DEMO_PAGE_SIZE)
 }
 
+/// The demo's simulated AWS replaying `day` as Cost Explorer publishes it: the datasets of
+/// [`demo_simulator`] generated through the day after `day` (so `day` has whole amounts and the
+/// next day exists), served as `publications` have published them at the time `clock` reads
+/// (see [`publications`]). With a clock on `day`, the day's cost grows at each publication,
+/// yesterday turns final and a late credit lands; after midnight, the next day begins.
+pub fn demo_replay(
+    day: NaiveDate,
+    scale: usize,
+    publications: Publications,
+    clock: Clock,
+) -> SimulatorBuilder {
+    demo_simulator(day.succ_opt().unwrap_or(day), scale)
+        .publications(publications)
+        .clock(clock)
+}
+
 /// Starts the demo's simulated AWS on loopback, with data up to `today` for an organization
 /// of `scale` accounts ([`DEMO_SCALE`]: the demo organization).
 pub async fn start_simulator(today: NaiveDate, scale: usize) -> std::io::Result<Simulator> {
@@ -592,6 +610,41 @@ mod tests {
             .filter_map(|r| r.cost_category("Team"))
             .collect();
         assert_eq!(teams.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_day_is_whole_and_published_as_the_clock_reads() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let at = |h: u32| day.and_hms_opt(h, 0, 0).unwrap().and_utc();
+        let sim = demo_replay(
+            day,
+            DEMO_SCALE,
+            Publications::default(),
+            fixed_clock(at(11)),
+        )
+        .start()
+        .await
+        .unwrap();
+        let base = sim.base_dataset("111111111111").unwrap();
+        let (organization, _) = demo_datasets(day + Days::new(1), DEMO_SCALE);
+        assert_eq!(*base, organization);
+        let served = sim.dataset("111111111111").unwrap();
+        assert_eq!(served.today, Some(day));
+        assert_eq!(served.estimated_from, Some(day));
+        assert_eq!(served.rows.last().map(|r| r.day), Some(day));
+        // The replayed day at two fifths of its whole amounts, row by row.
+        let units = |d: &Dataset| d.total_units(CostMetric::Unblended, |r| r.day == day);
+        let expected: i128 = base
+            .day_rows(day, day + Days::new(1))
+            .iter()
+            .map(|r| i128::from(r.amount(CostMetric::Unblended)) * 2 / 5)
+            .sum();
+        assert_eq!(units(&served), expected);
+        sim.set_time(at(18));
+        let later = sim.dataset("111111111111").unwrap();
+        assert!(units(&later) > units(&served));
+        // The workload account too.
+        assert_eq!(sim.dataset("222222222222").unwrap().today, Some(day));
     }
 
     #[tokio::test]

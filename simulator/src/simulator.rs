@@ -33,6 +33,15 @@
 //! there are rows to filter, as AWS does. `GetCostCategories` lists the cost categories, or one
 //! category's values, of the rows of a period.
 //!
+//! # Publications
+//!
+//! With a schedule ([`SimulatorBuilder::publications`]), each account's dataset holds every
+//! day's final amounts and is served as Cost Explorer would have published it by the time the
+//! simulator's clock reads ([`SimulatorBuilder::clock`], [`Simulator::set_time`]): see
+//! [`super::publications`]. The published dataset is made when a request (or
+//! [`Simulator::dataset`]) first meets a new edition, under the accounts' lock, and every
+//! operation reads it; without a schedule, datasets are served as given.
+//!
 //! Each account can be switched at run time ([`Simulator::set_behavior`]) to one of the faults
 //! AWS shows ([`Behavior`]), answered in AWS's own error shapes (`x-amzn-ErrorType` and
 //! `__type`, a message, an `x-amzn-RequestId` header on every answer), and back.
@@ -60,6 +69,7 @@ use tokio_util::sync::CancellationToken;
 use super::dataset::{
     CostMetric, DIMENSIONS, Dataset, EXTRA_DIMENSIONS, SimRow, basis_index, format_units,
 };
+use super::publications::{Clock, Edition, Publications, fixed_clock, system_clock};
 
 /// The cost operations the simulator serves; with [`super::commitments::OPERATIONS`], the
 /// billed ones (see [`is_billed`]).
@@ -117,7 +127,13 @@ pub enum Behavior {
 
 #[derive(Debug, Clone)]
 struct AccountState {
+    /// What every operation serves: `base` as published at `edition` (with publications), or
+    /// `base` itself.
     dataset: Arc<Dataset>,
+    /// The dataset as given: every day's final amounts.
+    base: Arc<Dataset>,
+    /// The edition `dataset` was published at (`None`: `base` as given).
+    edition: Option<Edition>,
     behavior: Behavior,
     /// Whether resource-level data is enabled (an opt-in in Cost Explorer's preferences).
     resources_enabled: bool,
@@ -136,8 +152,11 @@ impl AccountState {
         if !dataset.rows.is_sorted_by_key(|r| r.day) {
             dataset.rows.sort_by_key(|r| r.day);
         }
+        let dataset = Arc::new(dataset);
         Self {
-            dataset: Arc::new(dataset),
+            base: dataset.clone(),
+            dataset,
+            edition: None,
             behavior: Behavior::Normal,
             resources_enabled: false,
             failures: HashMap::new(),
@@ -198,6 +217,57 @@ struct State {
     request_ids: std::sync::atomic::AtomicU64,
     session_duration: Option<Duration>,
     cache: Mutex<QueryCache>,
+    /// When Cost Explorer publishes (`None`: each dataset is served as given, at any time).
+    publications: Option<Publications>,
+    /// The clock publications are read by.
+    clock: Mutex<SimClock>,
+}
+
+/// The simulator's clock: the system clock unless a test or the demo sets one.
+struct SimClock(Clock);
+
+impl Default for SimClock {
+    fn default() -> Self {
+        SimClock(system_clock())
+    }
+}
+
+impl std::fmt::Debug for SimClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimClock")
+    }
+}
+
+impl State {
+    /// What the clock reads now.
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let clock = match self.clock.lock() {
+            Ok(clock) => clock.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
+        };
+        clock()
+    }
+
+    /// The edition published now (`None` without publications).
+    fn edition(&self) -> Option<Edition> {
+        self.publications.as_ref().map(|p| p.edition_at(self.now()))
+    }
+}
+
+/// Brings an account's served dataset to `edition` (publishing its base anew only when the
+/// edition changed).
+fn publish_account(
+    publications: Option<&Publications>,
+    edition: Option<Edition>,
+    account: &mut AccountState,
+) {
+    let (Some(publications), Some(edition)) = (publications, edition) else {
+        return;
+    };
+    if account.edition != Some(edition) {
+        account.dataset = Arc::new(publications.publish(&account.base, edition));
+        account.edition = Some(edition);
+    }
 }
 
 /// Builds a [`Simulator`].
@@ -273,6 +343,20 @@ impl SimulatorBuilder {
     /// How long issued sessions last (default: as requested).
     pub fn session_duration(mut self, duration: Duration) -> Self {
         self.state.session_duration = Some(duration);
+        self
+    }
+
+    /// Cost Explorer publishes on this schedule: every dataset holds every day's final
+    /// amounts, and is served as published at the edition the clock reads (see
+    /// [`crate::publications`]). Without it, datasets are served as given.
+    pub fn publications(mut self, publications: Publications) -> Self {
+        self.state.publications = Some(publications);
+        self
+    }
+
+    /// The clock publications are read by (default: the system clock).
+    pub fn clock(self, clock: Clock) -> Self {
+        set_clock(&self.state, clock);
         self
     }
 
@@ -363,10 +447,49 @@ impl Simulator {
             .count()
     }
 
-    /// An account's dataset.
+    /// An account's dataset, as served now (with publications: as published at the edition
+    /// the clock reads).
     pub fn dataset(&self, account_id: &str) -> Option<Arc<Dataset>> {
+        let mut accounts = self.state.accounts.lock().ok()?;
+        let account = accounts.get_mut(account_id)?;
+        publish_account(
+            self.state.publications.as_ref(),
+            self.state.edition(),
+            account,
+        );
+        Some(account.dataset.clone())
+    }
+
+    /// An account's dataset as given to the builder: every day's final amounts, before any
+    /// publication.
+    pub fn base_dataset(&self, account_id: &str) -> Option<Arc<Dataset>> {
         let accounts = self.state.accounts.lock().ok()?;
-        accounts.get(account_id).map(|a| a.dataset.clone())
+        accounts.get(account_id).map(|a| a.base.clone())
+    }
+
+    /// The publication schedule, if any.
+    pub fn publications(&self) -> Option<&Publications> {
+        self.state.publications.as_ref()
+    }
+
+    /// What has been published now: `None` without publications.
+    pub fn edition(&self) -> Option<Edition> {
+        self.state.edition()
+    }
+
+    /// What the simulator's clock reads now.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.state.now()
+    }
+
+    /// Replaces the clock publications are read by.
+    pub fn set_clock(&self, clock: Clock) {
+        set_clock(&self.state, clock);
+    }
+
+    /// Pins the clock at `at` (until it is set again).
+    pub fn set_time(&self, at: chrono::DateTime<chrono::Utc>) {
+        set_clock(&self.state, fixed_clock(at));
     }
 
     /// Requests being handled right now (a request whose client went away is not).
@@ -424,6 +547,13 @@ impl Simulator {
             a.remaining = Some(requests);
             a.generation += 1;
         });
+    }
+}
+
+fn set_clock(state: &State, clock: Clock) {
+    match state.clock.lock() {
+        Ok(mut current) => current.0 = clock,
+        Err(poisoned) => poisoned.into_inner().0 = clock,
     }
 }
 
@@ -770,11 +900,12 @@ fn json_api(
             "Rate exceeded",
         );
     }
-    let account = state
-        .accounts
-        .lock()
-        .ok()
-        .and_then(|a| a.get(&caller.account_id).cloned());
+    let account = state.accounts.lock().ok().and_then(|mut accounts| {
+        let account = accounts.get_mut(&caller.account_id)?;
+        // The clock is read under the lock: requests see editions in the clock's order.
+        publish_account(state.publications.as_ref(), state.edition(), account);
+        Some(account.clone())
+    });
     let Some(mut account) = account else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -4008,3 +4139,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod publication_tests;
