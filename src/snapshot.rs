@@ -153,17 +153,7 @@ pub struct Identity(String);
 impl Identity {
     /// `integration` named `name`, with `labels` after it.
     pub fn new(name: &str, labels: &[(String, String)]) -> Self {
-        let mut out = String::from("integration=\"");
-        push_label_value(&mut out, name);
-        out.push('"');
-        for (label, value) in labels {
-            out.push(',');
-            out.push_str(label);
-            out.push_str("=\"");
-            push_label_value(&mut out, value);
-            out.push('"');
-        }
-        Self(out)
+        Self::from_pairs(std::iter::once(("integration", name)).chain(pairs(labels)))
     }
 
     /// An integration's: its name and its static labels.
@@ -174,6 +164,11 @@ impl Identity {
     /// Just `labels`, without `integration` (the series of an electrolux-shaped file carry
     /// only the labels it names).
     pub fn labels(labels: &[(String, String)]) -> Self {
+        Self::from_pairs(pairs(labels))
+    }
+
+    /// `label="value"` for each pair, comma-separated, values escaped.
+    fn from_pairs<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
         let mut out = String::new();
         for (label, value) in labels {
             if !out.is_empty() {
@@ -186,6 +181,10 @@ impl Identity {
         }
         Self(out)
     }
+}
+
+fn pairs(labels: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    labels.iter().map(|(l, v)| (l.as_str(), v.as_str()))
 }
 
 /// Writes one family's sample lines of one integration.
