@@ -8,14 +8,12 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use aws_config::{BehaviorVersion, Region};
+use aws_cost_simulator::Behavior;
 use aws_cost_simulator::commitments::{
     ANOMALIES, MONITORS, SAVINGS_PLANS, monitor_arn, reservation_profile, savings_plan_arn,
     subscription_id,
 };
 use aws_cost_simulator::dataset::{SimRow, format_units, units_to_f64};
-use aws_cost_simulator::{Behavior, Simulator};
-use aws_credential_types::Credentials;
 use aws_sdk_costexplorer::types::{
     AnomalyDateInterval, DateInterval, DimensionValues, Expression, Granularity, GroupDefinition,
     GroupDefinitionType,
@@ -29,22 +27,6 @@ const MAX_PAGES: usize = 100;
 
 fn today() -> NaiveDate {
     date(2026, 11, 23)
-}
-
-fn client(sim: &Simulator) -> aws_sdk_costexplorer::Client {
-    let conf = aws_sdk_costexplorer::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            PAYER_KEY.0,
-            PAYER_KEY.1,
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(sim.endpoint())
-        .build();
-    aws_sdk_costexplorer::Client::from_conf(conf)
 }
 
 fn interval(start: NaiveDate, end: NaiveDate) -> DateInterval {
@@ -129,7 +111,7 @@ fn assert_sp_utilization(
 async fn savings_plans_utilization_is_derived_from_the_fee_and_covered_usage_rows() {
     let sim = org_simulator(today(), 500).await;
     let dataset = sim.dataset("111111111111").unwrap();
-    let ce = client(&sim);
+    let ce = ce_client(&sim, PAYER_KEY);
     let (start, end) = (date(2026, 10, 10), date(2026, 11, 22));
     let out = ce
         .get_savings_plans_utilization()
@@ -221,7 +203,7 @@ async fn savings_plans_utilization_is_derived_from_the_fee_and_covered_usage_row
 async fn savings_plans_details_page_with_next_token_and_match_each_plan() {
     let sim = org_simulator(today(), 1).await;
     let dataset = sim.dataset("111111111111").unwrap();
-    let ce = client(&sim);
+    let ce = ce_client(&sim, PAYER_KEY);
     let (start, end) = (date(2026, 11, 1), date(2026, 11, 22));
     let mut details = Vec::new();
     let mut token: Option<String> = None;
@@ -317,7 +299,7 @@ async fn savings_plans_details_page_with_next_token_and_match_each_plan() {
 async fn savings_plans_coverage_groups_pages_and_refuses_granularity_with_group_by() {
     let sim = org_simulator(today(), 2).await;
     let dataset = sim.dataset("111111111111").unwrap();
-    let ce = client(&sim);
+    let ce = ce_client(&sim, PAYER_KEY);
     let (start, end) = (date(2026, 11, 1), date(2026, 11, 23));
     let mut coverages = Vec::new();
     let mut token: Option<String> = None;
@@ -474,7 +456,7 @@ fn assert_aggregates(a: &aws_sdk_costexplorer::types::ReservationAggregates, f: 
 async fn reservation_utilization_serves_each_service_its_own_data_and_pages() {
     let sim = org_simulator(today(), 5).await;
     let dataset = sim.dataset("111111111111").unwrap();
-    let ce = client(&sim);
+    let ce = ce_client(&sim, PAYER_KEY);
     let (start, end) = (date(2026, 11, 1), date(2026, 11, 24));
     // Without a SERVICE filter: EC2, which has no reservations.
     let out = ce
@@ -600,7 +582,7 @@ async fn reservation_utilization_serves_each_service_its_own_data_and_pages() {
 async fn reservation_coverage_counts_reserved_and_on_demand_hours_per_account() {
     let sim = org_simulator(today(), 2).await;
     let dataset = sim.dataset("111111111111").unwrap();
-    let ce = client(&sim);
+    let ce = ce_client(&sim, PAYER_KEY);
     let (start, end) = (date(2026, 11, 1), date(2026, 11, 24));
     for (service, reserved_accounts) in [(RDS, 3), (EC2, 0)] {
         // (reserved hours, on-demand cost) per account.
@@ -694,7 +676,7 @@ async fn reservation_coverage_counts_reserved_and_on_demand_hours_per_account() 
 async fn anomalies_and_monitors_page_and_keep_to_ninety_days() {
     let sim = org_simulator(today(), 1).await;
     let dataset = sim.dataset("111111111111").unwrap();
-    let ce = client(&sim);
+    let ce = ce_client(&sim, PAYER_KEY);
     let anomaly_interval = |start: NaiveDate| {
         AnomalyDateInterval::builder()
             .start_date(start.to_string())
@@ -843,7 +825,7 @@ async fn anomalies_and_monitors_page_and_keep_to_ninety_days() {
 #[tokio::test]
 async fn commitment_requests_are_billed_and_meet_the_faults() {
     let sim = org_simulator(today(), 1).await;
-    let ce = client(&sim);
+    let ce = ce_client(&sim, PAYER_KEY);
     let (start, end) = (date(2026, 11, 1), date(2026, 11, 22));
     assert_eq!(sim.billed_requests(), 0);
     ce.get_savings_plans_utilization()

@@ -8,25 +8,13 @@ use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region};
 use aws_cost_exporter::config::CostBasis;
 use aws_cost_exporter::cost_explorer::{CostExplorerError, Period};
 use aws_cost_simulator::{Behavior, CostMetric, Simulator};
-use aws_credential_types::Credentials;
 use aws_sdk_costexplorer::types::{DateInterval, Granularity};
 use chrono::{Datelike, Days, NaiveDate};
 use common::*;
 use http::Method;
-
-fn ce_client(sim: &Simulator, key: (&str, &str)) -> aws_sdk_costexplorer::Client {
-    let conf = aws_sdk_costexplorer::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(key.0, key.1, None, None, "test"))
-        .endpoint_url(sim.endpoint())
-        .build();
-    aws_sdk_costexplorer::Client::from_conf(conf)
-}
 
 /// Cost Explorer's own ungrouped total for `[start, end)`, one period.
 async fn ungrouped_total(

@@ -9,12 +9,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_config::{BehaviorVersion, Region};
 use aws_cost_exporter::config::CostBasis;
 use aws_cost_exporter::{Exporter, ExporterOptions};
 use aws_cost_simulator::dataset::{SimRow, units_to_f64};
 use aws_cost_simulator::{Dataset, Simulator, demo_cost_categories};
-use aws_credential_types::Credentials;
 use aws_sdk_costexplorer::types::{
     CostCategoryValues, DateInterval, Dimension, DimensionValues, Expression, Granularity,
     MatchOption, TagValues,
@@ -237,22 +235,6 @@ async fn start(yaml: &str, clock: &TestClock) -> Exporter {
     .expect("exporter starts")
 }
 
-fn client(sim: &Simulator) -> aws_sdk_costexplorer::Client {
-    let conf = aws_sdk_costexplorer::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            PAYER_KEY.0,
-            PAYER_KEY.1,
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(sim.endpoint())
-        .build();
-    aws_sdk_costexplorer::Client::from_conf(conf)
-}
-
 /// Cost Explorer's ungrouped total of one period (a single result period) under a filter, per
 /// cost basis.
 async fn ungrouped_total(
@@ -338,7 +320,7 @@ async fn every_view_series_is_exact_and_each_view_sums_to_its_filtered_total() {
         ),
         Some(1.0)
     );
-    let ce = client(&sim);
+    let ce = ce_client(&sim, PAYER_KEY);
     let [month, day] = month_and_day(today(), 1);
 
     for view in &views {

@@ -35,6 +35,20 @@ pub const ORG: &[(&str, &str)] = &[
     ("555555555555", "Data \"Lake\" \\ Analytics\nTeam"),
 ];
 pub const PAYER_KEY: (&str, &str) = ("AKIATESTPAYR1EXAMPLE", "payer-secret-value");
+
+/// The real AWS SDK's Cost Explorer client at the simulator, signing with `key`: to ask the
+/// simulation a question directly, beside what the exporter serves.
+pub fn ce_client(sim: &Simulator, key: (&str, &str)) -> aws_sdk_costexplorer::Client {
+    let conf = aws_sdk_costexplorer::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            key.0, key.1, None, None, "test",
+        ))
+        .endpoint_url(sim.endpoint())
+        .build();
+    aws_sdk_costexplorer::Client::from_conf(conf)
+}
 pub const BASE_KEY: (&str, &str) = ("AKIATESTBASE1EXAMPLE", "base-secret-value");
 
 pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
