@@ -479,18 +479,9 @@ async fn sighup_reloads_the_configuration_file() {
         .parse()
         .unwrap();
     wait_for_refresh(addr, &["payer"]).await;
-    let hangup = |pid: u32| {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
 
     std::fs::write(&path, format!("integrations:\n{payer}{solo}")).unwrap();
-    hangup(exporter.child.id());
+    exporter.hangup();
     let line = exporter.wait_for_line(|l| l.contains("configuration reloaded"));
     assert!(
         line.contains("added=solo") && line.contains("unchanged=payer"),
@@ -512,7 +503,7 @@ async fn sighup_reloads_the_configuration_file() {
         "integrations:\n  - name: solo\n    account_id: \"1\"\n",
     )
     .unwrap();
-    hangup(exporter.child.id());
+    exporter.hangup();
     let line = exporter.wait_for_line(|l| l.contains("configuration reload failed"));
     assert!(line.contains("line 3 column 17"), "{line}");
     let samples = wait_for(addr, "the failed reload", |s| {

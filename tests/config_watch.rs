@@ -386,13 +386,7 @@ async fn in_place_writes_and_editor_renames_are_reloaded_and_sighup_is_not_repea
         format!("integrations:\n{}{}", solo(&sim), payer(&sim)),
     )
     .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &exporter.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    exporter.hangup();
     let line = exporter.wait_for_line(is_reloaded);
     assert_field(&line, "added", "payer");
     exporter.read_for(Duration::from_millis(2000));
@@ -415,13 +409,7 @@ async fn a_zero_interval_turns_watching_off() {
         0
     );
     // The swapped file is there to be read: SIGHUP still reloads it.
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &exporter.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    exporter.hangup();
     let line = exporter.wait_for_line(is_reloaded);
     assert_field(&line, "added", "solo");
 

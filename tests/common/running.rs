@@ -49,6 +49,15 @@ impl Running {
     }
 
     /// Reads lines until one satisfies `predicate` (at most [`WAIT`]).
+    /// Sends the process SIGHUP (a configuration reload), as an operator would with `kill`.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP {}: {status}", self.child.id());
+    }
+
     pub fn wait_for_line(&mut self, predicate: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
