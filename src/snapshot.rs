@@ -21,7 +21,8 @@ use crate::aggregate::Table;
 use crate::clock::lock;
 pub use crate::cost_explorer::Period;
 use crate::exposition::{
-    FamilyDesc, Format, MetricType, NamedFamily, Piece, Run, push_label_value, push_value,
+    FamilyDesc, Format, MetricType, NamedFamily, Piece, Run, RunBuilder, push_label_value,
+    push_value,
 };
 use crate::model::{CostBasis, Integration};
 
@@ -364,7 +365,14 @@ pub struct Rendered {
     pub series: usize,
 }
 
-impl Rendered {
+/// The runs of both formats while a page is rendered.
+#[derive(Default)]
+struct Builders {
+    classic: RunBuilder,
+    openmetrics: RunBuilder,
+}
+
+impl Builders {
     /// Appends one family: its headers and every integration's samples, unless it has none.
     fn push_family(&mut self, [classic, openmetrics]: [&Piece; 2], pieces: &[&Piece]) {
         if pieces.iter().all(|piece| piece.is_empty()) {
@@ -377,7 +385,9 @@ impl Rendered {
             self.openmetrics.push(piece);
         }
     }
+}
 
+impl Rendered {
     /// The cost families in `format`: each family's header lines, then every integration's
     /// samples of it.
     pub fn run(&self, format: Format) -> &Run {
@@ -429,10 +439,7 @@ impl StoreInner {
             .iter()
             .filter_map(|name| self.snapshots.get(name))
             .collect();
-        let mut rendered = Rendered {
-            series: ordered.iter().map(|s| s.series_count()).sum(),
-            ..Rendered::default()
-        };
+        let mut rendered = Builders::default();
         for (index, [classic, openmetrics]) in self.headers.iter().enumerate() {
             let pieces: Vec<&Piece> = ordered
                 .iter()
@@ -459,7 +466,11 @@ impl StoreInner {
             });
             rendered.push_family([&classic, &openmetrics], &pieces);
         }
-        rendered
+        Rendered {
+            classic: rendered.classic.finish(),
+            openmetrics: rendered.openmetrics.finish(),
+            series: ordered.iter().map(|s| s.series_count()).sum(),
+        }
     }
 }
 
