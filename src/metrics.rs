@@ -2,8 +2,11 @@
 //! AWS SDK interceptor that counts every Cost Explorer and STS request.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -18,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::clock::{Clock, lock, system_clock};
-use crate::exposition::{Format, openmetrics_to_classic};
+use crate::exposition::{Format, OWN_LEVEL, Piece, openmetrics_to_classic};
 use crate::failure::Reason;
 
 /// The crate version, for `aws_cost_exporter_build_info`.
@@ -72,6 +75,29 @@ pub struct Metrics {
     clock: ScrapeClock,
     /// Per integration: its static labels, and the parts whose `aws_cost_query_success` it has.
     integrations: Mutex<HashMap<String, Known>>,
+    /// Counts the changes to what the metrics say (apart from the passing of time).
+    generation: AtomicU64,
+    /// The last encoding of each format (classic, OpenMetrics).
+    own: [ArcSwapOption<OwnLines>; 2],
+}
+
+/// The exporter's own lines in one format, as encoded for one state of the metrics at one
+/// millisecond of the clock: every scrape in that millisecond sends the same bytes, which a
+/// fresh encoding would repeat exactly.
+#[derive(Debug)]
+pub struct OwnLines {
+    generation: u64,
+    millis: i64,
+    pub text: Bytes,
+    piece: OnceLock<Piece>,
+}
+
+impl OwnLines {
+    /// The lines compressed, once, by the first gzip scrape that sends them.
+    pub fn piece(&self) -> &Piece {
+        self.piece
+            .get_or_init(|| Piece::compressed(self.text.clone(), OWN_LEVEL))
+    }
 }
 
 /// What the metrics know of an integration.
@@ -203,7 +229,14 @@ impl Metrics {
             refresh_last_success,
             refresh_duration,
             api_requests,
+            generation: AtomicU64::new(0),
+            own: Default::default(),
         }
+    }
+
+    /// Marks a change to what the metrics say, after it is made.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The labels of a series of `integration` with its own `extra` labels.
@@ -246,6 +279,7 @@ impl Metrics {
             .entry(integration.to_string())
             .or_default()
             .labels = labels.to_vec();
+        self.changed();
     }
 
     /// Records a refresh attempt's outcome.
@@ -268,6 +302,7 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(finished_unix);
         }
+        self.changed();
     }
 
     /// Starts an integration's failure counters at 0 for every reason, so that the first
@@ -278,6 +313,7 @@ impl Metrics {
                 .refresh_failures
                 .get_or_create(&self.labels(integration, &[("reason", reason.as_str())]));
         }
+        self.changed();
     }
 
     /// Counts one failed refresh attempt.
@@ -285,6 +321,7 @@ impl Metrics {
         self.refresh_failures
             .get_or_create(&self.labels(integration, &[("reason", reason.as_str())]))
             .inc();
+        self.changed();
     }
 
     /// Records whether one part of a refresh succeeded.
@@ -297,6 +334,7 @@ impl Metrics {
             .or_default()
             .queries
             .insert(query.to_string());
+        self.changed();
     }
 
     /// Records a configuration load (at start-up or on reload).
@@ -305,6 +343,7 @@ impl Metrics {
         if success {
             self.reload_timestamp.set(unix);
         }
+        self.changed();
     }
 
     /// Drops every per-integration gauge and failure counter of an integration (a reload
@@ -333,6 +372,7 @@ impl Metrics {
         for query in queries {
             self.forget_query(integration, &query);
         }
+        self.changed();
     }
 
     /// Drops `aws_cost_query_success` for a part of the refresh a reload turned off.
@@ -342,6 +382,7 @@ impl Metrics {
         if let Some(known) = lock(&self.integrations).get_mut(integration) {
             known.queries.remove(query);
         }
+        self.changed();
     }
 
     /// Counts one AWS request.
@@ -359,6 +400,7 @@ impl Metrics {
             .insert((operation.to_string(), outcome.as_str()));
         let mut totals = lock(&self.request_totals);
         *totals.entry(integration.to_string()).or_default() += 1;
+        self.changed();
     }
 
     /// Every request attempt counted so far for one integration, all operations and outcomes.
@@ -376,6 +418,7 @@ impl Metrics {
         self.scrape_time()
             .fetched_at
             .insert(integration.to_string(), at);
+        self.changed();
     }
 
     /// Records the UTC day an integration's daily request cap ran out (`None`: it has not).
@@ -383,11 +426,11 @@ impl Metrics {
         self.scrape_time()
             .exhausted_on
             .insert(integration.to_string(), day);
+        self.changed();
     }
 
     /// Sets the gauges that depend on the time of the scrape.
-    fn update_scrape_time_gauges(&self) {
-        let now = (self.clock.0)();
+    fn update_scrape_time_gauges(&self, now: chrono::DateTime<chrono::Utc>) {
         let scrape_time = self.scrape_time();
         for (integration, fetched_at) in &scrape_time.fetched_at {
             let age = (now - *fetched_at).num_milliseconds() as f64 / 1000.0;
@@ -404,7 +447,37 @@ impl Metrics {
 
     /// Encodes the metrics in `format`, without OpenMetrics' closing `# EOF`.
     pub fn encode(&self, format: Format) -> String {
-        self.update_scrape_time_gauges();
+        self.encode_at(format, (self.clock.0)())
+    }
+
+    /// The metrics in `format` as a scrape sends them: encoded again only when they changed or
+    /// the clock moved on to another millisecond since the last encoding (under a flood of
+    /// scrapes, most of them send the previous one's bytes).
+    pub fn own_lines(&self, format: Format) -> Arc<OwnLines> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let millis = (self.clock.0)().timestamp_millis();
+        let slot = &self.own[usize::from(format == Format::OpenMetrics)];
+        if let Some(cached) = slot.load_full()
+            && cached.generation == generation
+            && cached.millis == millis
+        {
+            return cached;
+        }
+        // Encoded at the millisecond itself, so that every scrape in it would encode the same.
+        let now = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
+        let lines = Arc::new(OwnLines {
+            generation,
+            millis,
+            text: Bytes::from(self.encode_at(format, now)),
+            piece: OnceLock::new(),
+        });
+        slot.store(Some(lines.clone()));
+        lines
+    }
+
+    /// Encodes the metrics in `format` as they are at `now`.
+    fn encode_at(&self, format: Format, now: chrono::DateTime<chrono::Utc>) -> String {
+        self.update_scrape_time_gauges(now);
         let mut openmetrics = String::with_capacity(2048);
         // Writing into a String cannot fail.
         let _ =

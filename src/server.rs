@@ -558,20 +558,21 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING));
     // The exporter's own metrics first: a refresh publishes its snapshot before it records
     // its outcome, so a page never says a refresh succeeded without serving what it published.
-    let own = state.metrics.encode(format);
+    let own = state.metrics.own_lines(format);
     let rendered = state.store.rendered();
     let openmetrics = format == Format::OpenMetrics;
-    // The exporter's own lines are the only part encoded (and, for gzip, compressed) per scrape.
+    // The exporter's own lines are the only part encoded (and, for gzip, compressed) for a
+    // scrape, and only when they changed since the last scrape (see Metrics::own_lines).
     let body = if gzip {
         let mut page = Run::default();
-        page.push(&Piece::new(own));
+        page.push(own.piece());
         page.append(rendered.run(format));
         if openmetrics {
             page.push(&EOF);
         }
         Body::new(page.gzip())
     } else {
-        let mut chunks = vec![Bytes::from(own)];
+        let mut chunks = vec![own.text.clone()];
         chunks.extend(rendered.run(format).plain());
         if openmetrics {
             chunks.push(EOF.text.clone());
