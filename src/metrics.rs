@@ -586,4 +586,46 @@ mod names {
             .collect();
         assert_eq!(served, NAMES);
     }
+
+    /// Scrapes in one millisecond share one encoding, which is what a fresh one would be; a
+    /// change to the metrics or another millisecond encodes again.
+    #[test]
+    fn own_lines_are_shared_until_they_change() {
+        let now = Arc::new(Mutex::new(
+            chrono::DateTime::parse_from_rfc3339("2026-12-05T10:00:00.000250Z")
+                .unwrap()
+                .to_utc(),
+        ));
+        let clock_now = now.clone();
+        let metrics = Metrics::with_clock(Arc::new(move || *lock(&clock_now)));
+        metrics.record_data_fetched("a", *lock(&now) - chrono::Duration::seconds(90));
+        let first = metrics.own_lines(Format::Classic);
+        *lock(&now) += chrono::Duration::microseconds(500);
+        let same_millisecond = metrics.own_lines(Format::Classic);
+        assert!(Arc::ptr_eq(&first, &same_millisecond));
+        assert_eq!(first.text, metrics.encode(Format::Classic).as_bytes());
+        assert!(!Arc::ptr_eq(
+            &first,
+            &metrics.own_lines(Format::OpenMetrics)
+        ));
+        // A change to the metrics.
+        metrics.record_query("a", "costs", false);
+        let changed = metrics.own_lines(Format::Classic);
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert!(
+            String::from_utf8_lossy(&changed.text)
+                .contains("aws_cost_query_success{integration=\"a\",query=\"costs\"} 0")
+        );
+        // The clock moves on: the data is older.
+        *lock(&now) += chrono::Duration::milliseconds(1500);
+        let later = metrics.own_lines(Format::Classic);
+        assert!(!Arc::ptr_eq(&changed, &later));
+        assert!(
+            String::from_utf8_lossy(&later.text)
+                .contains("aws_cost_data_age_seconds{integration=\"a\"} 91.5")
+        );
+        // The compressed piece is made once and decodes to the text.
+        assert!(std::ptr::eq(later.piece(), later.piece()));
+        assert_eq!(later.piece().text, later.text);
+    }
 }
