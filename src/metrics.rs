@@ -81,9 +81,9 @@ pub struct Metrics {
     own: [ArcSwapOption<OwnLines>; 2],
 }
 
-/// The exporter's own lines in one format, as encoded for one state of the metrics at one
-/// millisecond of the clock: every scrape in that millisecond sends the same bytes, which a
-/// fresh encoding would repeat exactly.
+/// The exporter's own lines in one format, as encoded for one state of the metrics at the start
+/// of one millisecond of the clock: every scrape in that millisecond sends the same bytes (the
+/// data age as of that millisecond's start, at most 1 ms less than at the scrape's instant).
 #[derive(Debug)]
 pub struct OwnLines {
     generation: u64,
@@ -463,7 +463,7 @@ impl Metrics {
         {
             return cached;
         }
-        // Encoded at the millisecond itself, so that every scrape in it would encode the same.
+        // Encoded at the start of the millisecond, so that every scrape in it says the same.
         let now = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
         let lines = Arc::new(OwnLines {
             generation,
@@ -603,7 +603,14 @@ mod names {
         *lock(&now) += chrono::Duration::microseconds(500);
         let same_millisecond = metrics.own_lines(Format::Classic);
         assert!(Arc::ptr_eq(&first, &same_millisecond));
-        assert_eq!(first.text, metrics.encode(Format::Classic).as_bytes());
+        // As encoded at the start of the millisecond: the data age reads 1 ms less than at
+        // the clock's instant here.
+        let start = chrono::DateTime::from_timestamp_millis(lock(&now).timestamp_millis()).unwrap();
+        assert_eq!(
+            first.text,
+            metrics.encode_at(Format::Classic, start).as_bytes()
+        );
+        assert!(String::from_utf8_lossy(&first.text).contains("{integration=\"a\"} 89.999\n"));
         assert!(!Arc::ptr_eq(
             &first,
             &metrics.own_lines(Format::OpenMetrics)
@@ -622,7 +629,7 @@ mod names {
         assert!(!Arc::ptr_eq(&changed, &later));
         assert!(
             String::from_utf8_lossy(&later.text)
-                .contains("aws_cost_data_age_seconds{integration=\"a\"} 91.5")
+                .contains("aws_cost_data_age_seconds{integration=\"a\"} 91.499\n")
         );
         // The compressed piece is made once and decodes to the text.
         assert!(std::ptr::eq(later.piece(), later.piece()));

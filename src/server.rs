@@ -3,8 +3,9 @@
 //! authentication from `--web.config.file` ([`crate::web_config`]); limits on connections,
 //! request heads and bodies, and slow clients ([`Limits`]).
 //!
-//! A scrape loads the current rendering (an `Arc`), encodes the exporter's own few metrics, and
-//! writes bytes: it never calls AWS and takes the same time whatever AWS is doing.
+//! A scrape loads the current rendering (an `Arc`), takes the exporter's own few metrics (encoded
+//! again only when they changed or the clock's millisecond did), and writes bytes: it never
+//! calls AWS and takes the same time whatever AWS is doing.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
