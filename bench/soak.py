@@ -71,13 +71,16 @@ def unescape(value):
 
 
 def cmd_configs(args):
-    """Writes configuration A (examples/demo.yaml at --interval) and B (the same, but the
+    """Writes configuration A (examples/demo.yaml at --interval, check_interval off) and B (the same, but the
     workload integration with cost_basis [amortized] and tags [team, env]): each reload
     between them restarts the workload integration, and the payer keeps refreshing."""
     text = open(args.demo).read()
     if not re.search(r"^refresh_interval: ", text, re.M):
         helper.fail(f"{args.demo} has no top-level refresh_interval")
-    a = re.sub(r"^refresh_interval: .*$", f"refresh_interval: {args.interval}", text, flags=re.M)
+    # Without change detection: every refresh buys the whole plan, which is what the soak
+    # loads (the simulated data never changes, so checks would find it unchanged).
+    a = re.sub(r"^refresh_interval: .*$",
+               f"refresh_interval: {args.interval}\ncheck_interval: off", text, flags=re.M)
     start = a.find("  - name: workload\n")
     if start < 0 or "    tags: [team]\n" not in a[start:]:
         helper.fail(f"{args.demo}: no workload integration with 'tags: [team]' to vary")

@@ -177,6 +177,16 @@ fn validate_integration(
         Some(value) => x.interval(&key("refresh_interval"), value)?,
         None => defaults.refresh_interval,
     };
+    integration.checks = Checks {
+        interval: match &raw.check_interval {
+            Some(value) => x.check_interval(&key("check_interval"), value)?,
+            None => defaults.checks.interval,
+        },
+        max_data_age: match &raw.max_data_age {
+            Some(value) => x.interval(&key("max_data_age"), value)?,
+            None => defaults.checks.max_data_age,
+        },
+    };
     integration.max_api_requests_per_day = match &raw.max_api_requests_per_day {
         None => DEFAULT_MAX_API_REQUESTS_PER_DAY,
         Some(v) if v.value >= 1 => v.value,
@@ -267,6 +277,7 @@ fn static_labels(
 #[derive(Debug, Clone, Copy)]
 struct Defaults {
     refresh_interval: Duration,
+    checks: Checks,
     data_delay_days: u32,
 }
 
@@ -323,6 +334,16 @@ fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         Some(value) => x.interval("refresh_interval", value)?,
         None => DEFAULT_REFRESH_INTERVAL,
     };
+    let checks = Checks {
+        interval: match &file.check_interval {
+            Some(value) => x.check_interval("check_interval", value)?,
+            None => CheckInterval::Auto,
+        },
+        max_data_age: match &file.max_data_age {
+            Some(value) => x.interval("max_data_age", value)?,
+            None => DEFAULT_MAX_DATA_AGE,
+        },
+    };
     let data_delay_days = match file.data_delay_days {
         Some(days) if days.value > MAX_DATA_DELAY_DAYS => {
             return Err(ConfigError::new(
@@ -345,6 +366,7 @@ fn parse_native(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     };
     let defaults = Defaults {
         refresh_interval,
+        checks,
         data_delay_days,
     };
     let integrations = validate_all(&list.value, |_| &NATIVE_KEYS, &x, defaults)?;
@@ -394,6 +416,7 @@ fn parse_infrawallet(
         &x,
         Defaults {
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            checks: Checks::default(),
             data_delay_days: DEFAULT_DATA_DELAY_DAYS,
         },
     )?;
@@ -826,6 +849,83 @@ integrations:
             "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    refresh_interval: 0m\n",
         );
         assert_eq!(e.key.as_deref(), Some("integrations[0].refresh_interval"));
+    }
+
+    #[test]
+    fn change_detection_settings() {
+        let config = parse(
+            "check_interval: 30m\nmax_data_age: 12h\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n  - name: b\n    account_id: \"123456789012\"\n    check_interval: off\n  - name: c\n    account_id: \"123456789012\"\n    check_interval: auto\n    max_data_age: 2h\n",
+        )
+        .unwrap();
+        let checks: Vec<Checks> = config.integrations.iter().map(|i| i.checks).collect();
+        let (half_hour, twelve, two) = (
+            Duration::from_secs(1800),
+            Duration::from_secs(12 * 3600),
+            Duration::from_secs(7200),
+        );
+        assert_eq!(
+            checks,
+            [
+                Checks {
+                    interval: CheckInterval::Every(half_hour),
+                    max_data_age: twelve
+                },
+                Checks {
+                    interval: CheckInterval::Off,
+                    max_data_age: twelve
+                },
+                Checks {
+                    interval: CheckInterval::Auto,
+                    max_data_age: two
+                },
+            ]
+        );
+        let defaults = parse("integrations:\n  - name: a\n    account_id: \"123456789012\"\n")
+            .unwrap()
+            .integrations[0]
+            .checks;
+        assert_eq!(defaults, Checks::default());
+        assert_eq!(defaults.max_data_age, Duration::from_secs(24 * 3600));
+        let e = err(
+            "check_interval: sometimes\nintegrations:\n  - name: a\n    account_id: \"123456789012\"\n",
+        );
+        assert_eq!(
+            (e.key.as_deref(), e.position),
+            (Some("check_interval"), Some((1, 17)))
+        );
+        assert!(e.message.contains("not auto, off, or a duration"), "{e}");
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    max_data_age: 0s\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("integrations[0].max_data_age"));
+        let e = err(
+            "integrations:\n  - name: a\n    account_id: \"123456789012\"\n    check_interval: 0s\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("integrations[0].check_interval"));
+    }
+
+    #[test]
+    fn auto_checks_hourly_for_a_plan_of_more_than_five_requests() {
+        let six = Duration::from_secs(6 * 3600);
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        let auto = Checks::default();
+        assert_eq!(auto.interval(six, None), six);
+        assert_eq!(auto.interval(six, Some(5)), six);
+        assert_eq!(auto.interval(six, Some(6)), hour);
+        assert_eq!(auto.interval(minute, Some(40)), minute);
+        let off = Checks {
+            interval: CheckInterval::Off,
+            ..Checks::default()
+        };
+        assert_eq!(off.interval(six, Some(40)), six);
+        assert!(!off.enabled() && auto.enabled());
+        let every = Checks {
+            interval: CheckInterval::Every(Duration::from_secs(600)),
+            ..Checks::default()
+        };
+        assert_eq!(every.interval(six, None), Duration::from_secs(600));
+        assert_eq!(every.interval(minute, None), minute);
     }
 
     #[test]

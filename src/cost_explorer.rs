@@ -461,6 +461,9 @@ pub struct QueryStats {
     pub estimated: BTreeSet<NaiveDate>,
     /// Account id to name, from `DimensionValueAttributes` (when grouped by account).
     pub names: BTreeMap<String, String>,
+    /// Every page's body as Cost Explorer sent it, one after the other: only for a pager
+    /// told to keep them ([`Pager::keeping_bodies`]).
+    pub bodies: Vec<u8>,
 }
 
 /// Requests one page of a grouped cost query, its body taken by `raw` (see [`page`]).
@@ -527,9 +530,16 @@ pub struct Pager<'a> {
     done: bool,
     amounts: Vec<f64>,
     stats: QueryStats,
+    keep_bodies: bool,
 }
 
 impl<'a> Pager<'a> {
+    /// Keeps every page's body in [`QueryStats::bodies`] (change detection compares them).
+    pub fn keeping_bodies(mut self) -> Self {
+        self.keep_bodies = true;
+        self
+    }
+
     fn new(
         client: &'a Client,
         query: &'a Query,
@@ -557,6 +567,7 @@ impl<'a> Pager<'a> {
             done: false,
             amounts: Vec::with_capacity(bases.len()),
             stats: QueryStats::default(),
+            keep_bodies: false,
         })
     }
 
@@ -589,7 +600,11 @@ impl<'a> Pager<'a> {
             ),
         };
         self.stats.pages += 1;
-        self.take_page(&raw.take(), request_id.as_deref(), sink)
+        let body = raw.take();
+        if self.keep_bodies {
+            self.stats.bodies.extend_from_slice(&body);
+        }
+        self.take_page(&body, request_id.as_deref(), sink)
     }
 
     /// Handles one page's body as [`Pager::next_page`] does once the SDK has fetched it:

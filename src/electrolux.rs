@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use crate::model::{
-    Config, ConfigFormat, CostBasis, Electrolux, ElectroluxAlias, ElectroluxGroup,
+    CheckInterval, Config, ConfigFormat, CostBasis, Electrolux, ElectroluxAlias, ElectroluxGroup,
     ElectroluxIterate, ElectroluxMetric, FilterExpr, Integration, KeyKind, Secret,
     StaticCredentials, is_label_name,
 };
@@ -348,6 +348,9 @@ fn convert(file: &File, text: &str) -> Result<Config, ConfigError> {
         integration.assumed_role_name = role.clone();
         integration.static_credentials = static_credentials.clone();
         integration.refresh_interval = refresh_interval;
+        // Its metrics are asked every polling interval, as electrolux asks them: change
+        // detection watches the cost series, which such a file does not serve.
+        integration.checks.interval = CheckInterval::Off;
         integration.forecast = false;
         integration.costs = false;
         integration.electrolux = Some(Arc::new(Electrolux {

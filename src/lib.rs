@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod api_budget;
+pub mod change;
 pub mod clock;
 pub mod config;
 pub mod config_watch;

@@ -36,7 +36,7 @@ struct BuildLabels {
 }
 
 /// The exporter's own families as the page names them (an electrolux metric may not take one).
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 14] = [
     "aws_cost_exporter_build_info",
     "aws_cost_refresh_success",
     "aws_cost_refresh_failures_total",
@@ -47,6 +47,9 @@ pub const NAMES: [&str; 11] = [
     "aws_cost_exporter_config_last_reload_successful",
     "aws_cost_exporter_config_last_reload_success_timestamp_seconds",
     "aws_cost_data_age_seconds",
+    "aws_cost_data_last_checked_timestamp_seconds",
+    "aws_cost_data_last_changed_timestamp_seconds",
+    "aws_cost_data_checks_unchanged_total",
     "aws_cost_api_budget_exhausted",
 ];
 
@@ -69,6 +72,9 @@ pub struct Metrics {
     /// Request attempts per integration, for the refresh log line.
     request_totals: Mutex<HashMap<String, u64>>,
     data_age: Family<Labels, Gauge<f64, AtomicU64>>,
+    data_checked: Family<Labels, Gauge<f64, AtomicU64>>,
+    data_changed: Family<Labels, Gauge<f64, AtomicU64>>,
+    checks_unchanged: Family<Labels, Counter>,
     api_budget_exhausted: Family<Labels, Gauge>,
     /// What the scrape-time gauges are computed from, with the clock they are computed by.
     scrape_time: Mutex<ScrapeTime>,
@@ -207,6 +213,24 @@ impl Metrics {
             "How old the integration's served data is: now minus when it was fetched from AWS (computed at scrape time)",
             data_age.clone(),
         );
+        let data_checked = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "aws_cost_data_last_checked_timestamp_seconds",
+            "Unix time the integration last looked at AWS's cost data successfully: a check that found it unchanged, or a refresh that fetched it",
+            data_checked.clone(),
+        );
+        let data_changed = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "aws_cost_data_last_changed_timestamp_seconds",
+            "Unix time the integration last saw AWS's cost data change (with check_interval off, every refresh that fetched it)",
+            data_changed.clone(),
+        );
+        let checks_unchanged = Family::<Labels, Counter>::default();
+        registry.register(
+            "aws_cost_data_checks_unchanged",
+            "Checks of the cost data that found it unchanged, so that the full query plan was not bought",
+            checks_unchanged.clone(),
+        );
         let api_budget_exhausted = Family::<Labels, Gauge>::default();
         registry.register(
             "aws_cost_api_budget_exhausted",
@@ -216,6 +240,9 @@ impl Metrics {
         Self {
             registry,
             data_age,
+            data_checked,
+            data_changed,
+            checks_unchanged,
             api_budget_exhausted,
             scrape_time: Mutex::new(ScrapeTime::default()),
             clock: ScrapeClock(clock),
@@ -363,6 +390,9 @@ impl Metrics {
         scrape_time.fetched_at.remove(integration);
         scrape_time.exhausted_on.remove(integration);
         self.data_age.remove(&labels);
+        self.data_checked.remove(&labels);
+        self.data_changed.remove(&labels);
+        self.checks_unchanged.remove(&labels);
         self.api_budget_exhausted.remove(&labels);
         drop(scrape_time);
         let queries = lock(&self.integrations)
@@ -418,6 +448,31 @@ impl Metrics {
         self.scrape_time()
             .fetched_at
             .insert(integration.to_string(), at);
+        self.changed();
+    }
+
+    /// Records a successful look at the cost data at `at`: a check that found it unchanged
+    /// (`full` false), or a refresh that fetched it, `changed` when AWS's data differed from
+    /// what the served data's check saw.
+    pub fn record_check(
+        &self,
+        integration: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        full: bool,
+        changed: bool,
+    ) {
+        let labels = self.labels(integration, &[]);
+        let unix = at.timestamp_millis() as f64 / 1000.0;
+        self.data_checked.get_or_create(&labels).set(unix);
+        if changed {
+            self.data_changed.get_or_create(&labels).set(unix);
+        }
+        if full {
+            // The counter exists from the first refresh on, at 0.
+            self.checks_unchanged.get_or_create(&labels).inc_by(0);
+        } else {
+            self.checks_unchanged.get_or_create(&labels).inc();
+        }
         self.changed();
     }
 
@@ -577,6 +632,7 @@ mod names {
         metrics.record_api_request("a", "GetCostAndUsage", Outcome::Success);
         metrics.record_query("a", "costs", true);
         metrics.record_data_fetched("a", chrono::Utc::now());
+        metrics.record_check("a", chrono::Utc::now(), true, true);
         metrics.record_api_budget_exhausted("a", None);
         let text = metrics.encode(Format::Classic);
         let served: Vec<&str> = text

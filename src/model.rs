@@ -10,6 +10,18 @@ use std::time::Duration;
 
 /// Default refresh interval: Cost Explorer data changes a few times a day.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
+/// Default `max_data_age`: the longest change detection serves the same cost data without
+/// buying the full plan again (changes that move cost between groups without changing any
+/// total: a newly activated tag's backfill, an edited cost category rule).
+pub const DEFAULT_MAX_DATA_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+/// `check_interval: auto` checks every hour when the last full plan cost more than this many
+/// requests (an organization), else every `refresh_interval` (see [`Checks::interval`]).
+pub const AUTO_CHECK_PLAN_REQUESTS: u64 = 5;
+/// `check_interval: auto`'s interval for an integration whose full plan costs more than
+/// [`AUTO_CHECK_PLAN_REQUESTS`].
+pub const AUTO_CHECK_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// The largest part of a scheduled wait that jitter takes off (see `refresh::jittered`).
+pub const JITTER: f64 = 0.1;
 /// Default delay, in days, of the day the daily gauges describe.
 pub const DEFAULT_DATA_DELAY_DAYS: u32 = 1;
 /// Cost Explorer's home region.
@@ -56,6 +68,9 @@ pub struct Integration {
     /// Non-empty, no duplicates.
     pub cost_basis: Vec<CostBasis>,
     pub refresh_interval: Duration,
+    /// Change detection: how often to check whether AWS's cost data changed, and how long the
+    /// same data may be served without buying the full plan again.
+    pub checks: Checks,
     /// Services whose resource-level daily costs to export (GetCostAndUsageWithResources).
     pub resources: Vec<String>,
     /// Resource series kept per cost basis; the rest fold into `resource_id="__other__"`.
@@ -390,6 +405,7 @@ impl Integration {
             sts_endpoint_url: None,
             cost_basis: vec![CostBasis::Unblended],
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            checks: Checks::default(),
             resources: Vec::new(),
             max_resource_series: DEFAULT_MAX_SERIES,
             tags: Vec::new(),
@@ -414,6 +430,58 @@ impl Integration {
         self.assumed_role_name
             .as_ref()
             .map(|role| format!("arn:aws:iam::{}:role/{}", self.account_id, role))
+    }
+}
+
+/// `check_interval`: when to ask Cost Explorer whether the cost data changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckInterval {
+    /// Every hour for an integration whose last full plan cost more than
+    /// [`AUTO_CHECK_PLAN_REQUESTS`] requests, else every `refresh_interval`.
+    #[default]
+    Auto,
+    /// No change detection: the full plan every `refresh_interval`, as before it existed.
+    Off,
+    /// Every this long (at most every `refresh_interval`).
+    Every(Duration),
+}
+
+/// Change detection's settings (`check_interval`, `max_data_age`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    pub interval: CheckInterval,
+    /// The longest the same cost data is served without buying the full plan again.
+    pub max_data_age: Duration,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Self {
+            interval: CheckInterval::Auto,
+            max_data_age: DEFAULT_MAX_DATA_AGE,
+        }
+    }
+}
+
+impl Checks {
+    /// Whether the cost data is checked before the full plan is bought.
+    pub fn enabled(&self) -> bool {
+        self.interval != CheckInterval::Off
+    }
+
+    /// How long to wait between two checks (or, without change detection, two full plans),
+    /// given the billed requests of the last full plan (`None` before the first).
+    pub fn interval(&self, refresh_interval: Duration, plan_requests: Option<u64>) -> Duration {
+        match self.interval {
+            CheckInterval::Off => refresh_interval,
+            CheckInterval::Every(every) => every.min(refresh_interval),
+            CheckInterval::Auto => match plan_requests {
+                Some(n) if n > AUTO_CHECK_PLAN_REQUESTS => {
+                    AUTO_CHECK_INTERVAL.min(refresh_interval)
+                }
+                _ => refresh_interval,
+            },
+        }
     }
 }
 

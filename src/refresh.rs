@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::api_budget::{ApiBudget, CapReached};
+use crate::change::{self, Verdict};
 use crate::clock::{Clock, lock, sleep_until};
 use crate::cost_explorer::Period;
 use crate::credentials::{Clients, Timeouts};
@@ -39,7 +40,7 @@ use crate::failure::{Classify, Concise, Reason, ToConcise};
 use crate::logfmt;
 use crate::metrics::Metrics;
 use crate::model::Integration;
-use crate::parts::{Cx, Encoding, PartError, Parts, Scope, Shared, layout};
+use crate::parts::{Cx, Encoding, Part, PartError, Parts, Scope, Shared, layout};
 use crate::snapshot::{Block, Identity, IntegrationSnapshot, SnapshotStore};
 use crate::storage::{Storage, Stored};
 
@@ -55,8 +56,7 @@ pub const MAX_CONCURRENCY: usize = 4;
 /// middle to fit; its operation, AWS error code, HTTP status and request id never do, so only
 /// absurdly long integration names or fixed parts make a line longer.
 pub const MAX_LOG_LINE: usize = 300;
-/// The largest part of a wait that jitter takes off.
-pub const JITTER: f64 = 0.1;
+pub use crate::model::JITTER;
 
 /// How refreshes are scheduled and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +125,13 @@ fn lower_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
 
-/// The outcome of one refresh that published a snapshot.
+/// The outcome of one refresh that succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshSummary {
     pub series: usize,
+    /// When it checked the cost data first ([`crate::change`]): the verdict, and whether the
+    /// answer differed from the one kept (AWS changed the data, as the exporter sees it).
+    pub check: Option<(Verdict, bool)>,
 }
 
 /// Why a refresh did not fully succeed.
@@ -384,7 +387,7 @@ impl Refresher {
             parts.served().next().is_some() && parts.owed().next().is_none()
         };
         self.first_due = if served && !failing {
-            chrono::TimeDelta::from_std(self.integration.refresh_interval)
+            chrono::TimeDelta::from_std(self.interval(&parts))
                 .ok()
                 .and_then(|interval| fetched_at.checked_add_signed(interval))
         } else {
@@ -393,6 +396,8 @@ impl Refresher {
         self.store.publish(snapshot.clone());
         self.metrics
             .record_data_fetched(&self.integration.name, fetched_at);
+        self.metrics
+            .record_check(&self.integration.name, fetched_at, true, true);
         *lock(&self.state) = State {
             snapshot: Some(snapshot),
             parts,
@@ -424,9 +429,37 @@ impl Refresher {
             _ => Period::new(now.date_naive(), self.data_delay_days),
         };
         let refusals = self.check_budget(None)?;
+        let mut scope = scope;
+        let mut probe = None;
+        let mut check = None;
+        if scope == Scope::Full && self.checks_cost_data() {
+            let answer = self.check(period, &parts, refusals).await?;
+            let kept = parts.kept_shared().seen;
+            let verdict = match &previous {
+                Some(previous) => {
+                    let served = change::Served {
+                        answer: kept.answer.as_deref(),
+                        fetched_at: previous.fetched_at,
+                        owed: parts.owed().next().is_some(),
+                    };
+                    change::verdict(&served, &answer, now, self.integration.checks.max_data_age)
+                }
+                None => Verdict::First,
+            };
+            let differs = kept
+                .answer
+                .as_deref()
+                .is_none_or(|kept| kept.shape != answer.shape || kept.body != answer.body);
+            if verdict == Verdict::Unchanged {
+                scope = Scope::Unchanged;
+            }
+            check = Some((verdict, differs));
+            probe = Some(Arc::new(answer));
+        }
         let mut shared = Shared::default();
         let mut failures = Vec::new();
         let mut failed = Vec::new();
+        let mut ran = false;
         for mut part in parts.iter_mut() {
             let cx = Cx {
                 integration: &self.integration,
@@ -434,8 +467,11 @@ impl Refresher {
                 period,
                 now,
                 shared: &shared,
+                probe: probe.as_ref(),
+                scope,
             };
             if part.runs(scope, &cx) {
+                ran = true;
                 let result = part.fetch(&cx).await;
                 self.record(part.kind.name, result.is_ok());
                 self.check_budget(Some(refusals))?;
@@ -449,6 +485,13 @@ impl Refresher {
                 }
             }
             part.share(&mut shared);
+        }
+        if let (Scope::Unchanged, false, Some(previous)) = (scope, ran, &previous) {
+            // Nothing to fetch: the same snapshot stays served, byte for byte.
+            return Ok(RefreshSummary {
+                series: previous.series_count(),
+                check,
+            });
         }
         // Without new cost data, the snapshot still describes the served cost data's fetch
         // (without cost series, that of the last full refresh in which every part succeeded).
@@ -484,6 +527,7 @@ impl Refresher {
         ));
         let summary = RefreshSummary {
             series: snapshot.series_count(),
+            check,
         };
         self.store.publish(snapshot.clone());
         self.metrics
@@ -504,6 +548,51 @@ impl Refresher {
                 summary,
             }),
         }
+    }
+
+    /// Whether refreshes check the cost data before buying the full plan: change detection is
+    /// on and the integration serves cost series.
+    fn checks_cost_data(&self) -> bool {
+        self.integration.costs && self.integration.checks.enabled()
+    }
+
+    /// Asks Cost Explorer whether the cost data changed ([`change::probe`]), in the shape the
+    /// served data's accounts call for. A failure is the costs part's: the refresh fails with
+    /// its reason, and the served data stays.
+    async fn check(
+        &self,
+        period: Period,
+        parts: &Parts,
+        refusals: u64,
+    ) -> Result<change::Answer, RefreshError> {
+        let last = parts.kept_shared().seen.answer;
+        let result = change::probe(
+            &self.clients.cost_explorer,
+            period,
+            &self.integration.cost_basis,
+            last.as_deref(),
+        )
+        .await;
+        if result.is_err() {
+            self.record(crate::parts::costs::Costs::NAME, false);
+        }
+        self.check_budget(Some(refusals))?;
+        result.map_err(|err| RefreshError::Costs(PartError::bare(&err)))
+    }
+
+    /// How long to wait between two regular refreshes: between two checks with change
+    /// detection, else the refresh interval.
+    fn interval(&self, parts: &Parts) -> Duration {
+        let plan_requests = parts.kept_shared().seen.plan_requests;
+        let checks = if self.integration.costs {
+            self.integration.checks
+        } else {
+            crate::model::Checks {
+                interval: crate::model::CheckInterval::Off,
+                ..self.integration.checks
+            }
+        };
+        checks.interval(self.integration.refresh_interval, plan_requests)
     }
 
     /// A full refresh, with its metrics and its log line. Returns whether it fully succeeded.
@@ -531,13 +620,42 @@ impl Refresher {
         let duration_seconds = (elapsed * 1000.0).round() / 1000.0;
         match result {
             Ok(summary) => {
-                tracing::info!(
-                    integration = %name,
-                    duration_seconds,
-                    series = summary.series,
-                    requests,
-                    "refresh finished"
-                );
+                let at = (self.clock)();
+                match summary.check {
+                    Some((Verdict::Unchanged, _)) => {
+                        self.metrics.record_check(name, at, false, false);
+                        tracing::info!(
+                            integration = %name,
+                            duration_seconds,
+                            requests,
+                            "cost data unchanged"
+                        );
+                    }
+                    Some((verdict, differs)) => {
+                        self.metrics.record_check(name, at, true, differs);
+                        tracing::info!(
+                            integration = %name,
+                            duration_seconds,
+                            series = summary.series,
+                            requests,
+                            check = verdict.as_str(),
+                            "refresh finished"
+                        );
+                    }
+                    None => {
+                        // Without change detection every full refresh counts as a change.
+                        if scope == Scope::Full {
+                            self.metrics.record_check(name, at, true, true);
+                        }
+                        tracing::info!(
+                            integration = %name,
+                            duration_seconds,
+                            series = summary.series,
+                            requests,
+                            "refresh finished"
+                        );
+                    }
+                }
                 true
             }
             Err(err) => {
@@ -578,7 +696,7 @@ impl Refresher {
     /// fetch soon and the rest when due), then on schedule, until `shutdown` is cancelled. Each
     /// refresh holds a permit of the shared semaphore.
     pub async fn run(self, shutdown: CancellationToken) {
-        let interval = self.integration.refresh_interval;
+        let interval = self.interval(&lock(&self.state).parts);
         self.metrics.init_failures(&self.integration.name);
         let spread = self.options.start_spread.min(interval / 10);
         let mut delay = spread.mul_f64(fastrand::f64());
@@ -626,10 +744,23 @@ impl Refresher {
                 _ = shutdown.cancelled() => return,
             };
             failures = if ok { 0 } else { failures.saturating_add(1) };
+            let interval = self.interval(&lock(&self.state).parts);
             delay = jittered(
                 backoff(self.options.retry_min, interval, failures),
                 fastrand::f64(),
             );
+            if self.checks_cost_data() {
+                // The data day moves at midnight UTC: check then, a moment after.
+                let now = (self.clock)();
+                let midnight = now
+                    .date_naive()
+                    .succ_opt()
+                    .and_then(|day| day.and_hms_opt(0, 0, 0))
+                    .map(|t| t.and_utc());
+                if let Some(until) = midnight.and_then(|m| (m - now).to_std().ok()) {
+                    delay = delay.min(until + spread.mul_f64(fastrand::f64()));
+                }
+            }
             if let Some(at) = self.budget_wait(ok, delay) {
                 // The day's cap is spent: nothing until the next UTC day.
                 tokio::select! {
@@ -886,7 +1017,10 @@ mod tests {
             ],
             parts: vec!["resources", "forecast", "organizations"],
             reason: Reason::AwsError,
-            summary: RefreshSummary { series: 99_921 },
+            summary: RefreshSummary {
+                series: 99_921,
+                check: None,
+            },
         };
         let lines = logfmt_lines(|| log_failure("payer", &err, 1.685, 60));
         let line = &lines[0];

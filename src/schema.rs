@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::model::CostBasis;
+use crate::model::{CheckInterval, CostBasis};
 
 /// A configuration problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,6 +177,8 @@ pub type Text = Spanned<String>;
 #[serde(deny_unknown_fields)]
 pub struct NativeFile {
     pub refresh_interval: Option<Text>,
+    pub check_interval: Option<Text>,
+    pub max_data_age: Option<Text>,
     pub data_delay_days: Option<Spanned<u32>>,
     pub integrations: Option<Spanned<Vec<NativeIntegration>>>,
 }
@@ -195,6 +197,8 @@ pub struct NativeIntegration {
     pub sts_endpoint_url: Option<Text>,
     pub cost_basis: Option<Spanned<Vec<Text>>>,
     pub refresh_interval: Option<Text>,
+    pub check_interval: Option<Text>,
+    pub max_data_age: Option<Text>,
     pub resources: Option<Spanned<Vec<Text>>>,
     pub max_resource_series: Option<Spanned<usize>>,
     pub tags: Option<Spanned<Vec<Text>>>,
@@ -351,6 +355,8 @@ impl InfraWalletAws {
             sts_endpoint_url: None,
             cost_basis: None,
             refresh_interval: None,
+            check_interval: None,
+            max_data_age: None,
             resources: None,
             max_resource_series: None,
             tags: None,
@@ -414,6 +420,26 @@ impl Expander<'_> {
             return Err(err("must be greater than zero".to_string()));
         }
         Ok(duration)
+    }
+
+    /// `check_interval`: `auto`, `off`, or a duration such as 1h.
+    pub fn check_interval(&self, key: &str, value: &Text) -> Result<CheckInterval, ConfigError> {
+        let text = self.text(key, value)?;
+        match text.trim() {
+            "auto" => Ok(CheckInterval::Auto),
+            "off" => Ok(CheckInterval::Off),
+            _ => humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(CheckInterval::Every)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        Some(key.to_string()),
+                        Some(value.referenced),
+                        format!("{text:?} is not auto, off, or a duration such as 1h or 30m"),
+                    )
+                }),
+        }
     }
 
     pub fn cost_basis(&self, key: &str, value: &Text) -> Result<CostBasis, ConfigError> {

@@ -602,6 +602,21 @@ impl<'a> Reader<'a> {
             .map_err(|_| LoadError::Malformed("a name that is not UTF-8"))
     }
 
+    /// A list that [`Writer::strs`] wrote.
+    pub fn strs(&mut self) -> Result<Vec<String>, LoadError> {
+        let count = self.count()?;
+        let mut out = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            out.push(self.str()?.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Whether nothing is left to read.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Whether everything was read.
     pub fn end(&self) -> Result<(), LoadError> {
         if self.rest.is_empty() {

@@ -542,7 +542,7 @@ async fn refresh_errors_say_what_went_wrong() {
     let metrics = std::sync::Arc::new(aws_cost_exporter::metrics::Metrics::new());
     let ce = aws_cost_exporter::credentials::cost_explorer(&config.integrations[0], &metrics).await;
     let err = ce
-        .costs(Period::new(today, 1), &[CostBasis::Unblended])
+        .costs(Period::new(today, 1), &[CostBasis::Unblended], None)
         .await
         .unwrap_err();
     assert!(
@@ -557,7 +557,7 @@ async fn refresh_errors_say_what_went_wrong() {
 
     sim.set_behavior("777777777777", Behavior::AccessDenied);
     let err = ce
-        .costs(Period::new(today, 1), &[CostBasis::Unblended])
+        .costs(Period::new(today, 1), &[CostBasis::Unblended], None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("AccessDeniedException"), "{err}");
@@ -571,7 +571,7 @@ async fn refresh_errors_say_what_went_wrong() {
     sim.set_behavior("777777777777", Behavior::LoopingToken);
     let before = sim.requests().len();
     let err = ce
-        .costs(Period::new(today, 1), &[CostBasis::Unblended])
+        .costs(Period::new(today, 1), &[CostBasis::Unblended], None)
         .await
         .unwrap_err();
     assert!(

@@ -763,6 +763,7 @@ impl GenIntegration {
             sts_endpoint_url: self.sts_endpoint_url.clone(),
             cost_basis: bases.clone(),
             refresh_interval: self.refresh_interval.as_ref().map_or(interval, |(_, d)| *d),
+            checks: Default::default(),
             resources: list(&self.resources),
             max_resource_series: self.max_resource_series.unwrap_or(DEFAULT_MAX_SERIES),
             tags: list(&self.tags),

@@ -119,6 +119,7 @@ impl Drop for Exporter {
 fn config(sim: &Simulator) -> String {
     format!(
         "refresh_interval: 1s\n\
+         check_interval: off\n\
          integrations:\n\
          \x20 - name: payer\n\
          \x20   account_id: \"{PAYER_ACCOUNT}\"\n\

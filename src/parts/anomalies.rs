@@ -6,6 +6,11 @@
 //! today (the longest AWS keeps); `GetAnomalyMonitors` names the monitors and is asked once a
 //! UTC day, or sooner when an anomaly names a monitor it has not seen.
 //!
+//! With change detection ([`crate::change`]) it keeps its own cadence: it runs in every full
+//! refresh, and in a refresh whose check found the cost data unchanged once its last fetch
+//! is a `refresh_interval` old (less the scheduler's jitter), so that checking every hour does
+//! not ask for anomalies every hour.
+//!
 //! An anomaly's service and account are those of its root cause with the largest
 //! contribution (the first one when AWS gives no contributions). It is open while it has no
 //! end date, or its end date is today.
@@ -13,10 +18,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_costexplorer::types::{AnomalyDateInterval, RootCause};
-use chrono::{Days, NaiveDate};
+use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use super::costs::midnight;
-use super::{Cx, Encoding, Keys, Out, Part, PartError};
+use super::{Cx, Encoding, Keys, Out, Part, PartError, Scope};
 use crate::cost_explorer::{CostExplorer, CostExplorerError, Tokens, api_error, parse_date};
 use crate::exposition::FamilyDesc;
 use crate::model::{DEFAULT_MAX_ANOMALY_SERIES, Integration};
@@ -71,6 +76,13 @@ pub struct Monitors {
     pub known: BTreeSet<String>,
 }
 
+/// What the part keeps: the monitors' names, and when it last fetched.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    pub monitors: Option<Monitors>,
+    pub fetched_at: Option<DateTime<Utc>>,
+}
+
 /// One fetch: the anomalies with their monitors' names, and the names when they were asked.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -82,8 +94,9 @@ impl Part for Anomalies {
     const NAME: &'static str = "anomalies";
     const FAMILIES: &'static [FamilyDesc] = &FAMILIES;
     const COUNTED: &'static [FamilyDesc] = &[ANOMALY_IMPACT];
+    const OWN_CADENCE: bool = true;
     type Fetched = Fetched;
-    type Kept = Option<Monitors>;
+    type Kept = Kept;
 
     fn enabled(integration: &Integration) -> bool {
         integration.anomalies
@@ -111,14 +124,27 @@ impl Part for Anomalies {
 
     /// The anomalies of the last 90 days, and the names of their monitors (asked once a day,
     /// or again when an anomaly names a monitor not known then).
-    async fn fetch(cx: &Cx<'_>, kept: &Option<Monitors>) -> Result<Fetched, PartError> {
+    /// Every full refresh; after an unchanged check, once a refresh interval (less jitter)
+    /// after its last fetch.
+    fn due(cx: &Cx<'_>, kept: &Kept) -> bool {
+        let interval = cx
+            .integration
+            .refresh_interval
+            .mul_f64(1.0 - crate::model::JITTER);
+        cx.scope != Scope::Unchanged
+            || kept
+                .fetched_at
+                .is_none_or(|at| (cx.now - at).to_std().is_ok_and(|age| age >= interval))
+    }
+
+    async fn fetch(cx: &Cx<'_>, kept: &Kept) -> Result<Fetched, PartError> {
         let ce = &cx.clients.cost_explorer;
         let today = cx.now.date_naive();
         let anomalies = ce
             .anomalies(today)
             .await
             .map_err(|err| PartError::new("anomalies", &err))?;
-        let cached = kept.as_ref().filter(|cached| {
+        let cached = kept.monitors.as_ref().filter(|cached| {
             cached.day == today
                 && anomalies
                     .iter()
@@ -151,18 +177,14 @@ impl Part for Anomalies {
         })
     }
 
-    fn remember(_cx: &Cx<'_>, fetched: &Fetched, kept: &mut Option<Monitors>) {
+    fn remember(cx: &Cx<'_>, fetched: &Fetched, kept: &mut Kept) {
         if let Some(monitors) = &fetched.monitors {
-            *kept = Some(monitors.clone());
+            kept.monitors = Some(monitors.clone());
         }
+        kept.fetched_at = Some(cx.now);
     }
 
-    fn encode(
-        cx: &Encoding<'_>,
-        fetched: Option<&Fetched>,
-        _kept: &Option<Monitors>,
-        out: &mut Out<'_>,
-    ) {
+    fn encode(cx: &Encoding<'_>, fetched: Option<&Fetched>, _kept: &Kept, out: &mut Out<'_>) {
         match fetched {
             Some(fetched) => encode_anomalies(
                 cx.identity,

@@ -187,6 +187,7 @@ pub type Kept = Option<(NaiveDate, Wanted)>;
 
 impl Part for Commitments {
     const NAME: &'static str = "commitments";
+    const OWN_CADENCE: bool = true;
     const FAMILIES: &'static [FamilyDesc] = &FAMILIES;
     const NEEDS_COST_ROWS: bool = true;
     type Fetched = Fetched;

@@ -23,7 +23,15 @@
 //! The account names Cost Explorer gave and the month-to-date totals (of every account per
 //! cost basis, and within each budget's filter): what the forecast and other parts' encodings
 //! need when a refresh does not ask for costs again (a restart or a reload that only owes
-//! another part a fetch). Never the cost rows.
+//! another part a fetch, or a check that found the data unchanged). Never the cost rows.
+//! And what change detection compares the next check with ([`crate::change::Seen`]): the
+//! answer of the check before the fetch, the accounts and the plan's requests.
+//!
+//! # With change detection
+//!
+//! A refresh that checks first hands its answer to the plan ([`super::Cx::probe`]): when it
+//! was grouped by account and saw a single account, it is the plan's discovery, and the plan
+//! asks only the two queries of that account.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,6 +40,7 @@ use chrono::NaiveDate;
 
 use super::{Cx, Encoding, Keys, Out, Part, PartError, Shared};
 use crate::aggregate::Table;
+use crate::change::Seen;
 use crate::cost_explorer::{
     CostExplorer, CostExplorerError, Dimension, Granularity, GroupKey, Period, Query,
 };
@@ -104,6 +113,8 @@ pub struct Kept {
     /// Account id to name, as Cost Explorer's dimension attributes gave them.
     pub names: Arc<BTreeMap<String, String>>,
     pub totals: Arc<Totals>,
+    /// What change detection saw with the served cost data.
+    pub seen: Seen,
 }
 
 /// The month-to-date totals of the served cost data.
@@ -214,9 +225,14 @@ impl Part for Costs {
     }
 
     async fn fetch(cx: &Cx<'_>, _kept: &Kept) -> Result<Arc<CostData>, PartError> {
+        let discovered = cx.probe.and_then(|answer| {
+            answer
+                .discovered(cx.period)
+                .map(|accounts| (accounts, &answer.names))
+        });
         cx.clients
             .cost_explorer
-            .costs(cx.period, &cx.integration.cost_basis)
+            .costs(cx.period, &cx.integration.cost_basis, discovered)
             .await
             .map(Arc::new)
             .map_err(|err| PartError::bare(&err))
@@ -244,6 +260,10 @@ impl Part for Costs {
         *kept = Kept {
             names: Arc::new(costs.account_names.clone()),
             totals: Arc::new(totals),
+            seen: Seen {
+                answer: cx.probe.cloned(),
+                plan_requests: Some(costs.requests),
+            },
         };
     }
 
@@ -251,6 +271,7 @@ impl Part for Costs {
         shared.rows = costs.cloned();
         shared.totals = kept.totals.clone();
         shared.names.cost_explorer = kept.names.clone();
+        shared.seen = kept.seen.clone();
     }
 
     fn encode(cx: &Encoding<'_>, costs: Option<&Arc<CostData>>, kept: &Kept, out: &mut Out<'_>) {
@@ -329,6 +350,7 @@ impl Part for Costs {
             w.str(name);
             w.f64(*spent);
         }
+        kept.seen.save(w);
     }
 
     fn load(r: &mut Reader<'_>) -> Result<Kept, LoadError> {
@@ -342,6 +364,7 @@ impl Part for Costs {
         Ok(Kept {
             names: Arc::new(names),
             totals: Arc::new(Totals { month, budgets }),
+            seen: Seen::load(r)?,
         })
     }
 }
@@ -366,6 +389,8 @@ pub struct CostData {
     pub estimated_month: bool,
     /// Account id to account name, as Cost Explorer's dimension attributes give it.
     pub account_names: BTreeMap<String, String>,
+    /// Billed requests (pages) of its queries.
+    pub requests: u64,
 }
 
 impl CostData {
@@ -376,6 +401,7 @@ impl CostData {
             estimated_daily: false,
             estimated_month: false,
             account_names: BTreeMap::new(),
+            requests: 0,
         }
     }
 }
@@ -456,13 +482,26 @@ fn record_type_queries(record_types: &BTreeMap<String, BTreeSet<String>>) -> usi
 
 impl CostExplorer {
     /// Cost by account, service and record type: the month to date and the data day.
+    /// With `discovered`, the period's accounts (at most one) and their names, found by a
+    /// check: no discovery query.
     pub async fn costs(
         &self,
         period: Period,
         bases: &[CostBasis],
+        discovered: Option<(&BTreeSet<String>, &BTreeMap<String, String>)>,
     ) -> Result<CostData, CostExplorerError> {
         let mut data = CostData::new(bases.len());
-        let plan = self.discover(period, bases, &mut data).await?;
+        let plan = match discovered {
+            Some((accounts, names)) => {
+                data.account_names.extend(names.clone());
+                SplitPlan {
+                    split: Dimension::LinkedAccount,
+                    values: accounts.iter().cloned().collect(),
+                    ..SplitPlan::default()
+                }
+            }
+            None => self.discover(period, bases, &mut data).await?,
+        };
         let group_by: Vec<GroupKey> = plan
             .split
             .others()
@@ -485,6 +524,7 @@ impl CostExplorer {
                     })
                     .await?;
                 *estimated |= !stats.estimated.is_empty();
+                data.requests += u64::from(stats.pages);
                 for (id, name) in stats.names {
                     data.account_names.entry(id).or_insert(name);
                 }
@@ -520,6 +560,7 @@ impl CostExplorer {
                     )));
                 }
                 *estimated |= !stats.estimated.is_empty();
+                data.requests += u64::from(stats.pages);
                 for (id, name) in stats.names {
                     data.account_names.entry(id).or_insert(name);
                 }
@@ -564,14 +605,16 @@ impl CostExplorer {
                 ],
                 Vec::new(),
             );
-            self.query(&services, bases, |_, keys, _| {
-                record_types
-                    .entry(keys[0].to_string())
-                    .or_default()
-                    .insert(keys[1].to_string());
-                Ok(())
-            })
-            .await?;
+            let services = self
+                .query(&services, bases, |_, keys, _| {
+                    record_types
+                        .entry(keys[0].to_string())
+                        .or_default()
+                        .insert(keys[1].to_string());
+                    Ok(())
+                })
+                .await?;
+            data.requests += u64::from(services.pages);
             let queries = record_type_queries(&record_types);
             while pager.has_more() && accounts.len() <= queries {
                 pager
@@ -588,6 +631,7 @@ impl CostExplorer {
             }
         };
         let stats = pager.into_stats();
+        data.requests += u64::from(stats.pages);
         data.account_names.extend(stats.names);
         Ok(plan)
     }

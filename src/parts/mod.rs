@@ -88,6 +88,10 @@ pub trait Part: 'static {
     const REQUIRED: bool = false;
     /// Whether its queries need this refresh's cost rows: a refresh that runs it runs costs.
     const NEEDS_COST_ROWS: bool = false;
+    /// Whether it keeps its own cadence when a check finds the cost data unchanged
+    /// ([`crate::change`]): it still runs when due (if it does not need the cost rows). A part
+    /// that follows the cost data (the default) keeps its series until the data changes.
+    const OWN_CADENCE: bool = false;
 
     /// What one fetch returns.
     type Fetched: Send + Sync + 'static;
@@ -156,6 +160,7 @@ pub struct Kind {
     pub counted: &'static [FamilyDesc],
     pub required: bool,
     pub needs_cost_rows: bool,
+    pub own_cadence: bool,
     pub enabled: fn(&Integration) -> bool,
     pub named: fn(&Integration) -> Vec<NamedFamily>,
     pub(crate) configure:
@@ -173,6 +178,7 @@ impl Kind {
             counted: P::COUNTED,
             required: P::REQUIRED,
             needs_cost_rows: P::NEEDS_COST_ROWS,
+            own_cadence: P::OWN_CADENCE,
             enabled: P::enabled,
             named: P::named,
             configure: P::configure,
@@ -241,6 +247,11 @@ pub struct Cx<'a> {
     pub now: DateTime<Utc>,
     /// What the parts before it handed on.
     pub shared: &'a Shared,
+    /// The answer of this refresh's check of the cost data, when it checked
+    /// ([`crate::change`]).
+    pub probe: Option<&'a Arc<crate::change::Answer>>,
+    /// Which parts this refresh runs.
+    pub scope: Scope,
 }
 
 /// What parts hand on to the parts after them, and to every part's encoding.
@@ -252,6 +263,8 @@ pub struct Shared {
     pub totals: Arc<costs::Totals>,
     /// Account names: Cost Explorer's, then Organizations' over them.
     pub names: Names,
+    /// What change detection saw with the served cost data (the costs part keeps it).
+    pub seen: crate::change::Seen,
 }
 
 /// What a part's encoding sees.
@@ -415,6 +428,10 @@ pub enum Scope {
     /// Only the parts owed a fetch (see [`Parts::owed_alone`]): costs and the others keep
     /// what they serve.
     Owed,
+    /// A check found the cost data unchanged ([`crate::change`]): only the parts with their own
+    /// cadence ([`Part::OWN_CADENCE`]) that are due and need no cost rows; the others keep
+    /// what they serve.
+    Unchanged,
 }
 
 /// One integration's parts as its refresher keeps them, aligned with [`PARTS`]: whether each
@@ -458,7 +475,15 @@ impl PartMut<'_> {
     /// Whether this refresh asks AWS for it: every part owed a fetch; in a full refresh also
     /// every part its cadence says is due.
     pub fn runs(&self, scope: Scope, cx: &Cx<'_>) -> bool {
-        !*self.served || (scope == Scope::Full && self.slot.due(cx))
+        match scope {
+            Scope::Full => !*self.served || self.slot.due(cx),
+            Scope::Owed => !*self.served,
+            Scope::Unchanged => {
+                self.kind.own_cadence
+                    && !self.kind.needs_cost_rows
+                    && (!*self.served || self.slot.due(cx))
+            }
+        }
     }
 
     /// Asks AWS; on success, its series are served from now on.
@@ -551,6 +576,17 @@ impl Parts {
             served: self.served.clone(),
             named: self.named.clone(),
         }
+    }
+
+    /// What the parts hand on from what they keep, before a refresh fetches anything.
+    pub fn kept_shared(&self) -> Shared {
+        let mut shared = Shared::default();
+        for (slot, on) in self.slots.iter().zip(&self.enabled) {
+            if *on {
+                slot.share(&mut shared);
+            }
+        }
+        shared
     }
 
     /// The enabled parts, in refresh order.
@@ -822,6 +858,8 @@ pub(crate) mod fixtures {
                 period: self.period,
                 now: self.now,
                 shared: &shared,
+                probe: None,
+                scope: Scope::Full,
             };
             let mut kept = P::Kept::default();
             P::remember(&cx, &fetched, &mut kept);

@@ -34,6 +34,7 @@ pub struct Kept {
 
 impl Part for Organizations {
     const NAME: &'static str = "organizations";
+    const OWN_CADENCE: bool = true;
     const FAMILIES: &'static [FamilyDesc] = &[];
     type Fetched = BTreeMap<String, String>;
     type Kept = Kept;
