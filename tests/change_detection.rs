@@ -454,3 +454,85 @@ async fn a_restart_checks_the_stored_data_instead_of_buying_it_again() {
     exporter.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One simulated day, checked on the hour from midnight (every `step` hours) with AWS
+/// publishing at 02:00, 10:00 and 18:00: the plans bought at each check, and the requests of
+/// the day (the first refresh, after midnight, included). The README's cost table is this.
+async fn replay_day(
+    sim: &Simulator,
+    exporter: &Exporter,
+    clock: &TestClock,
+    name: &str,
+    step: u32,
+    plan: usize,
+) -> (Vec<u32>, usize) {
+    let day = today();
+    until(exporter, "the first refresh", |s| {
+        refresh_success(s, name) == Some(1.0)
+    })
+    .await;
+    let start = quiet(exporter, sim, name).await;
+    let mut last = quiet(exporter, sim, name).await;
+    let mut planned_at = Vec::new();
+    for hour in (step..24).step_by(step as usize) {
+        let now = at(day, hour, 0, 0);
+        clock.set(now);
+        until(exporter, "the check", |s| {
+            metric(s, "aws_cost_data_last_checked_timestamp_seconds", name)
+                == now.timestamp() as f64
+        })
+        .await;
+        let here = quiet(exporter, sim, name).await;
+        let bought = (here.billed - last.billed) as f64 - (here.unchanged - last.unchanged);
+        match bought {
+            0.0 => {}
+            b if b == plan as f64 => planned_at.push(hour),
+            b => panic!("{b} requests at {hour}:00 beyond the checks"),
+        }
+        last = here;
+    }
+    // The day's requests, had each hour been checked once: the first refresh, one request per
+    // check that found nothing, and the plans.
+    let checks = (24 / step) as usize - 1;
+    let day_requests = start.billed + (checks - planned_at.len()) + planned_at.len() * plan;
+    (planned_at, day_requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_of_publications_costs_what_the_readme_says() {
+    let day = today();
+    let single = |sim: &Simulator, name: &str, checks: &str| {
+        yaml(sim, name, checks).replace(
+            "cost_basis: [unblended, amortized]",
+            "cost_basis: [unblended]",
+        )
+    };
+
+    // A standalone account, checked every 6h: each check is its plan's discovery, and every
+    // six hours has news (a publication, or the new day), so the day costs what four refreshes
+    // cost before: 4 x 4 requests.
+    let clock = TestClock::at(at(day, 0, 0, 30));
+    let sim = simulator(single_dataset(PAYER, day, 9), &clock, 500).await;
+    let exporter = start(&single(&sim, "solo", "check_interval: 300ms\n"), &clock).await;
+    let (planned, requests) = replay_day(&sim, &exporter, &clock, "solo", 6, 4).await;
+    assert_eq!(planned, [6, 12, 18]);
+    assert_eq!(requests, 16);
+    exporter.shutdown().await;
+
+    // An organization, checked every hour: 24 checks, and the plan after each of the four
+    // changes (the new day, 02:00, 10:00, 18:00): 24 + 4 x P, each change seen within the hour.
+    let clock = TestClock::at(at(day, 0, 0, 30));
+    let reference = simulator(org_dataset(day, 10), &clock, 30).await;
+    let off = start(&single(&reference, "off", "check_interval: off\n"), &clock).await;
+    until(&off, "the plan", |s| refresh_success(s, "off") == Some(1.0)).await;
+    let plan = quiet(&off, &reference, "off").await.billed;
+    off.shutdown().await;
+    let sim = simulator(org_dataset(day, 10), &clock, 30).await;
+    let exporter = start(&single(&sim, "org", "check_interval: 300ms\n"), &clock).await;
+    // A change costs its check and the plan.
+    let (planned, requests) = replay_day(&sim, &exporter, &clock, "org", 1, plan + 1).await;
+    assert_eq!(planned, [2, 10, 18]);
+    // The first check asked by account (several pages' first) and then the total: one more.
+    assert_eq!(requests, 24 + 4 * plan + 1);
+    exporter.shutdown().await;
+}
