@@ -9,7 +9,7 @@ use aws_cost_exporter::config::ConfigFormat;
 use aws_cost_exporter::config_watch::ConfigWatch;
 use aws_cost_exporter::server::{self, Limits};
 use aws_cost_exporter::{Exporter, ExporterOptions, config, web_config};
-use aws_cost_simulator::{DEMO_SCALE, start_simulator, start_simulator_on};
+use aws_cost_simulator::{DEMO_SCALE, Publications, demo_replay, demo_simulator, system_clock};
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -90,6 +90,12 @@ struct Flags {
         conflicts_with = "demo"
     )]
     demo_simulator: Option<String>,
+    /// With --demo or --demo.simulator: the simulated Cost Explorer publishes new cost data at
+    /// these UTC times of each day, as AWS does a few times a day (such as
+    /// "02:00,10:00,18:00": the open days grow, yesterday turns final, a late credit lands),
+    /// so that change detection has something to detect. Without it the data never changes.
+    #[arg(long = "demo.publications", value_name = "TIMES", value_parser = Publications::parse)]
+    demo_publications: Option<Publications>,
 }
 
 /// The most accounts `--demo.scale` simulates (about 6.5 million cost series).
@@ -106,6 +112,20 @@ fn demo_config(endpoint: &str) -> Result<config::Config, config::ConfigError> {
     config::parse_with_env(DEMO_CONFIG, &|name| {
         (name == "AWS_COST_EXPORTER_DEMO_ENDPOINT").then(|| endpoint.to_string())
     })
+}
+
+/// The demo's simulated AWS: with `--demo.publications`, publishing on its schedule by the
+/// system clock.
+fn simulated(today: chrono::NaiveDate, flags: &Flags) -> aws_cost_simulator::SimulatorBuilder {
+    match &flags.demo_publications {
+        Some(publications) => demo_replay(
+            today,
+            flags.demo_scale,
+            publications.clone(),
+            system_clock(),
+        ),
+        None => demo_simulator(today, flags.demo_scale),
+    }
 }
 
 fn parse_scale(text: &str) -> Result<usize, String> {
@@ -212,7 +232,8 @@ async fn shutdown_signal() {
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let today = chrono::Utc::now().date_naive();
     if let Some(address) = &flags.demo_simulator {
-        let simulator = start_simulator_on(today, flags.demo_scale, address)
+        let simulator = simulated(today, &flags)
+            .start_on(address)
             .await
             .with_context(|| format!("starting the simulated Cost Explorer on {address}"))?;
         tracing::info!(endpoint = %simulator.endpoint(), accounts = flags.demo_scale, "demo: simulated Cost Explorer, STS and Organizations listening");
@@ -226,7 +247,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     };
     let _simulator;
     let config = if flags.demo {
-        let simulator = start_simulator(today, flags.demo_scale)
+        let simulator = simulated(today, &flags)
+            .start()
             .await
             .context("starting the simulated Cost Explorer")?;
         tracing::info!(endpoint = %simulator.endpoint(), accounts = flags.demo_scale, "demo: simulated Cost Explorer, STS and Organizations started");
