@@ -517,3 +517,17 @@ async fn sighup_reloads_the_configuration_file() {
         "still running"
     );
 }
+
+#[test]
+fn demo_publications_must_be_times_of_day() {
+    let out = Command::new(BIN)
+        .args(["--demo", "--demo.publications", "02:00,25:00"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--demo.publications") && stderr.contains("\"25:00\" is not a time of day"),
+        "{stderr}"
+    );
+}
