@@ -181,6 +181,8 @@ pub enum Verdict {
     Changed,
     /// A part is owed a fetch (a reload changed its settings).
     Owed,
+    /// A part's last fetch failed: the plan runs again to retry it.
+    Retry,
 }
 
 impl Verdict {
@@ -192,6 +194,7 @@ impl Verdict {
             Verdict::MaxAge => "max_data_age",
             Verdict::Changed => "changed",
             Verdict::Owed => "owed",
+            Verdict::Retry => "retry",
         }
     }
 }
@@ -204,6 +207,8 @@ pub struct Served<'a> {
     pub fetched_at: DateTime<Utc>,
     /// Whether a part is owed a fetch.
     pub owed: bool,
+    /// Whether a part's last fetch failed (its last good series are served).
+    pub partial: bool,
 }
 
 /// The verdict on `answer`, asked at `now`: see the module documentation.
@@ -218,6 +223,8 @@ pub fn verdict(
     };
     if served.owed {
         Verdict::Owed
+    } else if served.partial {
+        Verdict::Retry
     } else if kept.period != answer.period {
         Verdict::NewDay
     } else if (now - served.fetched_at)
@@ -342,6 +349,7 @@ mod tests {
             answer,
             fetched_at: at(1),
             owed,
+            partial: false,
         };
         let same = answer(5, "{a}");
         assert_eq!(
@@ -364,6 +372,13 @@ mod tests {
             verdict(&served(Some(&kept), false), &answer(6, "{a}"), at(2), age),
             Verdict::NewDay
         );
+        let retry = Served {
+            answer: Some(&kept),
+            fetched_at: at(1),
+            owed: false,
+            partial: true,
+        };
+        assert_eq!(verdict(&retry, &same, at(2), age), Verdict::Retry);
         let short = std::time::Duration::from_secs(3600);
         assert_eq!(
             verdict(&served(Some(&kept), false), &same, at(2), short),

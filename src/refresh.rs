@@ -210,6 +210,9 @@ pub struct State {
     parts: Parts,
     /// Whether the last attempt failed: a successor retries at once.
     failing: bool,
+    /// Whether the published snapshot has parts whose last fetch failed: a check that finds
+    /// the cost data unchanged still runs the whole plan, retrying them.
+    partial: bool,
 }
 
 /// Where a refresher starts from: what it serves at once, and what it keeps.
@@ -338,6 +341,7 @@ impl Refresher {
                 snapshot: None,
                 parts,
                 failing: false,
+                partial: false,
             })),
             options: RefreshOptions::default(),
             permits: None,
@@ -402,6 +406,7 @@ impl Refresher {
             snapshot: Some(snapshot),
             parts,
             failing,
+            partial: failing,
         };
         self
     }
@@ -419,9 +424,9 @@ impl Refresher {
     /// succeeded with their new series, the others with their last ones.
     async fn refresh(&self, scope: Scope) -> Result<RefreshSummary, RefreshError> {
         let now = (self.clock)();
-        let (previous, mut parts) = {
+        let (previous, mut parts, partial) = {
             let state = lock(&self.state);
-            (state.snapshot.clone(), state.parts.begin())
+            (state.snapshot.clone(), state.parts.begin(), state.partial)
         };
         let period = match (scope, &previous) {
             // Parts fetched alone describe the served cost data's dates.
@@ -441,6 +446,7 @@ impl Refresher {
                         answer: kept.answer.as_deref(),
                         fetched_at: previous.fetched_at,
                         owed: parts.owed().next().is_some(),
+                        partial,
                     };
                     change::verdict(&served, &answer, now, self.integration.checks.max_data_age)
                 }
@@ -537,6 +543,7 @@ impl Refresher {
             let mut state = lock(&self.state);
             state.snapshot = Some(snapshot);
             state.parts = parts;
+            state.partial = !failures.is_empty();
         }
         self.persist().await;
         match failures.first() {

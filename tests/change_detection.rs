@@ -536,3 +536,57 @@ async fn a_day_of_publications_costs_what_the_readme_says() {
     assert_eq!(requests, 24 + 4 * plan + 1);
     exporter.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_that_failed_is_retried_with_the_plan_although_the_data_is_unchanged() {
+    let day = today();
+    let clock = TestClock::at(at(day, 12, 0, 0));
+    let sim = simulator(single_dataset(PAYER, day, 11), &clock, 500).await;
+    sim.set_failure(
+        PAYER,
+        "GetCostForecast",
+        Some(("DataUnavailableException", "not enough data to forecast")),
+    );
+    let exporter = start(&yaml(&sim, "solo", "check_interval: 300ms\n"), &clock).await;
+    let forecast = |s: &[Sample]| {
+        value_of(
+            s,
+            "aws_cost_query_success",
+            &[("integration", "solo"), ("query", "forecast")],
+        )
+    };
+    until(&exporter, "the partial refresh", |s| {
+        forecast(s) == Some(0.0)
+    })
+    .await;
+    let failing = quiet(&exporter, &sim, "solo").await;
+    // Nothing changed at AWS, but the forecast's series are its last good ones (none): no
+    // check stops at "unchanged" while a part is owed its retry.
+    assert_eq!(failing.unchanged, 0.0);
+    sim.set_failure(PAYER, "GetCostForecast", None);
+    let fixed = until(&exporter, "the retry", |s| {
+        forecast(s) == Some(1.0) && refresh_success(s, "solo") == Some(1.0)
+    })
+    .await;
+    assert!(
+        fixed
+            .iter()
+            .any(|s| s.name == "aws_cost_month_forecast_usd" && s.label("integration") == "solo")
+    );
+    // Then checks find the data unchanged again: one request each.
+    until(&exporter, "an unchanged check", |s| {
+        metric(s, "aws_cost_data_checks_unchanged_total", "solo") >= 2.0
+    })
+    .await;
+    let before = quiet(&exporter, &sim, "solo").await;
+    until(&exporter, "another unchanged check", |s| {
+        metric(s, "aws_cost_data_checks_unchanged_total", "solo") >= before.unchanged + 1.0
+    })
+    .await;
+    let after = quiet(&exporter, &sim, "solo").await;
+    assert_eq!(
+        (after.billed - before.billed) as f64,
+        after.unchanged - before.unchanged
+    );
+    exporter.shutdown().await;
+}

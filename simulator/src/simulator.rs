@@ -531,6 +531,22 @@ impl Simulator {
             .collect()
     }
 
+    /// Makes one operation fail for an account with an AWS error code and message from now
+    /// on (as [`SimulatorBuilder::fail`]), or, with `None`, answer again.
+    pub fn set_failure(&self, account_id: &str, operation: &str, failure: Option<(&str, &str)>) {
+        update_account(&self.state, account_id, |a| match failure {
+            Some((code, message)) => {
+                a.failures.insert(
+                    operation.to_string(),
+                    (code.to_string(), message.to_string()),
+                );
+            }
+            None => {
+                a.failures.remove(operation);
+            }
+        });
+    }
+
     /// Changes how an account answers Cost Explorer from now on.
     pub fn set_behavior(&self, account_id: &str, behavior: Behavior) {
         set_behavior(&self.state, account_id, behavior);
