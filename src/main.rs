@@ -73,7 +73,7 @@ struct Flags {
     max_concurrency: usize,
     /// Directory where each integration's last snapshot and its day's count of billed Cost
     /// Explorer requests survive restarts (created if missing). Off when not given.
-    #[arg(long = "storage.path", value_name = "DIR")]
+    #[arg(long = "storage.path", value_name = "DIR", value_parser = parse_storage_path)]
     storage_path: Option<PathBuf>,
     /// Serve two demo integrations fed by a simulated Cost Explorer on loopback
     /// (no AWS account needed); --config.file is ignored.
@@ -125,6 +125,22 @@ fn simulated(today: chrono::NaiveDate, flags: &Flags) -> aws_cost_simulator::Sim
             system_clock(),
         ),
         None => demo_simulator(today, flags.demo_scale),
+    }
+}
+
+/// A local directory. A URL (`s3://bucket/prefix`) is refused rather than taken for a
+/// directory named after its scheme in the working directory.
+fn parse_storage_path(text: &str) -> Result<PathBuf, String> {
+    match text.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            Err(format!(
+                "{scheme}:// is not a local directory; shared storage (such as S3) is not supported, give a directory"
+            ))
+        }
+        _ if text.is_empty() => Err("expected a directory".to_string()),
+        _ => Ok(PathBuf::from(text)),
     }
 }
 

@@ -531,3 +531,35 @@ fn demo_publications_must_be_times_of_day() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_storage_url_is_refused_not_taken_for_a_directory() {
+    let path = temp_file(
+        "storage-url",
+        "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n",
+    );
+    let dir = std::env::temp_dir().join(format!("ace-storage-url-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args([
+            "--config.check",
+            "--storage.path",
+            "s3://bucket/prefix",
+            "--config.file",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--storage.path") && stderr.contains("s3:// is not a local directory"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("s3:").exists(),
+        "no directory named after the scheme"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
