@@ -628,40 +628,32 @@ impl Refresher {
         match result {
             Ok(summary) => {
                 let at = (self.clock)();
-                match summary.check {
-                    Some((Verdict::Unchanged, _)) => {
-                        self.metrics.record_check(name, at, false, false);
-                        tracing::info!(
-                            integration = %name,
-                            duration_seconds,
-                            requests,
-                            "cost data unchanged"
-                        );
-                    }
-                    Some((verdict, differs)) => {
-                        self.metrics.record_check(name, at, true, differs);
-                        tracing::info!(
-                            integration = %name,
-                            duration_seconds,
-                            series = summary.series,
-                            requests,
-                            check = verdict.as_str(),
-                            "refresh finished"
-                        );
-                    }
-                    None => {
-                        // Without change detection every full refresh counts as a change.
-                        if scope == Scope::Full {
-                            self.metrics.record_check(name, at, true, true);
-                        }
-                        tracing::info!(
-                            integration = %name,
-                            duration_seconds,
-                            series = summary.series,
-                            requests,
-                            "refresh finished"
-                        );
-                    }
+                // (a full refresh, whether AWS changed the data as the exporter sees it):
+                // without change detection every full refresh counts as a change.
+                let (full, changed) = match summary.check {
+                    Some((Verdict::Unchanged, _)) => (false, false),
+                    Some((_, differs)) => (true, differs),
+                    None => (true, true),
+                };
+                if summary.check.is_some() || scope == Scope::Full {
+                    self.metrics.record_check(name, at, full, changed);
+                }
+                if full {
+                    tracing::info!(
+                        integration = %name,
+                        duration_seconds,
+                        series = summary.series,
+                        requests,
+                        check = summary.check.map(|(verdict, _)| verdict.as_str()),
+                        "refresh finished"
+                    );
+                } else {
+                    tracing::info!(
+                        integration = %name,
+                        duration_seconds,
+                        requests,
+                        "cost data unchanged"
+                    );
                 }
                 true
             }

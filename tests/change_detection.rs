@@ -389,17 +389,28 @@ async fn max_data_age_forces_the_full_plan_and_a_failed_check_keeps_the_data() {
     exporter.shutdown().await;
 }
 
+/// The requests of the plan alone (`check_interval: off`) for `dataset`, thirty groups a page,
+/// against a simulator of its own.
+async fn plan_without_checks(
+    dataset: Dataset,
+    clock: &TestClock,
+    yaml: &dyn Fn(&Simulator, &str, &str) -> String,
+) -> usize {
+    let reference = simulator(dataset, clock, 30).await;
+    let off = start(&yaml(&reference, "off", "check_interval: off\n"), clock).await;
+    until(&off, "the plan", |s| refresh_success(s, "off") == Some(1.0)).await;
+    let plan = quiet(&off, &reference, "off").await.billed;
+    off.shutdown().await;
+    plan
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_organization_is_checked_with_one_ungrouped_request() {
     let day = today();
     let clock = TestClock::at(at(day, 12, 0, 0));
     // Thirty groups a page: the month's 23 days by account are several pages, their totals
     // one. The plan without change detection, for comparison, against a simulator of its own.
-    let reference = simulator(org_dataset(day, 7), &clock, 30).await;
-    let off = start(&yaml(&reference, "off", "check_interval: off\n"), &clock).await;
-    until(&off, "the plan", |s| refresh_success(s, "off") == Some(1.0)).await;
-    let plan = quiet(&off, &reference, "off").await.billed;
-    off.shutdown().await;
+    let plan = plan_without_checks(org_dataset(day, 7), &clock, &yaml).await;
     let sim = simulator(org_dataset(day, 7), &clock, 30).await;
 
     let exporter = start(&yaml(&sim, "org", "check_interval: 300ms\n"), &clock).await;
@@ -522,11 +533,7 @@ async fn a_day_of_publications_costs_what_the_readme_says() {
     // An organization, checked every hour: 24 checks, and the plan after each of the four
     // changes (the new day, 02:00, 10:00, 18:00): 24 + 4 x P, each change seen within the hour.
     let clock = TestClock::at(at(day, 0, 0, 30));
-    let reference = simulator(org_dataset(day, 10), &clock, 30).await;
-    let off = start(&single(&reference, "off", "check_interval: off\n"), &clock).await;
-    until(&off, "the plan", |s| refresh_success(s, "off") == Some(1.0)).await;
-    let plan = quiet(&off, &reference, "off").await.billed;
-    off.shutdown().await;
+    let plan = plan_without_checks(org_dataset(day, 10), &clock, &single).await;
     let sim = simulator(org_dataset(day, 10), &clock, 30).await;
     let exporter = start(&single(&sim, "org", "check_interval: 300ms\n"), &clock).await;
     // A change costs its check and the plan.
