@@ -7,7 +7,7 @@
 //! Pages are parsed straight into the aggregate ([`crate::aggregate::Table`]); a page's typed response is dropped
 //! as soon as its groups are added.
 
-mod page;
+pub(crate) mod page;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;

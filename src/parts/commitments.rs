@@ -40,16 +40,20 @@
 //! looked up without regard to case or punctuation (`endDateTime`, `EndDateTime`,
 //! `end_date_time` are one key), and a missing attribute is an empty label, never an error.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use aws_sdk_costexplorer::operation::RequestId;
 use aws_sdk_costexplorer::types::{
-    DimensionValues, Expression, GroupDefinition, GroupDefinitionType, ReservationAggregates,
-    SavingsPlansUtilization, SavingsPlansUtilizationAggregates,
+    DimensionValues, Expression, GroupDefinition, GroupDefinitionType, SavingsPlansUtilization,
+    SavingsPlansUtilizationAggregates,
 };
 use chrono::{DateTime, Datelike, NaiveDate};
+use serde::Deserialize;
 
 use super::costs::{CostData, midnight};
 use super::{Cx, Encoding, Keys, Out, Part, PartError};
+use crate::cost_explorer::page::RawBody;
 use crate::cost_explorer::{
     CostExplorer, CostExplorerError, Dimension, Period, Tokens, api_error, date_interval,
     parse_date, parse_number,
@@ -397,17 +401,20 @@ type Attributes = HashMap<String, String>;
 
 /// An attribute by name, whatever its case and punctuation.
 fn attribute<'a>(attributes: Option<&'a Attributes>, name: &str) -> &'a str {
-    let wanted = normalized(name);
     attributes
-        .and_then(|map| map.iter().find(|(key, _)| normalized(key) == wanted))
+        .and_then(|map| map.iter().find(|(key, _)| same_key(key, name)))
         .map_or("", |(_, value)| value.as_str())
 }
 
-fn normalized(key: &str) -> String {
-    key.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
+/// Whether two attribute keys are the same once their case and punctuation are ignored.
+fn same_key(key: &str, wanted: &str) -> bool {
+    normalized(key).eq(normalized(wanted))
+}
+
+fn normalized(key: &str) -> impl Iterator<Item = u8> + '_ {
+    key.bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| b.to_ascii_lowercase())
 }
 
 /// A point in time as AWS writes it in attributes (RFC 3339, or a date), in seconds since the
@@ -625,10 +632,16 @@ impl CostExplorer {
             service: service.to_string(),
             ..ServiceReservations::default()
         };
-        let mut total: Option<ReservationAggregates> = None;
-        let mut tokens = Tokens::new(format!("{OP} of {service}"));
+        // The first page's aggregate: (UtilizationPercentage, UnusedHours, NetRISavings).
+        let mut total: Option<[Option<String>; 3]> = None;
+        let query = format!("{OP} of {service}");
+        let mut tokens = Tokens::new(query.clone());
         let mut token = None;
+        let mut pages = 0;
         loop {
+            // The body is read here rather than by the SDK's typed deserializer, which built
+            // a map and a dozen strings per reservation (see `cost_explorer::page`).
+            let raw = RawBody::default();
             let out = self
                 .client()
                 .get_reservation_utilization()
@@ -636,43 +649,61 @@ impl CostExplorer {
                 .filter(service_filter(service))
                 .group_by(group("SUBSCRIPTION_ID"))
                 .set_next_page_token(token)
+                .customize()
+                .interceptor(raw.clone())
                 .send()
                 .await
                 .map_err(|e| api_error(OP, e))?;
+            pages += 1;
+            let body = raw.take();
+            let page =
+                raw_utilization(&body).map_err(|error| CostExplorerError::MalformedPage {
+                    page: pages,
+                    operation: OP,
+                    query: query.clone(),
+                    error: crate::failure::shorten(&error, 120),
+                    request_id: out.request_id().map(str::to_string),
+                })?;
             if total.is_none() {
-                total = out.total().cloned();
+                total = page.total.map(|t| {
+                    [t.utilization_percentage, t.unused_hours, t.net_ri_savings]
+                        .map(|figure| figure.map(|text| text.0.into_owned()))
+                });
             }
-            for period in out.utilizations_by_time() {
-                for reservation in period.groups() {
-                    let attributes = reservation.attributes();
-                    let id = match reservation.value() {
+            for period in page.utilizations_by_time.iter().flatten() {
+                for reservation in period.groups.iter().flatten() {
+                    let attributes = reservation.attributes.as_ref();
+                    let attribute = |name| raw_attribute(attributes, name);
+                    let id = match reservation.value.as_ref().map(Text::as_str) {
                         Some(value) if !value.is_empty() => value,
-                        _ => attribute(attributes, "subscriptionId"),
+                        _ => attribute("subscriptionId"),
                     };
                     found.reservations.push(Reservation {
                         subscription_id: id.to_string(),
                         utilization: ratio(
                             "UtilizationPercentage",
                             reservation
-                                .utilization()
-                                .and_then(|u| u.utilization_percentage()),
+                                .utilization
+                                .as_ref()
+                                .and_then(|u| u.utilization_percentage.as_ref())
+                                .map(Text::as_str),
                         )?,
-                        end: timestamp(attribute(attributes, "endDateTime")),
-                        account_id: attribute(attributes, "accountId").to_string(),
-                        region: attribute(attributes, "region").to_string(),
-                        instance_type: attribute(attributes, "instanceType").to_string(),
+                        end: timestamp(attribute("endDateTime")),
+                        account_id: attribute("accountId").to_string(),
+                        region: attribute("region").to_string(),
+                        instance_type: attribute("instanceType").to_string(),
                     });
                 }
             }
-            match tokens.next(out.next_page_token())? {
+            match tokens.next(page.next_page_token.as_ref().map(Text::as_str))? {
                 Some(next) => token = Some(next),
                 None => break,
             }
         }
-        if let Some(total) = &total {
-            found.utilization = ratio("UtilizationPercentage", total.utilization_percentage())?;
-            found.unused_hours = figure("UnusedHours", total.unused_hours())?.unwrap_or(0.0);
-            found.net_savings_usd = figure("NetRISavings", total.net_ri_savings())?.unwrap_or(0.0);
+        if let Some([utilization, unused, net]) = &total {
+            found.utilization = ratio("UtilizationPercentage", utilization.as_deref())?;
+            found.unused_hours = figure("UnusedHours", unused.as_deref())?.unwrap_or(0.0);
+            found.net_savings_usd = figure("NetRISavings", net.as_deref())?.unwrap_or(0.0);
         }
         found
             .reservations
@@ -731,6 +762,107 @@ impl CostExplorer {
         }
         Ok(accounts.into_values().collect())
     }
+}
+
+/// A `GetReservationUtilization` page, as far as it is read: what the SDK's deserializer
+/// accepts (unknown members skipped, `null` as absent), borrowing the page's strings.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawUtilization<'a> {
+    #[serde(borrow, default)]
+    utilizations_by_time: Option<Vec<RawUtilizationByTime<'a>>>,
+    #[serde(borrow, default)]
+    total: Option<RawReservationAggregates<'a>>,
+    #[serde(borrow, default)]
+    next_page_token: Option<Text<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawUtilizationByTime<'a> {
+    #[serde(borrow, default)]
+    groups: Option<Vec<RawReservationGroup<'a>>>,
+}
+
+/// One reservation: its subscription id (`Value`), attributes and utilisation.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawReservationGroup<'a> {
+    #[serde(borrow, default)]
+    value: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    attributes: Option<RawAttributes<'a>>,
+    #[serde(borrow, default)]
+    utilization: Option<RawReservationAggregates<'a>>,
+}
+
+/// The figures of `ReservationAggregates` that are exported, as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawReservationAggregates<'a> {
+    #[serde(borrow, default)]
+    utilization_percentage: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    unused_hours: Option<Text<'a>>,
+    #[serde(rename = "NetRISavings", borrow, default)]
+    net_ri_savings: Option<Text<'a>>,
+}
+
+/// A string, borrowed from the page where it has no escapes.
+#[derive(Debug, Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An `Attributes` map as its pairs, in page order; `null` values are left out, as the SDK
+/// leaves them out of its map.
+#[derive(Debug, Default)]
+struct RawAttributes<'a>(Vec<(Text<'a>, Text<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawAttributes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = RawAttributes<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of attributes")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<RawAttributes<'a>, M::Error> {
+                let mut pairs = Vec::new();
+                while let Some((key, value)) = map.next_entry::<Text<'a>, Option<Text<'a>>>()? {
+                    if let Some(value) = value {
+                        pairs.push((key, value));
+                    }
+                }
+                Ok(RawAttributes(pairs))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// An attribute of a page's group by name, whatever its case and punctuation, as
+/// [`attribute`] finds it in the SDK's map.
+fn raw_attribute<'a>(attributes: Option<&'a RawAttributes<'_>>, name: &str) -> &'a str {
+    attributes
+        .and_then(|pairs| pairs.0.iter().find(|(key, _)| same_key(key.as_str(), name)))
+        .map_or("", |(_, value)| value.as_str())
+}
+
+/// Parses a `GetReservationUtilization` page. The body is checked to be UTF-8 once, as a
+/// whole.
+fn raw_utilization(body: &[u8]) -> Result<RawUtilization<'_>, String> {
+    let text = std::str::from_utf8(body).map_err(|err| err.to_string())?;
+    serde_json::from_str(text).map_err(|err| err.to_string())
 }
 
 /// A Savings Plans utilisation as a ratio: AWS's percentage, else used over total.
