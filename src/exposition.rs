@@ -288,17 +288,40 @@ impl Piece {
     /// A piece of a cost page: compressed now (at [`PAGE_LEVEL`]) when it is at least
     /// [`GROUP_BELOW`] long, else later with its neighbours.
     pub fn new(text: impl Into<Bytes>) -> Self {
+        Self::pending(text).settled(None)
+    }
+
+    /// A piece of a cost page whose compression waits for [`Piece::settled`] (until then it
+    /// is compressed, correctly but at the short pieces' cost, with its neighbours).
+    pub fn pending(text: impl Into<Bytes>) -> Self {
         let text = text.into();
-        if text.len() >= GROUP_BELOW {
-            Self::compressed(text, PAGE_LEVEL)
-        } else {
-            let crc = crc32fast::hash(&text);
-            Self {
-                text,
-                deflate: Bytes::new(),
-                crc,
-            }
+        let crc = crc32fast::hash(&text);
+        Self {
+            text,
+            deflate: Bytes::new(),
+            crc,
         }
+    }
+
+    /// This piece, compressed if it is long enough; or, when `previous` (the same family's
+    /// piece in the snapshot served until now) holds the same text, that piece itself. A
+    /// refresh that finds what it served then costs no compression, and its page shares the
+    /// old page's memory while a scrape of the old page is still being sent.
+    pub fn settled(self, previous: Option<&Piece>) -> Self {
+        if let Some(previous) = previous.filter(|previous| previous.same_text(&self)) {
+            return previous.clone();
+        }
+        if self.text.len() >= GROUP_BELOW && self.deflate.is_empty() {
+            let deflate = deflate_piece(&self.text, PAGE_LEVEL);
+            return Self { deflate, ..self };
+        }
+        self
+    }
+
+    fn same_text(&self, other: &Piece) -> bool {
+        self.crc == other.crc
+            && self.text.len() == other.text.len()
+            && (self.text.as_ptr() == other.text.as_ptr() || self.text == other.text)
     }
 
     /// `text`, compressed now at `level`.
@@ -761,5 +784,42 @@ mod tests {
         let mut run = Run::default();
         run.push(&piece);
         assert_eq!(gunzip_one_member(&run.gzip().concat()), text);
+    }
+
+    /// A refresh's piece whose text the served snapshot already holds is that piece: same
+    /// bytes, same compression, none done again; any other text is compressed anew.
+    #[test]
+    fn a_piece_served_before_is_shared_not_compressed_again() {
+        let text = |amount: u32| {
+            let mut text = String::new();
+            for i in 0..3_000 {
+                let _ = writeln!(text, "aws_cost_x{{account_id=\"{i:012}\"}} {amount}.5");
+            }
+            text
+        };
+        let served = Piece::new(text(1));
+        assert!(served.len() >= GROUP_BELOW && !served.deflate.is_empty());
+
+        let again = Piece::pending(text(1));
+        assert!(again.deflate.is_empty(), "pending until settled");
+        let again = again.settled(Some(&served));
+        assert_eq!(
+            again.text.as_ptr(),
+            served.text.as_ptr(),
+            "the served text itself"
+        );
+        assert_eq!(again.deflate.as_ptr(), served.deflate.as_ptr());
+
+        let changed = Piece::pending(text(2)).settled(Some(&served));
+        assert_ne!(changed.text.as_ptr(), served.text.as_ptr());
+        assert!(!changed.deflate.is_empty());
+        assert_eq!(changed.crc, crc32fast::hash(text(2).as_bytes()));
+        let mut run = Run::default();
+        run.push(&changed);
+        assert_eq!(gunzip_one_member(&run.gzip().concat()), text(2).as_bytes());
+
+        // A short piece stays for its neighbours, shared or not.
+        let short = Piece::pending("aws_cost_y 1\n").settled(None);
+        assert!(short.deflate.is_empty());
     }
 }

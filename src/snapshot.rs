@@ -279,7 +279,7 @@ impl<'a> Lines<'a> {
         // Kept for a whole refresh interval: no spare capacity.
         self.out.shrink_to_fit();
         Block {
-            piece: Piece::new(self.out),
+            piece: Piece::pending(self.out),
             samples: self.samples,
             dropped,
         }

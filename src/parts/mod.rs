@@ -620,6 +620,12 @@ impl Parts {
             };
             self.slots[i].encode(cx, &mut out);
         }
+        // Compressed here, once every part has written: a block whose text is what the
+        // snapshot served until now keeps that block's piece instead.
+        for (i, block) in blocks.iter_mut().enumerate() {
+            let previous = previous.and_then(|p| p.get(i)).map(|b| &b.piece);
+            block.piece = std::mem::take(&mut block.piece).settled(previous);
+        }
         self.count(cx.identity, &named_families(cx.integration), &mut blocks);
         blocks
     }
