@@ -258,8 +258,10 @@ fn is_created_sample(line: &str, counters: &[&str]) -> bool {
 }
 
 /// The compression level of the cost families' pieces, compressed once per refresh: zlib-rs's
-/// lazy matching (`deflate_medium`), whose page is smaller than `gzip -6` of the same text.
-pub const PAGE_LEVEL: u32 = 6;
+/// lazy matching (`deflate_medium`), whose page is smaller than `gzip -6` of the same text
+/// (98.8 % of it at ~100k series and 99.2 % at ~10k; level 6 made 94.8 % but took about a
+/// third longer: 68 against 53 ms for the ~100k page's long pieces, bench/ANALYSIS.md).
+pub const PAGE_LEVEL: u32 = 5;
 /// The compression level of the short pieces of a page joined together once per rendering
 /// (a few hundred kilobytes at most): zlib-rs's `deflate_slow`, 2 % smaller than level 6 on such
 /// text (its level 9 is larger again).
