@@ -1091,11 +1091,53 @@ def cmd_costs_report(args):
         out.append("| " + " | ".join(cells) + " |")
     out.append("\n" + "\n".join(detail))
     out.append(commitments_table(runs))
+    if args.replay:
+        out.append(replay_table(args.replay))
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
+
+
+def replay_table(path):
+    """The day replay's lines (tests/day_replay.rs, `replay key=value ...`) as the cost table
+    of change detection: requests a day and the worst delay behind AWS, before and after."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            # (the test harness may print its "test ... " prefix on the same line)
+            if "replay accounts=" in line:
+                line = line[line.index("replay accounts="):]
+                rows.append(dict(kv.split("=", 1) for kv in line.split()[1:]))
+    out = ["\n## A day of publications: change detection (tests/day_replay.rs)\n",
+           "The demo's simulated AWS replays one day as Cost Explorer publishes it (the data day "
+           "moving at midnight, new usage at 02:00, 10:00 and 18:00 UTC), one clock stepping "
+           "through the day for the simulator and the exporter; requests counted by the "
+           "simulator. Before: a full refresh every 6h (`check_interval: off`). After: "
+           "`check_interval: auto` (hourly for an organization, whose plan takes more than 5 "
+           "requests; every `refresh_interval`, 6h, for a standalone account). The worst delay "
+           "is from a change at AWS to the check that serves it: the time between two checks, "
+           "once every change was bought at the first check at or after it (checked).\n",
+           "| integration | plan (requests) | before: requests a day (USD) | before: worst delay | "
+           "after: requests a day (USD) | after: plans bought at | after: worst delay |",
+           "|---|---|---|---|---|---|---|"]
+    changes = [0, 2, 10, 18]
+    for r in rows:
+        accounts = int(r["accounts"])
+        label = "standalone account" if accounts == 0 else f"{accounts:,}-account organization"
+        step = int(r["after_step_hours"])
+        plans = [0] + [int(h) for h in r["after_plans_at"].split(",") if h]
+        # Each change must be bought at the first check at or after it; a change can land
+        # just after a check, so the worst delay is the time between checks.
+        checks = range(0, 24, step)
+        missed = [c for c in changes if min(h for h in checks if h >= c) not in plans]
+        delay = f"{step}h" if not missed else f"changes at {missed} not bought at the next check"
+        before, after = int(r["before_requests"]), int(r["after_requests"])
+        out.append(f"| {label} | {r['plan']} | {before} ({before * 0.01:.2f}) | 6h | "
+                   f"{after} ({after * 0.01:.2f}) | 00:00 and {', '.join(f'{int(h):02d}:00' for h in plans[1:])} | "
+                   f"{delay} |")
+    return "\n".join(out)
 
 
 def main():
@@ -1180,6 +1222,7 @@ def main():
     p = sub.add_parser("costs-report")
     p.add_argument("--header", required=True)
     p.add_argument("--out")
+    p.add_argument("--replay", help="the day replay's output (tests/day_replay.rs)")
     p.add_argument("runs", nargs="*")
     p.set_defaults(func=cmd_costs_report)
     args = parser.parse_args()

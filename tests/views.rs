@@ -10,7 +10,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_cost_exporter::config::CostBasis;
-use aws_cost_exporter::{Exporter, ExporterOptions};
 use aws_cost_simulator::dataset::{SimRow, units_to_f64};
 use aws_cost_simulator::{Dataset, Simulator, demo_cost_categories};
 use aws_sdk_costexplorer::types::{
@@ -219,22 +218,6 @@ fn yaml(sim: &Simulator, name: &str, views: &[TestView]) -> String {
     yaml
 }
 
-async fn start(yaml: &str, clock: &TestClock) -> Exporter {
-    logs::capture();
-    Exporter::start(
-        parse_config(yaml),
-        ExporterOptions {
-            listen_address: "127.0.0.1:0".into(),
-            telemetry_path: "/metrics".into(),
-            clock: clock.clock(),
-            refresh: test_refresh_options(),
-            ..ExporterOptions::default()
-        },
-    )
-    .await
-    .expect("exporter starts")
-}
-
 /// Cost Explorer's ungrouped total of one period (a single result period) under a filter, per
 /// cost basis.
 async fn ungrouped_total(
@@ -309,7 +292,7 @@ async fn every_view_series_is_exact_and_each_view_sums_to_its_filtered_total() {
     let dataset = dataset();
     let views = views();
     let clock = TestClock::at(noon(today()));
-    let exporter = start(&yaml(&sim, "viewed", &views), &clock).await;
+    let exporter = start_on_clock(&yaml(&sim, "viewed", &views), &clock).await;
     let samples = wait_for_refresh(exporter.local_addr(), &["viewed"]).await;
     assert_eq!(refresh_success(&samples, "viewed"), Some(1.0));
     assert_eq!(
@@ -495,7 +478,7 @@ async fn a_cost_category_missing_from_the_account_is_served_uncategorised_and_lo
         "    cost_basis: [unblended, amortized]\n",
         "    cost_basis: [unblended, amortized]\n    refresh_interval: 300ms\n",
     );
-    let exporter = start(&yaml, &clock).await;
+    let exporter = start_on_clock(&yaml, &clock).await;
     let addr = exporter.local_addr();
     let samples = wait_for_refresh(addr, &["uncategorised"]).await;
     let [month, _] = month_and_day(today(), 1);
@@ -566,7 +549,7 @@ async fn the_readme_examples_are_served() {
         yaml.push_str(example);
     }
     let clock = TestClock::at(noon(today()));
-    let exporter = start(&yaml, &clock).await;
+    let exporter = start_on_clock(&yaml, &clock).await;
     let samples = wait_for_refresh(exporter.local_addr(), &["readme"]).await;
     assert_eq!(refresh_success(&samples, "readme"), Some(1.0));
     for view in ["team_by_region", "production_instance_types", "untagged"] {

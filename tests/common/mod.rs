@@ -93,6 +93,24 @@ pub async fn start_exporter(config: Config, today: NaiveDate) -> Exporter {
     start_exporter_with(config, today, test_refresh_options()).await
 }
 
+/// Starts the exporter of `yaml` on 127.0.0.1:0, reading `clock`, first refreshes at once
+/// (its log lines captured).
+pub async fn start_on_clock(yaml: &str, clock: &TestClock) -> Exporter {
+    logs::capture();
+    Exporter::start(
+        parse_config(yaml),
+        ExporterOptions {
+            listen_address: "127.0.0.1:0".into(),
+            telemetry_path: "/metrics".into(),
+            clock: clock.clock(),
+            refresh: test_refresh_options(),
+            ..ExporterOptions::default()
+        },
+    )
+    .await
+    .expect("exporter starts")
+}
+
 /// Refresh options for tests: the first refresh at once, the rest as in production.
 pub fn test_refresh_options() -> RefreshOptions {
     RefreshOptions {
