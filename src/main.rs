@@ -449,7 +449,7 @@ impl Hangup {
 fn return_freed_memory() {
     const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
     const ARENA_MAX: libc::c_int = 2;
-    let arenas_chosen = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+    let arenas_chosen = std::env::var_os("MALLOC_ARENA_MAX").is_some_and(|v| !v.is_empty())
         || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
     // SAFETY: mallopt only sets a malloc parameter; it is called before any other thread
     // exists, and a refused setting (it returns 0) leaves glibc's default in place.
