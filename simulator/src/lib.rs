@@ -6,12 +6,14 @@
 pub mod commitments;
 pub mod dataset;
 pub mod publications;
+pub mod s3;
 pub mod simulator;
 
 use chrono::NaiveDate;
 
 pub use dataset::{CostCategory, CostCategoryRule, CostMetric, Dataset, DatasetSpec};
 pub use publications::{Clock, Edition, LateCredit, Publications, fixed_clock, system_clock};
+pub use s3::S3Simulator;
 pub use simulator::{Arrival, Behavior, LoggedRequest, Simulator, SimulatorBuilder};
 
 /// The accounts of the demo organization: the payer first, then its members.
