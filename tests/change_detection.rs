@@ -57,23 +57,15 @@ async fn start_stored(
     clock: &TestClock,
     storage: Option<&std::path::Path>,
 ) -> Exporter {
-    logs::capture();
-    Exporter::start(
-        parse_config(yaml),
-        ExporterOptions {
-            listen_address: "127.0.0.1:0".into(),
-            telemetry_path: "/metrics".into(),
-            clock: clock.clock(),
-            storage_path: storage.map(std::path::Path::to_path_buf),
-            refresh: aws_cost_exporter::refresh::RefreshOptions {
-                retry_min: Duration::from_millis(200),
-                ..test_refresh_options()
-            },
-            ..ExporterOptions::default()
+    let options = ExporterOptions {
+        storage_path: storage.map(std::path::Path::to_path_buf),
+        refresh: aws_cost_exporter::refresh::RefreshOptions {
+            retry_min: Duration::from_millis(200),
+            ..test_refresh_options()
         },
-    )
-    .await
-    .expect("exporter starts")
+        ..ExporterOptions::default()
+    };
+    start_on_clock_with(yaml, clock, options).await
 }
 
 /// What the exporter and the simulator say at one quiet moment: two scrapes 100 ms apart with

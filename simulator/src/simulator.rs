@@ -375,27 +375,9 @@ impl SimulatorBuilder {
         let state = Arc::new(self.state);
         let shutdown = CancellationToken::new();
         let task_state = state.clone();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(_) => continue,
-                    },
-                    _ = token.cancelled() => return,
-                };
-                let state = task_state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        serve(listener, shutdown.clone(), move |request| {
+            let state = task_state.clone();
+            async move { handle(&state, request).await }
         });
         Ok(Simulator {
             addr,
@@ -403,6 +385,39 @@ impl SimulatorBuilder {
             shutdown,
         })
     }
+}
+
+/// Serves HTTP/1 connections from `listener`, each request answered by `handler`, until
+/// `shutdown` is cancelled.
+pub(crate) fn serve<F, Fut, B>(listener: TcpListener, shutdown: CancellationToken, handler: F)
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => continue,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let answer = handler(request);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
 }
 
 /// A running simulated AWS; stops when dropped.

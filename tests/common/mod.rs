@@ -96,6 +96,19 @@ pub async fn start_exporter(config: Config, today: NaiveDate) -> Exporter {
 /// Starts the exporter of `yaml` on 127.0.0.1:0, reading `clock`, first refreshes at once
 /// (its log lines captured).
 pub async fn start_on_clock(yaml: &str, clock: &TestClock) -> Exporter {
+    let options = ExporterOptions {
+        refresh: test_refresh_options(),
+        ..ExporterOptions::default()
+    };
+    start_on_clock_with(yaml, clock, options).await
+}
+
+/// [`start_on_clock`] with `options` but for the listen address, telemetry path and clock.
+pub async fn start_on_clock_with(
+    yaml: &str,
+    clock: &TestClock,
+    options: ExporterOptions,
+) -> Exporter {
     logs::capture();
     Exporter::start(
         parse_config(yaml),
@@ -103,8 +116,7 @@ pub async fn start_on_clock(yaml: &str, clock: &TestClock) -> Exporter {
             listen_address: "127.0.0.1:0".into(),
             telemetry_path: "/metrics".into(),
             clock: clock.clock(),
-            refresh: test_refresh_options(),
-            ..ExporterOptions::default()
+            ..options
         },
     )
     .await
