@@ -196,8 +196,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Keys<'a> {
 }
 
 /// A string borrowed from the page where it has no escapes.
-#[derive(Deserialize)]
-struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+#[derive(Debug, Deserialize)]
+pub struct Borrowed<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl Borrowed<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// The cost metrics a group may carry, by Cost Explorer's names.
 #[derive(Debug, Default, Deserialize)]
@@ -259,9 +265,14 @@ pub struct RawAttributes<'a> {
     pub attributes: HashMap<Cow<'a, str>, Cow<'a, str>>,
 }
 
-/// Parses a page. The body is checked to be UTF-8 once, as a whole, rather than string by
-/// string.
+/// Parses a page.
 pub fn parse(body: &[u8]) -> Result<RawPage<'_>, String> {
+    parse_json(body)
+}
+
+/// Parses a response body into `T`, borrowing its strings. The body is checked to be UTF-8
+/// once, as a whole, rather than string by string.
+pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     let text = std::str::from_utf8(body).map_err(|err| err.to_string())?;
     serde_json::from_str(text).map_err(|err| err.to_string())
 }

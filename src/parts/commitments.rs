@@ -40,7 +40,6 @@
 //! looked up without regard to case or punctuation (`endDateTime`, `EndDateTime`,
 //! `end_date_time` are one key), and a missing attribute is an empty label, never an error.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_costexplorer::operation::RequestId;
@@ -53,7 +52,7 @@ use serde::Deserialize;
 
 use super::costs::{CostData, midnight};
 use super::{Cx, Encoding, Keys, Out, Part, PartError};
-use crate::cost_explorer::page::RawBody;
+use crate::cost_explorer::page::{Borrowed, RawBody, parse_json};
 use crate::cost_explorer::{
     CostExplorer, CostExplorerError, Dimension, Period, Tokens, api_error, date_interval,
     parse_date, parse_number,
@@ -656,14 +655,15 @@ impl CostExplorer {
                 .map_err(|e| api_error(OP, e))?;
             pages += 1;
             let body = raw.take();
-            let page =
-                raw_utilization(&body).map_err(|error| CostExplorerError::MalformedPage {
+            let page = parse_json::<RawUtilization>(&body).map_err(|error| {
+                CostExplorerError::MalformedPage {
                     page: pages,
                     operation: OP,
                     query: query.clone(),
                     error: crate::failure::shorten(&error, 120),
                     request_id: out.request_id().map(str::to_string),
-                })?;
+                }
+            })?;
             if total.is_none() {
                 total = page.total.map(|t| {
                     [t.utilization_percentage, t.unused_hours, t.net_ri_savings]
@@ -674,7 +674,7 @@ impl CostExplorer {
                 for reservation in period.groups.iter().flatten() {
                     let attributes = reservation.attributes.as_ref();
                     let attribute = |name| raw_attribute(attributes, name);
-                    let id = match reservation.value.as_ref().map(Text::as_str) {
+                    let id = match reservation.value.as_ref().map(Borrowed::as_str) {
                         Some(value) if !value.is_empty() => value,
                         _ => attribute("subscriptionId"),
                     };
@@ -686,7 +686,7 @@ impl CostExplorer {
                                 .utilization
                                 .as_ref()
                                 .and_then(|u| u.utilization_percentage.as_ref())
-                                .map(Text::as_str),
+                                .map(Borrowed::as_str),
                         )?,
                         end: timestamp(attribute("endDateTime")),
                         account_id: attribute("accountId").to_string(),
@@ -695,7 +695,7 @@ impl CostExplorer {
                     });
                 }
             }
-            match tokens.next(page.next_page_token.as_ref().map(Text::as_str))? {
+            match tokens.next(page.next_page_token.as_ref().map(Borrowed::as_str))? {
                 Some(next) => token = Some(next),
                 None => break,
             }
@@ -774,7 +774,7 @@ struct RawUtilization<'a> {
     #[serde(borrow, default)]
     total: Option<RawReservationAggregates<'a>>,
     #[serde(borrow, default)]
-    next_page_token: Option<Text<'a>>,
+    next_page_token: Option<Borrowed<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -789,7 +789,7 @@ struct RawUtilizationByTime<'a> {
 #[serde(rename_all = "PascalCase")]
 struct RawReservationGroup<'a> {
     #[serde(borrow, default)]
-    value: Option<Text<'a>>,
+    value: Option<Borrowed<'a>>,
     #[serde(borrow, default)]
     attributes: Option<RawAttributes<'a>>,
     #[serde(borrow, default)]
@@ -801,27 +801,17 @@ struct RawReservationGroup<'a> {
 #[serde(rename_all = "PascalCase")]
 struct RawReservationAggregates<'a> {
     #[serde(borrow, default)]
-    utilization_percentage: Option<Text<'a>>,
+    utilization_percentage: Option<Borrowed<'a>>,
     #[serde(borrow, default)]
-    unused_hours: Option<Text<'a>>,
+    unused_hours: Option<Borrowed<'a>>,
     #[serde(rename = "NetRISavings", borrow, default)]
-    net_ri_savings: Option<Text<'a>>,
-}
-
-/// A string, borrowed from the page where it has no escapes.
-#[derive(Debug, Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl Text<'_> {
-    fn as_str(&self) -> &str {
-        &self.0
-    }
+    net_ri_savings: Option<Borrowed<'a>>,
 }
 
 /// An `Attributes` map as its pairs, in page order; `null` values are left out, as the SDK
 /// leaves them out of its map.
 #[derive(Debug, Default)]
-struct RawAttributes<'a>(Vec<(Text<'a>, Text<'a>)>);
+struct RawAttributes<'a>(Vec<(Borrowed<'a>, Borrowed<'a>)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawAttributes<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -838,7 +828,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawAttributes<'a> {
                 mut map: M,
             ) -> Result<RawAttributes<'a>, M::Error> {
                 let mut pairs = Vec::new();
-                while let Some((key, value)) = map.next_entry::<Text<'a>, Option<Text<'a>>>()? {
+                while let Some((key, value)) =
+                    map.next_entry::<Borrowed<'a>, Option<Borrowed<'a>>>()?
+                {
                     if let Some(value) = value {
                         pairs.push((key, value));
                     }
@@ -856,13 +848,6 @@ fn raw_attribute<'a>(attributes: Option<&'a RawAttributes<'_>>, name: &str) -> &
     attributes
         .and_then(|pairs| pairs.0.iter().find(|(key, _)| same_key(key.as_str(), name)))
         .map_or("", |(_, value)| value.as_str())
-}
-
-/// Parses a `GetReservationUtilization` page. The body is checked to be UTF-8 once, as a
-/// whole.
-fn raw_utilization(body: &[u8]) -> Result<RawUtilization<'_>, String> {
-    let text = std::str::from_utf8(body).map_err(|err| err.to_string())?;
-    serde_json::from_str(text).map_err(|err| err.to_string())
 }
 
 /// A Savings Plans utilisation as a ratio: AWS's percentage, else used over total.
