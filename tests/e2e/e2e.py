@@ -946,6 +946,34 @@ def cmd_chart_spread(args):
     say("  topologySpreadConstraints replace the default spread; podDisruptionBudget.enabled=false makes none; one replica with S3: RollingUpdate, no budget, no spread, no claim")
 
 
+def cmd_kustomize_ha(args):
+    """components/ha on the base (with another component before it, and the overlay's bucket):
+    two replicas, RollingUpdate, the S3 flags in place of the emptyDir's, the pod name as
+    replica id, the PodDisruptionBudget and topology spread selecting the Deployment's pods."""
+    docs = load_docs(args.manifests)
+    deployment = only(docs, "Deployment", args.manifests)
+    pod = deployment["spec"]["template"]
+    container = exporter_container(deployment)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    check_equal("replicas", deployment["spec"]["replicas"], 2)
+    check_equal("the update strategy", deployment["spec"]["strategy"],
+                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    check_equal("the storage flags", [a for a in container["args"] if a.startswith("--storage.")], [
+        f"--storage.path={args.storage_path}", "--storage.replica-id=$(POD_NAME)",
+        "--storage.lease-duration=2m", "--storage.poll-interval=10s"])
+    check_equal("POD_NAME from the downward API", [e for e in container.get("env", []) if e["name"] == "POD_NAME"],
+                [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])
+    check("no storage volume", not [v for v in pod["spec"]["volumes"] if v["name"] == "storage"])
+    check("no storage mount", not [m for m in container["volumeMounts"] if m["name"] == "storage"])
+    pdb = only(docs, "PodDisruptionBudget", args.manifests)
+    check_equal("PodDisruptionBudget spec", pdb["spec"], {"minAvailable": 1, "selector": {"matchLabels": selector}})
+    check_equal("PodDisruptionBudget namespace", pdb["metadata"].get("namespace"), deployment["metadata"].get("namespace"))
+    check_equal("the topology spread", pod["spec"].get("topologySpreadConstraints"), [
+        {"labelSelector": {"matchLabels": selector}, "maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway"}
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")])
+    say(f"  kustomize ha: 2 replicas, RollingUpdate, --storage.path={args.storage_path} (the overlay's) with the pod name as replica id, no emptyDir; PodDisruptionBudget and topology spread on the Deployment's pods")
+
+
 def readme_section(text, heading):
     """The text under a Markdown heading (exactly as written, e.g. "### Helm"), up to the next
     heading of the same level or above."""
@@ -1695,6 +1723,10 @@ def main():
     for a in ("manifests", "values", "policy", "install"):
         p.add_argument(a)
     p.set_defaults(func=cmd_chart_ha)
+    p = sub.add_parser("kustomize-ha")
+    for a in ("manifests", "storage_path"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_kustomize_ha)
     p = sub.add_parser("chart-spread")
     for a in ("custom", "constraints", "single"):
         p.add_argument(a)

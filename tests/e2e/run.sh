@@ -38,7 +38,8 @@
 #                 on an emptyDir, no config checksum), misspelt values refused; ci/ha-values.yaml
 #                 (two replicas on S3 storage: the s3:// and lease flags, no claim, the
 #                 PodDisruptionBudget, the topology spread, the notes' IAM policy equal to
-#                 deploy/aws's) and the schema refusing several replicas without S3; the README's
+#                 deploy/aws's) and the schema refusing several replicas without S3; kustomize's
+#                 components/ha in an overlay (the same checks); the README's
 #                 helm install commands against its IRSA trust policy, and one image reference
 #                 in the chart, kustomize and README; the packaged archive's contents; the
 #                 configurations they carry pass --config.check; the dashboard JSON type-checked
@@ -892,6 +893,37 @@ step_ha() {
   log "  the schema refuses replicaCount 2 on an emptyDir, a claim, or without storage (also through an umbrella), and bad durations or prefixes"
 }
 
+# step_kustomize_ha: components/ha in an overlay on the base, after another component that
+# adds a volume and a flag, with the overlay's own bucket.
+step_kustomize_ha() {
+  local overlay="$WORK/kustomize-ha" kubernetes
+  mkdir -p "$overlay"
+  # kustomize takes other directories by relative paths only.
+  kubernetes=$("$PY" -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$ROOT/deploy/kubernetes" "$overlay")
+  cat >"$overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: monitoring
+resources:
+  - $kubernetes/base
+components:
+  - $kubernetes/components/web-config
+  - $kubernetes/components/ha
+patches:
+  - target:
+      kind: Deployment
+      name: aws-cost-exporter
+    patch: |-
+      - op: replace
+        path: /spec/template/spec/containers/0/args/2
+        value: --storage.path=s3://my-bucket/aws-cost-exporter
+EOF
+  "$KUBECTL" kustomize "$overlay" >"$WORK/kustomize-ha.yaml" 2>"$WORK/kustomize-ha.err" ||
+    fail "kubectl kustomize of an overlay with components/ha: $(cat "$WORK/kustomize-ha.err")"
+  validate kustomize-ha "$WORK/kustomize-ha.yaml" ConfigMap,Deployment,PodDisruptionBudget,Service,ServiceAccount
+  "$PY" "$E2E/e2e.py" kustomize-ha "$WORK/kustomize-ha.yaml" s3://my-bucket/aws-cost-exporter
+}
+
 step_manifests() {
   log "step 4: Helm chart, kustomize, dashboard types"
   local chart="$ROOT/deploy/helm/aws-cost-exporter"
@@ -951,6 +983,7 @@ step_manifests() {
   config_check kustomize-base "$ROOT/deploy/kubernetes/base/aws-cost-exporter.yaml"
   "$KUBECTL" kustomize "$ROOT/deploy/kubernetes/example" >"$WORK/kustomize-example.yaml"
   validate kustomize-example "$WORK/kustomize-example.yaml" ConfigMap,Deployment,Service,ServiceAccount,ServiceMonitor
+  step_kustomize_ha
 
   # The README's helm install commands, rendered as written, against its IRSA trust policy; one
   # image reference in the chart, the kustomize base and the README.
