@@ -842,11 +842,136 @@ def cmd_chart_defaults(args):
     check("the ConfigMap is mounted as a directory, without subPath", "subPath" not in config_mount)
     check("the config file is in the ConfigMap's directory",
           f"--config.file={config_mount['mountPath']}/aws-cost-exporter.yaml" in container["args"])
-    check("no NetworkPolicy or PersistentVolumeClaim by default",
-          not [d for d in docs if d["kind"] in ("NetworkPolicy", "PersistentVolumeClaim")])
+    check("no NetworkPolicy, PersistentVolumeClaim or PodDisruptionBudget by default",
+          not [d for d in docs if d["kind"] in ("NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget")])
+    check_equal("replicas by default", deployment["spec"]["replicas"], 1)
+    check_equal("the update strategy with local storage", deployment["spec"]["strategy"], {"type": "Recreate"})
+    check("no topologySpreadConstraints with one replica", "topologySpreadConstraints" not in pod["spec"])
+    check("no replica id or S3 flag without storage.s3",
+          not [a for a in container["args"] if a.startswith(("--storage.replica-id", "--storage.lease", "--storage.poll", "--storage.path=s3:"))])
     test_pod = only([d for d in docs if d["kind"] == "Pod"], "Pod", args.manifests)
     check("helm test over HTTP by default", test_pod["spec"]["containers"][0]["args"][-1].startswith("http://"))
-    say("  defaults: storage on an emptyDir at --storage.path, no checksum/config, the ConfigMap mounted as a directory, helm test over HTTP")
+    say("  defaults: one replica (Recreate), storage on an emptyDir at --storage.path, no checksum/config, the ConfigMap mounted as a directory, helm test over HTTP, no PodDisruptionBudget or topology spread")
+
+
+def notes_of(install_output):
+    """The NOTES of `helm install --dry-run` output."""
+    marker = "\nNOTES:\n"
+    check("helm install printed NOTES", marker in install_output)
+    return install_output.split(marker, 1)[1]
+
+
+def cmd_chart_ha(args):
+    """ci/ha-values.yaml: the HA setup. Its replicas, S3 storage flags (no emptyDir, no claim,
+    though one is asked for), the pod name as replica id, region and endpoint as the SDK's
+    environment, RollingUpdate, the PodDisruptionBudget and the default topology spread over
+    nodes and zones, all selecting the Deployment's pods; the notes print deploy/aws's IAM
+    policy with the release's bucket and prefix."""
+    docs = load_docs(args.manifests)
+    values = yaml.safe_load(open(args.values, encoding="utf-8"))
+    s3 = values["storage"]["s3"]
+    prefix = s3.get("prefix", "aws-cost-exporter")
+    deployment = only(docs, "Deployment", args.manifests)
+    pod = deployment["spec"]["template"]
+    container = exporter_container(deployment)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    check(f"the Deployment's selector {selector} selects its pods",
+          all(pod["metadata"]["labels"].get(k) == v for k, v in selector.items()))
+
+    check_equal("replicas", deployment["spec"]["replicas"], values["replicaCount"])
+    check_equal("the update strategy with S3 storage", deployment["spec"]["strategy"],
+                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    storage_args = [a for a in container["args"] if a.startswith("--storage.")]
+    check_equal("the storage flags", storage_args, [
+        f"--storage.path=s3://{s3['bucket']}/{prefix}",
+        "--storage.replica-id=$(POD_NAME)",
+        f"--storage.lease-duration={values['storage']['leaseDuration']}",
+        f"--storage.poll-interval={values['storage']['pollInterval']}",
+    ])
+    env = {e["name"]: e for e in container.get("env", [])}
+    check_equal("POD_NAME from the downward API", env.get("POD_NAME"),
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    check_equal("AWS_REGION", env.get("AWS_REGION", {}).get("value"), s3["region"])
+    check_equal("AWS_ENDPOINT_URL_S3", env.get("AWS_ENDPOINT_URL_S3", {}).get("value"), s3["endpoint"])
+    check("no PersistentVolumeClaim with S3 storage (though persistentVolumeClaim.create is true)",
+          not [d for d in docs if d["kind"] == "PersistentVolumeClaim"])
+    check("no storage volume with S3 storage", not [v for v in pod["spec"].get("volumes", []) if v["name"] == "storage"])
+    check("no storage mount with S3 storage", not [m for m in container.get("volumeMounts", []) if m["name"] == "storage"])
+    say(f"  ha: {values['replicaCount']} replicas, RollingUpdate, --storage.path=s3://{s3['bucket']}/{prefix} with the pod name as replica id, AWS_REGION and AWS_ENDPOINT_URL_S3; no emptyDir, no claim")
+
+    pdb = only(docs, "PodDisruptionBudget", args.manifests)
+    check_equal("PodDisruptionBudget apiVersion", pdb["apiVersion"], "policy/v1")
+    check_equal("PodDisruptionBudget spec", pdb["spec"], {"minAvailable": 1, "selector": {"matchLabels": selector}})
+    spread = pod["spec"].get("topologySpreadConstraints")
+    check_equal("the default topology spread", spread, [
+        {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector}}
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")])
+    say("  ha: PodDisruptionBudget (policy/v1, minAvailable 1) and topology spread over kubernetes.io/hostname and topology.kubernetes.io/zone (ScheduleAnyway), selecting the Deployment's pods")
+
+    notes = notes_of(open(args.install, encoding="utf-8").read())
+    start, end = notes.index("\n{\n"), notes.index("\n}\n")
+    printed = json.loads(notes[start:end + 2])
+    policy = json.load(open(args.policy, encoding="utf-8"))
+    # deploy/aws's example names the bucket and prefix ci/ha-values.yaml uses.
+    check_equal("the IAM policy in the notes against deploy/aws/iam-policy-s3-storage.json", printed, policy)
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    check_equal("the policy's object actions", sorted(statements["AwsCostExporterStorageObjects"]["Action"]),
+                ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"])
+    check_equal("the policy's object resource", statements["AwsCostExporterStorageObjects"]["Resource"],
+                f"arn:aws:s3:::{s3['bucket']}/{prefix}/*")
+    check_equal("the policy's list statement", {k: v for k, v in statements["AwsCostExporterStorageList"].items() if k != "Sid"},
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{s3['bucket']}",
+                 "Condition": {"StringLike": {"s3:prefix": f"{prefix}/*"}}})
+    check(f"the notes name s3://{s3['bucket']}/{prefix}", f"s3://{s3['bucket']}/{prefix}" in notes)
+    say(f"  ha: the notes print deploy/aws/iam-policy-s3-storage.json for {s3['bucket']}/{prefix}")
+
+
+def cmd_chart_spread(args):
+    """Topology spread and the PodDisruptionBudget outside ci/ha-values.yaml's defaults:
+    constraints from the values replace the default spread; podDisruptionBudget.enabled false
+    makes none; with one replica and S3, RollingUpdate but no budget and no default spread."""
+    custom = load_docs(args.custom)
+    deployment = only(custom, "Deployment", args.custom)
+    check_equal("topologySpreadConstraints from the values replace the default spread",
+                deployment["spec"]["template"]["spec"].get("topologySpreadConstraints"), json.loads(args.constraints))
+    check("podDisruptionBudget.enabled false: no PodDisruptionBudget",
+          not [d for d in custom if d["kind"] == "PodDisruptionBudget"])
+    single = load_docs(args.single)
+    deployment = only(single, "Deployment", args.single)
+    check_equal("one replica with S3: replicas", deployment["spec"]["replicas"], 1)
+    check_equal("one replica with S3: RollingUpdate", deployment["spec"]["strategy"]["type"], "RollingUpdate")
+    check("one replica with S3: no topology spread", "topologySpreadConstraints" not in deployment["spec"]["template"]["spec"])
+    check("one replica with S3: no PodDisruptionBudget or PersistentVolumeClaim",
+          not [d for d in single if d["kind"] in ("PodDisruptionBudget", "PersistentVolumeClaim")])
+    say("  topologySpreadConstraints replace the default spread; podDisruptionBudget.enabled=false makes none; one replica with S3: RollingUpdate, no budget, no spread, no claim")
+
+
+def cmd_kustomize_ha(args):
+    """components/ha on the base (with another component before it, and the overlay's bucket):
+    two replicas, RollingUpdate, the S3 flags in place of the emptyDir's, the pod name as
+    replica id, the PodDisruptionBudget and topology spread selecting the Deployment's pods."""
+    docs = load_docs(args.manifests)
+    deployment = only(docs, "Deployment", args.manifests)
+    pod = deployment["spec"]["template"]
+    container = exporter_container(deployment)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    check_equal("replicas", deployment["spec"]["replicas"], 2)
+    check_equal("the update strategy", deployment["spec"]["strategy"],
+                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    check_equal("the storage flags", [a for a in container["args"] if a.startswith("--storage.")], [
+        f"--storage.path={args.storage_path}", "--storage.replica-id=$(POD_NAME)",
+        "--storage.lease-duration=2m", "--storage.poll-interval=10s"])
+    check_equal("POD_NAME from the downward API", [e for e in container.get("env", []) if e["name"] == "POD_NAME"],
+                [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])
+    check("no storage volume", not [v for v in pod["spec"]["volumes"] if v["name"] == "storage"])
+    check("no storage mount", not [m for m in container["volumeMounts"] if m["name"] == "storage"])
+    pdb = only(docs, "PodDisruptionBudget", args.manifests)
+    check_equal("PodDisruptionBudget spec", pdb["spec"], {"minAvailable": 1, "selector": {"matchLabels": selector}})
+    check_equal("PodDisruptionBudget namespace", pdb["metadata"].get("namespace"), deployment["metadata"].get("namespace"))
+    check_equal("the topology spread", pod["spec"].get("topologySpreadConstraints"), [
+        {"labelSelector": {"matchLabels": selector}, "maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway"}
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")])
+    say(f"  kustomize ha: 2 replicas, RollingUpdate, --storage.path={args.storage_path} (the overlay's) with the pod name as replica id, no emptyDir; PodDisruptionBudget and topology spread on the Deployment's pods")
 
 
 def readme_section(text, heading):
@@ -966,6 +1091,7 @@ def cmd_chart_package(args):
         members = {m.name: m for m in tar.getmembers()}
         for name in ("Chart.yaml", "values.yaml", "values.schema.json", "templates/NOTES.txt",
                      "templates/tests/ready.yaml", "templates/networkpolicy.yaml", "templates/pvc.yaml",
+                     "templates/poddisruptionbudget.yaml",
                      "files/aws-cost-exporter.json", "files/aws-cost-exporter.rules.yml"):
             m = members.get(f"{args.name}/{name}")
             check(f"{args.package} holds {name} as a regular file", m is not None and m.isfile() and m.size > 0)
@@ -1593,6 +1719,18 @@ def main():
         p.add_argument(a)
     p.set_defaults(func=cmd_chart_values)
     p = sub.add_parser("chart-defaults"); p.add_argument("manifests"); p.set_defaults(func=cmd_chart_defaults)
+    p = sub.add_parser("chart-ha")
+    for a in ("manifests", "values", "policy", "install"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_chart_ha)
+    p = sub.add_parser("kustomize-ha")
+    for a in ("manifests", "storage_path"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_kustomize_ha)
+    p = sub.add_parser("chart-spread")
+    for a in ("custom", "constraints", "single"):
+        p.add_argument(a)
+    p.set_defaults(func=cmd_chart_spread)
     p = sub.add_parser("chart-readme")
     for a in ("helm", "chart", "readme", "work"):
         p.add_argument(a)

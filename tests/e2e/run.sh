@@ -35,7 +35,11 @@
 #                 kubectl kustomize; every object validated offline against the Kubernetes
 #                 schemas (kubernetes-validate --strict) or the Prometheus Operator's CRD models;
 #                 each value of ci/full-values.yaml where it should land, the defaults (storage
-#                 on an emptyDir, no config checksum), misspelt values refused; the README's
+#                 on an emptyDir, no config checksum), misspelt values refused; ci/ha-values.yaml
+#                 (two replicas on S3 storage: the s3:// and lease flags, no claim, the
+#                 PodDisruptionBudget, the topology spread, the notes' IAM policy equal to
+#                 deploy/aws's) and the schema refusing several replicas without S3; kustomize's
+#                 components/ha in an overlay (the same checks); the README's
 #                 helm install commands against its IRSA trust policy, and one image reference
 #                 in the chart, kustomize and README; the packaged archive's contents; the
 #                 configurations they carry pass --config.check; the dashboard JSON type-checked
@@ -843,6 +847,83 @@ EOF
   log "  global accepted (any content); misspelt keys refused at the root and nested, directly and through the umbrella"
 }
 
+# refused NAME ERROR HELM-ARGS...: helm template with HELM-ARGS fails on the schema, and its
+# message has each line of ERROR.
+refused() {
+  local name=$1 want=$2 line
+  shift 2
+  if "$HELM" template e2e "$@" >/dev/null 2>"$WORK/refused.err"; then
+    fail "$name: rendered, the schema should refuse it"
+  fi
+  while read -r line; do
+    grep -qF -- "$line" "$WORK/refused.err" || fail "$name: refused, but without \"$line\": $(cat "$WORK/refused.err")"
+  done <<<"$want"
+}
+
+# step_ha CHART: ci/ha-values.yaml (two replicas on S3 storage) where each value should land, the
+# notes' IAM policy against deploy/aws's; the schema refusing several replicas without S3.
+step_ha() {
+  local chart=$1
+  "$HELM" install e2e "$chart" --namespace monitoring -f "$chart/ci/ha-values.yaml" --dry-run=client \
+    >"$WORK/helm-ha.install" 2>"$WORK/helm-ha.install.err" || fail "helm install --dry-run (ha values): $(cat "$WORK/helm-ha.install.err")"
+  "$PY" "$E2E/e2e.py" chart-ha "$WORK/helm-ha.yaml" "$chart/ci/ha-values.yaml" \
+    "$ROOT/deploy/aws/iam-policy-s3-storage.json" "$WORK/helm-ha.install"
+  local constraints='[{"maxSkew":2,"topologyKey":"topology.kubernetes.io/zone","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"app.kubernetes.io/name":"aws-cost-exporter"}}}]'
+  "$HELM" template e2e "$chart" --namespace monitoring -f "$chart/ci/ha-values.yaml" \
+    --set-json "topologySpreadConstraints=$constraints" --set podDisruptionBudget.enabled=false \
+    >"$WORK/helm-ha-custom.yaml" 2>/dev/null || fail "helm template (ha values, own topologySpreadConstraints, no PodDisruptionBudget)"
+  "$HELM" template e2e "$chart" --namespace monitoring -f "$chart/ci/config-values.yaml" \
+    --set storage.s3.bucket=aws-cost-exporter-123456789012 --set storage.existingClaim=mine \
+    >"$WORK/helm-s3-single.yaml" 2>/dev/null || fail "helm template (one replica on S3)"
+  "$PY" "$E2E/e2e.py" chart-spread "$WORK/helm-ha-custom.yaml" "$constraints" "$WORK/helm-s3-single.yaml"
+
+  # Several replicas without S3 storage: refused by the schema, with the two ways out.
+  local config="$chart/ci/config-values.yaml" ha="$chart/ci/ha-values.yaml" out
+  out=$'at \'/replicaCount\': maximum: got 2, want 1\nat \'/storage/s3/bucket\': minLength: got 0, want 1'
+  refused "replicaCount 2 on an emptyDir" "$out" "$chart" -f "$config" --set replicaCount=2
+  refused "replicaCount 2 on the chart's claim" "$out" "$chart" -f "$config" --set replicaCount=2 \
+    --set storage.persistentVolumeClaim.create=true
+  refused "replicaCount 2 on an existing claim" "$out" "$chart" -f "$config" --set replicaCount=2 --set storage.existingClaim=mine
+  refused "replicaCount 2 with storage off" "at '/storage/enabled': value must be true" "$chart" -f "$ha" --set storage.enabled=false
+  refused "replicaCount 2 without S3, through an umbrella chart" "$out" "$WORK/umbrella" \
+    --set aws-cost-exporter.replicaCount=2
+  refused "a lease duration that is no duration" "at '/storage/leaseDuration'" "$chart" -f "$ha" --set-string storage.leaseDuration=2
+  refused "an empty poll interval" "at '/storage/pollInterval'" "$chart" -f "$ha" --set storage.pollInterval=
+  refused "a prefix with a trailing slash" "at '/storage/s3/prefix'" "$chart" -f "$ha" --set storage.s3.prefix=exporter/
+  log "  the schema refuses replicaCount 2 on an emptyDir, a claim, or without storage (also through an umbrella), and bad durations or prefixes"
+}
+
+# step_kustomize_ha: components/ha in an overlay on the base, after another component that
+# adds a volume and a flag, with the overlay's own bucket.
+step_kustomize_ha() {
+  local overlay="$WORK/kustomize-ha" kubernetes
+  mkdir -p "$overlay"
+  # kustomize takes other directories by relative paths only.
+  kubernetes=$("$PY" -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$ROOT/deploy/kubernetes" "$overlay")
+  cat >"$overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: monitoring
+resources:
+  - $kubernetes/base
+components:
+  - $kubernetes/components/web-config
+  - $kubernetes/components/ha
+patches:
+  - target:
+      kind: Deployment
+      name: aws-cost-exporter
+    patch: |-
+      - op: replace
+        path: /spec/template/spec/containers/0/args/2
+        value: --storage.path=s3://my-bucket/aws-cost-exporter
+EOF
+  "$KUBECTL" kustomize "$overlay" >"$WORK/kustomize-ha.yaml" 2>"$WORK/kustomize-ha.err" ||
+    fail "kubectl kustomize of an overlay with components/ha: $(cat "$WORK/kustomize-ha.err")"
+  validate kustomize-ha "$WORK/kustomize-ha.yaml" ConfigMap,Deployment,PodDisruptionBudget,Service,ServiceAccount
+  "$PY" "$E2E/e2e.py" kustomize-ha "$WORK/kustomize-ha.yaml" s3://my-bucket/aws-cost-exporter
+}
+
 step_manifests() {
   log "step 4: Helm chart, kustomize, dashboard types"
   local chart="$ROOT/deploy/helm/aws-cost-exporter"
@@ -867,6 +948,7 @@ step_manifests() {
   local values kinds
   for values in demo:Deployment,Pod,Service,ServiceAccount \
     config:ConfigMap,Deployment,Pod,Service,ServiceAccount \
+    ha:ConfigMap,Deployment,Pod,PodDisruptionBudget,Service,ServiceAccount \
     full:ConfigMap,ConfigMap,Deployment,NetworkPolicy,PersistentVolumeClaim,Pod,PrometheusRule,Service,ServiceAccount,ServiceMonitor; do
     kinds=${values#*:}
     values=${values%%:*}
@@ -894,12 +976,14 @@ step_manifests() {
   log "  storage.existingClaim wins over a created claim"
 
   step_umbrella "$chart"
+  step_ha "$chart"
 
   "$KUBECTL" kustomize "$ROOT/deploy/kubernetes/base" >"$WORK/kustomize-base.yaml"
   validate kustomize-base "$WORK/kustomize-base.yaml" ConfigMap,Deployment,Service,ServiceAccount
   config_check kustomize-base "$ROOT/deploy/kubernetes/base/aws-cost-exporter.yaml"
   "$KUBECTL" kustomize "$ROOT/deploy/kubernetes/example" >"$WORK/kustomize-example.yaml"
   validate kustomize-example "$WORK/kustomize-example.yaml" ConfigMap,Deployment,Service,ServiceAccount,ServiceMonitor
+  step_kustomize_ha
 
   # The README's helm install commands, rendered as written, against its IRSA trust policy; one
   # image reference in the chart, the kustomize base and the README.

@@ -58,6 +58,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "aws-cost-exporter.serviceAccountName" .) }}
 {{- end }}
 
+{{/* "true" when storage is in S3 (storage.enabled and storage.s3.bucket), else empty. */}}
+{{- define "aws-cost-exporter.s3Storage" -}}
+{{- if and .Values.storage.enabled .Values.storage.s3.bucket }}true{{ end }}
+{{- end }}
+
+{{/* --storage.path's S3 URL: s3://<bucket>/<prefix>. */}}
+{{- define "aws-cost-exporter.s3Url" -}}
+{{- printf "s3://%s/%s" .Values.storage.s3.bucket .Values.storage.s3.prefix }}
+{{- end }}
+
+{{/* "true" when the pod mounts a storage volume (an emptyDir or a claim), else empty. */}}
+{{- define "aws-cost-exporter.storageVolume" -}}
+{{- if and .Values.storage.enabled (not .Values.storage.s3.bucket) }}true{{ end }}
+{{- end }}
+
 {{/* The storage volume's claim: an existing one, the chart's, or none (an emptyDir). */}}
 {{- define "aws-cost-exporter.storageClaim" -}}
 {{- if .Values.storage.existingClaim }}
@@ -101,4 +116,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "aws-cost-exporter.testSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "aws-cost-exporter.name" . }}-test
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The pod's topology spread: the values' constraints, or with more than one replica the
+chart's default spread over nodes and zones (a preference: ScheduleAnyway). */}}
+{{- define "aws-cost-exporter.topologySpreadConstraints" -}}
+{{- if .Values.topologySpreadConstraints }}
+{{- toYaml .Values.topologySpreadConstraints }}
+{{- else if gt (int .Values.replicaCount) 1 }}
+{{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+- maxSkew: 1
+  topologyKey: {{ . }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "aws-cost-exporter.selectorLabels" $ | nindent 6 }}
+{{- end }}
+{{- end }}
 {{- end }}
