@@ -13,7 +13,13 @@
 //! on disk, a block of [`RESERVE_BLOCK`] requests is reserved in the integration's count file
 //! (written atomically), and a restart on the same UTC day starts from the reserved figure. A
 //! crash can only over-count (by less than a block), never under-count, however often it
-//! repeats.
+//! repeats. With `--storage.path s3://…` the replicas share the count: a block is reserved by
+//! replacing the stored count only if it is still the version read
+//! ([`Storage::reserve_count`]), starting from the larger of the replica's own count and the
+//! stored one, so that blocks never overlap and all replicas together never pass the cap. When
+//! the shared count cannot be read and replaced, requests beyond the replica's last block are
+//! refused (and it says so once): the cap holds through S3 outages. A local directory that
+//! cannot be written only logs, and counting goes on.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +32,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::clock::{Clock, lock};
 use crate::metrics::Metrics;
-use crate::storage::Storage;
+use crate::storage::{Reservation, Storage};
 
 /// Requests reserved on disk at a time.
 pub const RESERVE_BLOCK: u64 = 20;
@@ -93,7 +99,7 @@ impl ApiBudget {
                 Ok(_) => {}
                 Err(err) => tracing::warn!(
                     integration = %integration,
-                    file = %storage.count_path(integration).display(),
+                    file = %storage.count_location(integration),
                     error = %err,
                     "ignoring the stored count of Cost Explorer requests"
                 ),
@@ -135,31 +141,62 @@ impl ApiBudget {
             state.reserved = 0;
             self.publish(&state);
         }
-        if state.used >= state.limit {
-            state.refusals += 1;
-            return Err(CapReached { limit: state.limit });
-        }
-        if state.used >= state.reserved {
-            let reserved = state.used.saturating_add(RESERVE_BLOCK).min(state.limit);
-            if let Some(storage) = &self.storage {
-                // Written before the request goes out, so that a crash never under-counts.
-                // A small file every RESERVE_BLOCK requests, on the refresh runtime.
-                match storage.save_count(&self.integration, state.day, reserved) {
-                    Ok(()) => state.write_failing = false,
-                    Err(err) => {
-                        if !state.write_failing {
+        if state.used < state.limit && state.used >= state.reserved {
+            // Reserved before the request goes out, so that a crash never under-counts.
+            // A small file or object every RESERVE_BLOCK requests, on the refresh runtime.
+            let own = state.used.saturating_add(RESERVE_BLOCK).min(state.limit);
+            let reservation = match &self.storage {
+                None => Ok(Reservation {
+                    used: state.used,
+                    reserved: own,
+                }),
+                Some(storage) => {
+                    let (day, used, limit) = (state.day, state.used, state.limit);
+                    storage.reserve_count(&self.integration, day, used, RESERVE_BLOCK, limit)
+                }
+            };
+            match reservation {
+                Ok(reservation) => {
+                    state.write_failing = false;
+                    state.used = reservation.used;
+                    state.reserved = reservation.reserved;
+                }
+                Err(err) => {
+                    // Shared by replicas, a count that cannot be read and replaced could be
+                    // passed together: refuse until it can. Alone, go on counting.
+                    let shared = self.storage.as_ref().is_some_and(|s| s.bucket().is_some());
+                    if !state.write_failing
+                        && let Some(storage) = &self.storage
+                    {
+                        if shared {
                             tracing::warn!(
                                 integration = %self.integration,
-                                file = %storage.count_path(&self.integration).display(),
+                                file = %storage.count_location(&self.integration),
+                                error = %err,
+                                "cannot reserve Cost Explorer requests in the shared count; refusing requests until it can be written"
+                            );
+                        } else {
+                            tracing::warn!(
+                                integration = %self.integration,
+                                file = %storage.count_location(&self.integration),
                                 error = %err,
                                 "cannot store the count of Cost Explorer requests; a restart today may under-count"
                             );
                         }
-                        state.write_failing = true;
                     }
+                    state.write_failing = true;
+                    if shared {
+                        state.refusals += 1;
+                        return Err(CapReached { limit: state.limit });
+                    }
+                    state.reserved = own;
                 }
             }
-            state.reserved = reserved;
+        }
+        if state.used >= state.limit {
+            state.refusals += 1;
+            self.publish(&state);
+            return Err(CapReached { limit: state.limit });
         }
         state.used += 1;
         if state.used >= state.limit {

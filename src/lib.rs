@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod electrolux;
 pub mod exposition;
 pub mod failure;
+pub mod lease;
 pub mod logfmt;
 pub mod metrics;
 pub mod model;
@@ -39,10 +40,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api_budget::{ApiBudget, CapInterceptor};
 use crate::clock::Clock;
+use crate::lease::{Coordinator, Replica};
 use crate::metrics::Metrics;
 use crate::model::{Config, Integration};
 use crate::parts::PARTS;
-use crate::refresh::{RefreshOptions, Refresher, Resumed, State};
+use crate::refresh::{MakeRefresher, RefreshOptions, Refresher, Resumed, State, Turns};
 use crate::server::{Limits, ReloadRequest, ServerState};
 use crate::snapshot::SnapshotStore;
 use crate::storage::Storage;
@@ -65,8 +67,23 @@ pub struct ExporterOptions {
     /// `--web.enable-lifecycle`: `POST /-/reload` asks for a reload (see
     /// [`Exporter::take_reload_requests`]).
     pub enable_lifecycle: bool,
-    /// `--storage.path`: where snapshots and request counts survive restarts.
+    /// `--storage.path DIR`: where snapshots and request counts survive restarts.
     pub storage_path: Option<PathBuf>,
+    /// `--storage.path s3://…`: storage shared by replicas, with leases (instead of a
+    /// directory).
+    pub shared_storage: Option<SharedStorage>,
+}
+
+/// Storage in S3 shared by replicas (see [`lease`]).
+#[derive(Debug, Clone)]
+pub struct SharedStorage {
+    pub location: storage::Location,
+    /// How the S3 client is made beyond the default chain (tests set an endpoint and keys).
+    pub s3: storage::S3Options,
+    pub lease: lease::LeaseOptions,
+    /// `--storage.replica-id`: this replica's name in leases (default: host name and process
+    /// id).
+    pub replica_id: Option<String>,
 }
 
 impl Default for ExporterOptions {
@@ -80,6 +97,7 @@ impl Default for ExporterOptions {
             limits: Limits::default(),
             enable_lifecycle: false,
             storage_path: None,
+            shared_storage: None,
         }
     }
 }
@@ -126,6 +144,8 @@ pub struct Exporter {
     reload_requests: Option<mpsc::Receiver<ReloadRequest>>,
     /// `--storage.path`.
     storage: Option<Storage>,
+    /// With shared storage: this replica, as the leases see it.
+    replica: Option<Arc<Replica>>,
     /// Each integration's daily request cap, kept across reloads that change it.
     budgets: BTreeMap<String, Arc<ApiBudget>>,
 }
@@ -169,9 +189,16 @@ impl Exporter {
                     source,
                 })?;
         // Before the refresh runtime exists: dropping it on an error here would panic.
-        let storage = match &options.storage_path {
-            Some(path) => Some(Storage::open(path)?),
-            None => None,
+        let storage = match (&options.shared_storage, &options.storage_path) {
+            (Some(shared), _) => {
+                let s3 = storage::S3Options {
+                    attempt_timeout: Some(shared.lease.attempt_timeout()),
+                    ..shared.s3.clone()
+                };
+                Some(Storage::open_s3(shared.location.clone(), &s3).await?)
+            }
+            (None, Some(path)) => Some(Storage::open(path)?),
+            (None, None) => None,
         };
         let refresh_runtime = refresh::runtime().map_err(StartError::Runtime)?;
         let metrics = Arc::new(Metrics::with_clock(options.clock.clone()));
@@ -193,6 +220,25 @@ impl Exporter {
             limits: options.limits,
         });
         let server = tokio::spawn(server::serve(listener, state, shutdown.clone()));
+        let replica = match (
+            &options.shared_storage,
+            storage.as_ref().and_then(Storage::bucket),
+        ) {
+            (Some(shared), Some(bucket)) => {
+                let id = shared.replica_id.clone().unwrap_or_else(default_replica_id);
+                let replica = Replica::new(id, bucket.clone(), shared.lease);
+                refresh_runtime.spawn(replica.clone().run(shutdown.child_token()));
+                tracing::info!(
+                    replica = %replica.id(),
+                    storage = %shared.location,
+                    lease_duration = %humantime::format_duration(shared.lease.duration),
+                    poll_interval = %humantime::format_duration(shared.lease.poll_interval),
+                    "sharing records and leases with other replicas"
+                );
+                Some(replica)
+            }
+            _ => None,
+        };
         let mut exporter = Exporter {
             local_addr,
             shutdown,
@@ -209,6 +255,7 @@ impl Exporter {
             web,
             reload_requests,
             storage,
+            replica,
             budgets: BTreeMap::new(),
         };
         exporter.reload(config).await;
@@ -247,6 +294,9 @@ impl Exporter {
             self.metrics.forget(&name);
             tracing::info!(integration = %name, "integration removed");
             summary.removed.push(name);
+        }
+        if let Some(replica) = &self.replica {
+            replica.set_integrations(wanted.len());
         }
         self.store.set_integrations(wanted);
         for integration in config.integrations {
@@ -329,18 +379,58 @@ impl Exporter {
             Some(SharedInterceptor::new(CapInterceptor(budget.clone()))),
         )
         .await;
-        let mut refresher = Refresher::new(
-            integration.clone(),
-            clients,
-            data_delay_days,
-            self.store.clone(),
-            self.metrics.clone(),
-            self.clock.clone(),
-        )
-        .with_schedule(self.refresh_options, self.permits.clone())
-        .with_budget(budget);
-        if let Some(storage) = &self.storage {
-            refresher = refresher.with_storage(storage.clone());
+        let make: MakeRefresher = {
+            let (integration, store, metrics, clock) = (
+                integration.clone(),
+                self.store.clone(),
+                self.metrics.clone(),
+                self.clock.clone(),
+            );
+            let (options, permits, storage) = (
+                self.refresh_options,
+                self.permits.clone(),
+                self.storage.clone(),
+            );
+            Arc::new(move || {
+                let refresher = Refresher::new(
+                    integration.clone(),
+                    clients.clone(),
+                    data_delay_days,
+                    store.clone(),
+                    metrics.clone(),
+                    clock.clone(),
+                )
+                .with_schedule(options, permits.clone())
+                .with_budget(budget.clone());
+                match &storage {
+                    Some(storage) => refresher.with_storage(storage.clone()),
+                    None => refresher,
+                }
+            })
+        };
+        let mut refresher = make();
+        if let (Some(replica), Some(storage)) = (&self.replica, &self.storage)
+            && let Some(bucket) = storage.bucket()
+        {
+            // The lease decides whether this replica refreshes or serves the holder's records.
+            let state = refresher.state();
+            let coordinator = Coordinator {
+                integration: integration.name.clone(),
+                bucket: bucket.clone(),
+                replica: replica.clone(),
+                metrics: self.metrics.clone(),
+                clock: self.clock.clone(),
+                duty: Turns::new(
+                    integration.clone(),
+                    data_delay_days,
+                    storage.clone(),
+                    make,
+                    state.clone(),
+                ),
+            };
+            return self.run_task(integration, data_delay_days, state, |stop| {
+                coordinator.run(stop)
+            });
         }
         let resumed = match &previous {
             Some(state) => {
@@ -390,8 +480,24 @@ impl Exporter {
             }
         }
         let state = refresher.state();
+        self.run_task(integration, data_delay_days, state, |stop| {
+            refresher.run(stop)
+        })
+    }
+
+    /// Runs an integration's task on the refresh runtime, until stopped.
+    fn run_task<F>(
+        &self,
+        integration: Integration,
+        data_delay_days: u32,
+        state: Arc<std::sync::Mutex<State>>,
+        run: impl FnOnce(CancellationToken) -> F,
+    ) -> RunningIntegration
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let stop = self.shutdown.child_token();
-        let run = refresher.run(stop.clone());
+        let run = run(stop.clone());
         let task = match &self.refresh_runtime {
             Some(runtime) => runtime.spawn(run),
             None => tokio::spawn(run),
@@ -476,6 +582,31 @@ impl Drop for Exporter {
     }
 }
 
+/// This replica's default name in leases: the host name (in Kubernetes, the pod's name) and the
+/// process id, with a sequence number after the first exporter of a process.
+fn default_replica_id() -> String {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let host = host_name().unwrap_or_else(|| "replica".to_string());
+    let pid = std::process::id();
+    match STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => format!("{host}-{pid}"),
+        n => format!("{host}-{pid}-{n}"),
+    }
+}
+
+/// The host name, if the system gives one.
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let result = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if result != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
 /// Reads an integration's stored snapshot and takes over what it can, off the async workers;
 /// a file that cannot be used is reported in one log line and ignored.
 async fn load_stored_snapshot(
@@ -497,7 +628,7 @@ async fn load_stored_snapshot(
     };
     tracing::warn!(
         integration = %integration.name,
-        file = %storage.snapshot_path(&integration.name).display(),
+        file = %storage.snapshot_location(&integration.name),
         error = %error,
         "ignoring the stored snapshot; refreshing at once"
     );

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aws_cost_exporter::config::ConfigFormat;
 use aws_cost_exporter::config_watch::ConfigWatch;
+use aws_cost_exporter::lease::LeaseOptions;
 use aws_cost_exporter::server::{self, Limits};
-use aws_cost_exporter::{Exporter, ExporterOptions, config, web_config};
+use aws_cost_exporter::{Exporter, ExporterOptions, SharedStorage, config, storage, web_config};
 use aws_cost_simulator::{DEMO_SCALE, Publications, demo_replay, demo_simulator, system_clock};
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -71,10 +72,23 @@ struct Flags {
     /// How many integrations refresh at once, at most.
     #[arg(long = "refresh.max-concurrency", default_value_t = aws_cost_exporter::refresh::MAX_CONCURRENCY, value_parser = parse_concurrency)]
     max_concurrency: usize,
-    /// Directory where each integration's last snapshot and its day's count of billed Cost
-    /// Explorer requests survive restarts (created if missing). Off when not given.
-    #[arg(long = "storage.path", value_name = "DIR", value_parser = parse_storage_path)]
-    storage_path: Option<PathBuf>,
+    /// Where each integration's last snapshot and its day's count of billed Cost Explorer
+    /// requests survive restarts: a directory (created if missing), or s3://BUCKET/PREFIX,
+    /// shared by replicas that then refresh each integration once between them (leases).
+    /// Off when not given.
+    #[arg(long = "storage.path", value_name = "DIR|s3://BUCKET/PREFIX", value_parser = parse_storage_path)]
+    storage_path: Option<StoragePath>,
+    /// With s3:// storage: this replica's name in the leases (default: host name and process
+    /// id; in Kubernetes, give the pod's name).
+    #[arg(long = "storage.replica-id", value_name = "ID", value_parser = parse_replica_id)]
+    replica_id: Option<String>,
+    /// With s3:// storage: how long an integration's lease lasts without renewal; the holder
+    /// renews it every quarter of this, and another replica takes it over after this.
+    #[arg(long = "storage.lease-duration", default_value = "2m", value_parser = parse_timeout)]
+    lease_duration: Duration,
+    /// With s3:// storage: how often replicas poll leases and records (a conditional GET).
+    #[arg(long = "storage.poll-interval", default_value = "10s", value_parser = parse_timeout)]
+    poll_interval: Duration,
     /// Serve two demo integrations fed by a simulated Cost Explorer on loopback
     /// (no AWS account needed); --config.file is ignored.
     #[arg(long)]
@@ -128,19 +142,41 @@ fn simulated(today: chrono::NaiveDate, flags: &Flags) -> aws_cost_simulator::Sim
     }
 }
 
-/// A local directory. A URL (`s3://bucket/prefix`) is refused rather than taken for a
-/// directory named after its scheme in the working directory.
-fn parse_storage_path(text: &str) -> Result<PathBuf, String> {
+/// `--storage.path`: a local directory or a place in S3.
+#[derive(Debug, Clone)]
+enum StoragePath {
+    Dir(PathBuf),
+    S3(storage::Location),
+}
+
+/// A local directory, or `s3://BUCKET[/PREFIX]`. Another URL is refused rather than taken for
+/// a directory named after its scheme in the working directory.
+fn parse_storage_path(text: &str) -> Result<StoragePath, String> {
+    if let Some(location) = storage::Location::parse(text) {
+        return location.map(StoragePath::S3);
+    }
     match text.split_once("://") {
         Some((scheme, _))
             if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) =>
         {
             Err(format!(
-                "{scheme}:// is not a local directory; shared storage (such as S3) is not supported, give a directory"
+                "{scheme}:// is not a local directory, and S3 (s3://BUCKET/PREFIX) is the only shared storage; give a directory or an s3:// URL"
             ))
         }
         _ if text.is_empty() => Err("expected a directory".to_string()),
-        _ => Ok(PathBuf::from(text)),
+        _ => Ok(StoragePath::Dir(PathBuf::from(text))),
+    }
+}
+
+fn parse_replica_id(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    match valid {
+        true => Ok(text.to_string()),
+        false => Err("expected 1 to 128 letters, digits, '-', '_' or '.'".into()),
     }
 }
 
@@ -274,6 +310,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     } else {
         config::load_file(&flags.config_file)?
     };
+    let lease = LeaseOptions {
+        duration: flags.lease_duration,
+        poll_interval: flags.poll_interval,
+    };
+    lease.validate().map_err(anyhow::Error::msg)?;
     if flags.config_check {
         if let Some(file) = &flags.web_config_file {
             web_config::load(file)?;
@@ -316,7 +357,19 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 max_connections: flags.max_connections,
             },
             enable_lifecycle: flags.enable_lifecycle,
-            storage_path: flags.storage_path.clone(),
+            storage_path: match &flags.storage_path {
+                Some(StoragePath::Dir(dir)) => Some(dir.clone()),
+                _ => None,
+            },
+            shared_storage: match &flags.storage_path {
+                Some(StoragePath::S3(location)) => Some(SharedStorage {
+                    location: location.clone(),
+                    s3: storage::S3Options::default(),
+                    lease,
+                    replica_id: flags.replica_id.clone(),
+                }),
+                _ => None,
+            },
             ..ExporterOptions::default()
         },
     )

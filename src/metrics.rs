@@ -36,7 +36,7 @@ struct BuildLabels {
 }
 
 /// The exporter's own families as the page names them (an electrolux metric may not take one).
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 17] = [
     "aws_cost_exporter_build_info",
     "aws_cost_refresh_success",
     "aws_cost_refresh_failures_total",
@@ -51,6 +51,9 @@ pub const NAMES: [&str; 14] = [
     "aws_cost_data_last_changed_timestamp_seconds",
     "aws_cost_data_checks_unchanged_total",
     "aws_cost_api_budget_exhausted",
+    "aws_cost_exporter_lease_held",
+    "aws_cost_exporter_lease_takeovers_total",
+    "aws_cost_exporter_records_age_seconds",
 ];
 
 /// The labels of one integration's series: `integration`, its static labels, then the
@@ -76,6 +79,9 @@ pub struct Metrics {
     data_changed: Family<Labels, Gauge<f64, AtomicU64>>,
     checks_unchanged: Family<Labels, Counter>,
     api_budget_exhausted: Family<Labels, Gauge>,
+    lease_held: Family<Labels, Gauge>,
+    lease_takeovers: Family<Labels, Counter>,
+    records_age: Family<Labels, Gauge<f64, AtomicU64>>,
     /// What the scrape-time gauges are computed from, with the clock they are computed by.
     scrape_time: Mutex<ScrapeTime>,
     clock: ScrapeClock,
@@ -121,6 +127,8 @@ struct Known {
 struct ScrapeTime {
     fetched_at: HashMap<String, chrono::DateTime<chrono::Utc>>,
     exhausted_on: HashMap<String, Option<chrono::NaiveDate>>,
+    /// With shared storage: when the replica last knew its records to be the latest.
+    records_confirmed: HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 struct ScrapeClock(Clock);
@@ -237,8 +245,29 @@ impl Metrics {
             "1 while the integration's daily cap of billed Cost Explorer requests (max_api_requests_per_day) is reached, until the next UTC day; else 0",
             api_budget_exhausted.clone(),
         );
+        let lease_held = Family::<Labels, Gauge>::default();
+        registry.register(
+            "aws_cost_exporter_lease_held",
+            "With shared storage (--storage.path s3://...): 1 on the replica that holds the integration's lease and refreshes it, 0 on the others",
+            lease_held.clone(),
+        );
+        let lease_takeovers = Family::<Labels, Counter>::default();
+        registry.register(
+            "aws_cost_exporter_lease_takeovers",
+            "With shared storage: leases this replica took over from a holder that had stopped renewing (expired), not released",
+            lease_takeovers.clone(),
+        );
+        let records_age = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "aws_cost_exporter_records_age_seconds",
+            "With shared storage: how long since this replica last knew the integration's records it serves to be the latest in storage (its lease renewed, or a poll of the records answered); grows while storage is unreachable (computed at scrape time)",
+            records_age.clone(),
+        );
         Self {
             registry,
+            lease_held,
+            lease_takeovers,
+            records_age,
             data_age,
             data_checked,
             data_changed,
@@ -389,6 +418,9 @@ impl Metrics {
         let mut scrape_time = self.scrape_time();
         scrape_time.fetched_at.remove(integration);
         scrape_time.exhausted_on.remove(integration);
+        scrape_time.records_confirmed.remove(integration);
+        self.records_age.remove(&labels);
+        self.lease_held.remove(&labels);
         self.data_age.remove(&labels);
         self.data_checked.remove(&labels);
         self.data_changed.remove(&labels);
@@ -484,6 +516,34 @@ impl Metrics {
         self.changed();
     }
 
+    /// With shared storage: whether this replica holds the integration's lease.
+    pub fn record_lease_held(&self, integration: &str, held: bool) {
+        self.lease_held
+            .get_or_create(&self.labels(integration, &[]))
+            .set(i64::from(held));
+        // The counter exists from the first lease decision on, at 0.
+        self.lease_takeovers
+            .get_or_create(&self.labels(integration, &[]))
+            .inc_by(0);
+        self.changed();
+    }
+
+    /// Counts a lease taken over from a holder that stopped renewing.
+    pub fn record_takeover(&self, integration: &str) {
+        self.lease_takeovers
+            .get_or_create(&self.labels(integration, &[]))
+            .inc();
+        self.changed();
+    }
+
+    /// With shared storage: the replica knew at `at` that the records it serves are the latest.
+    pub fn record_records_confirmed(&self, integration: &str, at: chrono::DateTime<chrono::Utc>) {
+        self.scrape_time()
+            .records_confirmed
+            .insert(integration.to_string(), at);
+        self.changed();
+    }
+
     /// Sets the gauges that depend on the time of the scrape.
     fn update_scrape_time_gauges(&self, now: chrono::DateTime<chrono::Utc>) {
         let scrape_time = self.scrape_time();
@@ -492,6 +552,12 @@ impl Metrics {
             self.data_age
                 .get_or_create(&self.labels(integration, &[]))
                 .set(age);
+        }
+        for (integration, at) in &scrape_time.records_confirmed {
+            let age = (now - *at).num_milliseconds() as f64 / 1000.0;
+            self.records_age
+                .get_or_create(&self.labels(integration, &[]))
+                .set(age.max(0.0));
         }
         for (integration, day) in &scrape_time.exhausted_on {
             self.api_budget_exhausted
@@ -634,6 +700,8 @@ mod names {
         metrics.record_data_fetched("a", chrono::Utc::now());
         metrics.record_check("a", chrono::Utc::now(), true, true);
         metrics.record_api_budget_exhausted("a", None);
+        metrics.record_lease_held("a", true);
+        metrics.record_records_confirmed("a", chrono::Utc::now());
         let text = metrics.encode(Format::Classic);
         let served: Vec<&str> = text
             .lines()

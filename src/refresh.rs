@@ -42,7 +42,7 @@ use crate::metrics::Metrics;
 use crate::model::Integration;
 use crate::parts::{Cx, Encoding, Part, PartError, Parts, Scope, Shared, layout};
 use crate::snapshot::{Block, Identity, IntegrationSnapshot, SnapshotStore};
-use crate::storage::{Storage, Stored};
+use crate::storage::{Polled, Storage, Stored};
 
 /// The first retry delay after a failed refresh.
 pub const RETRY_MIN: Duration = Duration::from_secs(60);
@@ -213,6 +213,25 @@ pub struct State {
     /// Whether the published snapshot has parts whose last fetch failed: a check that finds
     /// the cost data unchanged still runs the whole plan, retrying them.
     partial: bool,
+    /// Whether an attempt is in flight (a lease holder does not release the lease then).
+    refreshing: bool,
+}
+
+/// Marks a refresh attempt in flight in the state, until dropped (also when the attempt is
+/// aborted).
+struct InFlight<'a>(&'a Mutex<State>);
+
+impl<'a> InFlight<'a> {
+    fn mark(state: &'a Mutex<State>) -> Self {
+        lock(state).refreshing = true;
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(self.0).refreshing = false;
+    }
 }
 
 /// Where a refresher starts from: what it serves at once, and what it keeps.
@@ -342,6 +361,7 @@ impl Refresher {
                 parts,
                 failing: false,
                 partial: false,
+                refreshing: false,
             })),
             options: RefreshOptions::default(),
             permits: None,
@@ -362,6 +382,19 @@ impl Refresher {
     /// What it publishes and keeps, for the integration's next refresher.
     pub fn state(&self) -> Arc<Mutex<State>> {
         self.state.clone()
+    }
+
+    /// Publishes into and keeps in `state`, another refresher's of the same integration and
+    /// settings (with shared storage, each turn as holder or follower gets a new refresher; see
+    /// [`crate::lease`]).
+    pub fn with_state(mut self, state: Arc<Mutex<State>>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The snapshot it serves, if any.
+    pub fn served(&self) -> Option<Arc<IntegrationSnapshot>> {
+        lock(&self.state).snapshot.clone()
     }
 
     /// Starts from `resumed`: publishes what it serves at once, keeps what its parts keep. The
@@ -407,6 +440,7 @@ impl Refresher {
             parts,
             failing,
             partial: failing,
+            refreshing: false,
         };
         self
     }
@@ -612,7 +646,9 @@ impl Refresher {
         let name = &self.integration.name;
         let requests_before = self.metrics.requests_made(name);
         let started = Instant::now();
+        let in_flight = InFlight::mark(&self.state);
         let result = self.refresh(scope).await;
+        drop(in_flight);
         let elapsed = started.elapsed().as_secs_f64();
         let finished = (self.clock)().timestamp_millis() as f64 / 1000.0;
         // Every AWS request attempt of this refresh: pages, forecasts, STS, retries.
@@ -839,7 +875,7 @@ impl Refresher {
                 records: state.parts.records(snapshot.blocks()),
             }
         };
-        let path = storage.snapshot_path(&self.integration.name);
+        let path = storage.snapshot_location(&self.integration.name);
         let result = tokio::task::spawn_blocking(move || storage.save_snapshot(&stored)).await;
         let error = match result {
             Ok(Ok(())) => return,
@@ -848,10 +884,124 @@ impl Refresher {
         };
         tracing::warn!(
             integration = %self.integration.name,
-            file = %path.display(),
+            file = %path,
             error = %error,
             "cannot store the snapshot; a restart will refresh at once"
         );
+    }
+}
+
+/// Makes a refresher of one integration, with its clients, schedule, daily cap and storage.
+pub type MakeRefresher = Arc<dyn Fn() -> Refresher + Send + Sync>;
+
+/// One integration's turns with shared storage ([`crate::lease`]): while another replica holds
+/// its lease, serve the records the holder writes; while this one does, run a refresher that
+/// starts from what is served. Each turn gets a new refresher, all publishing into one state.
+pub struct Turns {
+    integration: Integration,
+    data_delay_days: u32,
+    storage: Storage,
+    make: MakeRefresher,
+    state: Arc<Mutex<State>>,
+    /// The version (ETag) of the records served, when read from storage.
+    known: Option<String>,
+    /// Whether the last read of the records failed (logged once per streak).
+    failing: bool,
+    /// The refresher running while the lease is held.
+    running: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Turns {
+    pub fn new(
+        integration: Integration,
+        data_delay_days: u32,
+        storage: Storage,
+        make: MakeRefresher,
+        state: Arc<Mutex<State>>,
+    ) -> Self {
+        Self {
+            integration,
+            data_delay_days,
+            storage,
+            make,
+            state,
+            known: None,
+            failing: false,
+            running: None,
+        }
+    }
+}
+
+impl crate::lease::Duty for Turns {
+    async fn follow(&mut self) -> bool {
+        let (storage, name, known) = (
+            self.storage.clone(),
+            self.integration.name.clone(),
+            self.known.clone(),
+        );
+        let (integration, data_delay_days) = (self.integration.clone(), self.data_delay_days);
+        // Reading and decoding records is blocking and CPU work: off the async workers.
+        let result = tokio::task::spawn_blocking(move || {
+            storage
+                .poll_snapshot(&name, known.as_deref())
+                .map(|polled| match polled {
+                    Polled::Changed(stored, etag) => Some((
+                        Resumed::from_stored(&stored, &integration, data_delay_days),
+                        etag,
+                    )),
+                    Polled::Unchanged | Polled::Missing => None,
+                })
+        })
+        .await;
+        let error = match result {
+            Ok(Ok(changed)) => {
+                self.failing = false;
+                if let Some((resumed, etag)) = changed {
+                    self.known = Some(etag);
+                    if resumed.serves_anything() {
+                        let refresher = (self.make)().with_state(self.state.clone());
+                        let _ = refresher.resume(resumed);
+                    }
+                }
+                return true;
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        if !self.failing {
+            tracing::warn!(
+                integration = %self.integration.name,
+                file = %self.storage.snapshot_location(&self.integration.name),
+                error = %error,
+                "cannot read the shared records; serving the last ones read"
+            );
+        }
+        self.failing = true;
+        false
+    }
+
+    fn lead(&mut self) {
+        // From what it serves: the records read last, or its own last snapshot.
+        let mut refresher = (self.make)().with_state(self.state.clone());
+        let resumed =
+            Resumed::from_previous(&lock(&self.state), &self.integration, self.data_delay_days);
+        if let Some(resumed) = resumed.filter(Resumed::serves_anything) {
+            refresher = refresher.resume(resumed);
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(refresher.run(stop.clone()));
+        self.running = Some((stop, task));
+    }
+
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+
+    fn busy(&self) -> bool {
+        lock(&self.state).refreshing
     }
 }
 

@@ -1,4 +1,5 @@
-//! `--storage.path DIR`: what survives a restart.
+//! `--storage.path DIR` or `--storage.path s3://BUCKET/PREFIX`: what survives a restart, and
+//! what the replicas of an HA set-up share.
 //!
 //! - Each integration's last published snapshot, so that a restart serves it at once and
 //!   buys no refresh before one is due. One file per integration, `snapshot-<name>.bin`: when
@@ -17,18 +18,32 @@
 //! integration: such a file is refused, and the integration refreshes), or written for another
 //! integration is refused ([`LoadError`]): the caller logs it and carries on without it. No file
 //! holds credentials: only what is served, and the request count.
+//!
+//! In S3 ([`s3`]) the objects have the same names and bytes. S3 writes an object whole or not
+//! at all, so a reader never sees half of one; the request count is replaced only if it is
+//! still the version read ([`Storage::reserve_count`]), so that replicas share the daily cap;
+//! and replicas poll a snapshot with its ETag ([`Storage::poll_snapshot`]), sent only when it
+//! changed. The leases that decide which replica refreshes live beside them
+//! ([`crate::lease`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::cost_explorer::Period;
 use crate::snapshot::EncodedBlock;
+
+pub mod s3;
+
+use s3::{Bucket, Condition, Fetched, Written};
+pub use s3::{Location, S3Options};
 
 /// The first bytes of every file this module writes.
 pub const MAGIC: &[u8; 8] = b"AWSCOSTX";
@@ -38,6 +53,10 @@ pub const SNAPSHOT_VERSION: u32 = 3;
 pub const COUNT_VERSION: u32 = 1;
 const KIND_SNAPSHOT: u8 = 1;
 const KIND_COUNT: u8 = 2;
+/// An integration's lease ([`crate::lease`]).
+pub(crate) const KIND_LEASE: u8 = 3;
+/// A replica's sign of life ([`crate::lease`]).
+pub(crate) const KIND_REPLICA: u8 = 4;
 /// The prefix of temporary files (removed when found at start-up: a crash left them).
 const TEMP_PREFIX: &str = ".tmp-";
 
@@ -92,11 +111,42 @@ pub struct Record {
     pub kept: Vec<u8>,
 }
 
-/// The storage directory.
+/// Where what survives restarts is kept: a local directory, or a bucket and prefix in S3
+/// (shared by the replicas of an HA set-up, see [`crate::lease`]).
 #[derive(Debug, Clone)]
 pub struct Storage {
-    dir: PathBuf,
+    backend: Backend,
 }
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Dir(PathBuf),
+    S3(Arc<Bucket>),
+}
+
+/// A block of the daily request count reserved in storage ([`Storage::reserve_count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// The requests counted as made that day: the caller's own, or more when other replicas
+    /// reserved more.
+    pub used: u64,
+    /// The requests reserved that day (at most the limit): `used` up to it may be sent.
+    pub reserved: u64,
+}
+
+/// What a poll of an integration's snapshot found ([`Storage::poll_snapshot`]).
+#[derive(Debug)]
+pub enum Polled {
+    /// None is stored.
+    Missing,
+    /// The one known is still the stored one.
+    Unchanged,
+    /// Another one, with its version (ETag).
+    Changed(Box<Stored>, String),
+}
+
+/// The most attempts at a conditional update of the request count before giving up.
+const COUNT_ATTEMPTS: usize = 16;
 
 impl Storage {
     /// Creates the directory when missing, checks that it is writable, and removes the
@@ -115,103 +165,245 @@ impl Storage {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        let storage = Self { dir };
         // Writable now, rather than at the first refresh.
         let probe = "write-check";
-        storage.write_atomically(probe, b"").map_err(error)?;
-        fs::remove_file(storage.dir.join(probe)).map_err(error)?;
-        Ok(storage)
+        write_atomically(&dir, probe, b"").map_err(error)?;
+        fs::remove_file(dir.join(probe)).map_err(error)?;
+        Ok(Self {
+            backend: Backend::Dir(dir),
+        })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Connects to a bucket and prefix in S3 and checks that an object can be written and
+    /// deleted there.
+    pub async fn open_s3(location: Location, options: &S3Options) -> Result<Self, StorageError> {
+        let shown = location.to_string();
+        let error = |error| StorageError {
+            path: shown.clone(),
+            error,
+        };
+        let bucket = Bucket::connect(location, options).await.map_err(error)?;
+        let probe = "write-check";
+        bucket
+            .put(probe, Vec::new(), Condition::Any)
+            .await
+            .map_err(error)?;
+        bucket.delete(probe).await.map_err(error)?;
+        Ok(Self {
+            backend: Backend::S3(Arc::new(bucket)),
+        })
     }
 
-    /// The file holding an integration's snapshot.
-    pub fn snapshot_path(&self, integration: &str) -> PathBuf {
-        self.dir
-            .join(format!("snapshot-{}.bin", file_name_part(integration)))
+    /// The bucket, when the storage is in S3 (where replicas can share it).
+    pub fn bucket(&self) -> Option<&Arc<Bucket>> {
+        match &self.backend {
+            Backend::S3(bucket) => Some(bucket),
+            Backend::Dir(_) => None,
+        }
     }
 
-    /// The file holding an integration's request count of the day.
-    pub fn count_path(&self, integration: &str) -> PathBuf {
-        self.dir
-            .join(format!("api-requests-{}.bin", file_name_part(integration)))
+    /// Where an object or file of the storage is, for messages: a path or an `s3://` URL.
+    pub fn location(&self, name: &str) -> String {
+        match &self.backend {
+            Backend::Dir(dir) => dir.join(name).display().to_string(),
+            Backend::S3(bucket) => bucket.location().url(name),
+        }
+    }
+
+    /// The name of the file or object holding an integration's snapshot.
+    pub fn snapshot_name(integration: &str) -> String {
+        format!("snapshot-{}.bin", file_name_part(integration))
+    }
+
+    /// The name of the file or object holding an integration's request count of the day.
+    pub fn count_name(integration: &str) -> String {
+        format!("api-requests-{}.bin", file_name_part(integration))
+    }
+
+    /// Where an integration's snapshot is kept, for messages.
+    pub fn snapshot_location(&self, integration: &str) -> String {
+        self.location(&Self::snapshot_name(integration))
+    }
+
+    /// Where an integration's request count is kept, for messages.
+    pub fn count_location(&self, integration: &str) -> String {
+        self.location(&Self::count_name(integration))
     }
 
     /// Writes an integration's snapshot (blocking: call it off the async workers).
     pub fn save_snapshot(&self, stored: &Stored) -> io::Result<()> {
         let bytes = encode_snapshot(stored);
-        let path = self.snapshot_path(&stored.integration);
-        self.write_atomically(&file_name(&path), &bytes)
+        let name = Self::snapshot_name(&stored.integration);
+        match &self.backend {
+            Backend::Dir(dir) => write_atomically(dir, &name, &bytes),
+            Backend::S3(bucket) => bucket
+                .put_blocking(&name, bytes, Condition::Any)
+                .map(|_| ()),
+        }
     }
 
     /// Reads an integration's snapshot: `Ok(None)` when there is none (blocking).
     pub fn load_snapshot(&self, integration: &str) -> Result<Option<Stored>, LoadError> {
-        match fs::read(self.snapshot_path(integration)) {
-            Ok(bytes) => decode_snapshot(&bytes, integration).map(Some),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(err.into()),
-        }
+        self.read(&Self::snapshot_name(integration))?
+            .map(|(bytes, _)| decode_snapshot(&bytes, integration))
+            .transpose()
     }
 
-    /// Writes an integration's request count: `reserved` requests on `day` (blocking).
-    pub fn save_count(&self, integration: &str, day: NaiveDate, reserved: u64) -> io::Result<()> {
-        let mut w = Writer::new(KIND_COUNT, COUNT_VERSION);
-        w.str(integration);
-        w.i64(days_from_ce(day));
-        w.u64(reserved);
-        let path = self.count_path(integration);
-        self.write_atomically(&file_name(&path), &w.finish())
+    /// Reads an integration's snapshot unless its version is `known` (S3's ETag; a directory
+    /// has no versions and always reads). Blocking.
+    pub fn poll_snapshot(
+        &self,
+        integration: &str,
+        known: Option<&str>,
+    ) -> Result<Polled, LoadError> {
+        let name = Self::snapshot_name(integration);
+        let (bytes, etag) = match &self.backend {
+            Backend::Dir(_) => match self.read(&name)? {
+                Some(found) => found,
+                None => return Ok(Polled::Missing),
+            },
+            Backend::S3(bucket) => match bucket.get_blocking(&name, known)? {
+                Fetched::Missing => return Ok(Polled::Missing),
+                Fetched::Unchanged => return Ok(Polled::Unchanged),
+                Fetched::Found { bytes, etag } => (bytes, etag),
+            },
+        };
+        let stored = decode_snapshot(&bytes, integration)?;
+        Ok(Polled::Changed(Box::new(stored), etag))
     }
 
     /// Reads an integration's request count: `Ok(None)` when there is none (blocking).
     pub fn load_count(&self, integration: &str) -> Result<Option<(NaiveDate, u64)>, LoadError> {
-        let bytes = match fs::read(self.count_path(integration)) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err.into()),
-        };
-        let mut r = Reader::open(&bytes, KIND_COUNT, COUNT_VERSION)?;
-        let name = r.str()?;
-        if name != integration {
-            return Err(LoadError::OtherIntegration(name.to_string()));
-        }
-        let day = from_days_from_ce(r.i64()?)?;
-        let reserved = r.u64()?;
-        r.end()?;
-        Ok(Some((day, reserved)))
+        self.read(&Self::count_name(integration))?
+            .map(|(bytes, _)| decode_count(&bytes, integration))
+            .transpose()
     }
 
-    /// Temporary file, write, fsync, rename, fsync the directory.
-    fn write_atomically(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let temp = self.dir.join(format!(
-            "{TEMP_PREFIX}{}-{}-{name}",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                // Cost data is business information: readable by the exporter's user only.
-                options.mode(0o600);
+    /// Reserves a block of `block` requests of `day`, after the `used` ones, never past
+    /// `limit` (blocking). In a directory the count is the caller's
+    /// alone. In S3 replicas share it: the stored count is read and replaced only if it is
+    /// still the version read (else read again), so that blocks reserved by several replicas
+    /// never overlap and together never pass `limit`; `used` moves up to what others reserved.
+    pub fn reserve_count(
+        &self,
+        integration: &str,
+        day: NaiveDate,
+        used: u64,
+        block: u64,
+        limit: u64,
+    ) -> io::Result<Reservation> {
+        let name = Self::count_name(integration);
+        let bucket = match &self.backend {
+            Backend::Dir(dir) => {
+                let reserved = used.saturating_add(block).min(limit);
+                write_atomically(dir, &name, &encode_count(integration, day, reserved))?;
+                return Ok(Reservation { used, reserved });
             }
-            let mut file = options.open(&temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            drop(file);
-            fs::rename(&temp, self.dir.join(name))?;
-            sync_dir(&self.dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
+            Backend::S3(bucket) => bucket,
+        };
+        for attempt in 0..COUNT_ATTEMPTS {
+            let (stored, etag) = match bucket.get_blocking(&name, None)? {
+                Fetched::Found { bytes, etag } => match decode_count(&bytes, integration) {
+                    Ok(count) => (Some(count), Some(etag)),
+                    // A count that cannot be read is replaced (only if still the same).
+                    Err(_) => (None, Some(etag)),
+                },
+                Fetched::Missing | Fetched::Unchanged => (None, None),
+            };
+            let used = match stored {
+                Some((stored_day, reserved)) if stored_day == day => used.max(reserved),
+                _ => used,
+            };
+            if used >= limit {
+                return Ok(Reservation {
+                    used,
+                    reserved: used,
+                });
+            }
+            let reserved = used.saturating_add(block).min(limit);
+            let condition = match &etag {
+                Some(etag) => Condition::Matches(etag),
+                None => Condition::Absent,
+            };
+            match bucket.put_blocking(&name, encode_count(integration, day, reserved), condition)? {
+                Written::Done { .. } => return Ok(Reservation { used, reserved }),
+                // Another replica reserved first: read again, after a random pause, so that
+                // writers racing in step fall out of step.
+                Written::Conflict => std::thread::sleep(Duration::from_millis(
+                    fastrand::u64(1..=20) * (attempt as u64 + 1),
+                )),
+            }
         }
-        result
+        Err(io::Error::other(format!(
+            "{}: another writer changed it {COUNT_ATTEMPTS} times in a row",
+            bucket.location().url(&name)
+        )))
     }
+
+    /// A file's or object's bytes and version: `Ok(None)` when there is none (blocking).
+    fn read(&self, name: &str) -> io::Result<Option<(Vec<u8>, String)>> {
+        match &self.backend {
+            Backend::Dir(dir) => match fs::read(dir.join(name)) {
+                Ok(bytes) => Ok(Some((bytes, String::new()))),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(err),
+            },
+            Backend::S3(bucket) => match bucket.get_blocking(name, None)? {
+                Fetched::Found { bytes, etag } => Ok(Some((bytes, etag))),
+                Fetched::Missing | Fetched::Unchanged => Ok(None),
+            },
+        }
+    }
+}
+
+fn encode_count(integration: &str, day: NaiveDate, reserved: u64) -> Vec<u8> {
+    let mut w = Writer::new(KIND_COUNT, COUNT_VERSION);
+    w.str(integration);
+    w.i64(days_from_ce(day));
+    w.u64(reserved);
+    w.finish()
+}
+
+fn decode_count(bytes: &[u8], integration: &str) -> Result<(NaiveDate, u64), LoadError> {
+    let mut r = Reader::open(bytes, KIND_COUNT, COUNT_VERSION)?;
+    let name = r.str()?;
+    if name != integration {
+        return Err(LoadError::OtherIntegration(name.to_string()));
+    }
+    let day = from_days_from_ce(r.i64()?)?;
+    let reserved = r.u64()?;
+    r.end()?;
+    Ok((day, reserved))
+}
+
+/// Temporary file, write, fsync, rename, fsync the directory.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{}-{name}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // Cost data is business information: readable by the exporter's user only.
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, dir.join(name))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
 }
 
 #[cfg(unix)]
@@ -222,12 +414,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// An integration name as part of a file name, safe on every file system whatever the name
@@ -387,7 +573,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    fn new(kind: u8, version: u32) -> Self {
+    pub(crate) fn new(kind: u8, version: u32) -> Self {
         let mut w = Self::default();
         w.buf.extend_from_slice(MAGIC);
         w.u32(version);
@@ -463,7 +649,7 @@ impl Writer {
     }
 
     /// The bytes with their CRC-32 appended.
-    fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         let crc = crc32fast::hash(&self.buf);
         self.u32(crc);
         self.buf
@@ -482,7 +668,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Checks the magic, version, kind and checksum; reads the fields after them.
-    fn open(bytes: &'a [u8], kind: u8, version: u32) -> Result<Self, LoadError> {
+    pub(crate) fn open(bytes: &'a [u8], kind: u8, version: u32) -> Result<Self, LoadError> {
         if bytes.len() < MAGIC.len() {
             return Err(if MAGIC.starts_with(bytes) {
                 LoadError::Truncated
@@ -691,7 +877,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         storage.save_snapshot(&stored("payer")).unwrap();
-        let path = storage.snapshot_path("payer");
+        let path = dir.path().join(Storage::snapshot_name("payer"));
         let good = fs::read(&path).unwrap();
         let load = |bytes: &[u8]| {
             fs::write(&path, bytes).unwrap();
@@ -719,7 +905,7 @@ mod tests {
         assert!(matches!(load(b"# HELP not ours\n"), Err(LoadError::Magic)));
         // Another integration's file under this integration's name.
         storage.save_snapshot(&stored("other")).unwrap();
-        let other = fs::read(storage.snapshot_path("other")).unwrap();
+        let other = fs::read(dir.path().join(Storage::snapshot_name("other"))).unwrap();
         assert!(matches!(
             load(&other),
             Err(LoadError::OtherIntegration(name)) if name == "other"
@@ -733,10 +919,26 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         assert!(storage.load_count("payer").unwrap().is_none());
         let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
-        storage.save_count("payer", day, 40).unwrap();
-        storage.save_count("payer", day, 60).unwrap();
-        assert_eq!(storage.load_count("payer").unwrap(), Some((day, 60)));
-        fs::copy(storage.count_path("payer"), storage.count_path("x")).unwrap();
+        let reserve = |used| storage.reserve_count("payer", day, used, 20, 50).unwrap();
+        assert_eq!(
+            reserve(0),
+            Reservation {
+                used: 0,
+                reserved: 20
+            }
+        );
+        assert_eq!(storage.load_count("payer").unwrap(), Some((day, 20)));
+        // Never past the limit.
+        assert_eq!(
+            reserve(40),
+            Reservation {
+                used: 40,
+                reserved: 50
+            }
+        );
+        assert_eq!(storage.load_count("payer").unwrap(), Some((day, 50)));
+        let path = |name| dir.path().join(Storage::count_name(name));
+        fs::copy(path("payer"), path("x")).unwrap();
         assert!(matches!(
             storage.load_count("x"),
             Err(LoadError::OtherIntegration(_))
@@ -773,7 +975,8 @@ mod tests {
             storage.save_snapshot(&stored(name)).unwrap();
             let loaded = storage.load_snapshot(name).unwrap().unwrap();
             assert_eq!(loaded.integration, name);
-            assert_eq!(storage.snapshot_path(name).parent(), Some(dir.path()));
+            let path = PathBuf::from(storage.snapshot_location(name));
+            assert_eq!(path.parent(), Some(dir.path()));
         }
     }
 

@@ -533,33 +533,67 @@ fn demo_publications_must_be_times_of_day() {
 }
 
 #[test]
-fn a_storage_url_is_refused_not_taken_for_a_directory() {
+fn a_storage_url_other_than_s3_is_refused_not_taken_for_a_directory() {
     let path = temp_file(
         "storage-url",
         "integrations:\n  - name: payer\n    account_id: \"123456789012\"\n",
     );
     let dir = std::env::temp_dir().join(format!("ace-storage-url-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let refused = |args: &[&str], expected: &str| {
+        let out = Command::new(BIN)
+            .current_dir(&dir)
+            .arg("--config.check")
+            .args(args)
+            .arg("--config.file")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    };
+    refused(
+        &["--storage.path", "gs://bucket/prefix"],
+        "gs:// is not a local directory, and S3 (s3://BUCKET/PREFIX) is the only shared storage",
+    );
+    refused(
+        &["--storage.path", "s3://Not_A_Bucket/x"],
+        "\"s3://Not_A_Bucket/x\" does not name an S3 bucket",
+    );
+    refused(
+        &[
+            "--storage.lease-duration",
+            "2s",
+            "--storage.poll-interval",
+            "5s",
+        ],
+        "--storage.poll-interval must be more than 0s and at most half of --storage.lease-duration (2s)",
+    );
+    refused(
+        &["--storage.replica-id", "a b"],
+        "expected 1 to 128 letters",
+    );
+    assert!(
+        !dir.join("gs:").exists() && !dir.join("s3:").exists(),
+        "no directory named after the scheme"
+    );
+    // An s3:// URL is shared storage, checked when the exporter starts.
     let out = Command::new(BIN)
         .current_dir(&dir)
         .args([
             "--config.check",
             "--storage.path",
-            "s3://bucket/prefix",
+            "s3://cost-records/team",
             "--config.file",
         ])
         .arg(&path)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--storage.path") && stderr.contains("s3:// is not a local directory"),
-        "{stderr}"
-    );
-    assert!(
-        !dir.join("s3:").exists(),
-        "no directory named after the scheme"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 pub mod commitments;
 pub mod logs;
 pub mod parts;
+pub mod proxy;
 pub mod running;
 
 pub const ORG: &[(&str, &str)] = &[
