@@ -29,9 +29,9 @@
 //! - A holder's write in flight when it stops may land after it stopped: a whole record, older
 //!   than the next holder's first one.
 //!
-//! Balancing: every replica writes a sign of life (`replicas/<id>.bin`) every poll interval
-//! and lists the others'; a replica is live while its object keeps changing (within a lease
-//! duration, on the reader's clock). With M integrations and N live replicas, a replica takes a
+//! Balancing: every replica writes a sign of life (`replicas/<id>.bin`) every quarter of a lease
+//! duration and lists the others'; a replica is live while its object keeps changing (within a
+//! lease duration, on the reader's clock). With M integrations and N live replicas, a replica takes a
 //! free or expired lease only while it holds fewer than ⌈M/N⌉, and releases one (after its
 //! refresh stops) while it holds more, so that the refresh work spreads by itself. A lease that
 //! stays free for two poll intervals is taken by any replica that sees it: being refreshed
@@ -232,18 +232,17 @@ impl Replica {
         format!("{REPLICAS}{}.bin", file_name_part(&self.id))
     }
 
-    /// Until the first two rounds of signing life are done (so that other live replicas have
-    /// been seen changing), or `shutdown`.
+    /// Until the first round of signing life is done, or `shutdown`.
     async fn ready(&self, shutdown: &CancellationToken) {
         let mut rounds = self.rounds.subscribe();
         tokio::select! {
-            _ = rounds.wait_for(|rounds| *rounds >= 2) => {}
+            _ = rounds.wait_for(|rounds| *rounds >= 1) => {}
             _ = shutdown.cancelled() => {}
         }
     }
 
-    /// Signs life and counts live replicas every poll interval, until `shutdown`; then removes
-    /// its sign of life, so that the others count one replica fewer at once.
+    /// Signs life and counts live replicas every quarter of a lease duration, until `shutdown`;
+    /// then removes its sign of life, so that the others count one replica fewer at once.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let name = self.object_name();
         // Per other replica's object: its ETag, when it was first seen, when it last changed.
@@ -301,7 +300,7 @@ impl Replica {
             }
             self.rounds.send_modify(|rounds| *rounds += 1);
             tokio::select! {
-                _ = tokio::time::sleep(self.options.poll_interval) => {}
+                _ = tokio::time::sleep(self.options.renew_every()) => {}
                 _ = shutdown.cancelled() => {
                     let _ = self.bucket.delete(&name).await;
                     return;
