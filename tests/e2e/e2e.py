@@ -445,10 +445,11 @@ def cmd_dashboard(args):
         f"count(aws_cost_exporter_build_info{{{SCOPE}}})", values)})["result"]
     check_equal("exporters selected by the default job and cluster", scoped and scoped[0]["value"][1],
                 everything and everything[0]["value"][1])
-    say(f"  job and cluster: the defaults select all {everything[0]['value'][1]} exporters")
+    say(f"  job and cluster: the defaults select all {everything[0]['value'][1]} exporter targets")
 
     now = time.time()
     count = 0
+    differing = []
     for panel in panels_of(dashboard["panels"]):
         if panel["type"] == "row":
             continue
@@ -459,34 +460,155 @@ def cmd_dashboard(args):
                 chosen = dict(zip(used, choice))
                 expr = interpolate(target["expr"], {**values, **chosen})
                 where = f"{panel['title']!r} query {target['refId']}" + "".join(f" {k}={v}" for k, v in chosen.items())
-                for metric in set(re.findall(r"\b(aws_cost_[a-z_]+|up)\b(?!\s*\()", expr)):
-                    if metric not in names:
-                        fail(f"panel {panel['title']!r} refers to {metric}, which Prometheus does not have")
-                if target.get("instant"):
-                    data = prom_query(prometheus, "/api/v1/query", {"query": expr, "time": now})
-                    series = data["result"]
-                else:
-                    data = prom_query(prometheus, "/api/v1/query_range",
-                                      {"query": expr, "start": now - 600, "end": now, "step": 15})
-                    series = [s for s in data["result"] if s["values"]]
-                if not series:
-                    fail(f"panel {where} returned no data: {expr}")
-                # The labels the panel shows (legend) and groups by must be on every series: a
-                # misspelt label still returns data, aggregated into one unlabelled series.
-                wanted = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
-                for group in re.findall(r"\bby\s*\(([^)]*)\)", expr):
-                    wanted.update(label.strip() for label in group.split(",") if label.strip())
-                for s in series:
-                    missing = sorted(label for label in wanted if label not in s["metric"])
-                    if missing:
-                        fail(f"panel {where}: a series lacks {missing}: {s['metric']} ({expr})")
-                legend = series_names(panel, target, series, where)
-                count += 1
-                shown = f"; legend {legend[:4]}{'...' if len(legend) > 4 else ''}" if legend else ""
-                say(f"  {panel['title']} [{target['refId']}]{''.join(f' {k}={v}' for k, v in chosen.items())}: {len(series)} series{shown}")
+                try:
+                    for metric in set(re.findall(r"\b(aws_cost_[a-z_]+|up)\b(?!\s*\()", expr)):
+                        if metric not in names:
+                            fail(f"panel {panel['title']!r} refers to {metric}, which Prometheus does not have")
+                    if target.get("instant"):
+                        data = prom_query(prometheus, "/api/v1/query", {"query": expr, "time": now})
+                        series = data["result"]
+                    else:
+                        data = prom_query(prometheus, "/api/v1/query_range",
+                                          {"query": expr, "start": now - 600, "end": now, "step": 15})
+                        series = [s for s in data["result"] if s["values"]]
+                    if not series:
+                        fail(f"panel {where} returned no data: {expr}")
+                    # The labels the panel shows (legend) and groups by must be on every series: a
+                    # misspelt label still returns data, aggregated into one unlabelled series.
+                    wanted = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+                    for group in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+                        wanted.update(label.strip() for label in group.split(",") if label.strip())
+                    for s in series:
+                        missing = sorted(label for label in wanted if label not in s["metric"])
+                        if missing:
+                            fail(f"panel {where}: a series lacks {missing}: {s['metric']} ({expr})")
+                    legend = series_names(panel, target, series, where)
+                    count += 1
+                    shown = f"; legend {legend[:4]}{'...' if len(legend) > 4 else ''}" if legend else ""
+                    if args.replicas:
+                        problem, kind = check_replicas(prometheus, target, {**values, **chosen}, now, args.replicas)
+                        if problem:
+                            differing.append(f"panel {where}: {problem}")
+                            shown += f"; REPLICAS DIFFER ({kind})"
+                        else:
+                            shown += f"; {kind}"
+                    say(f"  {panel['title']} [{target['refId']}]{''.join(f' {k}={v}' for k, v in chosen.items())}: {len(series)} series{shown}")
+                except SystemExit as e:
+                    # With replicas every failing query is listed at the end, so that one run
+                    # shows all of them (a join the replicas make many-to-many fails here).
+                    if not args.replicas:
+                        raise
+                    message = str(e).removeprefix("FAIL: ")
+                    differing.append(message if message.startswith("panel ") else f"panel {where}: {message}")
+                    say(f"  {panel['title']} [{target['refId']}]{''.join(f' {k}={v}' for k, v in chosen.items())}: FAILED")
     say(f"  {count} queries of the dashboard answered with data")
+    if args.replicas:
+        if differing:
+            fail(f"{len(differing)} queries fail, or answer differently with the replicas "
+                 f"{args.replicas} than with one of them alone:\n  " + "\n  ".join(differing))
+        say(f"  every query answers with both replicas ({', '.join(args.replicas)}) what it answers "
+            f"with each alone (the exporter's own per-replica series: one per replica, or added up)")
     if args.source:
         check_request_bill(dashboard, prometheus, values, args.source, now)
+
+
+# --- replicas: two pods serving the same records ------------------------------------------
+
+# Series of the exporter's process itself rather than of the records the replicas share: each
+# replica's `up`, and the AWS requests each replica made (only the one holding an integration's
+# lease refreshes it). The dashboard shows these per replica or adds them up; every other series
+# is the same on every replica and must be counted once.
+PER_REPLICA = {"up", "aws_cost_api_requests_total"}
+REPLICA_LABEL = "pod"
+# Relative tolerance for sums added up in another order (as check_request_bill's).
+TOLERANCE = 1e-9
+
+
+def with_matcher(expr, matcher):
+    """expr with matcher added to every metric selector."""
+    def add(m):
+        inner = (m.group(2) or "{}")[1:-1].strip()
+        return m.group(1) + "{" + (inner + ", " if inner else "") + matcher + "}"
+    return SELECTOR.sub(add, expr)
+
+
+def query_points(prometheus, expr, instant, now):
+    """{label set: {timestamp: value}} of expr, at now or over the test's range."""
+    if instant:
+        result = prom_query(prometheus, "/api/v1/query", {"query": expr, "time": now})["result"]
+        return {frozenset(s["metric"].items()): {s["value"][0]: float(s["value"][1])} for s in result}
+    result = prom_query(prometheus, "/api/v1/query_range", {"query": expr, "start": now - 600, "end": now, "step": 15})["result"]
+    return {frozenset(s["metric"].items()): {t: float(v) for t, v in s["values"]} for s in result if s["values"]}
+
+
+def close(a, b):
+    return a == b or abs(a - b) <= TOLERANCE * max(1.0, abs(a), abs(b))
+
+
+def show(key):
+    return "{" + ", ".join(f"{k}={go_quote(v)}" for k, v in sorted(key)) + "}"
+
+
+def compare_replicas(got, alone, per_replica):
+    """None when got (the query over every replica) is what the replicas alone give: for series
+    they share, the same series with the same values as each replica alone (a timestamp one
+    replica has no sample at yet aside); for per-replica series, each replica's series, added up
+    where they have the same labels. Else what differs."""
+    if per_replica:
+        want = {}
+        for points in alone:
+            for key, values in points.items():
+                for t, v in values.items():
+                    want.setdefault(key, {})
+                    want[key][t] = want[key].get(t, 0.0) + v
+    else:
+        keys = [set(points) for points in alone]
+        for i, k in enumerate(keys[1:], 1):
+            if k != keys[0]:
+                return (f"replica {i + 1} alone gives other series than replica 1 alone: "
+                        f"{sorted(map(show, k ^ keys[0]))[:4]}")
+        want = {}
+        for points in alone:
+            for key, values in points.items():
+                for t, v in values.items():
+                    if t in want.setdefault(key, {}) and not close(want[key][t], v):
+                        return f"the replicas alone disagree on {show(key)} at {t}: {want[key][t]} and {v}"
+                    want[key][t] = v
+    if set(got) != set(want):
+        return (f"series {sorted(map(show, set(got) - set(want)))[:4]} with the replicas, "
+                f"{sorted(map(show, set(want) - set(got)))[:4]} with one alone")
+    for key, values in want.items():
+        if set(got[key]) != set(values):
+            return f"{show(key)}: samples at {len(got[key])} timestamps with the replicas, {len(values)} alone"
+        for t, v in sorted(values.items()):
+            if not close(got[key][t], v):
+                return f"{show(key)} at {t}: {got[key][t]} with the replicas, {v} {'added up ' if per_replica else ''}alone"
+    return None
+
+
+def check_replicas(prometheus, target, values, now, replicas):
+    """A query over several replicas of each exporter (targets of one job differing in instance
+    and pod, serving the same lines) against the same query over each replica alone (the pod
+    matcher in every selector: what a Prometheus scraping that one target sees). Retried a few
+    times: a refresh between two replicas' scrapes changes one before the other. Returns (what
+    differs or None, the kind of query)."""
+    template = target["expr"]
+    metrics = set(re.findall(r"\b(aws_cost_[a-z_]+|up)\b(?!\s*\()", template))
+    per_replica = bool(metrics & PER_REPLICA)
+    if per_replica and metrics - PER_REPLICA:
+        fail(f"{template}: per-replica series ({sorted(metrics & PER_REPLICA)}) with shared ones: not modelled")
+    instant = bool(target.get("instant"))
+    for attempt in range(3):
+        got = query_points(prometheus, interpolate(template, values), instant, now)
+        alone = [query_points(prometheus, interpolate(with_matcher(template, f'{REPLICA_LABEL}="{pod}"'), values), instant, now)
+                 for pod in replicas]
+        empty = [pod for pod, points in zip(replicas, alone) if not points]
+        problem = f"no data with {REPLICA_LABEL} {empty} alone" if empty else compare_replicas(got, alone, per_replica)
+        if not problem or attempt == 2:
+            break
+        time.sleep(6)
+        now = time.time()
+    return problem, ("per replica" if per_replica else "as one replica")
 
 
 SCOPE_VARIABLES = ("job", "cluster")
@@ -1705,6 +1827,9 @@ def main():
     p = sub.add_parser("image-command"); p.add_argument("image"); p.set_defaults(func=cmd_image_command)
     p = sub.add_parser("dashboard"); p.add_argument("prometheus"); p.add_argument("dashboard")
     p.add_argument("--source", help="the exporter's src/: check the queries that price its requests against its billed operations")
+    p.add_argument("--replicas", type=lambda v: v.split(","), default=[],
+                   help="the pod labels of the replicas each exporter is scraped as (comma-separated): every query "
+                        "must answer with all of them what it answers with each alone")
     p.set_defaults(func=cmd_dashboard)
     p = sub.add_parser("split")
     for a in ("manifests", "native", "custom", "kinds"):

