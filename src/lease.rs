@@ -449,11 +449,13 @@ impl<D: Duty> Coordinator<D> {
                 continue;
             }
 
-            // Following.
-            self.follow().await;
+            // Following. The lease first, timed from when it was asked for (a version seen
+            // was written before the answer), then the records (written before any release).
             let now = Instant::now();
             let known = seen.as_ref().map(|s| s.etag.clone());
-            match bucket.get(&lease, known.as_deref()).await {
+            let read = bucket.get(&lease, known.as_deref()).await;
+            self.follow().await;
+            match read {
                 Ok(Fetched::Unchanged) => lease_failing = false,
                 Ok(Fetched::Missing) => {
                     lease_failing = false;
