@@ -613,3 +613,54 @@ async fn a_holder_killed_mid_refresh_is_replaced_and_no_scrape_fails() {
     second.drain();
     third.drain();
 }
+
+/// Wall clocks an hour apart change nothing: leases are timed on each replica's own monotonic
+/// clock, never by comparing wall clocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_whose_clocks_disagree_keep_one_holder_and_one_bill() {
+    let today = date(2026, 11, 23);
+    let behind = TestClock::at(noon(today));
+    let ahead = TestClock::at(noon(today) + TimeDelta::hours(1));
+    let one = one_refresh(today, &["payer"], &behind).await;
+    let sim = org_simulator(today, 500).await;
+    let s3 = S3Simulator::start(&[BUCKET]).await.unwrap();
+    let config = yaml(&sim, &["payer"], "refresh_interval: 6h\n", "");
+    let a = replica(&config, &behind, &s3.endpoint(), "skew", "replica-a").await;
+    let b = replica(&config, &ahead, &s3.endpoint(), "skew", "replica-b").await;
+    let addrs = [a.local_addr(), b.local_addr()];
+    let pages = until("one holder, both serving", &addrs, |pages| {
+        let held: f64 = pages
+            .iter()
+            .map(|p| held(&samples(p)).get("payer").copied().unwrap_or(0.0))
+            .sum();
+        held == 1.0
+            && cost_lines(&pages[0]).is_some()
+            && cost_lines(&pages[0]) == cost_lines(&pages[1])
+    })
+    .await;
+    let holder: Vec<f64> = pages.iter().map(|p| held(&samples(p))["payer"]).collect();
+    // Three lease durations on: the same holder, no takeover, nothing bought again.
+    tokio::time::sleep(LEASE.duration * 3).await;
+    for (addr, was) in addrs.iter().zip(&holder) {
+        let samples = samples(&page(*addr).await);
+        assert_eq!(held(&samples)["payer"], *was);
+        assert_eq!(takeovers(&samples, "payer"), Some(0.0));
+    }
+    assert_eq!(sim.billed_requests(), one);
+    // Each serves the data's age by its own clock: an hour apart.
+    let mut ages = Vec::new();
+    for addr in addrs {
+        let samples = samples(&page(addr).await);
+        ages.push(
+            value_of(
+                &samples,
+                "aws_cost_data_age_seconds",
+                &[("integration", "payer")],
+            )
+            .unwrap(),
+        );
+    }
+    assert_eq!(ages[1] - ages[0], 3600.0, "{ages:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
