@@ -1810,7 +1810,7 @@ def cmd_moto_check(args):
 # TCP forwarder when the scenario cuts it off: closing the forwarder leaves a closed port.
 
 HA_BUCKET = "aws-cost-exporter-ha"
-HA_S3_KEY = ("AKIAMOTOHAS3EXAMPLE0", "moto-ha-s3-secret-not-real")
+HA_S3_KEY = ("AKIAMOTOHAS30EXAMPLE", "moto-ha-s3-secret-not-real")
 # The demo's static keys (examples/demo.yaml): the payer's; any other signer is the workload's
 # assumed-role session.
 HA_PAYER_KEY = "AKIAIOSFODNN7EXAMPLE"
