@@ -7,7 +7,6 @@
 //! again only when they changed or the clock's millisecond did), and writes bytes: it never
 //! calls AWS and takes the same time whatever AWS is doing.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -29,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::exposition::{Format, Piece, Run, accepts_gzip, negotiate};
+use crate::exposition::{Format, Piece, accepts_gzip, gzip_body, negotiate, plain_body};
 use crate::metrics::{Metrics, REVISION, VERSION};
 use crate::snapshot::SnapshotStore;
 use crate::web_config::{WebConfig, WebConfigSource};
@@ -342,18 +341,28 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleTimeout<T> 
     }
 }
 
-/// A response body of shared chunks, sent as they are: a scrape does not copy the page.
-#[derive(Debug, Default)]
+/// A response body of shared chunks, sent as they are: a scrape does not copy the page, and
+/// scrapes that send the same bytes share one list of chunks.
+#[derive(Debug)]
 pub struct Body {
-    chunks: VecDeque<Bytes>,
+    chunks: Arc<[Bytes]>,
+    /// The first chunk not sent yet.
+    next: usize,
     remaining: u64,
 }
 
 impl Body {
     pub fn new(chunks: Vec<Bytes>) -> Self {
+        let chunks: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        Self::shared(chunks.into())
+    }
+
+    /// A body of chunks shared with other responses.
+    pub fn shared(chunks: Arc<[Bytes]>) -> Self {
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
         Self {
-            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            chunks,
+            next: 0,
             remaining,
         }
     }
@@ -364,6 +373,13 @@ impl Body {
 
     pub fn is_empty(&self) -> bool {
         self.remaining == 0
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        static EMPTY: LazyLock<Arc<[Bytes]>> = LazyLock::new(|| Arc::new([]));
+        Self::shared(EMPTY.clone())
     }
 }
 
@@ -381,17 +397,21 @@ impl http_body::Body for Body {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.chunks.pop_front() {
-            Some(chunk) => {
+        loop {
+            let Some(chunk) = self.chunks.get(self.next).cloned() else {
+                return Poll::Ready(None);
+            };
+            self.next += 1;
+            // Empty chunks (a shared list may hold some) are no frames.
+            if !chunk.is_empty() {
                 self.remaining -= chunk.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
-            None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.remaining == 0
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -563,23 +583,18 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     let rendered = state.store.rendered();
     let openmetrics = format == Format::OpenMetrics;
     // The exporter's own lines are the only part encoded (and, for gzip, compressed) for a
-    // scrape, and only when they changed since the last scrape (see Metrics::own_lines).
-    let body = if gzip {
-        let mut page = Run::default();
-        page.push(own.piece());
-        page.append(rendered.run(format));
-        if openmetrics {
-            page.push(&EOF);
+    // scrape, and only when they changed or the clock's millisecond did (see
+    // Metrics::own_lines); the body they start is joined once for them, and every scrape that
+    // sends them shares it.
+    let run = rendered.run(format);
+    let chunks = rendered.bodies().get(format, gzip, &own.text, || {
+        if gzip {
+            gzip_body(own.piece(), run, openmetrics.then_some(&*EOF))
+        } else {
+            plain_body(&own.text, run, openmetrics.then_some(&EOF.text))
         }
-        Body::new(page.gzip())
-    } else {
-        let mut chunks = vec![own.text.clone()];
-        chunks.extend(rendered.run(format).plain());
-        if openmetrics {
-            chunks.push(EOF.text.clone());
-        }
-        Body::new(chunks)
-    };
+    });
+    let body = Body::shared(chunks);
     let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
