@@ -236,32 +236,42 @@ where
 struct IdleTimeout<T> {
     inner: T,
     timeout: Duration,
+    /// When a byte last moved.
+    progress: tokio::time::Instant,
+    /// Never later than `progress + timeout`: moved on to that when it fires (not at every
+    /// read and write, which would touch the timer for each).
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<T> IdleTimeout<T> {
     fn new(inner: T, timeout: Duration) -> Self {
+        let progress = tokio::time::Instant::now();
         Self {
             inner,
             timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            progress,
+            deadline: Box::pin(tokio::time::sleep_until(progress + timeout)),
         }
     }
 
     fn progressed(&mut self) {
-        let next = tokio::time::Instant::now() + self.timeout;
-        self.deadline.as_mut().reset(next);
+        self.progress = tokio::time::Instant::now();
     }
 
-    /// Called when the inner stream is pending: an error once the deadline has passed.
+    /// Called when the inner stream is pending: an error once `timeout` has passed since a
+    /// byte last moved.
     fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no bytes moved within the read timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let due = self.progress + self.timeout;
+            if due <= tokio::time::Instant::now() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no bytes moved within the read timeout",
+                )));
+            }
+            self.deadline.as_mut().reset(due);
         }
+        Poll::Pending
     }
 
     fn written(
@@ -818,6 +828,33 @@ mod tests {
             idle.map_err(|e| e.kind()),
             Err(std::io::ErrorKind::TimedOut)
         );
+    }
+
+    /// A connection on which bytes keep moving stays open past the timeout, whatever the
+    /// number of reads and writes.
+    #[tokio::test]
+    async fn a_connection_that_keeps_moving_stays_open() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(server, Duration::from_millis(200));
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(700) {
+            io.write_all(&[1; 16]).await.unwrap();
+            let mut received = [0; 16];
+            client.read_exact(&mut received).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Then idle: it times out, about the timeout after the last byte moved.
+        let mut byte = [0; 1];
+        let idle_from = tokio::time::Instant::now();
+        let idle = tokio::time::timeout(Duration::from_secs(60), io.read(&mut byte))
+            .await
+            .expect("the idle read ends");
+        assert_eq!(
+            idle.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
+        assert!(idle_from.elapsed() < Duration::from_millis(200) + Duration::from_secs(5));
     }
 
     #[test]
