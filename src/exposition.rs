@@ -270,8 +270,10 @@ pub const PAGE_LEVEL: u32 = 5;
 /// (a few hundred kilobytes at most): zlib-rs's `deflate_slow`, 2 % smaller than level 6 on such
 /// text (its level 9 is larger again).
 pub const GROUP_LEVEL: u32 = 8;
-/// The compression level of the exporter's own lines, compressed at most once per millisecond
-/// (a few kilobytes, where resetting the compressor costs more than compressing).
+/// The compression level of the exporter's data age lines, compressed at most once per
+/// millisecond (a few hundred bytes, where resetting the compressor costs more than
+/// compressing). The rest of its own lines change only with the metrics, and are compressed
+/// at [`GROUP_LEVEL`].
 pub const OWN_LEVEL: u32 = 6;
 /// Pieces shorter than this are not compressed alone: a page joins each run of them and
 /// compresses it once, when it is rendered. A deflate piece starts without context and pays
@@ -530,16 +532,16 @@ impl Run {
 /// instead of several. Longer ones are sent as the chunks they are made of, without copying.
 pub const CONTIGUOUS_BELOW: usize = 64 * 1024;
 
-/// One gzip member holding `first`, then `run`, then `last` (OpenMetrics' `# EOF`), as the
-/// chunks of a response body: header, the pieces' blocks, an empty final block and the
+/// One gzip member holding the pieces `first`, then `run`, then `last` (OpenMetrics' `# EOF`),
+/// as the chunks of a response body: header, the pieces' blocks, an empty final block and the
 /// trailer; one chunk when that is shorter than [`CONTIGUOUS_BELOW`].
-pub fn gzip_body(first: &Piece, run: &Run, last: Option<&Piece>) -> Vec<Bytes> {
+pub fn gzip_body(first: &[Piece], run: &Run, last: Option<&Piece>) -> Vec<Bytes> {
     let mut checksum = Checksum::default();
-    let mut chunks = Vec::with_capacity(run.deflate.len() + 5);
+    let mut chunks = Vec::with_capacity(first.len() + run.deflate.len() + 4);
     chunks.push(Bytes::from_static(GZIP_HEADER));
-    if !first.is_empty() {
-        checksum.push(first);
-        chunks.push(first.deflated());
+    for piece in first.iter().filter(|piece| !piece.is_empty()) {
+        checksum.push(piece);
+        chunks.push(piece.deflated());
     }
     checksum.append(&run.checksum);
     chunks.extend(run.deflate.iter().cloned());
@@ -889,7 +891,7 @@ mod tests {
             builder.push(&Piece::new(family(3)));
             let run = builder.finish();
             let text = format!("# own 1\n{}{}# EOF\n", family(lines), family(3));
-            let gzip = gzip_body(&own, &run, Some(&eof));
+            let gzip = gzip_body(std::slice::from_ref(&own), &run, Some(&eof));
             let plain = plain_body(&own.text, &run, Some(&eof.text));
             assert_eq!(gunzip_one_member(&gzip.concat()), text.as_bytes());
             assert_eq!(plain.concat(), text.as_bytes());
@@ -901,7 +903,7 @@ mod tests {
             );
             // Without a tail.
             assert_eq!(
-                gunzip_one_member(&gzip_body(&own, &run, None).concat()),
+                gunzip_one_member(&gzip_body(std::slice::from_ref(&own), &run, None).concat()),
                 text.trim_end_matches("# EOF\n").as_bytes()
             );
         }
@@ -909,7 +911,7 @@ mod tests {
         // Joined once per own lines: the same own lines get the same chunks, others new ones.
         let bodies = Bodies::default();
         let run = Run::default();
-        let join = |own: &Piece| gzip_body(own, &run, None);
+        let join = |own: &Piece| gzip_body(std::slice::from_ref(own), &run, None);
         let first = bodies.get(Format::Classic, true, &own.text, || join(&own));
         let again = bodies.get(Format::Classic, true, &own.text, || unreachable!());
         assert!(Arc::ptr_eq(&first, &again));
@@ -922,7 +924,11 @@ mod tests {
         });
         assert_eq!(plain.concat(), b"# own 2\n");
         let om = bodies.get(Format::OpenMetrics, true, &other.text, || {
-            gzip_body(&other, &run, Some(&eof))
+            gzip_body(
+                &[other.clone(), Piece::new(String::new())],
+                &run,
+                Some(&eof),
+            )
         });
         assert_eq!(gunzip_one_member(&om.concat()), b"# own 2\n# EOF\n");
     }

@@ -599,7 +599,7 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     let run = rendered.run(format);
     let chunks = rendered.bodies().get(format, gzip, &own.text, || {
         if gzip {
-            gzip_body(own.piece(), run, openmetrics.then_some(&*EOF))
+            gzip_body(own.pieces(), run, openmetrics.then_some(&*EOF))
         } else {
             plain_body(&own.text, run, openmetrics.then_some(&EOF.text))
         }
