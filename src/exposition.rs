@@ -2,17 +2,21 @@
 //! label-value escaping, content negotiation, and gzip built from pieces compressed once.
 //!
 //! A page is a sequence of [`Piece`]s: text compressed once into raw deflate blocks that end
-//! on a sync flush. Such pieces can be concatenated in any order into one deflate stream, so a
-//! scrape joins the pieces of the cost families with a piece of the exporter's own few lines
-//! into one ordinary single-member gzip stream: gzip header, the pieces, an empty final block,
-//! and the trailer with the CRC-32 combined from the pieces' own. A long piece (a large
+//! on a sync flush. Such pieces can be concatenated in any order into one deflate stream, so the
+//! pieces of the cost families are joined with a piece of the exporter's own few lines into one
+//! ordinary single-member gzip stream: gzip header, the pieces, an empty final block, and the
+//! trailer with the CRC-32 combined from the pieces' own. That body is joined once per encoding
+//! of the own lines (at most once a millisecond) and shared by the scrapes that send them
+//! ([`Bodies`]). A long piece (a large
 //! family's samples) is compressed alone when a refresh builds it; the short ones (headers,
 //! small families) between two long ones are joined and compressed together once per
 //! rendering of the page ([`RunBuilder`]), which keeps the page as small as one stream would be.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
@@ -266,8 +270,10 @@ pub const PAGE_LEVEL: u32 = 5;
 /// (a few hundred kilobytes at most): zlib-rs's `deflate_slow`, 2 % smaller than level 6 on such
 /// text (its level 9 is larger again).
 pub const GROUP_LEVEL: u32 = 8;
-/// The compression level of the exporter's own lines, compressed at most once per millisecond
-/// (a few kilobytes, where resetting the compressor costs more than compressing).
+/// The compression level of the exporter's data age lines, compressed at most once per
+/// millisecond (a few hundred bytes, where resetting the compressor costs more than
+/// compressing). The rest of its own lines change only with the metrics, and are compressed
+/// at [`GROUP_LEVEL`].
 pub const OWN_LEVEL: u32 = 6;
 /// Pieces shorter than this are not compressed alone: a page joins each run of them and
 /// compresses it once, when it is rendered. A deflate piece starts without context and pays
@@ -351,6 +357,15 @@ impl Piece {
     /// Whether its text still has to be compressed.
     fn deferred(&self) -> bool {
         self.deflate.is_empty() && !self.text.is_empty()
+    }
+
+    /// Its deflate blocks; compressed now, alone, if it was not yet.
+    fn deflated(&self) -> Bytes {
+        if self.deferred() {
+            deflate_piece(&self.text, PAGE_LEVEL)
+        } else {
+            self.deflate.clone()
+        }
     }
 }
 
@@ -475,11 +490,7 @@ impl Run {
             return;
         }
         self.text.push(piece.text.clone());
-        if piece.deferred() {
-            self.deflate.push(deflate_piece(&piece.text, PAGE_LEVEL));
-        } else {
-            self.deflate.push(piece.deflate.clone());
-        }
+        self.deflate.push(piece.deflated());
         self.checksum.push(piece);
     }
 
@@ -512,6 +523,94 @@ impl Run {
         chunks.extend(self.deflate.iter().cloned());
         chunks.push(Bytes::from_static(FINAL_BLOCK));
         chunks.push(Bytes::copy_from_slice(&self.checksum.trailer()));
+        chunks
+    }
+}
+
+/// A scrape's body no longer than this is sent as one contiguous buffer, copied once when it
+/// is joined (a page of about 1k series compressed is 16 kB): one chunk to queue and write
+/// instead of several. Longer ones are sent as the chunks they are made of, without copying.
+pub const CONTIGUOUS_BELOW: usize = 64 * 1024;
+
+/// One gzip member holding the pieces `first`, then `run`, then `last` (OpenMetrics' `# EOF`),
+/// as the chunks of a response body: header, the pieces' blocks, an empty final block and the
+/// trailer; one chunk when that is shorter than [`CONTIGUOUS_BELOW`].
+pub fn gzip_body(first: &[Piece], run: &Run, last: Option<&Piece>) -> Vec<Bytes> {
+    let mut checksum = Checksum::default();
+    let mut chunks = Vec::with_capacity(first.len() + run.deflate.len() + 4);
+    chunks.push(Bytes::from_static(GZIP_HEADER));
+    for piece in first.iter().filter(|piece| !piece.is_empty()) {
+        checksum.push(piece);
+        chunks.push(piece.deflated());
+    }
+    checksum.append(&run.checksum);
+    chunks.extend(run.deflate.iter().cloned());
+    if let Some(last) = last.filter(|last| !last.is_empty()) {
+        checksum.push(last);
+        chunks.push(last.deflated());
+    }
+    chunks.push(Bytes::from_static(FINAL_BLOCK));
+    chunks.push(Bytes::copy_from_slice(&checksum.trailer()));
+    contiguous_if_short(chunks)
+}
+
+/// `first`, then `run`, then `last`, as the chunks of a response body; one chunk when that is
+/// shorter than [`CONTIGUOUS_BELOW`].
+pub fn plain_body(first: &Bytes, run: &Run, last: Option<&Bytes>) -> Vec<Bytes> {
+    let mut chunks = Vec::with_capacity(run.text.len() + 2);
+    chunks.push(first.clone());
+    chunks.extend(run.text.iter().cloned());
+    chunks.extend(last.cloned());
+    chunks.retain(|chunk| !chunk.is_empty());
+    contiguous_if_short(chunks)
+}
+
+fn contiguous_if_short(chunks: Vec<Bytes>) -> Vec<Bytes> {
+    let len: usize = chunks.iter().map(Bytes::len).sum();
+    if chunks.len() <= 1 || len >= CONTIGUOUS_BELOW {
+        return chunks;
+    }
+    vec![Bytes::from(chunks.concat())]
+}
+
+/// The bodies of a page's scrapes, each joined once per encoding of the exporter's own lines
+/// (at most once per millisecond) and shared by every scrape that sends the same own lines:
+/// one per format and encoding. A page holds its own, so that they go with it.
+#[derive(Debug, Default)]
+pub struct Bodies {
+    slots: [ArcSwapOption<Joined>; 4],
+}
+
+#[derive(Debug)]
+struct Joined {
+    /// The own lines the body starts with. Held, so that their address, which identifies
+    /// them, is not reused while this body is cached.
+    own: Bytes,
+    chunks: Arc<[Bytes]>,
+}
+
+impl Bodies {
+    /// The body in `format`, gzip or not, that starts with the own lines `own`: the one
+    /// cached for them, or `join()`'s, cached for the next scrapes.
+    pub fn get(
+        &self,
+        format: Format,
+        gzip: bool,
+        own: &Bytes,
+        join: impl FnOnce() -> Vec<Bytes>,
+    ) -> Arc<[Bytes]> {
+        let slot = &self.slots[usize::from(format == Format::OpenMetrics) * 2 + usize::from(gzip)];
+        if let Some(joined) = &*slot.load()
+            && joined.own.as_ptr() == own.as_ptr()
+            && joined.own.len() == own.len()
+        {
+            return joined.chunks.clone();
+        }
+        let chunks: Arc<[Bytes]> = join().into();
+        slot.store(Some(Arc::new(Joined {
+            own: own.clone(),
+            chunks: chunks.clone(),
+        })));
         chunks
     }
 }
@@ -773,6 +872,65 @@ mod tests {
             expected.as_bytes()
         );
         assert!(gzip.len() <= alone.gzip().concat().len());
+    }
+
+    /// A scrape's body is the own lines, the page and the tail in one gzip member (or as
+    /// text): one contiguous chunk when short, the shared chunks when long.
+    #[test]
+    fn bodies_join_own_lines_page_and_tail() {
+        let own = Piece::compressed(Bytes::from_static(b"# own 1\n"), OWN_LEVEL);
+        let eof = Piece::from_static("# EOF\n");
+        let family = |lines: usize| -> String {
+            (0..lines)
+                .map(|i| format!("aws_cost_x{{account_id=\"{i:012}\"}} {}.5\n", i % 89))
+                .collect()
+        };
+        for lines in [10, 5_000] {
+            let mut builder = RunBuilder::default();
+            builder.push(&Piece::new(family(lines)));
+            builder.push(&Piece::new(family(3)));
+            let run = builder.finish();
+            let text = format!("# own 1\n{}{}# EOF\n", family(lines), family(3));
+            let gzip = gzip_body(std::slice::from_ref(&own), &run, Some(&eof));
+            let plain = plain_body(&own.text, &run, Some(&eof.text));
+            assert_eq!(gunzip_one_member(&gzip.concat()), text.as_bytes());
+            assert_eq!(plain.concat(), text.as_bytes());
+            let short = text.len() < CONTIGUOUS_BELOW;
+            assert_eq!(plain.len() == 1, short, "{lines} lines");
+            assert_eq!(
+                gzip.len() == 1,
+                gzip.iter().map(Bytes::len).sum::<usize>() < CONTIGUOUS_BELOW
+            );
+            // Without a tail.
+            assert_eq!(
+                gunzip_one_member(&gzip_body(std::slice::from_ref(&own), &run, None).concat()),
+                text.trim_end_matches("# EOF\n").as_bytes()
+            );
+        }
+
+        // Joined once per own lines: the same own lines get the same chunks, others new ones.
+        let bodies = Bodies::default();
+        let run = Run::default();
+        let join = |own: &Piece| gzip_body(std::slice::from_ref(own), &run, None);
+        let first = bodies.get(Format::Classic, true, &own.text, || join(&own));
+        let again = bodies.get(Format::Classic, true, &own.text, || unreachable!());
+        assert!(Arc::ptr_eq(&first, &again));
+        let other = Piece::compressed(Bytes::from(b"# own 2\n".to_vec()), OWN_LEVEL);
+        let second = bodies.get(Format::Classic, true, &other.text, || join(&other));
+        assert_eq!(gunzip_one_member(&second.concat()), b"# own 2\n");
+        // Each format and encoding has its own.
+        let plain = bodies.get(Format::Classic, false, &other.text, || {
+            plain_body(&other.text, &run, None)
+        });
+        assert_eq!(plain.concat(), b"# own 2\n");
+        let om = bodies.get(Format::OpenMetrics, true, &other.text, || {
+            gzip_body(
+                &[other.clone(), Piece::new(String::new())],
+                &run,
+                Some(&eof),
+            )
+        });
+        assert_eq!(gunzip_one_member(&om.concat()), b"# own 2\n# EOF\n");
     }
 
     #[test]

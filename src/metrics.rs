@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::clock::{Clock, lock, system_clock};
-use crate::exposition::{Format, OWN_LEVEL, Piece, openmetrics_to_classic};
+use crate::exposition::{Format, GROUP_LEVEL, OWN_LEVEL, Piece, openmetrics_to_classic};
 use crate::failure::Reason;
 
 /// The crate version, for `aws_cost_exporter_build_info`.
@@ -47,13 +47,13 @@ pub const NAMES: [&str; 17] = [
     "aws_cost_exporter_config_last_reload_successful",
     "aws_cost_exporter_config_last_reload_success_timestamp_seconds",
     "aws_cost_data_age_seconds",
+    "aws_cost_exporter_records_age_seconds",
     "aws_cost_data_last_checked_timestamp_seconds",
     "aws_cost_data_last_changed_timestamp_seconds",
     "aws_cost_data_checks_unchanged_total",
     "aws_cost_api_budget_exhausted",
     "aws_cost_exporter_lease_held",
     "aws_cost_exporter_lease_takeovers_total",
-    "aws_cost_exporter_records_age_seconds",
 ];
 
 /// The labels of one integration's series: `integration`, its static labels, then the
@@ -63,7 +63,12 @@ type Labels = Vec<(String, String)>;
 /// The exporter's own metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    /// The families before `aws_cost_data_age_seconds`, that family alone, and the families
+    /// after it: the first and last are encoded again only when the metrics changed (or the
+    /// UTC day did), the data age for every millisecond that a scrape asks in.
     registry: Registry,
+    age_registry: Registry,
+    after_registry: Registry,
     refresh_success: Family<Labels, Gauge>,
     refresh_failures: Family<Labels, Counter>,
     refresh_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -91,6 +96,8 @@ pub struct Metrics {
     generation: AtomicU64,
     /// The last encoding of each format (classic, OpenMetrics).
     own: [ArcSwapOption<OwnLines>; 2],
+    /// The last encoding of each format's families other than the data age.
+    stable: [ArcSwapOption<StableLines>; 2],
 }
 
 /// The exporter's own lines in one format, as encoded for one state of the metrics at the start
@@ -101,15 +108,36 @@ pub struct OwnLines {
     generation: u64,
     millis: i64,
     pub text: Bytes,
-    piece: OnceLock<Piece>,
+    /// The families around the data age, as encoded for this state of the metrics and day.
+    stable: Arc<StableLines>,
+    /// `aws_cost_data_age_seconds`, as of `millis`.
+    age: Bytes,
+    pieces: OnceLock<[Piece; 3]>,
 }
 
 impl OwnLines {
-    /// The lines compressed, once, by the first gzip scrape that sends them.
-    pub fn piece(&self) -> &Piece {
-        self.piece
-            .get_or_init(|| Piece::compressed(self.text.clone(), OWN_LEVEL))
+    /// The lines as three pieces compressed alone (the families before the data age, the data
+    /// age, the families after it): only the data age's is compressed by the first gzip scrape
+    /// that sends it; the others were when the metrics last changed.
+    pub fn pieces(&self) -> &[Piece] {
+        self.pieces.get_or_init(|| {
+            [
+                self.stable.before.clone(),
+                Piece::compressed(self.age.clone(), OWN_LEVEL),
+                self.stable.after.clone(),
+            ]
+        })
     }
+}
+
+/// The exporter's families other than the data age, in one format, as encoded for one state of
+/// the metrics on one UTC day (`aws_cost_api_budget_exhausted` reads the day).
+#[derive(Debug)]
+struct StableLines {
+    generation: u64,
+    day: chrono::NaiveDate,
+    before: Piece,
+    after: Piece,
 }
 
 /// What the metrics know of an integration.
@@ -215,59 +243,64 @@ impl Metrics {
             "Unix time of the last successful configuration load",
             reload_timestamp.clone(),
         );
+        let mut age_registry = Registry::default();
         let data_age = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        age_registry.register(
             "aws_cost_data_age_seconds",
             "How old the integration's served data is: now minus when it was fetched from AWS (computed at scrape time)",
             data_age.clone(),
         );
+        // Computed at scrape time like the data age: encoded with it, for every millisecond.
+        let records_age = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        age_registry.register(
+            "aws_cost_exporter_records_age_seconds",
+            "With shared storage: how long since this replica last knew the integration's records it serves to be the latest in storage (its lease renewed, or a poll of the records answered); grows while storage is unreachable (computed at scrape time)",
+            records_age.clone(),
+        );
+        let mut after_registry = Registry::default();
         let data_checked = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        after_registry.register(
             "aws_cost_data_last_checked_timestamp_seconds",
             "Unix time the integration last looked at AWS's cost data successfully: a check that found it unchanged, or a refresh that fetched it",
             data_checked.clone(),
         );
         let data_changed = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        after_registry.register(
             "aws_cost_data_last_changed_timestamp_seconds",
             "Unix time the integration last saw AWS's cost data change (with check_interval off, every refresh that fetched it)",
             data_changed.clone(),
         );
         let checks_unchanged = Family::<Labels, Counter>::default();
-        registry.register(
+        after_registry.register(
             "aws_cost_data_checks_unchanged",
             "Checks of the cost data that found it unchanged, so that the full query plan was not bought",
             checks_unchanged.clone(),
         );
         let api_budget_exhausted = Family::<Labels, Gauge>::default();
-        registry.register(
+        after_registry.register(
             "aws_cost_api_budget_exhausted",
             "1 while the integration's daily cap of billed Cost Explorer requests (max_api_requests_per_day) is reached, until the next UTC day; else 0",
             api_budget_exhausted.clone(),
         );
         let lease_held = Family::<Labels, Gauge>::default();
-        registry.register(
+        after_registry.register(
             "aws_cost_exporter_lease_held",
             "With shared storage (--storage.path s3://...): 1 on the replica that holds the integration's lease and refreshes it, 0 on the others",
             lease_held.clone(),
         );
         let lease_takeovers = Family::<Labels, Counter>::default();
-        registry.register(
+        after_registry.register(
             "aws_cost_exporter_lease_takeovers",
             "With shared storage: leases this replica took over from a holder that had stopped renewing (expired), not released",
             lease_takeovers.clone(),
-        );
-        let records_age = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "aws_cost_exporter_records_age_seconds",
-            "With shared storage: how long since this replica last knew the integration's records it serves to be the latest in storage (its lease renewed, or a poll of the records answered); grows while storage is unreachable (computed at scrape time)",
-            records_age.clone(),
         );
         Self {
             registry,
             lease_held,
             lease_takeovers,
             records_age,
+            age_registry,
+            after_registry,
             data_age,
             data_checked,
             data_changed,
@@ -287,6 +320,7 @@ impl Metrics {
             api_requests,
             generation: AtomicU64::new(0),
             own: Default::default(),
+            stable: Default::default(),
         }
     }
 
@@ -573,11 +607,13 @@ impl Metrics {
 
     /// The metrics in `format` as a scrape sends them: encoded again only when they changed or
     /// the clock moved on to another millisecond since the last encoding (under a flood of
-    /// scrapes, most of them send the previous one's bytes).
+    /// scrapes, most of them send the previous one's bytes); and then only the data age, unless
+    /// the rest changed too (or the UTC day did).
     pub fn own_lines(&self, format: Format) -> Arc<OwnLines> {
         let generation = self.generation.load(Ordering::Acquire);
         let millis = (self.clock.0)().timestamp_millis();
-        let slot = &self.own[usize::from(format == Format::OpenMetrics)];
+        let index = usize::from(format == Format::OpenMetrics);
+        let slot = &self.own[index];
         if let Some(cached) = slot.load_full()
             && cached.generation == generation
             && cached.millis == millis
@@ -586,11 +622,34 @@ impl Metrics {
         }
         // Encoded at the start of the millisecond, so that every scrape in it says the same.
         let now = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
+        self.update_scrape_time_gauges(now);
+        let day = now.date_naive();
+        let stable = match self.stable[index].load_full() {
+            Some(stable) if stable.generation == generation && stable.day == day => stable,
+            _ => {
+                // Compressed now, for gzip scrapes: this happens when the metrics change, not
+                // for every millisecond. At the short pieces' level, as they are seldom made.
+                let stable = Arc::new(StableLines {
+                    generation,
+                    day,
+                    before: Piece::compressed(encode(&self.registry, format), GROUP_LEVEL),
+                    after: Piece::compressed(encode(&self.after_registry, format), GROUP_LEVEL),
+                });
+                self.stable[index].store(Some(stable.clone()));
+                stable
+            }
+        };
+        let age = Bytes::from(encode(&self.age_registry, format));
+        let text = [&stable.before.text, &age, &stable.after.text]
+            .map(|part| &part[..])
+            .concat();
         let lines = Arc::new(OwnLines {
             generation,
             millis,
-            text: Bytes::from(self.encode_at(format, now)),
-            piece: OnceLock::new(),
+            text: Bytes::from(text),
+            stable,
+            age,
+            pieces: OnceLock::new(),
         });
         slot.store(Some(lines.clone()));
         lines
@@ -599,14 +658,20 @@ impl Metrics {
     /// Encodes the metrics in `format` as they are at `now`.
     fn encode_at(&self, format: Format, now: chrono::DateTime<chrono::Utc>) -> String {
         self.update_scrape_time_gauges(now);
-        let mut openmetrics = String::with_capacity(2048);
-        // Writing into a String cannot fail.
-        let _ =
-            prometheus_client::encoding::text::encode_registry(&mut openmetrics, &self.registry);
-        match format {
-            Format::OpenMetrics => openmetrics,
-            Format::Classic => openmetrics_to_classic(&openmetrics),
-        }
+        [&self.registry, &self.age_registry, &self.after_registry]
+            .map(|registry| encode(registry, format))
+            .concat()
+    }
+}
+
+/// Encodes a registry's metrics in `format`, without OpenMetrics' closing `# EOF`.
+fn encode(registry: &Registry, format: Format) -> String {
+    let mut openmetrics = String::with_capacity(2048);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(&mut openmetrics, registry);
+    match format {
+        Format::OpenMetrics => openmetrics,
+        Format::Classic => openmetrics_to_classic(&openmetrics),
     }
 }
 
@@ -755,8 +820,23 @@ mod names {
             String::from_utf8_lossy(&later.text)
                 .contains("aws_cost_data_age_seconds{integration=\"a\"} 91.499\n")
         );
-        // The compressed piece is made once and decodes to the text.
-        assert!(std::ptr::eq(later.piece(), later.piece()));
-        assert_eq!(later.piece().text, later.text);
+        // The compressed pieces are made once and hold the text. Only the data age's is new
+        // for a new millisecond; the others are the ones compressed when the metrics changed.
+        assert!(std::ptr::eq(later.pieces(), later.pieces()));
+        let texts: Vec<&[u8]> = later.pieces().iter().map(|p| &p.text[..]).collect();
+        assert_eq!(texts.concat(), later.text);
+        assert!(String::from_utf8_lossy(texts[1]).starts_with("# HELP aws_cost_data_age_seconds"));
+        assert!(Arc::ptr_eq(&later.stable, &changed.stable));
+        for piece in later.pieces() {
+            let mut decoder = flate2::read::DeflateDecoder::new(&piece.deflate[..]);
+            let mut text = Vec::new();
+            // A sync-flushed piece ends without a final block: read what it holds.
+            let _ = std::io::Read::read_to_end(&mut decoder, &mut text);
+            assert_eq!(text, piece.text);
+        }
+        // A new UTC day encodes the rest again (aws_cost_api_budget_exhausted reads it).
+        *lock(&now) += chrono::Duration::days(1);
+        let next_day = metrics.own_lines(Format::Classic);
+        assert!(!Arc::ptr_eq(&next_day.stable, &later.stable));
     }
 }

@@ -7,7 +7,6 @@
 //! again only when they changed or the clock's millisecond did), and writes bytes: it never
 //! calls AWS and takes the same time whatever AWS is doing.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -29,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::exposition::{Format, Piece, Run, accepts_gzip, negotiate};
+use crate::exposition::{Format, Piece, accepts_gzip, gzip_body, negotiate, plain_body};
 use crate::metrics::{Metrics, REVISION, VERSION};
 use crate::snapshot::SnapshotStore;
 use crate::web_config::{WebConfig, WebConfigSource};
@@ -237,32 +236,42 @@ where
 struct IdleTimeout<T> {
     inner: T,
     timeout: Duration,
+    /// When a byte last moved.
+    progress: tokio::time::Instant,
+    /// Never later than `progress + timeout`: moved on to that when it fires (not at every
+    /// read and write, which would touch the timer for each).
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<T> IdleTimeout<T> {
     fn new(inner: T, timeout: Duration) -> Self {
+        let progress = tokio::time::Instant::now();
         Self {
             inner,
             timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            progress,
+            deadline: Box::pin(tokio::time::sleep_until(progress + timeout)),
         }
     }
 
     fn progressed(&mut self) {
-        let next = tokio::time::Instant::now() + self.timeout;
-        self.deadline.as_mut().reset(next);
+        self.progress = tokio::time::Instant::now();
     }
 
-    /// Called when the inner stream is pending: an error once the deadline has passed.
+    /// Called when the inner stream is pending: an error once `timeout` has passed since a
+    /// byte last moved.
     fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no bytes moved within the read timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let due = self.progress + self.timeout;
+            if due <= tokio::time::Instant::now() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no bytes moved within the read timeout",
+                )));
+            }
+            self.deadline.as_mut().reset(due);
         }
+        Poll::Pending
     }
 
     fn written(
@@ -342,18 +351,28 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleTimeout<T> 
     }
 }
 
-/// A response body of shared chunks, sent as they are: a scrape does not copy the page.
-#[derive(Debug, Default)]
+/// A response body of shared chunks, sent as they are: a scrape does not copy the page, and
+/// scrapes that send the same bytes share one list of chunks.
+#[derive(Debug)]
 pub struct Body {
-    chunks: VecDeque<Bytes>,
+    chunks: Arc<[Bytes]>,
+    /// The first chunk not sent yet.
+    next: usize,
     remaining: u64,
 }
 
 impl Body {
     pub fn new(chunks: Vec<Bytes>) -> Self {
+        let chunks: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        Self::shared(chunks.into())
+    }
+
+    /// A body of chunks shared with other responses.
+    pub fn shared(chunks: Arc<[Bytes]>) -> Self {
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
         Self {
-            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            chunks,
+            next: 0,
             remaining,
         }
     }
@@ -364,6 +383,13 @@ impl Body {
 
     pub fn is_empty(&self) -> bool {
         self.remaining == 0
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        static EMPTY: LazyLock<Arc<[Bytes]>> = LazyLock::new(|| Arc::new([]));
+        Self::shared(EMPTY.clone())
     }
 }
 
@@ -381,17 +407,21 @@ impl http_body::Body for Body {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.chunks.pop_front() {
-            Some(chunk) => {
+        loop {
+            let Some(chunk) = self.chunks.get(self.next).cloned() else {
+                return Poll::Ready(None);
+            };
+            self.next += 1;
+            // Empty chunks (a shared list may hold some) are no frames.
+            if !chunk.is_empty() {
                 self.remaining -= chunk.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
-            None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.remaining == 0
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -563,23 +593,18 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     let rendered = state.store.rendered();
     let openmetrics = format == Format::OpenMetrics;
     // The exporter's own lines are the only part encoded (and, for gzip, compressed) for a
-    // scrape, and only when they changed since the last scrape (see Metrics::own_lines).
-    let body = if gzip {
-        let mut page = Run::default();
-        page.push(own.piece());
-        page.append(rendered.run(format));
-        if openmetrics {
-            page.push(&EOF);
+    // scrape, and only when they changed or the clock's millisecond did (see
+    // Metrics::own_lines); the body they start is joined once for them, and every scrape that
+    // sends them shares it.
+    let run = rendered.run(format);
+    let chunks = rendered.bodies().get(format, gzip, &own.text, || {
+        if gzip {
+            gzip_body(own.pieces(), run, openmetrics.then_some(&*EOF))
+        } else {
+            plain_body(&own.text, run, openmetrics.then_some(&EOF.text))
         }
-        Body::new(page.gzip())
-    } else {
-        let mut chunks = vec![own.text.clone()];
-        chunks.extend(rendered.run(format).plain());
-        if openmetrics {
-            chunks.push(EOF.text.clone());
-        }
-        Body::new(chunks)
-    };
+    });
+    let body = Body::shared(chunks);
     let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
@@ -803,6 +828,33 @@ mod tests {
             idle.map_err(|e| e.kind()),
             Err(std::io::ErrorKind::TimedOut)
         );
+    }
+
+    /// A connection on which bytes keep moving stays open past the timeout, whatever the
+    /// number of reads and writes.
+    #[tokio::test]
+    async fn a_connection_that_keeps_moving_stays_open() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(server, Duration::from_millis(200));
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(700) {
+            io.write_all(&[1; 16]).await.unwrap();
+            let mut received = [0; 16];
+            client.read_exact(&mut received).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Then idle: it times out, about the timeout after the last byte moved.
+        let mut byte = [0; 1];
+        let idle_from = tokio::time::Instant::now();
+        let idle = tokio::time::timeout(Duration::from_secs(60), io.read(&mut byte))
+            .await
+            .expect("the idle read ends");
+        assert_eq!(
+            idle.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
+        assert!(idle_from.elapsed() < Duration::from_millis(200) + Duration::from_secs(5));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::aggregate::Table;
 use crate::clock::lock;
 pub use crate::cost_explorer::Period;
 use crate::exposition::{
-    FamilyDesc, Format, MetricType, NamedFamily, Piece, Run, RunBuilder, push_label_value,
+    Bodies, FamilyDesc, Format, MetricType, NamedFamily, Piece, Run, RunBuilder, push_label_value,
     push_value,
 };
 use crate::model::{CostBasis, Integration};
@@ -363,6 +363,8 @@ pub struct Rendered {
     classic: Run,
     openmetrics: Run,
     pub series: usize,
+    /// The bodies of its scrapes, joined with the exporter's own lines.
+    bodies: Bodies,
 }
 
 /// The runs of both formats while a page is rendered.
@@ -395,6 +397,11 @@ impl Rendered {
             Format::Classic => &self.classic,
             Format::OpenMetrics => &self.openmetrics,
         }
+    }
+
+    /// The bodies of its scrapes, joined once per encoding of the exporter's own lines.
+    pub fn bodies(&self) -> &Bodies {
+        &self.bodies
     }
 }
 
@@ -470,6 +477,7 @@ impl StoreInner {
             classic: rendered.classic.finish(),
             openmetrics: rendered.openmetrics.finish(),
             series: ordered.iter().map(|s| s.series_count()).sum(),
+            bodies: Bodies::default(),
         }
     }
 }
