@@ -645,6 +645,9 @@ def check_scoped(dashboard):
 # Cost Explorer bills every request (src/api_budget.rs); STS and Organizations are free.
 BILLED_CRATES = {"aws_sdk_costexplorer"}
 FREE_CRATES = {"aws_sdk_sts", "aws_sdk_organizations"}
+# The shared storage's client (--storage.path s3://...): S3's requests are not AWS API requests
+# of an integration, and are not counted in aws_cost_api_requests_total.
+STORAGE_CRATES = {"aws_sdk_s3"}
 # An operation call on a client: `client.op()`, `self.client().op()`, `self.sts.op()`, with
 # the fluent method of an operation (snake case of its name: at least two words).
 CLIENT_CALL = re.compile(r"\b(client(?:\(\))?|sts|organizations)\s*\.\s*([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\(\)")
@@ -657,7 +660,10 @@ def source_operations(source):
     operations = {}
     for path in sorted(pathlib.Path(source).rglob("*.rs")):
         text = re.sub(r"//[^\n]*", "", path.read_text(encoding="utf-8"))
-        crates = set(re.findall(r"\b(aws_sdk_[a-z]+)\b", text)) & (BILLED_CRATES | FREE_CRATES)
+        used = set(re.findall(r"\b(aws_sdk_[a-z0-9]+)\b", text))
+        if used and used <= STORAGE_CRATES:
+            continue
+        crates = used & (BILLED_CRATES | FREE_CRATES)
         for m in CLIENT_CALL.finditer(text):
             receiver, method = m.group(1), m.group(2)
             if receiver == "sts":
