@@ -145,6 +145,20 @@ async fn until(
     }
 }
 
+/// Waits until one of two replicas holds the payer's lease and both serve the same cost lines.
+async fn one_holder_both_serving(addrs: &[SocketAddr; 2]) -> Vec<String> {
+    until("one holder, both serving", addrs, |pages| {
+        let held: f64 = pages
+            .iter()
+            .map(|p| held(&samples(p)).get("payer").copied().unwrap_or(0.0))
+            .sum();
+        held == 1.0
+            && cost_lines(&pages[0]).is_some()
+            && cost_lines(&pages[0]) == cost_lines(&pages[1])
+    })
+    .await
+}
+
 fn samples(page: &str) -> Vec<Sample> {
     parse_exposition(page)
 }
@@ -256,16 +270,7 @@ async fn a_holder_cut_off_from_s3_stops_and_another_takes_over() {
     let a = replica(&config, &clock, &proxies[0].endpoint(), "cut", "replica-a").await;
     let b = replica(&config, &clock, &proxies[1].endpoint(), "cut", "replica-b").await;
     let addrs = [a.local_addr(), b.local_addr()];
-    let pages = until("one holder, both serving", &addrs, |pages| {
-        let held: f64 = pages
-            .iter()
-            .map(|p| held(&samples(p)).get("payer").copied().unwrap_or(0.0))
-            .sum();
-        held == 1.0
-            && cost_lines(&pages[0]).is_some()
-            && cost_lines(&pages[0]) == cost_lines(&pages[1])
-    })
-    .await;
+    let pages = one_holder_both_serving(&addrs).await;
     let served = cost_lines(&pages[0]);
     let billed = sim.billed_requests();
     let holder = usize::from(held(&samples(&pages[1]))["payer"] == 1.0);
@@ -628,16 +633,7 @@ async fn replicas_whose_clocks_disagree_keep_one_holder_and_one_bill() {
     let a = replica(&config, &behind, &s3.endpoint(), "skew", "replica-a").await;
     let b = replica(&config, &ahead, &s3.endpoint(), "skew", "replica-b").await;
     let addrs = [a.local_addr(), b.local_addr()];
-    let pages = until("one holder, both serving", &addrs, |pages| {
-        let held: f64 = pages
-            .iter()
-            .map(|p| held(&samples(p)).get("payer").copied().unwrap_or(0.0))
-            .sum();
-        held == 1.0
-            && cost_lines(&pages[0]).is_some()
-            && cost_lines(&pages[0]) == cost_lines(&pages[1])
-    })
-    .await;
+    let pages = one_holder_both_serving(&addrs).await;
     let holder: Vec<f64> = pages.iter().map(|p| held(&samples(p))["payer"]).collect();
     // Three lease durations on: the same holder, no takeover, nothing bought again.
     tokio::time::sleep(LEASE.duration * 3).await;
