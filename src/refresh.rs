@@ -392,11 +392,6 @@ impl Refresher {
         self
     }
 
-    /// The snapshot it serves, if any.
-    pub fn served(&self) -> Option<Arc<IntegrationSnapshot>> {
-        lock(&self.state).snapshot.clone()
-    }
-
     /// Starts from `resumed`: publishes what it serves at once, keeps what its parts keep. The
     /// first regular refresh is due a refresh interval after the served cost data was fetched
     /// (at once when that is past, when costs are not served, or when the predecessor was
