@@ -161,10 +161,11 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     let mut openmetrics_q: f32 = 0.0;
     let mut text_q: f32 = 0.0;
     for (media, q) in weighted(accept) {
-        match media.as_str() {
-            "application/openmetrics-text" => openmetrics_q = openmetrics_q.max(q),
-            "text/plain" | "text/*" | "*/*" => text_q = text_q.max(q),
-            _ => {}
+        let is = |name: &str| media.eq_ignore_ascii_case(name);
+        if is("application/openmetrics-text") {
+            openmetrics_q = openmetrics_q.max(q);
+        } else if is("text/plain") || is("text/*") || is("*/*") {
+            text_q = text_q.max(q);
         }
     }
     if openmetrics_q > 0.0 && openmetrics_q >= text_q {
@@ -174,11 +175,12 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
-/// The items of an `Accept` or `Accept-Encoding` header, lower-cased, with their `q` weight.
-fn weighted(header: &str) -> impl Iterator<Item = (String, f32)> + '_ {
+/// The items of an `Accept` or `Accept-Encoding` header, trimmed (compare them ignoring ASCII
+/// case), with their `q` weight. Nothing is allocated: every scrape parses these headers.
+fn weighted(header: &str) -> impl Iterator<Item = (&str, f32)> + '_ {
     header.split(',').map(|item| {
         let mut parts = item.split(';');
-        let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let name = parts.next().unwrap_or_default().trim();
         let q = parts
             .filter_map(|param| param.split_once('='))
             .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
@@ -195,10 +197,10 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     let mut gzip: Option<f32> = None;
     let mut any: Option<f32> = None;
     for (name, q) in weighted(header) {
-        match name.as_str() {
-            "gzip" | "x-gzip" => gzip = Some(q),
-            "*" => any = Some(q),
-            _ => {}
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(q);
+        } else if name == "*" {
+            any = Some(q);
         }
     }
     gzip.or(any).is_some_and(|q| q > 0.0)
@@ -726,6 +728,15 @@ mod tests {
             negotiate(Some("application/openmetrics-text;q=0")),
             Format::Classic
         );
+        // Media types are case-insensitive (RFC 9110 8.3.1).
+        assert_eq!(
+            negotiate(Some(" Application/OpenMetrics-Text ;version=1.0.0")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            negotiate(Some("TEXT/PLAIN;q=0.9, application/openmetrics-text;q=0.5")),
+            Format::Classic
+        );
     }
 
     #[test]
@@ -737,6 +748,10 @@ mod tests {
         assert!(!accepts_gzip(Some("gzip;q=0")));
         assert!(!accepts_gzip(Some("identity")));
         assert!(!accepts_gzip(Some("*, gzip;q=0")));
+        // Coding names are case-insensitive (RFC 9110 8.4.1).
+        assert!(accepts_gzip(Some("GZip")));
+        assert!(accepts_gzip(Some("identity, X-GZIP;q=0.3")));
+        assert!(!accepts_gzip(Some("GZIP;Q=0")));
     }
 
     #[test]
