@@ -195,13 +195,7 @@ where
         // waits for the next request.
         .header_read_timeout(read_timeout)
         .max_header_size(MAX_HEADER_BYTES)
-        .serve_connection(
-            io,
-            service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle_request(&state, request).await) }
-            }),
-        );
+        .serve_connection(io, service_fn(move |request| answer(&state, request)));
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
     }
@@ -217,13 +211,7 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(MAX_HTTP2_STREAMS)
-        .serve_connection(
-            io,
-            service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle_request(&state, request).await) }
-            }),
-        );
+        .serve_connection(io, service_fn(move |request| answer(&state, request)));
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(peer = %peer, error = %err, "HTTP/2 connection ended with an error");
     }
@@ -432,6 +420,49 @@ impl http_body::Body for Body {
 /// OpenMetrics' closing line, as a piece.
 static EOF: LazyLock<Piece> = LazyLock::new(|| Piece::from_static("# EOF\n"));
 
+/// The answer to a request on a connection, as hyper's service. A request without a body
+/// and without a web configuration, other than `/-/reload`, (every scrape without TLS or basic
+/// auth) is answered at once and dropped before hyper goes on: hyper reads the connection while
+/// a request is in flight (to see the client hang up), and a request still holding its head's
+/// bytes would make that read allocate a new buffer; dropped, the buffer is used again. So a
+/// scrape allocates nothing of its own but the timer of `header_read_timeout` (bench/ANALYSIS.md).
+/// Any other request is answered by [`handle_request`].
+fn answer(state: &Arc<ServerState>, request: Request<hyper::body::Incoming>) -> Answer {
+    use http_body::Body as _;
+    if state.web.is_none() && request.body().is_end_stream() && request.uri().path() != "/-/reload"
+    {
+        let (parts, _) = request.into_parts();
+        let wanted = Wanted::of(&parts.headers);
+        // The request's header map, emptied, carries the response's headers: hyper keeps a
+        // sent response's map to parse the next request into, so neither allocates one.
+        let mut headers = parts.headers;
+        headers.clear();
+        let response = respond_with(state, &parts.method, parts.uri.path(), wanted, headers);
+        return Answer::Now(std::future::ready(Ok(response)));
+    }
+    let state = state.clone();
+    Answer::Later(Box::pin(async move {
+        Ok(handle_request(&state, request).await)
+    }))
+}
+
+/// The future [`answer`] returns: ready at once, or a request's whole handling.
+enum Answer {
+    Now(std::future::Ready<Result<Response<Body>, Infallible>>),
+    Later(Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Now(ready) => Pin::new(ready).poll(cx),
+            Answer::Later(later) => later.as_mut().poll(cx),
+        }
+    }
+}
+
 /// Serves one request: the body cap, the web configuration's authentication and headers,
 /// `/-/reload`, then the routes of [`respond`].
 pub async fn handle_request<B>(state: &ServerState, request: Request<B>) -> Response<Body>
@@ -553,6 +584,41 @@ pub fn respond(
     path: &str,
     headers: &http::HeaderMap,
 ) -> Response<Body> {
+    respond_with(
+        state,
+        method,
+        path,
+        Wanted::of(headers),
+        http::HeaderMap::new(),
+    )
+}
+
+/// What a request's headers ask of a `/metrics` response.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    format: Format,
+    gzip: bool,
+}
+
+impl Wanted {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        Self {
+            format: negotiate(header_str(header::ACCEPT)),
+            gzip: accepts_gzip(header_str(header::ACCEPT_ENCODING)),
+        }
+    }
+}
+
+/// [`respond`], with `empty` (no entries, maybe capacity) as the `/metrics` response's header
+/// map.
+fn respond_with(
+    state: &ServerState,
+    method: &Method,
+    path: &str,
+    wanted: Wanted,
+    empty: http::HeaderMap,
+) -> Response<Body> {
     let known = path == state.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
     if !known {
         return text(StatusCode::NOT_FOUND, "404 page not found\n");
@@ -566,7 +632,7 @@ pub fn respond(
         return response;
     }
     let response = if path == state.telemetry_path {
-        metrics_response(state, headers)
+        metrics_response(state, wanted, empty)
     } else if path == "/" {
         landing_page(state)
     } else if path == "/-/healthy" {
@@ -583,10 +649,8 @@ pub fn respond(
     }
 }
 
-fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<Body> {
-    let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let format = negotiate(header_str(header::ACCEPT));
-    let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING));
+fn metrics_response(state: &ServerState, wanted: Wanted, empty: http::HeaderMap) -> Response<Body> {
+    let Wanted { format, gzip } = wanted;
     // The exporter's own metrics first: a refresh publishes its snapshot before it records
     // its outcome, so a page never says a refresh succeeded without serving what it published.
     let own = state.metrics.own_lines(format);
@@ -606,6 +670,7 @@ fn metrics_response(state: &ServerState, headers: &http::HeaderMap) -> Response<
     });
     let body = Body::shared(chunks);
     let mut response = Response::new(body);
+    *response.headers_mut() = empty;
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
