@@ -827,9 +827,10 @@ def cmd_report(args):
     out.append("| cost series | RSS B/series after refresh / after load / peak | refresh CPU "
                "ms per 100k series | simulator RSS MB | billed requests by operation | "
                "refresh outcomes | server CPU in cores, exporter / nginx (plain, gzip, OM) | "
+               "server CPU per scrape in µs, exporter / nginx (plain, gzip, OM; nginx's gzip -6) | "
                "rest of the machine during the wrk runs, max: CPU / steal (cores); before "
                "the runs, max (cores) |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = num(r, "series")
         per = " / ".join(fmt_int(num(r, k) / s) if num(r, k) else "—"
@@ -842,6 +843,17 @@ def cmd_report(args):
         cores = " / ".join(
             ", ".join(fmt(num(r, f"{side}_{k}_server_cores")) for k in ("plain", "gzip", "om"))
             for side in ("exp", "nginx"))
+
+        def per_scrape(prefix):
+            # CPU time per scrape: what the server spends, whatever share of the cores the
+            # rest of a shared machine left it (a steadier comparison than scrapes/s).
+            cores, rps = num(r, f"{prefix}_server_cores"), num(r, f"{prefix}_rps")
+            return fmt(cores / rps * 1e6, 1) if cores and rps else "—"
+
+        micros = (", ".join(per_scrape(f"exp_{k}") for k in ("plain", "gzip", "om")) + " / "
+                  + ", ".join(per_scrape(f"nginx_{k}") for k in ("plain", "gzip", "om"))
+                  + f"; {per_scrape('nginx_gzip6')}")
+
         def most(suffix):
             values = [num(r, k) for k in r if k.endswith(suffix)]
             values = [x for x in values if x is not None]
@@ -853,7 +865,7 @@ def cmd_report(args):
         else:
             cpu100k = fmt_int(cpu100k)
         out.append(f"| {fmt_int(s)} | {per} | {cpu100k} | {mb(num(r, 'sim_rss'))} | "
-                   f"{ops} | {outcomes} | {cores} | {most('_other_cores')} / "
+                   f"{ops} | {outcomes} | {cores} | {micros} | {most('_other_cores')} / "
                    f"{most('_steal_cores')}; {most('quiet_load_cores')} |")
     out.append("")
     big = [r for r in rows if "soak_refreshes" in r or "idle_cpu_ms" in r]
