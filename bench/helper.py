@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -560,6 +561,42 @@ def cmd_wrk(args):
         fail("wrk completed no request")
 
 
+ROUND_KEY = re.compile(r"^((?:exp|nginx)_(?:plain|gzip6|gzip|om))_r([1-9][0-9]*)_(.+)$")
+ROUND_MEDIANS = ("rps", "p50_ms", "p99_ms", "server_cores", "wrk_cores", "other_cores",
+                 "steal_cores")
+ROUND_SUMS = ("errors", "requests")
+
+
+def cmd_rounds(args):
+    """The wrk rounds of a row (PREFIX_rN_KEY), summarized under PREFIX_KEY: the median over
+    the rounds of rates, latencies and CPU, the sum of errors and requests, and
+    PREFIX_rps_rounds, every round's scrapes/s in order."""
+    runs = {}
+    for key, value in load_kv(args.row).items():
+        m = ROUND_KEY.match(key)
+        if m:
+            prefix, n, field = m.group(1), int(m.group(2)), m.group(3)
+            runs.setdefault(prefix, {}).setdefault(field, {})[n] = value
+    if not runs:
+        fail(f"no wrk rounds in {args.row}")
+    for prefix, fields in sorted(runs.items()):
+        for field, by_round in sorted(fields.items()):
+            values = []
+            for n in sorted(by_round):
+                try:
+                    values.append(float(by_round[n]))
+                except ValueError:
+                    pass
+            if not values:
+                continue
+            if field in ROUND_MEDIANS:
+                emit(prefix + "_", field, statistics.median(values))
+            elif field in ROUND_SUMS:
+                emit(prefix + "_", field, int(sum(values)))
+        rps = fields.get("rps", {})
+        emit(prefix + "_", "rps_rounds", ",".join(f"{float(rps[n]):.0f}" for n in sorted(rps)))
+
+
 # ---------------------------------------------------------------- the 50-refresh soak
 
 
@@ -786,7 +823,10 @@ def cmd_report(args):
     out.append(f"- simulated day: today {header.get('today')} (UTC); the demo configuration "
                f"(examples/demo.yaml: payer with 3 cost bases, 2 tag keys, 2 resource services, "
                f"3 budgets, Organizations; workload standalone), 500 groups a page")
-    out.append(f"- wrk: -t2 -c8, {header.get('wrk_seconds')} s a run, on loopback; nginx "
+    rounds = header.get("wrk_rounds", "1")
+    out.append(f"- wrk: -t2 -c8, {header.get('wrk_seconds')} s a run, {rounds} round(s) of "
+               f"every exporter/nginx pair, alternately; the tables show the median over the "
+               f"rounds (each round's scrapes/s below), on loopback; nginx "
                f"{header.get('nginx_version')} (worker_processes 2, sendfile on, gzip_static on, "
                f"access_log off) serving the exporter's exact plain, gzip and OpenMetrics bodies, "
                f"and (nginx gzip -6) `gzip -6` of the exporter's plain page with gzip_static")
@@ -823,6 +863,26 @@ def cmd_report(args):
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     # Per-scale detail: what the per-series figures are.
+    # Every round's scrapes/s: the spread behind each median.
+    out.append("Scrapes/s in each round (runs in this order within a round: exporter plain, "
+               "nginx plain, exporter gzip, nginx gzip, nginx gzip -6, exporter OpenMetrics, "
+               "nginx OpenMetrics), and each round's ratios, gzip vs nginx / vs nginx gzip -6:\n")
+    kinds = (("exp_plain", "exporter plain"), ("nginx_plain", "nginx plain"),
+             ("exp_gzip", "exporter gzip"), ("nginx_gzip", "nginx gzip"),
+             ("nginx_gzip6", "nginx gzip -6"), ("exp_om", "exporter OM"), ("nginx_om", "nginx OM"))
+    out.append("| cost series | " + " | ".join(label for _, label in kinds)
+               + " | gzip ratios per round |")
+    out.append("|---" * (len(kinds) + 2) + "|")
+    for r in rows:
+        def per_round(prefix):
+            return [float(x) for x in r.get(f"{prefix}_rps_rounds", "").split(",") if x]
+
+        cells = [" / ".join(fmt_int(x) for x in per_round(k)) or "—" for k, _ in kinds]
+        exp, ng, ng6 = per_round("exp_gzip"), per_round("nginx_gzip"), per_round("nginx_gzip6")
+        ratios = " · ".join(f"{fmt_ratio(a / b)} / {fmt_ratio(a / c)}"
+                            for a, b, c in zip(exp, ng, ng6) if b and c) or "—"
+        out.append(f"| {fmt_int(num(r, 'series'))} | " + " | ".join(cells) + f" | {ratios} |")
+    out.append("")
     out.append("Per cost series and other details:\n")
     out.append("| cost series | RSS B/series after refresh / after load / peak | refresh CPU "
                "ms per 100k series | simulator RSS MB | billed requests by operation | "
@@ -1276,6 +1336,9 @@ def main():
     p.add_argument("--target", type=int, required=True)
     p.add_argument("points", nargs="+", help="accounts:series")
     p.set_defaults(func=cmd_fit)
+    p = sub.add_parser("rounds")
+    p.add_argument("--row", required=True)
+    p.set_defaults(func=cmd_rounds)
     p = sub.add_parser("report")
     p.add_argument("--header", required=True)
     p.add_argument("--out")
