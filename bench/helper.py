@@ -862,7 +862,6 @@ def cmd_report(args):
         ]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
-    # Per-scale detail: what the per-series figures are.
     # Every round's scrapes/s: the spread behind each median.
     out.append("Scrapes/s in each round (runs in this order within a round: exporter plain, "
                "nginx plain, exporter gzip, nginx gzip, nginx gzip -6, exporter OpenMetrics, "
@@ -883,6 +882,7 @@ def cmd_report(args):
                             for a, b, c in zip(exp, ng, ng6) if b and c) or "—"
         out.append(f"| {fmt_int(num(r, 'series'))} | " + " | ".join(cells) + f" | {ratios} |")
     out.append("")
+    # Per-scale detail: what the per-series figures are.
     out.append("Per cost series and other details:\n")
     out.append("| cost series | RSS B/series after refresh / after load / peak | refresh CPU "
                "ms per 100k series | simulator RSS MB | billed requests by operation | "

@@ -173,7 +173,10 @@ impl Exporter {
     pub async fn start(config: Config, options: ExporterOptions) -> Result<Exporter, StartError> {
         let path = &options.telemetry_path;
         if !path.starts_with('/')
-            || matches!(path.as_str(), "/" | "/-/healthy" | "/-/ready" | "/-/reload")
+            || matches!(
+                path.as_str(),
+                "/" | "/-/healthy" | "/-/ready" | server::RELOAD_PATH
+            )
         {
             return Err(StartError::TelemetryPath(path.clone()));
         }

@@ -45,6 +45,8 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 /// Concurrent requests on one HTTP/2 connection.
 pub const MAX_HTTP2_STREAMS: u32 = 64;
+/// The lifecycle endpoint that reloads the configuration (POST or PUT).
+pub const RELOAD_PATH: &str = "/-/reload";
 
 /// What protects the server from slow and numerous clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,7 +431,7 @@ static EOF: LazyLock<Piece> = LazyLock::new(|| Piece::from_static("# EOF\n"));
 /// Any other request is answered by [`handle_request`].
 fn answer(state: &Arc<ServerState>, request: Request<hyper::body::Incoming>) -> Answer {
     use http_body::Body as _;
-    if state.web.is_none() && request.body().is_end_stream() && request.uri().path() != "/-/reload"
+    if state.web.is_none() && request.body().is_end_stream() && request.uri().path() != RELOAD_PATH
     {
         let (parts, _) = request.into_parts();
         let wanted = Wanted::of(&parts.headers);
@@ -519,7 +521,7 @@ where
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
         return response;
     }
-    if parts.uri.path() == "/-/reload" {
+    if parts.uri.path() == RELOAD_PATH {
         return reload(state, &parts.method).await;
     }
     respond(state, &parts.method, parts.uri.path(), &parts.headers)
