@@ -595,6 +595,13 @@ def cmd_rounds(args):
                 emit(prefix + "_", field, int(sum(values)))
         rps = fields.get("rps", {})
         emit(prefix + "_", "rps_rounds", ",".join(f"{float(rps[n]):.0f}" for n in sorted(rps)))
+        # CPU per scrape is each round's own cores / scrapes/s, then the median: the medians
+        # of cores and of rates may come from different rounds.
+        cores = fields.get("server_cores", {})
+        per_round = [float(cores[n]) / float(rps[n]) * 1e6 for n in sorted(rps)
+                     if n in cores and float(rps[n]) > 0]
+        if per_round:
+            emit(prefix + "_", "us_per_scrape", statistics.median(per_round))
 
 
 # ---------------------------------------------------------------- the 50-refresh soak
@@ -907,6 +914,9 @@ def cmd_report(args):
         def per_scrape(prefix):
             # CPU time per scrape: what the server spends, whatever share of the cores the
             # rest of a shared machine left it (a steadier comparison than scrapes/s).
+            micros = num(r, f"{prefix}_us_per_scrape")
+            if micros is not None:
+                return fmt(micros, 1)
             cores, rps = num(r, f"{prefix}_server_cores"), num(r, f"{prefix}_rps")
             return fmt(cores / rps * 1e6, 1) if cores and rps else "—"
 
