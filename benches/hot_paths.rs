@@ -13,7 +13,7 @@ use aws_cost_exporter::config::{CostBasis, Integration};
 use aws_cost_exporter::cost_explorer::{
     CostExplorer, Dimension, Granularity, GroupKey, Period, Query,
 };
-use aws_cost_exporter::exposition::{Format, OWN_LEVEL, Piece, Run};
+use aws_cost_exporter::exposition::{Format, GROUP_LEVEL, Piece, Run};
 use aws_cost_exporter::metrics::Metrics;
 use aws_cost_exporter::parts::costs::{CostData, DAILY, MONTH_TO_DATE};
 use aws_cost_exporter::parts::{FAMILIES, index_of};
@@ -227,7 +227,7 @@ fn gzip_join(c: &mut Criterion) {
     c.bench_function("gzip_join/100k_series_page", |b| {
         b.iter(|| {
             let mut page = Run::default();
-            page.push(&Piece::compressed(own.clone(), OWN_LEVEL));
+            page.push(&Piece::compressed(own.clone(), GROUP_LEVEL));
             page.append(rendered.run(Format::Classic));
             black_box(page.gzip())
         })

@@ -6,7 +6,7 @@
 //! pieces of the cost families are joined with a piece of the exporter's own few lines into one
 //! ordinary single-member gzip stream: gzip header, the pieces, an empty final block, and the
 //! trailer with the CRC-32 combined from the pieces' own. That body is joined once per encoding
-//! of the own lines (at most once a millisecond) and shared by the scrapes that send them
+//! of the own lines (at most once per tick of the clock, a tenth of a second) and shared by the scrapes that send them
 //! ([`Bodies`]). A long piece (a large
 //! family's samples) is compressed alone when a refresh builds it; the short ones (headers,
 //! small families) between two long ones are joined and compressed together once per
@@ -272,11 +272,6 @@ pub const PAGE_LEVEL: u32 = 5;
 /// (a few hundred kilobytes at most): zlib-rs's `deflate_slow`, 2 % smaller than level 6 on such
 /// text (its level 9 is larger again).
 pub const GROUP_LEVEL: u32 = 8;
-/// The compression level of the exporter's data age lines, compressed at most once per
-/// millisecond (a few hundred bytes, where resetting the compressor costs more than
-/// compressing). The rest of its own lines change only with the metrics, and are compressed
-/// at [`GROUP_LEVEL`].
-pub const OWN_LEVEL: u32 = 6;
 /// Pieces shorter than this are not compressed alone: a page joins each run of them and
 /// compresses it once, when it is rendered. A deflate piece starts without context and pays
 /// for its own Huffman tables (about 100 bytes), which on a page of many short families (the
@@ -576,7 +571,8 @@ fn contiguous_if_short(chunks: Vec<Bytes>) -> Vec<Bytes> {
 }
 
 /// The bodies of a page's scrapes, each joined once per encoding of the exporter's own lines
-/// (at most once per millisecond) and shared by every scrape that sends the same own lines:
+/// (at most once per tick of the clock, [`crate::metrics::AGE_TICK_MILLIS`]) and shared by
+/// every scrape that sends the same own lines:
 /// one per format and encoding. A page holds its own, so that they go with it.
 #[derive(Debug, Default)]
 pub struct Bodies {
@@ -893,7 +889,7 @@ mod tests {
     /// text): one contiguous chunk when short, the shared chunks when long.
     #[test]
     fn bodies_join_own_lines_page_and_tail() {
-        let own = Piece::compressed(Bytes::from_static(b"# own 1\n"), OWN_LEVEL);
+        let own = Piece::compressed(Bytes::from_static(b"# own 1\n"), GROUP_LEVEL);
         let eof = Piece::from_static("# EOF\n");
         let family = |lines: usize| -> String {
             (0..lines)
@@ -930,7 +926,7 @@ mod tests {
         let first = bodies.get(Format::Classic, true, &own.text, || join(&own));
         let again = bodies.get(Format::Classic, true, &own.text, || unreachable!());
         assert!(Arc::ptr_eq(&first, &again));
-        let other = Piece::compressed(Bytes::from(b"# own 2\n".to_vec()), OWN_LEVEL);
+        let other = Piece::compressed(Bytes::from(b"# own 2\n".to_vec()), GROUP_LEVEL);
         let second = bodies.get(Format::Classic, true, &other.text, || join(&other));
         assert_eq!(gunzip_one_member(&second.concat()), b"# own 2\n");
         // Each format and encoding has its own.

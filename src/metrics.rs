@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::clock::{Clock, lock, system_clock};
-use crate::exposition::{Format, GROUP_LEVEL, OWN_LEVEL, Piece, openmetrics_to_classic};
+use crate::exposition::{Format, GROUP_LEVEL, Piece, openmetrics_to_classic};
 use crate::failure::Reason;
 
 /// The crate version, for `aws_cost_exporter_build_info`.
@@ -65,7 +65,7 @@ type Labels = Vec<(String, String)>;
 pub struct Metrics {
     /// The families before `aws_cost_data_age_seconds`, that family alone, and the families
     /// after it: the first and last are encoded again only when the metrics changed (or the
-    /// UTC day did), the data age for every millisecond that a scrape asks in.
+    /// UTC day did), the data age for every tick of [`AGE_TICK_MILLIS`] that a scrape asks in.
     registry: Registry,
     age_registry: Registry,
     after_registry: Registry,
@@ -100,17 +100,24 @@ pub struct Metrics {
     stable: [ArcSwapOption<StableLines>; 2],
 }
 
+/// How often the scrape-time gauges (the data age) move on, in milliseconds: every scrape in one
+/// tick of the clock sends the same own lines, encoded at the tick's start, so under a flood of
+/// scrapes they are encoded and compressed again at most ten times a second, not for each. The
+/// ages read at most this much less than at the scrape's instant, on ages of minutes to hours.
+pub const AGE_TICK_MILLIS: i64 = 100;
+
 /// The exporter's own lines in one format, as encoded for one state of the metrics at the start
-/// of one millisecond of the clock: every scrape in that millisecond sends the same bytes (the
-/// data age as of that millisecond's start, at most 1 ms less than at the scrape's instant).
+/// of one tick of the clock ([`AGE_TICK_MILLIS`]): every scrape in that tick sends the same
+/// bytes.
 #[derive(Debug)]
 pub struct OwnLines {
     generation: u64,
-    millis: i64,
+    /// The tick's start, in Unix milliseconds.
+    tick: i64,
     pub text: Bytes,
     /// The families around the data age, as encoded for this state of the metrics and day.
     stable: Arc<StableLines>,
-    /// `aws_cost_data_age_seconds`, as of `millis`.
+    /// `aws_cost_data_age_seconds`, as of `tick`.
     age: Bytes,
     pieces: OnceLock<[Piece; 3]>,
 }
@@ -123,7 +130,7 @@ impl OwnLines {
         self.pieces.get_or_init(|| {
             [
                 self.stable.before.clone(),
-                Piece::compressed(self.age.clone(), OWN_LEVEL),
+                Piece::compressed(self.age.clone(), GROUP_LEVEL),
                 self.stable.after.clone(),
             ]
         })
@@ -250,7 +257,7 @@ impl Metrics {
             "How old the integration's served data is: now minus when it was fetched from AWS (computed at scrape time)",
             data_age.clone(),
         );
-        // Computed at scrape time like the data age: encoded with it, for every millisecond.
+        // Computed at scrape time like the data age: encoded with it, for every tick.
         let records_age = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         age_registry.register(
             "aws_cost_exporter_records_age_seconds",
@@ -606,29 +613,30 @@ impl Metrics {
     }
 
     /// The metrics in `format` as a scrape sends them: encoded again only when they changed or
-    /// the clock moved on to another millisecond since the last encoding (under a flood of
-    /// scrapes, most of them send the previous one's bytes); and then only the data age, unless
-    /// the rest changed too (or the UTC day did).
+    /// the clock moved on to another tick ([`AGE_TICK_MILLIS`]) since the last encoding (under
+    /// a flood of scrapes, most of them send the previous one's bytes); and then only the data
+    /// age, unless the rest changed too (or the UTC day did).
     pub fn own_lines(&self, format: Format) -> Arc<OwnLines> {
         let generation = self.generation.load(Ordering::Acquire);
         let millis = (self.clock.0)().timestamp_millis();
+        let tick = millis - millis.rem_euclid(AGE_TICK_MILLIS);
         let index = usize::from(format == Format::OpenMetrics);
         let slot = &self.own[index];
         if let Some(cached) = slot.load_full()
             && cached.generation == generation
-            && cached.millis == millis
+            && cached.tick == tick
         {
             return cached;
         }
-        // Encoded at the start of the millisecond, so that every scrape in it says the same.
-        let now = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
+        // Encoded at the start of the tick, so that every scrape in it says the same.
+        let now = chrono::DateTime::from_timestamp_millis(tick).unwrap_or_default();
         self.update_scrape_time_gauges(now);
         let day = now.date_naive();
         let stable = match self.stable[index].load_full() {
             Some(stable) if stable.generation == generation && stable.day == day => stable,
             _ => {
                 // Compressed now, for gzip scrapes: this happens when the metrics change, not
-                // for every millisecond. At the short pieces' level, as they are seldom made.
+                // for every tick. At the short pieces' level, as they are seldom made.
                 let stable = Arc::new(StableLines {
                     generation,
                     day,
@@ -645,7 +653,7 @@ impl Metrics {
             .concat();
         let lines = Arc::new(OwnLines {
             generation,
-            millis,
+            tick,
             text: Bytes::from(text),
             stable,
             age,
@@ -776,8 +784,8 @@ mod names {
         assert_eq!(served, NAMES);
     }
 
-    /// Scrapes in one millisecond share one encoding, which is what a fresh one would be; a
-    /// change to the metrics or another millisecond encodes again.
+    /// Scrapes in one tick of the clock share one encoding, which is what a fresh one would be
+    /// at the tick's start; a change to the metrics or another tick encodes again.
     #[test]
     fn own_lines_are_shared_until_they_change() {
         let now = Arc::new(Mutex::new(
@@ -789,12 +797,15 @@ mod names {
         let metrics = Metrics::with_clock(Arc::new(move || *lock(&clock_now)));
         metrics.record_data_fetched("a", *lock(&now) - chrono::Duration::seconds(90));
         let first = metrics.own_lines(Format::Classic);
-        *lock(&now) += chrono::Duration::microseconds(500);
-        let same_millisecond = metrics.own_lines(Format::Classic);
-        assert!(Arc::ptr_eq(&first, &same_millisecond));
-        // As encoded at the start of the millisecond: the data age reads 1 ms less than at
-        // the clock's instant here.
-        let start = chrono::DateTime::from_timestamp_millis(lock(&now).timestamp_millis()).unwrap();
+        // 10:00:00.099250, the tick's last millisecond.
+        *lock(&now) += chrono::Duration::milliseconds(99);
+        let same_tick = metrics.own_lines(Format::Classic);
+        assert!(Arc::ptr_eq(&first, &same_tick));
+        // As encoded at the start of the tick, 10:00:00.000: the data age reads 99 ms less
+        // than at the clock's instant here.
+        let start = chrono::DateTime::parse_from_rfc3339("2026-12-05T10:00:00Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(
             first.text,
             metrics.encode_at(Format::Classic, start).as_bytes()
@@ -812,7 +823,8 @@ mod names {
             String::from_utf8_lossy(&changed.text)
                 .contains("aws_cost_query_success{integration=\"a\",query=\"costs\"} 0")
         );
-        // The clock moves on: the data is older.
+        // The clock moves on to another tick, 10:00:01.599250: the data is older, as of
+        // 10:00:01.500.
         *lock(&now) += chrono::Duration::milliseconds(1500);
         let later = metrics.own_lines(Format::Classic);
         assert!(!Arc::ptr_eq(&changed, &later));
@@ -820,8 +832,16 @@ mod names {
             String::from_utf8_lossy(&later.text)
                 .contains("aws_cost_data_age_seconds{integration=\"a\"} 91.499\n")
         );
+        // One millisecond on, 10:00:01.600250, is the next tick.
+        *lock(&now) += chrono::Duration::milliseconds(1);
+        let next_tick = metrics.own_lines(Format::Classic);
+        assert!(!Arc::ptr_eq(&later, &next_tick));
+        assert!(
+            String::from_utf8_lossy(&next_tick.text)
+                .contains("aws_cost_data_age_seconds{integration=\"a\"} 91.599\n")
+        );
         // The compressed pieces are made once and hold the text. Only the data age's is new
-        // for a new millisecond; the others are the ones compressed when the metrics changed.
+        // for a new tick; the others are the ones compressed when the metrics changed.
         assert!(std::ptr::eq(later.pieces(), later.pieces()));
         let texts: Vec<&[u8]> = later.pieces().iter().map(|p| &p.text[..]).collect();
         assert_eq!(texts.concat(), later.text);

@@ -4,7 +4,7 @@
 //! request heads and bodies, and slow clients ([`Limits`]).
 //!
 //! A scrape loads the current rendering (an `Arc`), takes the exporter's own few metrics (encoded
-//! again only when they changed or the clock's millisecond did), and writes bytes: it never
+//! again only when they changed or the clock's tick, a tenth of a second, did), and writes bytes: it never
 //! calls AWS and takes the same time whatever AWS is doing.
 
 use std::convert::Infallible;
@@ -659,7 +659,7 @@ fn metrics_response(state: &ServerState, wanted: Wanted, empty: http::HeaderMap)
     let rendered = state.store.rendered();
     let openmetrics = format == Format::OpenMetrics;
     // The exporter's own lines are the only part encoded (and, for gzip, compressed) for a
-    // scrape, and only when they changed or the clock's millisecond did (see
+    // scrape, and only when they changed or the clock's tick did (see
     // Metrics::own_lines); the body they start is joined once for them, and every scrape that
     // sends them shares it.
     let run = rendered.run(format);
