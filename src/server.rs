@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -161,8 +162,9 @@ async fn serve_connection(
         None => None,
     };
     let Some(tls) = tls else {
-        let io = IdleTimeout::new(stream, state.limits.read_timeout);
-        serve_http1(TokioIo::new(io), peer, state, watcher).await;
+        let heads = Arc::new(Heads::default());
+        let io = IdleTimeout::new(stream, state.limits.read_timeout).with_heads(heads.clone());
+        serve_http1(TokioIo::new(io), heads, peer, state, watcher).await;
         return;
     };
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
@@ -178,26 +180,35 @@ async fn serve_connection(
         }
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(IdleTimeout::new(stream, state.limits.read_timeout));
+    let io = IdleTimeout::new(stream, state.limits.read_timeout);
     if h2 {
-        serve_http2(io, peer, state, watcher).await;
+        serve_http2(TokioIo::new(io), peer, state, watcher).await;
     } else {
-        serve_http1(io, peer, state, watcher).await;
+        let heads = Arc::new(Heads::default());
+        let io = TokioIo::new(io.with_heads(heads.clone()));
+        serve_http1(io, heads, peer, state, watcher).await;
     }
 }
 
-async fn serve_http1<I>(io: I, peer: SocketAddr, state: Arc<ServerState>, watcher: Watcher)
-where
+/// HTTP/1.1 on `io`, an [`IdleTimeout`] that bounds the request heads told by `heads`.
+async fn serve_http1<I>(
+    io: I,
+    heads: Arc<Heads>,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    watcher: Watcher,
+) where
     I: Read + Write + Unpin + Send + 'static,
 {
-    let read_timeout = state.limits.read_timeout;
     let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        // Also bounds an idle keep-alive connection: hyper starts this clock as soon as it
-        // waits for the next request.
-        .header_read_timeout(read_timeout)
+        // The IdleTimeout bounds the heads instead: hyper's clock would arm a timer, an
+        // allocation and two changes to the runtime's timer wheel, for every request.
+        .header_read_timeout(None::<Duration>)
         .max_header_size(MAX_HEADER_BYTES)
-        .serve_connection(io, service_fn(move |request| answer(&state, request)));
+        .serve_connection(
+            io,
+            service_fn(move |request| answer(&state, request, Some(&heads))),
+        );
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
     }
@@ -213,9 +224,35 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(MAX_HTTP2_STREAMS)
-        .serve_connection(io, service_fn(move |request| answer(&state, request)));
+        .serve_connection(io, service_fn(move |request| answer(&state, request, None)));
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(peer = %peer, error = %err, "HTTP/2 connection ended with an error");
+    }
+}
+
+/// What an HTTP/1 connection's service tells its [`IdleTimeout`] about the requests, so that
+/// the bytes of a request head can be told from a body's.
+#[derive(Debug, Default)]
+struct Heads {
+    /// Requests whose head arrived whole (the service was called for them).
+    arrived: AtomicU64,
+    /// Requests being handled ([`Handling`]): what is read meanwhile is their bodies.
+    handling: AtomicUsize,
+}
+
+/// A request being handled, from the service's call until its response is ready.
+struct Handling(Arc<Heads>);
+
+impl Handling {
+    fn new(heads: &Arc<Heads>) -> Self {
+        heads.handling.fetch_add(1, Ordering::Relaxed);
+        Self(heads.clone())
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -223,14 +260,24 @@ where
 /// closed: an idle keep-alive or HTTP/2 connection, and a client that stops reading its
 /// response, cannot hold one of the `--web.max-connections` slots for longer than that. A slow
 /// client that keeps reading is not cut off.
+///
+/// With [`Heads`] (HTTP/1), a request head must also arrive whole within `timeout` of its first
+/// byte, however slowly its bytes keep coming (as hyper's header read timeout would, without a
+/// timer for each request): a client trickling an endless head is cut off too.
 struct IdleTimeout<T> {
     inner: T,
     timeout: Duration,
     /// When a byte last moved.
     progress: tokio::time::Instant,
-    /// Never later than `progress + timeout`: moved on to that when it fires (not at every
-    /// read and write, which would touch the timer for each).
+    /// Never later than `progress + timeout`, nor than `head_from + timeout` while a head is
+    /// arriving: moved on to the earlier when it fires (not at every read and write, which
+    /// would touch the timer for each).
     deadline: Pin<Box<tokio::time::Sleep>>,
+    heads: Option<Arc<Heads>>,
+    /// `heads.arrived` when last looked at.
+    arrived: u64,
+    /// When the first byte of the head arriving was read.
+    head_from: Option<tokio::time::Instant>,
 }
 
 impl<T> IdleTimeout<T> {
@@ -241,23 +288,69 @@ impl<T> IdleTimeout<T> {
             timeout,
             progress,
             deadline: Box::pin(tokio::time::sleep_until(progress + timeout)),
+            heads: None,
+            arrived: 0,
+            head_from: None,
         }
+    }
+
+    /// Bounds the request heads that `heads` tells of, too.
+    fn with_heads(mut self, heads: Arc<Heads>) -> Self {
+        self.heads = Some(heads);
+        self
     }
 
     fn progressed(&mut self) {
         self.progress = tokio::time::Instant::now();
     }
 
+    /// Bytes were read: the first ones after a head arrived, unless a request is being handled
+    /// (its body), start the next head.
+    fn read_some(&mut self) {
+        self.progressed();
+        if self.head_arriving().is_none()
+            && let Some(heads) = &self.heads
+            && heads.handling.load(Ordering::Relaxed) == 0
+        {
+            self.head_from = Some(self.progress);
+        }
+    }
+
+    /// When the first byte of a head not arrived whole yet was read.
+    fn head_arriving(&mut self) -> Option<tokio::time::Instant> {
+        let heads = self.heads.as_ref()?;
+        let arrived = heads.arrived.load(Ordering::Relaxed);
+        if arrived != self.arrived {
+            self.arrived = arrived;
+            self.head_from = None;
+        }
+        if heads.handling.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        self.head_from
+    }
+
     /// Called when the inner stream is pending: an error once `timeout` has passed since a
-    /// byte last moved.
+    /// byte last moved, or since the first byte of a head that has not arrived whole.
     fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
         while self.deadline.as_mut().poll(cx).is_ready() {
-            let due = self.progress + self.timeout;
-            if due <= tokio::time::Instant::now() {
+            let now = tokio::time::Instant::now();
+            let idle = self.progress + self.timeout;
+            if idle <= now {
                 return Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "no bytes moved within the read timeout",
                 )));
+            }
+            let mut due = idle;
+            if let Some(head) = self.head_arriving().map(|from| from + self.timeout) {
+                if head <= now {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request head not received within the read timeout",
+                    )));
+                }
+                due = due.min(head);
             }
             self.deadline.as_mut().reset(due);
         }
@@ -293,7 +386,7 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleTimeout<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.progressed();
+                    this.read_some();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -427,10 +520,17 @@ static EOF: LazyLock<Piece> = LazyLock::new(|| Piece::from_static("# EOF\n"));
 /// auth) is answered at once and dropped before hyper goes on: hyper reads the connection while
 /// a request is in flight (to see the client hang up), and a request still holding its head's
 /// bytes would make that read allocate a new buffer; dropped, the buffer is used again. So a
-/// scrape allocates nothing of its own but the timer of `header_read_timeout` (bench/ANALYSIS.md).
-/// Any other request is answered by [`handle_request`].
-fn answer(state: &Arc<ServerState>, request: Request<hyper::body::Incoming>) -> Answer {
+/// scrape allocates nothing of its own (bench/ANALYSIS.md). Any other request is answered by
+/// [`handle_request`]. `heads` (HTTP/1) learns of each request, and of its handling.
+fn answer(
+    state: &Arc<ServerState>,
+    request: Request<hyper::body::Incoming>,
+    heads: Option<&Arc<Heads>>,
+) -> Answer {
     use http_body::Body as _;
+    if let Some(heads) = heads {
+        heads.arrived.fetch_add(1, Ordering::Relaxed);
+    }
     if state.web.is_none() && request.body().is_end_stream() && request.uri().path() != RELOAD_PATH
     {
         let (parts, _) = request.into_parts();
@@ -443,8 +543,11 @@ fn answer(state: &Arc<ServerState>, request: Request<hyper::body::Incoming>) -> 
         return Answer::Now(std::future::ready(Ok(response)));
     }
     let state = state.clone();
+    let handling = heads.map(Handling::new);
     Answer::Later(Box::pin(async move {
-        Ok(handle_request(&state, request).await)
+        let response = handle_request(&state, request).await;
+        drop(handling);
+        Ok(response)
     }))
 }
 
@@ -921,6 +1024,98 @@ mod tests {
         let idle_from = tokio::time::Instant::now();
         assert_idle_read_times_out(&mut io).await;
         assert!(idle_from.elapsed() < Duration::from_millis(200) + Duration::from_secs(5));
+    }
+
+    /// Reads `io` while its peer `client` sends a byte every 20 ms, for `for_at_most`: `Err`
+    /// with how long it took if a read failed with `TimedOut`; `after_each` runs after each
+    /// byte is read.
+    async fn trickle<T: tokio::io::AsyncRead + Unpin>(
+        io: &mut IdleTimeout<T>,
+        client: &mut tokio::io::DuplexStream,
+        for_at_most: Duration,
+        mut after_each: impl FnMut(),
+    ) -> Result<(), Duration> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < for_at_most {
+            client.write_all(b"x").await.unwrap();
+            let mut byte = [0; 1];
+            let read = tokio::time::timeout(Duration::from_secs(60), io.read(&mut byte))
+                .await
+                .expect("the read ends");
+            match read {
+                Ok(1) => after_each(),
+                Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(started.elapsed());
+                }
+                other => panic!("unexpected read: {other:?}"),
+            }
+            // Until the next byte, the read waits (and polls the deadline).
+            let mut more = [0; 1];
+            let waited = tokio::time::timeout(Duration::from_millis(20), io.read(&mut more)).await;
+            match waited {
+                Err(_) => {}
+                Ok(Err(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(started.elapsed());
+                }
+                other => panic!("unexpected read: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// A request head trickling in, a byte every 20 ms, is cut off once `timeout` has passed
+    /// since its first byte, though bytes keep moving; without heads to bound (HTTP/2), only
+    /// idleness is.
+    #[tokio::test]
+    async fn a_head_that_never_ends_times_out_though_bytes_keep_coming() {
+        let timeout = Duration::from_millis(200);
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(server, timeout).with_heads(Arc::default());
+        let cut = trickle(&mut io, &mut client, Duration::from_secs(5), || {})
+            .await
+            .expect_err("an endless head is cut off");
+        assert!(cut >= timeout, "{cut:?}");
+        assert!(cut < Duration::from_secs(2), "{cut:?}");
+
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(server, timeout);
+        assert_eq!(
+            trickle(&mut io, &mut client, Duration::from_millis(700), || {}).await,
+            Ok(())
+        );
+    }
+
+    /// Heads that arrive whole within the timeout, however many, and the bytes read while a
+    /// request is handled (its body) do not add up to a head; the first bytes after both start
+    /// one.
+    #[tokio::test]
+    async fn heads_that_arrive_and_bodies_are_not_cut_off() {
+        let timeout = Duration::from_millis(200);
+        let heads = Arc::new(Heads::default());
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(server, timeout).with_heads(heads.clone());
+        // A head of one byte each: 700 ms of them.
+        let arrive = || {
+            heads.arrived.fetch_add(1, Ordering::Relaxed);
+        };
+        assert_eq!(
+            trickle(&mut io, &mut client, Duration::from_millis(700), arrive).await,
+            Ok(())
+        );
+        // A request being handled reads its body for 700 ms.
+        let handling = Handling::new(&heads);
+        assert_eq!(
+            trickle(&mut io, &mut client, Duration::from_millis(700), || {}).await,
+            Ok(())
+        );
+        drop(handling);
+        // Handled: the next bytes are a head again.
+        arrive();
+        let cut = trickle(&mut io, &mut client, Duration::from_secs(5), || {})
+            .await
+            .expect_err("an endless head is cut off");
+        assert!(cut >= timeout && cut < Duration::from_secs(2), "{cut:?}");
     }
 
     #[test]

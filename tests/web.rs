@@ -724,6 +724,69 @@ async fn slow_and_idle_clients_are_disconnected() {
     exporter.shutdown().await;
 }
 
+/// A client trickling a request head that never ends, a header every 100 ms, is cut off
+/// without an answer once the read timeout (500 ms) has passed since the head's first byte,
+/// though its bytes keep coming; a keep-alive client sending whole requests keeps its
+/// connection for as long as it likes.
+#[tokio::test]
+async fn an_endless_head_is_cut_off_and_a_busy_keep_alive_connection_is_not() {
+    let exporter = start_with(None, short_timeout()).await.unwrap();
+    let addr = exporter.local_addr();
+
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    // At most 5 s of headers.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut byte = [0u8; 1];
+        match timeout(Duration::from_millis(1), slow.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => panic!("an answer to an unfinished head"),
+            Err(_) => {}
+        }
+    }
+    let cut = started.elapsed();
+    assert!(closed, "the endless head was still read after {cut:?}");
+    assert!(cut >= Duration::from_millis(500), "{cut:?}");
+    assert!(cut < Duration::from_secs(3), "{cut:?}");
+
+    // Requests every 100 ms on one connection for 1.5 s, three times the read timeout.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..15 {
+        busy.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        while !response.ends_with(b"Healthy\n") {
+            let mut buffer = [0u8; 256];
+            let n = timeout(WAIT, busy.read(&mut buffer))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed after {:?}",
+                String::from_utf8_lossy(&response)
+            );
+            response.extend_from_slice(&buffer[..n]);
+        }
+        assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    exporter.shutdown().await;
+}
+
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let limits = Limits {
