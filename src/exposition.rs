@@ -6,11 +6,11 @@
 //! pieces of the cost families are joined with a piece of the exporter's own few lines into one
 //! ordinary single-member gzip stream: gzip header, the pieces, an empty final block, and the
 //! trailer with the CRC-32 combined from the pieces' own. That body is joined once per encoding
-//! of the own lines (at most once per tick of the clock, a tenth of a second) and shared by the scrapes that send them
-//! ([`Bodies`]). A long piece (a large
-//! family's samples) is compressed alone when a refresh builds it; the short ones (headers,
-//! small families) between two long ones are joined and compressed together once per
-//! rendering of the page ([`RunBuilder`]), which keeps the page as small as one stream would be.
+//! of the own lines (at most once per tick of the clock, a tenth of a second) and shared by the
+//! scrapes that send them ([`Bodies`]). A long piece (a large family's samples) is compressed
+//! alone when a refresh builds it; the short ones (headers, small families) between two long
+//! ones are joined and compressed together once per rendering of the page ([`RunBuilder`]),
+//! which keeps the page as small as one stream would be.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;

@@ -4,8 +4,8 @@
 //! request heads and bodies, and slow clients ([`Limits`]).
 //!
 //! A scrape loads the current rendering (an `Arc`), takes the exporter's own few metrics (encoded
-//! again only when they changed or the clock's tick, a tenth of a second, did), and writes bytes: it never
-//! calls AWS and takes the same time whatever AWS is doing.
+//! again only when they changed or the clock's tick, a tenth of a second, did), and writes
+//! bytes: it never calls AWS and takes the same time whatever AWS is doing.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
