@@ -20,7 +20,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::rt::{Read, Write};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -162,9 +161,7 @@ async fn serve_connection(
         None => None,
     };
     let Some(tls) = tls else {
-        let heads = Arc::new(Heads::default());
-        let io = IdleTimeout::new(stream, state.limits.read_timeout).with_heads(heads.clone());
-        serve_http1(TokioIo::new(io), heads, peer, state, watcher).await;
+        serve_http1(stream, peer, state, watcher).await;
         return;
     };
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
@@ -179,34 +176,27 @@ async fn serve_connection(
             return;
         }
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = IdleTimeout::new(stream, state.limits.read_timeout);
-    if h2 {
-        serve_http2(TokioIo::new(io), peer, state, watcher).await;
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_http2(stream, peer, state, watcher).await;
     } else {
-        let heads = Arc::new(Heads::default());
-        let io = TokioIo::new(io.with_heads(heads.clone()));
-        serve_http1(io, heads, peer, state, watcher).await;
+        serve_http1(stream, peer, state, watcher).await;
     }
 }
 
-/// HTTP/1.1 on `io`, an [`IdleTimeout`] that bounds the request heads told by `heads`.
-async fn serve_http1<I>(
-    io: I,
-    heads: Arc<Heads>,
-    peer: SocketAddr,
-    state: Arc<ServerState>,
-    watcher: Watcher,
-) where
-    I: Read + Write + Unpin + Send + 'static,
+/// HTTP/1.1 on `stream`, in an [`IdleTimeout`] that also bounds the request heads.
+async fn serve_http1<S>(stream: S, peer: SocketAddr, state: Arc<ServerState>, watcher: Watcher)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let heads = Arc::new(Heads::default());
+    let io = IdleTimeout::new(stream, state.limits.read_timeout).with_heads(heads.clone());
     let connection = http1::Builder::new()
         // The IdleTimeout bounds the heads instead: hyper's clock would arm a timer, an
         // allocation and two changes to the runtime's timer wheel, for every request.
         .header_read_timeout(None::<Duration>)
         .max_header_size(MAX_HEADER_BYTES)
         .serve_connection(
-            io,
+            TokioIo::new(io),
             service_fn(move |request| answer(&state, request, Some(&heads))),
         );
     if let Err(err) = watcher.watch(connection).await {
@@ -214,10 +204,12 @@ async fn serve_http1<I>(
     }
 }
 
-async fn serve_http2<I>(io: I, peer: SocketAddr, state: Arc<ServerState>, watcher: Watcher)
+/// HTTP/2 on `stream`, in an [`IdleTimeout`].
+async fn serve_http2<S>(stream: S, peer: SocketAddr, state: Arc<ServerState>, watcher: Watcher)
 where
-    I: Read + Write + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let io = TokioIo::new(IdleTimeout::new(stream, state.limits.read_timeout));
     // No keep-alive pings: their answers would keep an idle connection from ever timing out
     // (see IdleTimeout).
     let connection = http2::Builder::new(TokioExecutor::new())
@@ -308,26 +300,32 @@ impl<T> IdleTimeout<T> {
     /// (its body), start the next head.
     fn read_some(&mut self) {
         self.progressed();
-        if self.head_arriving().is_none()
-            && let Some(heads) = &self.heads
-            && heads.handling.load(Ordering::Relaxed) == 0
-        {
+        if self.reading_heads() && self.head_from.is_none() {
             self.head_from = Some(self.progress);
         }
     }
 
     /// When the first byte of a head not arrived whole yet was read.
     fn head_arriving(&mut self) -> Option<tokio::time::Instant> {
-        let heads = self.heads.as_ref()?;
+        if self.reading_heads() {
+            self.head_from
+        } else {
+            None
+        }
+    }
+
+    /// Whether what is read now is request heads (with `heads`, no request being handled);
+    /// forgets the head that was arriving once it has.
+    fn reading_heads(&mut self) -> bool {
+        let Some(heads) = &self.heads else {
+            return false;
+        };
         let arrived = heads.arrived.load(Ordering::Relaxed);
         if arrived != self.arrived {
             self.arrived = arrived;
             self.head_from = None;
         }
-        if heads.handling.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        self.head_from
+        heads.handling.load(Ordering::Relaxed) == 0
     }
 
     /// Called when the inner stream is pending: an error once `timeout` has passed since a
