@@ -914,11 +914,9 @@ def cmd_report(args):
         def per_scrape(prefix):
             # CPU time per scrape: what the server spends, whatever share of the cores the
             # rest of a shared machine left it (a steadier comparison than scrapes/s).
+            # The median of each round's own (see cmd_rounds).
             micros = num(r, f"{prefix}_us_per_scrape")
-            if micros is not None:
-                return fmt(micros, 1)
-            cores, rps = num(r, f"{prefix}_server_cores"), num(r, f"{prefix}_rps")
-            return fmt(cores / rps * 1e6, 1) if cores and rps else "—"
+            return fmt(micros, 1) if micros is not None else "—"
 
         micros = (", ".join(per_scrape(f"exp_{k}") for k in ("plain", "gzip", "om")) + " / "
                   + ", ".join(per_scrape(f"nginx_{k}") for k in ("plain", "gzip", "om"))
